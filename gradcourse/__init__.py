@@ -1,0 +1,1 @@
+"""gradcourse: the helper package of a course on vanishing and exploding gradients."""

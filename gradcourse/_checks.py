@@ -1,0 +1,63 @@
+"""Argument checks shared by the public functions: one clear ValueError per mistake."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError naming both."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+def integer(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int within [low, high], else raise a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer):
+                value = int(value)
+            else:
+                raise TypeError
+        except TypeError:
+            raise ValueError(f"{name} must be an integer; got {value!r}") from None
+    _bounds(name, value, low, high)
+    return value
+
+
+def number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite float within its bounds, else raise a ValueError.
+
+    ``low_open=True`` makes the lower bound strict (``value > low``).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number; got {value!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if low_open and low is not None and value <= low:
+        raise ValueError(f"{name} must be greater than {low}; got {value!r}")
+    _bounds(name, value, None if low_open else low, high)
+    return value
+
+
+def _bounds(name: str, value: float, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be at least {low}; got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}; got {value!r}")

@@ -1,0 +1,113 @@
+"""Datasets made on the fly from a seed: nothing is downloaded, the same seed gives the same tensors.
+
+>>> from gradcourse import data
+>>> ds = data.spirals(n=256, seed=0)
+>>> x, y = ds                      # a Dataset unpacks to its training pair
+>>> tuple(x.shape), y.dtype
+((256, 2), torch.int64)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Training tensors ``x, y`` and held-out tensors ``x_test, y_test``.
+
+    Unpacks like a pair (``x, y = ds``), so it can be passed anywhere an ``(x, y)`` pair is expected.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    description: str = ""
+
+    def __iter__(self):
+        return iter((self.x, self.y))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_checks.integer("seed", seed, low=0))
+
+
+def spirals(n: int = 512, seed: int = 0, noise: float = 0.2, *, n_test: int = 256) -> Dataset:
+    """Two interleaved spirals in the plane, labels 0 and 1 (half the points each).
+
+    Each class is a spiral arm: radius ``r`` runs evenly from 0 to 1 and the angle is
+    ``4 r + k π`` for class ``k``, plus Gaussian angle noise of standard deviation ``noise``
+    (radians). The classes are not linearly separable, so a network needs depth or width to
+    fit them, which is what makes it a good patient for the gradient lessons.
+
+    >>> ds = spirals(n=100, seed=1, noise=0.1, n_test=20)
+    >>> ds.x.shape, ds.x_test.shape, int(ds.y.sum())
+    (torch.Size([100, 2]), torch.Size([20, 2]), 50)
+    """
+    n = _checks.integer("n", n, low=2)
+    n_test = _checks.integer("n_test", n_test, low=0)
+    noise = _checks.number("noise", noise, low=0.0)
+    gen = _generator(seed)
+    x, y = _spiral_points(n, noise, gen)
+    x_test, y_test = _spiral_points(n_test, noise, gen)
+    return Dataset(x, y, x_test, y_test, f"spirals(n={n}, seed={seed}, noise={noise})")
+
+
+def _spiral_points(n: int, noise: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = torch.arange(n) % 2
+    radius = torch.rand(n, generator=gen)
+    angle = 4.0 * radius + math.pi * labels + noise * torch.randn(n, generator=gen)
+    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    return x, labels
+
+
+def adding_problem(seq_len: int = 50, n: int = 1024, seed: int = 0, *, n_test: int = 256) -> Dataset:
+    """The adding problem (Hochreiter & Schmidhuber 1997; the variant of Le et al. 2015).
+
+    Each input is a sequence of shape ``(seq_len, 2)``. Channel 0 holds values drawn uniformly
+    from [0, 1]; channel 1 is a marker that is 1 at exactly two positions, one in the first half
+    of the sequence and one in the second half, and 0 elsewhere. The target (shape ``(n, 1)``,
+    float) is the sum of the two marked values.
+
+    The trivial baseline always predicts 1 (the mean of the target). The sum of two independent
+    uniform values has variance 2 × 1/12, so that baseline's mean squared error is exactly 1/6.
+    A model must carry the first marked value across at least ``seq_len / 2`` steps to beat it,
+    which is what makes the task a test of gradients through time.
+
+    >>> ds = adding_problem(seq_len=10, n=4, seed=0, n_test=0)
+    >>> tuple(ds.x.shape), tuple(ds.y.shape), ds.x[:, :, 1].sum(dim=1).tolist()
+    ((4, 10, 2), (4, 1), [2.0, 2.0, 2.0, 2.0])
+    """
+    seq_len = _checks.integer("seq_len", seq_len, low=2)
+    n = _checks.integer("n", n, low=1)
+    n_test = _checks.integer("n_test", n_test, low=0)
+    gen = _generator(seed)
+    x, y = _adding_sequences(n, seq_len, gen)
+    x_test, y_test = _adding_sequences(n_test, seq_len, gen)
+    return Dataset(x, y, x_test, y_test, f"adding_problem(seq_len={seq_len}, n={n}, seed={seed})")
+
+
+def _adding_sequences(n: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    values = torch.rand(n, seq_len, generator=gen)
+    half = seq_len // 2
+    first = torch.randint(0, half, (n,), generator=gen)
+    second = torch.randint(half, seq_len, (n,), generator=gen)
+    markers = torch.zeros(n, seq_len)
+    rows = torch.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    target = (values * markers).sum(dim=1, keepdim=True)
+    return torch.stack([values, markers], dim=2), target
+
+
+#: Mean squared error of always predicting 1 on the adding problem: Var(U + U') = 2/12.
+ADDING_BASELINE_MSE = 1.0 / 6.0

@@ -1,0 +1,240 @@
+"""Model factories: a deep MLP (plain, BatchNorm, residual) and an unrolled recurrent sequence model.
+
+Hidden linear layers are named ``layer1``, ``layer2``, … front to back, so probes and plots can
+label them; every model records the arguments it was built with in ``model.config``.
+
+>>> from gradcourse.models import mlp
+>>> net = mlp(depth=3, width=16, activation="tanh", init="xavier", seed=0)
+>>> [name for name, _ in net.named_children()][:4]
+['layer1', 'act1', 'layer2', 'act2']
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _checks
+
+ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "linear": nn.Identity,
+}
+INITS = ("default", "xavier", "kaiming", "normal")
+CELLS = ("rnn", "lstm", "gru")
+
+
+class MLP(nn.Module):
+    """A stack of ``layerK → [bnK] → actK`` hidden layers and a linear ``head``.
+
+    With ``residual=True`` every hidden layer after the first adds its input back:
+    ``h_k = h_{k-1} + act(bn(W_k h_{k-1}))``, so the Jacobian of a block is ``I + ∂f/∂h``.
+    """
+
+    def __init__(self, depth: int, width: int, activation: str, batchnorm: bool, residual: bool,
+                 in_features: int, out_features: int):
+        super().__init__()
+        self.depth = depth
+        self.residual = residual
+        self.activation = activation
+        for k in range(1, depth + 1):
+            self.add_module(f"layer{k}", nn.Linear(in_features if k == 1 else width, width))
+            if batchnorm:
+                self.add_module(f"bn{k}", nn.BatchNorm1d(width))
+            self.add_module(f"act{k}", ACTIVATIONS[activation]())
+        self.head = nn.Linear(width, out_features)
+        #: Which module's output is the activation of each hidden layer (read by probes).
+        self.probe_activations = {f"layer{k}": f"act{k}" for k in range(1, depth + 1)}
+
+    def hidden_layers(self) -> list[nn.Linear]:
+        """The hidden linear layers, front to back."""
+        return [getattr(self, f"layer{k}") for k in range(1, self.depth + 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k in range(1, self.depth + 1):
+            z = getattr(self, f"layer{k}")(x)
+            if hasattr(self, f"bn{k}"):
+                z = getattr(self, f"bn{k}")(z)
+            a = getattr(self, f"act{k}")(z)
+            x = x + a if self.residual and k > 1 else a
+        return self.head(x)
+
+
+def mlp(
+    depth: int,
+    width: int,
+    *,
+    activation: str = "sigmoid",
+    init: str = "default",
+    weight_std: float | None = None,
+    batchnorm: bool = False,
+    residual: bool = False,
+    in_features: int = 2,
+    out_features: int = 2,
+    seed: int = 0,
+) -> MLP:
+    """A deep multilayer perceptron with ``depth`` hidden layers of ``width`` units.
+
+    ``init`` chooses the weight initialisation of every linear layer (biases start at 0 except
+    for ``"default"``): ``"default"`` is PyTorch's (uniform, std = 1/√(3·fan_in));
+    ``"xavier"`` is Glorot normal, Var(w) = 2/(fan_in + fan_out); ``"kaiming"`` is He normal,
+    Var(w) = 2/fan_in; ``"normal"`` draws w ~ N(0, weight_std²/fan_in), so ``weight_std`` is
+    the scale relative to 1/√fan_in (√2 is He's scale). The same ``seed`` builds the same
+    weights, without touching the global random state.
+
+    >>> net = mlp(depth=20, width=64, activation="relu", init="kaiming", seed=0)
+    >>> len(net.hidden_layers()), net.config["init"]
+    (20, 'kaiming')
+    >>> mlp(3, 8, activation="swish")
+    Traceback (most recent call last):
+    ...
+    ValueError: activation must be one of 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'gelu', 'linear'; got 'swish'
+    """
+    depth = _checks.integer("depth", depth, low=1, high=500)
+    width = _checks.integer("width", width, low=1, high=4096)
+    _checks.choice("activation", activation, ACTIVATIONS)
+    _checks.choice("init", init, INITS)
+    if init == "normal":
+        if weight_std is None:
+            raise ValueError("weight_std is required when init='normal' (a positive number)")
+        weight_std = _checks.number("weight_std", weight_std, low=0.0, low_open=True)
+    elif weight_std is not None:
+        raise ValueError(f"weight_std is only used with init='normal'; got init={init!r}")
+    for name, flag in (("batchnorm", batchnorm), ("residual", residual)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False; got {flag!r}")
+    in_features = _checks.integer("in_features", in_features, low=1)
+    out_features = _checks.integer("out_features", out_features, low=1)
+    config = dict(kind="mlp", depth=depth, width=width, activation=activation, init=init,
+                  weight_std=weight_std, batchnorm=batchnorm, residual=residual,
+                  in_features=in_features, out_features=out_features, seed=seed)
+    with _seeded(seed):
+        model = MLP(depth, width, activation, batchnorm, residual, in_features, out_features)
+        if init != "default":
+            for module in model.modules():
+                if isinstance(module, nn.Linear):
+                    init_linear(module, init, weight_std)
+    model.config = config
+    return model
+
+
+def init_linear(layer: nn.Linear, scheme: str, weight_std: float | None = None) -> None:
+    """Re-initialise one linear layer in place with ``scheme`` (see :func:`mlp`); bias set to 0."""
+    _checks.choice("scheme", scheme, INITS)
+    if scheme == "default":
+        layer.reset_parameters()
+        return
+    with torch.no_grad():
+        if scheme == "xavier":
+            nn.init.xavier_normal_(layer.weight)
+        elif scheme == "kaiming":
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            layer.weight.normal_(0.0, weight_std / math.sqrt(layer.in_features))
+        layer.bias.zero_()
+
+
+class SequenceModel(nn.Module):
+    """A recurrent cell unrolled over time, then a linear ``readout`` of the last hidden state.
+
+    The loop is written out so that every hidden state ``h_t`` passes through ``hidden_tap``
+    (an identity): a probe hooks it to measure ‖∂L/∂h_t‖ for each time step.
+    """
+
+    def __init__(self, cell: str, hidden: int, input_size: int, output_size: int):
+        super().__init__()
+        self.cell_type = cell
+        self.hidden = hidden
+        cell_class = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
+        self.cell = cell_class(input_size, hidden)
+        self.hidden_tap = nn.Identity()
+        self.readout = nn.Linear(hidden, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"x must have shape (batch, seq_len, input_size); got {tuple(x.shape)}")
+        h = x.new_zeros(x.shape[0], self.hidden)
+        c = x.new_zeros(x.shape[0], self.hidden) if self.cell_type == "lstm" else None
+        for t in range(x.shape[1]):
+            if c is None:
+                h = self.cell(x[:, t], h)
+            else:
+                h, c = self.cell(x[:, t], (h, c))
+            h = self.hidden_tap(h)
+        return self.readout(h)
+
+
+def sequence_model(
+    cell: str = "rnn",
+    hidden: int = 32,
+    *,
+    input_size: int = 2,
+    output_size: int = 1,
+    recurrent_scale: float | None = None,
+    forget_bias: float | None = None,
+    seed: int = 0,
+) -> SequenceModel:
+    """A recurrent model reading ``x`` of shape ``(batch, seq_len, input_size)``.
+
+    ``cell`` is ``"rnn"`` (tanh), ``"lstm"`` or ``"gru"``, built with PyTorch's default
+    initialisation. ``recurrent_scale`` (plain RNN only) replaces the recurrent matrix by a
+    random orthogonal matrix times that scale, so its spectral radius is exactly the scale.
+    ``forget_bias`` (LSTM only) sets the forget gate's total bias (input + hidden bias) to that
+    value; a positive bias keeps the cell state, and its gradient path, open at the start.
+
+    >>> model = sequence_model("rnn", hidden=8, recurrent_scale=0.9, seed=0)
+    >>> round(torch.linalg.eigvals(model.cell.weight_hh).abs().max().item(), 4)
+    0.9
+    >>> model(torch.zeros(5, 7, 2)).shape
+    torch.Size([5, 1])
+    """
+    _checks.choice("cell", cell, CELLS)
+    hidden = _checks.integer("hidden", hidden, low=1, high=4096)
+    input_size = _checks.integer("input_size", input_size, low=1)
+    output_size = _checks.integer("output_size", output_size, low=1)
+    if recurrent_scale is not None:
+        if cell != "rnn":
+            raise ValueError(f"recurrent_scale applies to cell='rnn' only; got cell={cell!r}")
+        recurrent_scale = _checks.number("recurrent_scale", recurrent_scale, low=0.0, low_open=True)
+    if forget_bias is not None:
+        if cell != "lstm":
+            raise ValueError(f"forget_bias applies to cell='lstm' only; got cell={cell!r}")
+        forget_bias = _checks.number("forget_bias", forget_bias)
+    config = dict(kind="sequence", cell=cell, hidden=hidden, input_size=input_size,
+                  output_size=output_size, recurrent_scale=recurrent_scale,
+                  forget_bias=forget_bias, seed=seed)
+    with _seeded(seed):
+        model = SequenceModel(cell, hidden, input_size, output_size)
+        with torch.no_grad():
+            if recurrent_scale is not None:
+                orthogonal = torch.empty(hidden, hidden)
+                nn.init.orthogonal_(orthogonal)
+                model.cell.weight_hh.copy_(recurrent_scale * orthogonal)
+            if forget_bias is not None:
+                # PyTorch orders LSTM gates as input, forget, cell, output.
+                forget = slice(hidden, 2 * hidden)
+                model.cell.bias_ih[forget] = forget_bias
+                model.cell.bias_hh[forget] = 0.0
+    model.config = config
+    return model
+
+
+class _seeded:
+    """Seed torch's global generator inside the block and restore it afterwards."""
+
+    def __init__(self, seed: int):
+        self.seed = _checks.integer("seed", seed, low=0)
+
+    def __enter__(self):
+        self._fork = torch.random.fork_rng(devices=[])
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        return self._fork.__exit__(*exc)

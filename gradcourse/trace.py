@@ -1,0 +1,84 @@
+"""The record a probe leaves behind: per-layer quantities per recorded step, as numpy arrays.
+
+>>> import numpy as np
+>>> t = Trace(layers=["layer1", "head"], steps=np.array([0, 10]),
+...           scalars={"grad_norm": np.array([[1.0, 2.0], [3.0, 4.0]])})
+>>> t.get("grad_norm")[-1]
+array([3., 4.])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: The per-layer scalars a probe records; ``Trace.get(name)`` returns ``(steps, layers)``.
+LAYER_QUANTITIES = (
+    "grad_norm",          # ‖∂L/∂W‖ (Frobenius) of the layer's weight, before any clipping
+    "output_grad_norm",   # ‖∂L/∂z‖: the signal backpropagation carries into the layer's output
+    "weight_norm",        # ‖W‖ at the start of the step
+    "update_ratio",       # ‖ΔW‖/‖W‖ of the step's update
+    "act_mean",           # mean of the layer's activation (its output when it has none)
+    "act_std",            # standard deviation of the same
+    "saturated_frac",     # sigmoid/tanh units within 3% of the output range's ends (else NaN)
+    "dead_frac",          # ReLU units silent for the whole batch (else NaN)
+)
+
+
+@dataclass
+class Trace:
+    """What a :class:`~gradcourse.probes.Probe` recorded.
+
+    ``layers`` are module names as ``model.named_modules()`` gives them, front to back;
+    ``steps`` the recorded step numbers. ``get(name)`` returns a ``(len(steps), len(layers))``
+    array for each of :data:`LAYER_QUANTITIES`, ``(steps, layers, bins)`` counts for
+    ``"grad_hist"`` (histogram of log10|∂L/∂W| over ``hist_edges``) and ``(steps, seq_len)`` for
+    ``"hidden_grad_norm"`` (‖∂L/∂h_t‖ of a sequence model). ``nonfinite`` says where the first
+    NaN/Inf appeared: ``{"step": int, "layer": str, "where": "forward" | "gradient"}`` or ``None``.
+    """
+
+    layers: list[str]
+    steps: np.ndarray
+    scalars: dict[str, np.ndarray] = field(default_factory=dict)
+    grad_hist: np.ndarray | None = None
+    hist_edges: np.ndarray | None = None
+    hidden_grad_norm: np.ndarray | None = None
+    nonfinite: dict | None = None
+
+    def get(self, name: str) -> np.ndarray:
+        """The recorded array called ``name`` (see the class docstring for shapes)."""
+        if name in self.scalars:
+            return self.scalars[name]
+        if name == "grad_hist" and self.grad_hist is not None:
+            return self.grad_hist
+        if name == "hidden_grad_norm" and self.hidden_grad_norm is not None:
+            return self.hidden_grad_norm
+        available = [*self.scalars, *(["grad_hist"] if self.grad_hist is not None else []),
+                     *(["hidden_grad_norm"] if self.hidden_grad_norm is not None else [])]
+        raise ValueError(f"name must be one of {', '.join(map(repr, available))}; got {name!r}")
+
+    def layer(self, name: str, quantity: str) -> np.ndarray:
+        """One layer's ``quantity`` over the recorded steps (a 1-D array)."""
+        if name not in self.layers:
+            raise ValueError(f"name must be one of {self.layers}; got {name!r}")
+        return self.get(quantity)[:, self.layers.index(name)]
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Split into numpy arrays and JSON-able metadata (for :meth:`gradcourse.train.Run.save`)."""
+        arrays = {f"trace_{k}": v for k, v in self.scalars.items()}
+        arrays["trace_steps"] = self.steps
+        for key in ("grad_hist", "hist_edges", "hidden_grad_norm"):
+            if getattr(self, key) is not None:
+                arrays[f"trace_{key}"] = getattr(self, key)
+        return arrays, {"layers": list(self.layers), "nonfinite": self.nonfinite}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trace:
+        """Inverse of :meth:`to_arrays`."""
+        scalars = {q: arrays[f"trace_{q}"] for q in LAYER_QUANTITIES if f"trace_{q}" in arrays}
+        return cls(layers=list(meta["layers"]), steps=arrays["trace_steps"], scalars=scalars,
+                   grad_hist=arrays.get("trace_grad_hist"),
+                   hist_edges=arrays.get("trace_hist_edges"),
+                   hidden_grad_norm=arrays.get("trace_hidden_grad_norm"),
+                   nonfinite=meta.get("nonfinite"))

@@ -1,0 +1,260 @@
+"""The training loop: ``fit(model, data, ...) -> Run``, with probes attached and divergence caught.
+
+>>> from gradcourse import data, models
+>>> from gradcourse.train import fit
+>>> run = fit(models.mlp(3, 16, activation="tanh", seed=0), data.spirals(256), steps=50, lr=0.5)
+>>> len(run.losses), run.diverged_at, run.trace.get("grad_norm").shape
+(50, None, (50, 4))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _checks
+from .data import Dataset
+from .probes import Probe
+from .remedies import Clipping, clip_norm
+from .trace import Trace
+
+OPTIMIZERS = ("sgd", "adam")
+_FORMAT = "gradcourse-run/1"
+
+
+@dataclass
+class Run:
+    """The outcome of :func:`fit`.
+
+    ``losses`` (one per completed step; a diverged step's non-finite loss is the last entry),
+    ``grad_norm_total`` (total gradient norm before clipping, per step), ``clipped`` (whether each
+    step was clipped), ``metrics`` (final loss, accuracies), ``trace`` (the probe's
+    :class:`~gradcourse.trace.Trace`, or ``None``), ``params`` (what the run was made with),
+    ``diverged_at`` (the step whose loss or gradient was NaN/Inf, else ``None``) and
+    ``diverged_layer`` (where it began, as the probe located it). ``model`` is the trained model
+    (not saved).
+    """
+
+    losses: np.ndarray
+    grad_norm_total: np.ndarray
+    clipped: np.ndarray
+    metrics: dict
+    params: dict
+    trace: Trace | None = None
+    diverged_at: int | None = None
+    diverged_layer: str | None = None
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the run to ``path`` (a ``.npz`` file: arrays plus one JSON string; no pickle).
+
+        >>> import tempfile, os
+        >>> from gradcourse import data, models
+        >>> run = fit(models.mlp(2, 4), data.spirals(32), steps=3, lr=0.1)
+        >>> same = Run.load(run.save(os.path.join(tempfile.mkdtemp(), "run.npz")))
+        >>> bool((same.losses == run.losses).all())
+        True
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ValueError(f"path must end in .npz; got {str(path)!r}")
+        arrays = {"losses": self.losses, "grad_norm_total": self.grad_norm_total,
+                  "clipped": self.clipped}
+        meta = {"format": _FORMAT, "metrics": self.metrics, "params": self.params,
+                "diverged_at": self.diverged_at, "diverged_layer": self.diverged_layer,
+                "trace": None}
+        if self.trace is not None:
+            trace_arrays, meta["trace"] = self.trace.to_arrays()
+            arrays.update(trace_arrays)
+        np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Run:
+        """Read a run written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"path is not a saved gradcourse run ({_FORMAT}); got {meta.get('format')!r}")
+        trace = Trace.from_arrays(arrays, meta["trace"]) if meta["trace"] is not None else None
+        return cls(losses=arrays["losses"], grad_norm_total=arrays["grad_norm_total"],
+                   clipped=arrays["clipped"], metrics=meta["metrics"], params=meta["params"],
+                   trace=trace, diverged_at=meta["diverged_at"],
+                   diverged_layer=meta["diverged_layer"])
+
+
+def fit(
+    model: nn.Module,
+    data,
+    *,
+    steps: int,
+    lr: float,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    clip: Clipping | float | None = None,
+    probe: bool = True,
+    every: int = 1,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> Run:
+    """Train ``model`` on ``data`` for ``steps`` optimizer steps and return a :class:`Run`.
+
+    ``data`` is an ``(x, y)`` pair of tensors or a :class:`~gradcourse.data.Dataset`. The loss
+    follows the target: integer class labels → cross-entropy, float targets → mean squared error.
+    ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adam"``. ``clip`` is a
+    :class:`~gradcourse.remedies.Clipping` (``remedies.clip_norm(1.0)``), a number (clip the norm
+    at it) or ``None``. ``batch_size=None`` trains on the full batch; otherwise mini-batches are
+    drawn with ``seed``. With ``probe=True`` a :class:`~gradcourse.probes.Probe` records every
+    ``every``-th step. ``progress`` shows a ``tqdm.auto`` bar (default: on in a notebook, off
+    elsewhere and under pytest).
+
+    A NaN or Inf in the loss or in the gradient stops training cleanly: ``run.diverged_at`` is
+    that step, ``run.diverged_layer`` where it began, and nothing is raised.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    x, y = _unpack(data)
+    steps = _checks.integer("steps", steps, low=1)
+    lr = _checks.number("lr", lr, low=0.0, low_open=True)
+    _checks.choice("optimizer", optimizer, OPTIMIZERS)
+    momentum = _checks.number("momentum", momentum, low=0.0, high=1.0)
+    clip = _clipping(clip)
+    every = _checks.integer("every", every, low=1)
+    seed = _checks.integer("seed", seed, low=0)
+    if batch_size is not None:
+        batch_size = _checks.integer("batch_size", batch_size, low=1, high=len(x))
+    classify = not torch.is_floating_point(y)
+    loss_fn = nn.functional.cross_entropy if classify else nn.functional.mse_loss
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.SGD(params, lr=lr, momentum=momentum) if optimizer == "sgd"
+           else torch.optim.Adam(params, lr=lr))
+    sampler = torch.Generator().manual_seed(seed)
+    losses, totals, clipped = [], [], []
+    diverged_at = diverged_layer = None
+    monitor = Probe(model, every=every) if probe else None
+    bar = _progress_bar(steps, progress)
+    model.train()
+    try:
+        if monitor is not None:
+            monitor.__enter__()
+        for step in range(steps):
+            xb, yb = x, y
+            if batch_size is not None:
+                index = torch.randperm(len(x), generator=sampler)[:batch_size]
+                xb, yb = x[index], y[index]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            losses.append(loss.item())
+            if not np.isfinite(losses[-1]):
+                diverged_at, diverged_layer = step, _where(monitor, "loss")
+                totals.append(float("nan"))
+                clipped.append(False)
+                break
+            loss.backward()
+            if clip is None:
+                total, was_clipped = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]), False
+            else:
+                total, was_clipped = clip.apply(params)
+            totals.append(float(total))
+            clipped.append(was_clipped)
+            if not np.isfinite(totals[-1]):
+                if monitor is not None:
+                    monitor.locate_nonfinite_gradient()
+                diverged_at, diverged_layer = step, _where(monitor, "gradient")
+                break
+            opt.step()
+            if bar is not None:
+                bar.update()
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    finally:
+        if monitor is not None:
+            monitor.__exit__(None, None, None)
+        if bar is not None:
+            bar.close()
+
+    metrics = {"final_loss": losses[-1]}
+    if classify and diverged_at is None:
+        metrics["train_accuracy"] = accuracy(model, x, y)
+        if isinstance(data, Dataset) and len(data.x_test):
+            metrics["test_accuracy"] = accuracy(model, data.x_test, data.y_test)
+    if not classify and isinstance(data, Dataset) and len(data.x_test) and diverged_at is None:
+        with torch.no_grad():
+            model.eval()
+            metrics["test_loss"] = loss_fn(model(data.x_test), data.y_test).item()
+            model.train()
+    run_params = dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
+                      lr=lr, optimizer=optimizer, momentum=momentum,
+                      clip=None if clip is None else {"method": clip.method, "threshold": clip.threshold},
+                      every=every, seed=seed, batch_size=batch_size,
+                      data=getattr(data, "description", f"tensors x{tuple(x.shape)}"))
+    return Run(losses=np.array(losses, dtype=np.float64), grad_norm_total=np.array(totals),
+               clipped=np.array(clipped, dtype=bool), metrics=metrics, params=run_params,
+               trace=None if monitor is None else monitor.trace, diverged_at=diverged_at,
+               diverged_layer=diverged_layer, model=model)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``x`` that ``model`` classifies as ``y``, in eval mode (then back to train).
+
+    >>> from gradcourse import models
+    >>> 0.0 <= accuracy(models.mlp(2, 4), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)) <= 1.0
+    True
+    """
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        value = (model(x).argmax(dim=1) == y).float().mean().item()
+    model.train(was_training)
+    return value
+
+
+def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        x, y = data
+    except (TypeError, ValueError):
+        raise ValueError("data must be an (x, y) pair of tensors or a gradcourse.data.Dataset") from None
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError("data must be an (x, y) pair of tensors or a gradcourse.data.Dataset")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"data must have as many targets as inputs (>0); got {len(x)} and {len(y)}")
+    return x, y
+
+
+def _clipping(clip) -> Clipping | None:
+    if clip is None or isinstance(clip, Clipping):
+        return clip
+    if isinstance(clip, (int, float)) and not isinstance(clip, bool):
+        return clip_norm(clip)
+    raise ValueError(f"clip must be None, a number (norm threshold) or remedies.clip_norm/clip_value(...); "
+                     f"got {clip!r}")
+
+
+def _where(monitor: Probe | None, fallback: str) -> str:
+    if monitor is not None and monitor.nonfinite is not None:
+        return monitor.nonfinite["layer"]
+    return fallback
+
+
+def _progress_bar(steps: int, progress: bool | None):
+    if progress is None:
+        progress = "PYTEST_CURRENT_TEST" not in os.environ and "ipykernel" in sys.modules
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc="training", leave=False)
