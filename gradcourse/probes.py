@@ -31,7 +31,7 @@ from .trace import LAYER_QUANTITIES, Trace
 
 _RECURRENT = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
 _TRACKED = (nn.Linear, nn.Conv1d, nn.Conv2d, *_RECURRENT)
-_SATURATION_MARGIN = 0.03  # within 3% of the output range's ends counts as saturated
+_SATURATION_MARGIN = 0.03  # an output within 0.03 of an asymptote (0, 1 or ±1) counts as saturated
 _LOG10_2 = math.log10(2.0)
 
 
@@ -210,7 +210,7 @@ class Probe:
                     torch.count_nonzero((a - 0.5).abs_() > 0.5 - _SATURATION_MARGIN) / a.numel())
             elif kind is nn.Tanh:
                 scalars["saturated_frac"][index] = (
-                    torch.count_nonzero(a.abs() > 1 - 2 * _SATURATION_MARGIN) / a.numel())
+                    torch.count_nonzero(a.abs() > 1 - _SATURATION_MARGIN) / a.numel())
             elif kind in (nn.ReLU, nn.LeakyReLU):
                 units = a.reshape(a.shape[0], -1).amax(dim=0)
                 scalars["dead_frac"][index] = torch.count_nonzero(units <= 0) / units.numel()

@@ -21,7 +21,7 @@ LAYER_QUANTITIES = (
     "update_ratio",       # ‖ΔW‖/‖W‖ of the step's update
     "act_mean",           # mean of the layer's activation (its output when it has none)
     "act_std",            # standard deviation of the same
-    "saturated_frac",     # sigmoid/tanh units within 3% of the output range's ends (else NaN)
+    "saturated_frac",     # sigmoid/tanh outputs within 0.03 of an asymptote (else NaN)
     "dead_frac",          # ReLU units silent for the whole batch (else NaN)
 )
 
