@@ -89,7 +89,9 @@ class Probe:
         activation_names = getattr(model, "probe_activations", {})
         self._activations = {n: modules[activation_names[n]] for n in names if n in activation_names}
         self._tap = getattr(model, "hidden_tap", None)
-        self._handles: list = []
+        self._handles: list = []       # the model's own hooks, on while the probe is attached
+        self._step_handles: list = []  # per-layer hooks, on only during a recorded step
+        self._inputs: tuple = ()
         self._records: list[dict[str, np.ndarray]] = []
         self.step = -1
         self.nonfinite: dict | None = None
@@ -116,15 +118,19 @@ class Probe:
 
     def remove(self) -> None:
         """Remove every hook this probe added. Safe to call more than once."""
+        self._detach_step_hooks()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._outputs.clear()
 
     def _attach(self) -> None:
-        add = self._handles.append
-        add(self.model.register_forward_pre_hook(self._on_step_start))
-        add(self.model.register_forward_hook(self._on_model_output))
+        # Only the model's own two hooks stay on between recorded steps: a step that is not
+        # recorded then costs one counter increment and one finiteness check.
+        self._handles.append(self.model.register_forward_pre_hook(self._on_step_start))
+        self._handles.append(self.model.register_forward_hook(self._on_model_output))
+
+    def _attach_step_hooks(self) -> None:
+        add = self._step_handles.append
         for index, (name, module) in enumerate(zip(self.layers, self._modules)):
             if not isinstance(module, _RECURRENT):
                 add(module.register_forward_hook(self._layer_output_hook(index, name)))
@@ -134,6 +140,12 @@ class Probe:
         if self._tap is not None:
             add(self._tap.register_forward_hook(self._on_hidden_state))
 
+    def _detach_step_hooks(self) -> None:
+        for handle in self._step_handles:
+            handle.remove()
+        self._step_handles.clear()
+        self._outputs.clear()
+
     # -- per step: hooks only keep references; the numbers are computed in batches -------------
     def _on_step_start(self, module, args) -> None:
         if not torch.is_grad_enabled():
@@ -141,7 +153,7 @@ class Probe:
         if self._pending is not None:
             self._commit()
         self.step += 1
-        self._outputs.clear()
+        self._inputs = args
         if self.step % self.every:
             return
         weights = [tracked_weight(m).detach() for m in self._modules]
@@ -155,6 +167,7 @@ class Probe:
             "before": [w.clone() for w in weights],
         }
         self._pending["scalars"]["weight_norm"] = list(torch._foreach_norm(weights))
+        self._attach_step_hooks()
 
     def _recording(self) -> dict | None:
         pending = self._pending
@@ -272,6 +285,7 @@ class Probe:
     # -- turning a step's tensors into numpy, once ---------------------------------------------
     def _commit(self) -> None:
         pending, self._pending = self._pending, None
+        self._detach_step_hooks()
         self._gradient_statistics(pending)
         after = [tracked_weight(m).detach() for m in self._modules]
         deltas = torch._foreach_sub(after, pending["before"])
@@ -294,13 +308,42 @@ class Probe:
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
+        outputs = self._outputs
+        if not outputs:
+            outputs = self._replay_forward()
         for name in self.layers:
             for key in (name, name + ":activation"):
-                out = self._outputs.get(key)
-                if out is not None and not bool(torch.isfinite(out).all()):
+                out = outputs.get(key)
+                if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
                     self.nonfinite = {"step": self.step, "layer": name, "where": "forward"}
                     return
         self.nonfinite = {"step": self.step, "layer": "output", "where": "forward"}
+
+    def _replay_forward(self) -> dict[str, torch.Tensor]:
+        """Run this step's forward pass again, without gradients, keeping every layer's output.
+
+        Only needed when a NaN/Inf appears on a step that was not recorded; the buffers
+        (BatchNorm's running statistics) are restored so that the replay leaves no trace.
+        """
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for name, module in zip(self.layers, self._modules):
+            handles.append(module.register_forward_hook(
+                lambda m, a, out, name=name: captured.__setitem__(name, out)))
+            if name in self._activations:
+                handles.append(self._activations[name].register_forward_hook(
+                    lambda m, a, out, name=name: captured.__setitem__(name + ":activation", out)))
+        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+        try:
+            with torch.no_grad():
+                self.model(*self._inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+            with torch.no_grad():
+                for k, v in self.model.named_buffers():
+                    v.copy_(buffers[k])
+        return captured
 
     def locate_nonfinite_gradient(self) -> dict | None:
         """Name the layer nearest the loss whose weight gradient holds NaN/Inf (call after backward).

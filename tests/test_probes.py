@@ -191,3 +191,15 @@ def test_locates_the_first_nonfinite_forward_value():
     with Probe(net) as probe:
         net(torch.ones(4, 2))
     assert probe.trace.nonfinite == {"step": 0, "layer": "layer3", "where": "forward"}
+
+
+def test_locates_nonfinite_values_on_a_step_that_was_not_recorded():
+    net = models.mlp(4, 8, activation="tanh", batchnorm=True, seed=0)
+    x = torch.ones(4, 2)
+    with Probe(net, every=5) as probe:
+        net(x).sum().backward()               # step 0, recorded
+        with torch.no_grad():
+            net.layer2.weight[0, 0] = float("nan")
+        net(x)                                 # step 1, not recorded: found by a replay
+    assert probe.trace.nonfinite == {"step": 1, "layer": "layer2", "where": "forward"}
+    assert hooks_left(net) == 0
