@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks
+from .diagnose import Diagnosis, diagnose  # noqa: F401  (re-exported: the gradient doctor, lesson 07)
 
 __version__ = "0.1.0"
 

@@ -73,3 +73,537 @@ def check_choice(answer: Any, expected: Any, *, name: str, options: tuple | None
 
 
 # Each lesson adds its own named checks below, in its own section, built on the two above.
+
+
+# --- lesson 02 ---
+
+def relu_growth_per_layer(answer: Any) -> Feedback:
+    """Lesson 02: Var(w) = 8/fan_in in a ReLU net; by what factor does ‖∂L/∂z‖ grow per layer?
+
+    >>> relu_growth_per_layer(2).correct, relu_growth_per_layer(4).correct
+    (True, False)
+    """
+    from . import theory
+
+    return check_number(answer, theory.relu_signal_factor(8 / 2), name="growth per layer",
+                        praise="c = 8/2 = 4 and the signal grows by √c = 2 per layer.",
+                        hint="Write Var(w) = c · 2/fan_in; the norm grows by √c (not c) per layer.")
+
+
+def relu_first_to_last(answer: Any) -> Feedback:
+    """Lesson 02: 11 ReLU layers with Var(w) = 8/fan_in: ‖∂L/∂z₁‖ / ‖∂L/∂z₁₁‖ at initialisation?
+
+    >>> relu_first_to_last(1024).correct, relu_first_to_last(2048).correct
+    (True, False)
+    """
+    from . import theory
+
+    return check_number(answer, float(theory.relu_signal_profile(8 / 2, 11)[0]),
+                        name="first/last signal ratio", rel=0.02,
+                        praise="Ten layers lie between layer 1 and layer 11: 2¹⁰.",
+                        hint="Count the layers the signal crosses between the last and the first "
+                             "(one fewer than the depth) and multiply the per-layer factor that often.")
+
+
+def explosion_probe(answer: Any) -> Feedback:
+    """Lesson 02: in a ReLU net at twice He's scale, which per-layer probe quantity rises
+    steeply from the last layer to the first: ``"output_grad_norm"`` or ``"grad_norm"``?
+
+    >>> explosion_probe("output_grad_norm").correct, explosion_probe("grad_norm").correct
+    (True, False)
+    """
+    return check_choice(answer, "output_grad_norm", name="probe quantity",
+                        options=("output_grad_norm", "grad_norm"),
+                        praise="The signal ∂L/∂z explodes backward; ‖∂L/∂W‖ = ‖δ‖·‖a‖-like "
+                               "products stay balanced because the activations grow forward.",
+                        hint="∂L/∂W_k pairs the signal δ_k with the input activation a_{k-1}. "
+                             "Which of the two grows toward the output?")
+
+
+def largest_learning_rate(answer: Any) -> Feedback:
+    """Lesson 02: gradient descent on L(w) = ½·40·w²: the largest learning rate that still
+    converges?
+
+    >>> largest_learning_rate(0.05).correct, largest_learning_rate(0.5).correct
+    (True, False)
+    """
+    from . import theory
+
+    return check_number(answer, theory.largest_stable_lr(40.0), name="largest stable learning rate",
+                        praise="Beyond α = 2/h each step overshoots by more than it corrects.",
+                        hint="One step multiplies w by (1 − α h). When is |1 − α h| < 1?")
+
+
+def tanh_phase(answer: Any) -> Feedback:
+    """Lesson 02: a deep tanh net with σ_w = 1.5 and no bias: ``"ordered"`` or ``"chaotic"``?
+
+    >>> tanh_phase("chaotic").correct, tanh_phase("ordered").correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = "chaotic" if theory.tanh_chi_fixed_point(1.5) > 1 else "ordered"
+    return check_choice(answer, expected, name="phase", options=("ordered", "chaotic"),
+                        praise="χ* = σ_w²·E[tanh'(h)²] at the fixed point exceeds 1 for any "
+                               "σ_w > 1 when σ_b = 0.",
+                        hint="Compute theory.tanh_chi_fixed_point(1.5) and compare it with 1.")
+
+
+# --- lesson 03 ---
+
+def value_clip_angle(answer: Any) -> Feedback:
+    """Lesson 03: g = (4, 1) clipped by value at 1: the angle in degrees between g and the result?
+
+    >>> value_clip_angle(31).correct, value_clip_angle(0).correct
+    (True, False)
+    """
+    import numpy as np
+
+    from . import theory
+
+    return check_number(answer, theory.clip_angle(np.array([4.0, 1.0]), "value", 1.0),
+                        name="angle (degrees)", rel=0.03,
+                        praise="(4, 1) becomes (1, 1): from 14° to 45°, a turn of about 31°.",
+                        hint="Clip each component to [−1, 1], then compare the directions "
+                             "(arctan of y/x) before and after.")
+
+
+def norm_clip_component(answer: Any) -> Feedback:
+    """Lesson 03: g = (6, 8) clipped by norm at 5: its first component afterwards?
+
+    >>> norm_clip_component(3).correct, norm_clip_component(5).correct
+    (True, False)
+    """
+    import numpy as np
+
+    from . import theory
+
+    return check_number(answer, float(theory.clip_by_norm(np.array([6.0, 8.0]), 5.0)[0]),
+                        name="first component",
+                        praise="‖g‖ = 10, so g is halved: (3, 4), same direction.",
+                        hint="Norm clipping multiplies the whole vector by threshold/‖g‖.")
+
+
+def threshold_choice(answer: Any, mean_norm: float) -> Feedback:
+    """Lesson 03: a clipping threshold for a run whose healthy mean gradient norm is
+    ``mean_norm`` (measured in the notebook). Right within Pascanu et al.'s ½× to 10×.
+
+    >>> threshold_choice(2.0, mean_norm=1.0).correct, threshold_choice(0.01, mean_norm=1.0).correct
+    (True, False)
+    >>> threshold_choice(None, mean_norm=1.0).correct is None
+    True
+    """
+    from . import _checks
+
+    mean_norm = _checks.number("mean_norm", mean_norm, low=0.0, low_open=True)
+    if answer is None:
+        return missing("threshold")
+    try:
+        value = float(answer)
+    except (TypeError, ValueError):
+        return Feedback(False, f"threshold should be a number; got {answer!r}.")
+    low, high = 0.5 * mean_norm, 10 * mean_norm
+    if low <= value <= high:
+        return Feedback(True, f"Right: {value:.3g} lies within ½× to 10× the mean norm "
+                              f"({low:.3g} to {high:.3g}).")
+    if value < low:
+        return Feedback(False, f"Not quite: {value:.3g} is below ½× the mean norm ({low:.3g}); "
+                               "almost every step would be clipped and training slows down.")
+    return Feedback(False, f"Not quite: {value:.3g} is above 10× the mean norm ({high:.3g}); "
+                           "it would rarely catch a spike before the damage is done.")
+
+
+def clipping_cures_vanishing(answer: Any) -> Feedback:
+    """Lesson 03: can clipping make the first layer's tiny gradient in a deep sigmoid net
+    larger? ``"yes"`` or ``"no"``.
+
+    >>> clipping_cures_vanishing("no").correct, clipping_cures_vanishing("yes").correct
+    (True, False)
+    """
+    return check_choice(answer, "no", name="clipping and vanishing", options=("yes", "no"),
+                        praise="Clipping multiplies by min(1, t/‖g‖) ≤ 1 (or clamps large "
+                               "components): it never enlarges anything.",
+                        hint="Write down the factor norm clipping multiplies g by. Can it exceed 1?")
+
+
+# --- lesson 04 ---
+
+def bn_sigmoid_factor(answer: Any, *, width: int = 32) -> Feedback:
+    """Lesson 04: the factor by which each layer of the sigmoid MLP *without* BatchNorm (PyTorch's
+    default init, ``width`` units) multiplies the backpropagated signal at the start.
+
+    >>> bn_sigmoid_factor(0.144).correct, bn_sigmoid_factor(0.25).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.small_signal_factor("sigmoid", "default", width)
+    return check_number(answer, expected, name="the per-layer factor", rel=0.05,
+                        praise="σ'(0) = 1/4 times √(width·Var(w)) = √(1/3): ten layers of that and "
+                               "the first layer hears almost nothing.",
+                        hint="Multiply σ'(0) by √(width·Var(w)), with Var(w) = 1/(3·width) for "
+                             "PyTorch's default uniform init.")
+
+
+def bn_relu_growth_ratio(answer: Any, *, depth: int = 30) -> Feedback:
+    """Lesson 04: the predicted ratio ‖∂L/∂W₁‖/‖∂L/∂W_depth‖ in a ReLU+BatchNorm MLP of ``depth``
+    layers at initialisation, growing by √(π/(π−1)) per layer (Yang et al. 2019).
+
+    >>> bn_relu_growth_ratio(260).correct, bn_relu_growth_ratio(30).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.batchnorm_relu_growth() ** (depth - 1)
+    return check_number(answer, expected, name=f"the first/last ratio at depth {depth}", rel=0.1,
+                        praise="A factor of 1.21 looks harmless, but compounded over the layers it "
+                               "is an explosion: BN alone does not make a deep plain net safe.",
+                        hint=f"There are {depth - 1} layer-to-layer steps between the last layer "
+                             "and the first; raise the per-layer factor to that power.")
+
+
+def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
+                    momentum: float = 0.1) -> Feedback:
+    """Lesson 04: a fresh BatchNorm layer (running mean 0) sees ``passes`` training-mode forward
+    passes whose batch mean is ``batch_mean`` each time. What is its running mean then?
+
+    >>> bn_running_mean(0.542).correct, bn_running_mean(2.0).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = 0.0
+    for _ in range(passes):
+        expected = theory.batchnorm_running_update(expected, batch_mean, momentum)
+    return check_number(answer, expected, name="the running mean", rel=0.02,
+                        praise="The running statistics move slowly (momentum 0.1), and every "
+                               "training-mode forward pass moves them, even under torch.no_grad().",
+                        hint="Apply running ← 0.9·running + 0.1·batch_mean once per pass, "
+                             f"{passes} times, starting from 0.")
+
+
+def bn_mode_for_testing(answer: Any) -> Feedback:
+    """Lesson 04: in which mode do you evaluate a BatchNorm network on test data, ``"train"`` or
+    ``"eval"``?
+
+    >>> bn_mode_for_testing("eval").correct, bn_mode_for_testing("train").correct
+    (True, False)
+    """
+    return check_choice(answer, "eval", name="the mode for testing", options=("train", "eval"),
+                        praise="model.eval() makes each prediction use the running statistics, so "
+                               "it no longer depends on which other examples share the batch.",
+                        hint="In training mode each prediction is normalised with the statistics "
+                             "of its batch. What happens with a batch of one, or of one class?")
+
+
+# --- lesson 06 ---
+def rnn_bound_after_steps(answer: Any, *, spectral_norm: float = 0.8, steps_back: int = 20) -> Feedback:
+    """Lesson 06: a tanh RNN whose recurrent matrix has largest singular value ``spectral_norm``.
+    At most what fraction of ‖∂L/∂h_T‖ can reach ``steps_back`` steps earlier?
+
+    >>> rnn_bound_after_steps(0.0115).correct, rnn_bound_after_steps(0.8).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = float(theory.bptt_bound(steps_back + 1, spectral_norm, "tanh")[0])
+    return check_number(answer, expected, name="the bound", rel=0.05,
+                        praise="Each step back multiplies by Wᵀ·diag(tanh'), whose norm is at most "
+                               "λ₁·1, so twenty steps give at most λ₁²⁰.",
+                        hint="One step back is bounded by λ₁·γ with γ = 1 for tanh; multiply "
+                             f"{steps_back} such factors.")
+
+
+def sigmoid_rnn_threshold(answer: Any) -> Feedback:
+    """Lesson 06: below which largest singular value λ₁ of the recurrent matrix must the
+    gradients of a *sigmoid* RNN vanish (Pascanu et al. 2013)?
+
+    >>> sigmoid_rnn_threshold(4).correct, sigmoid_rnn_threshold(1).correct
+    (True, False)
+    """
+    from . import theory
+
+    return check_number(answer, theory.pascanu_threshold("sigmoid"), name="the threshold 1/γ",
+                        rel=0.01,
+                        praise="σ' ≤ 1/4, so λ₁ < 4 already guarantees vanishing; λ₁ > 4 is "
+                               "needed (not enough) for exploding.",
+                        hint="The threshold is 1/γ with γ = max σ'. What is σ'(0)?")
+
+
+def forget_bias_memory(answer: Any, *, forget_bias: float = 3.0, ratio: float = 0.01) -> Feedback:
+    """Lesson 06: an LSTM's forget gate sits at σ(b_f). With b_f = ``forget_bias``, about how
+    many steps back does the cell-state path take to shrink a gradient to ``ratio`` of its value?
+
+    >>> forget_bias_memory(95).correct, forget_bias_memory(7).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.steps_to_shrink(theory.forget_gate_factor(forget_bias), ratio)
+    return check_number(answer, expected, name="the number of steps", rel=0.1,
+                        praise="A forget gate near 1 is an almost loss-free path back in time: "
+                               "that is the point of the additive cell state.",
+                        hint="The factor per step is σ(b_f) = 1/(1+e^(−b_f)); solve "
+                             "factor**n = ratio for n.")
+
+
+def remedy_for_long_memory(answer: Any) -> Feedback:
+    """Lesson 06: which change lets a recurrent model solve the adding problem at T = 50:
+    ``"clipping"``, ``"smaller learning rate"`` or ``"gated cell"``?
+
+    >>> remedy_for_long_memory("gated cell").correct, remedy_for_long_memory("clipping").correct
+    (True, False)
+    """
+    return check_choice(answer, "gated cell", name="the remedy",
+                        options=("clipping", "smaller learning rate", "gated cell"),
+                        praise="The plain RNN's gradient vanishes; only a path that keeps it "
+                               "(the LSTM's cell state, the GRU's update gate) helps. Clipping "
+                               "only shrinks large gradients.",
+                        hint="Is the plain RNN's problem at T = 50 a gradient that is too large, "
+                             "or one that is too small?")
+
+
+# --- lessons 00 and 01 ---
+# Expected answers come from gradcourse.theory, so they can never drift from the lessons.
+
+def chain_gradient(answer) -> Feedback:
+    """Lesson 00: |∂h_L/∂h_0| for a sigmoid scalar chain with w = 2 and L = 10 links at z = 0.
+
+    >>> chain_gradient(0.5 ** 10).correct, chain_gradient(0.25 ** 10).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = float(theory.scalar_chain(2.0, 10, "sigmoid")[0])
+    return check_number(answer, expected, name="the gradient reaching the input", rel=0.02,
+                        praise="Ten factors of |w·σ'(0)| = 2 × 1/4 = 1/2 each: (1/2)^10 ≈ 0.001.",
+                        hint="Each link multiplies the gradient by |w·σ'(0)| with σ'(0) = 1/4; "
+                             "multiply ten such factors.")
+
+
+def critical_weight_sigmoid(answer) -> Feedback:
+    """Lesson 00: the |w| at which a sigmoid chain at z = 0 neither vanishes nor explodes.
+
+    >>> critical_weight_sigmoid(4).correct, critical_weight_sigmoid(1).correct
+    (True, False)
+    """
+    from . import theory
+
+    return check_number(answer, theory.critical_weight("sigmoid"), name="the critical |w|", rel=0.01,
+                        praise="|w|·σ'(0) = |w|/4 = 1 exactly at |w| = 4.",
+                        hint="Solve |w·σ'(0)| = 1 with σ'(0) = 1/4.")
+
+
+def signal_quantity(answer) -> Feedback:
+    """Lesson 00: which probe quantity is the backpropagated signal ‖∂L/∂z‖?
+
+    >>> signal_quantity("output_grad_norm").correct, signal_quantity("grad_norm").correct
+    (True, False)
+    """
+    return check_choice(answer, "output_grad_norm", name="the probe quantity",
+                        options=("grad_norm", "output_grad_norm", "weight_norm", "update_ratio"),
+                        praise="output_grad_norm is ‖∂L/∂z‖, the signal arriving at a layer's output; "
+                               "grad_norm is ‖∂L/∂W‖, what the optimizer uses.",
+                        hint="grad_norm is the weight gradient ‖∂L/∂W‖; the signal is the gradient "
+                             "with respect to the layer's output z.")
+
+
+def sigmoid_xavier_factor(answer) -> Feedback:
+    """Lesson 01: the per-layer factor φ'(0)·√(n·Var(w)) of a width-64 sigmoid MLP with Xavier init.
+
+    >>> sigmoid_xavier_factor(0.25).correct, sigmoid_xavier_factor(1.0).correct, sigmoid_xavier_factor(None).correct
+    (True, False, None)
+    """
+    from . import theory
+
+    return check_number(answer, theory.small_signal_factor("sigmoid", "xavier", 64),
+                        name="the per-layer factor", rel=0.03,
+                        praise="Xavier makes n·Var(w) = 1, but the sigmoid's 1/4 remains: still vanishing.",
+                        hint="n·Var(w) = 64 · 2/(64 + 64); then multiply its square root by σ'(0) = 1/4.")
+
+
+def depth_for_tiny_signal(answer) -> Feedback:
+    """Lesson 01: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
+    than 1e-8 of the last layer's signal to layer 1.
+
+    >>> depth_for_tiny_signal(11).correct, depth_for_tiny_signal(20).correct
+    (True, False)
+    """
+    from . import theory
+
+    factor = theory.small_signal_factor("sigmoid", "default", 64)
+    return check_number(answer, theory.depth_for_ratio(1e-8, factor), name="the depth", abs_tol=0.5, rel=0.0,
+                        praise=f"{factor:.3f}^(L−1) < 1e-8 needs L − 1 ≥ 10. The measurement below agrees.",
+                        hint=f"Each layer multiplies the signal by ≈ {factor:.3f}; solve "
+                             f"{factor:.3f}^(L−1) < 1e-8 for the smallest whole L.")
+
+
+def fix_for_tanh_default(answer) -> Feedback:
+    """Lesson 01: the one change that fixes a deep default-init tanh MLP's gradient at initialisation.
+
+    >>> fix_for_tanh_default("xavier").correct, fix_for_tanh_default("clip").correct
+    (True, False)
+    """
+    from . import theory
+
+    factors = {"xavier": theory.small_signal_factor("tanh", "xavier", 64),
+               "relu": theory.small_signal_factor("relu", "default", 64),
+               "clip": theory.small_signal_factor("tanh", "default", 64)}  # clipping changes nothing here
+    best = min(factors, key=lambda k: abs(math.log(factors[k])))
+    hints = {"relu": f"ReLU with the default init multiplies the signal by ≈ {factors['relu']:.2f} per layer: "
+                     f"even worse than default-init tanh's ≈ {factors['clip']:.2f}.",
+             "clip": "Clipping only scales large gradients down; it cannot make a small gradient larger."}
+    return check_choice(answer, best, name="the fix", options=tuple(factors),
+                        praise=f"Xavier makes n·Var(w) = 1, so tanh's factor becomes ≈ {factors['xavier']:.2f}.",
+                        hint=hints.get(str(answer).strip().lower(), ""))
+
+
+# --- lesson 07 ---
+# The expected answers come from the gradient doctor and from the runs themselves.
+
+
+def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
+    """Lesson 07: your diagnosis of every mystery run, e.g. ``{"A": "vanishing", ...}``.
+
+    Right when every patient's problem matches :func:`gradcourse.diagnose` of its run.
+
+    >>> mystery_diagnoses({"A": None}, {}).correct is None
+    True
+    """
+    from .diagnose import PROBLEMS, diagnose
+
+    name = "the mystery diagnoses"
+    if answer is None or (isinstance(answer, dict) and all(v is None for v in answer.values())):
+        return missing(name)
+    if not isinstance(answer, dict):
+        return Feedback(False, f"{name} should be a dict like {{'A': 'vanishing', ...}}; got {answer!r}.")
+    hints = {
+        "vanishing": "its signal per layer falls by many powers of ten toward layer 1, yet no unit "
+                     "is saturated or dead",
+        "exploding": "look for a NaN (✕ on the loss) or a signal that grows toward layer 1",
+        "saturation": "look at the saturated-units bars: are more than half the units flat?",
+        "dead_relu": "look at the dead-units bars at the end of training",
+        "healthy": "nothing in its plots crosses a threshold",
+    }
+    wrong, missing_names = [], []
+    for patient, run in runs.items():
+        given = answer.get(patient)
+        if given is None:
+            missing_names.append(patient)
+            continue
+        given = str(given).strip().lower()
+        if given not in PROBLEMS:
+            return Feedback(False, f"Patient {patient}: the answer should be one of "
+                                   f"{', '.join(map(repr, PROBLEMS))}; got {given!r}.")
+        expected = diagnose(run).problem
+        if given != expected:
+            wrong.append(f"patient {patient} ({hints[expected]})")
+    if missing_names:
+        return Feedback(None, f"Fill in a diagnosis for patient(s) {', '.join(missing_names)} too.")
+    if wrong:
+        return Feedback(False, f"Not quite: {len(wrong)} of {len(runs)} wrong. Look again at "
+                               + "; ".join(wrong) + ".")
+    return Feedback(True, f"Right: all {len(runs)} patients diagnosed as the doctor does. Now read "
+                          "its evidence: do the numbers match what you saw?")
+
+
+def signal_exponent(answer: Any, run) -> Feedback:
+    """Lesson 07: k such that, at step 0, the signal at the first hidden layer is 10**k times the
+    one at the last hidden layer (read off a log-scale plot: within ±1 counts)."""
+    import numpy as np
+
+    signal = run.trace.get("output_grad_norm")[0, :-1]
+    expected = float(np.log10(signal[0] / signal[-1]))
+    return check_number(answer, expected, name="the exponent k", rel=0.0, abs_tol=1.0,
+                        praise="Each decade on the log axis is a factor of ten.",
+                        hint="Count the decades (powers of ten) between the first and the last "
+                             "hidden layer on the signal curve; a falling curve gives a negative k.")
+
+
+def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
+    """Lesson 07: a remedy (one of ``widgets.lesson07.REMEDIES``) that cures ``patient``.
+
+    The check applies it on the same seed: right when the doctor then finds the run healthy and
+    the training accuracy rose by at least 0.2.
+    """
+    import math
+
+    from .diagnose import diagnose
+    from .widgets.lesson07 import REMEDIES, treat
+
+    name = f"the remedy for patient {patient}"
+    if answer is None:
+        return missing(name)
+    if answer not in REMEDIES:
+        return Feedback(False, f"{name} should be one of {', '.join(map(repr, REMEDIES))}; got {answer!r}.")
+    before, after = treat(patient, "none", seed), treat(patient, answer, seed)
+    verdict = diagnose(after)
+
+    def accuracy(run):
+        return run.metrics.get("train_accuracy", math.nan)
+
+    gain = accuracy(after) - (0.5 if math.isnan(accuracy(before)) else accuracy(before))
+    if verdict.problem == "healthy" and gain >= 0.2:
+        return Feedback(True, f"Right: after '{answer}' the doctor finds patient {patient} healthy "
+                              f"and the training accuracy is {accuracy(after):.0%}.")
+    status = ("diverged" if after.diverged_at is not None
+              else f"reached {accuracy(after):.0%} training accuracy")
+    return Feedback(False, f"Not quite: after '{answer}' the run {status} and the doctor says "
+                           f"'{verdict.problem}'. Read the doctor's first remedy for this patient.")
+
+
+# --- lesson 05 ---
+
+def resnet_plain_ratio(answer: Any, *, depth: int = 50, width: int = 32) -> Feedback:
+    """Lesson 05: the predicted signal ratio ‖∂L/∂z₁‖/‖∂L/∂z_depth‖ of a plain ReLU MLP of
+    ``depth`` hidden layers with PyTorch's default init, no BN. Right within a factor 3 (the
+    answer spans twenty orders of magnitude, so the check is on a log scale).
+
+    >>> resnet_plain_ratio(8e-20).correct, resnet_plain_ratio(1e-5).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.small_signal_factor("relu", "default", width) ** (depth - 1)
+    if answer is None:
+        return missing("the first/last signal ratio")
+    try:
+        value = float(answer)
+    except (TypeError, ValueError):
+        return Feedback(False, f"the ratio should be a number; got {answer!r}.")
+    if value > 0 and abs(math.log10(value / expected)) < math.log10(3):
+        return Feedback(True, f"Right: about {expected:.1e}. No optimiser step can use a gradient "
+                              "twenty orders of magnitude below the last layer's.")
+    return Feedback(False, "Not quite. Each plain ReLU layer multiplies the signal by "
+                           "√(width·Var(w)/2) = √(1/6) with the default init; raise that to the "
+                           f"{depth - 1}th power.")
+
+
+def resnet_block_factor(answer: Any, *, width: int = 32) -> Feedback:
+    """Lesson 05: the per-block factor of the signal in a residual MLP without BN (default init).
+
+    >>> resnet_block_factor(1.027).correct, resnet_block_factor(0.41).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.residual_block_factor(width)
+    return check_number(answer, expected, name="the per-block factor", rel=0.005,
+                        praise="The 1 comes from the identity path; the branch only adds a little.",
+                        hint="‖δ_in‖² ≈ (1 + (n·Var(w))²/2)·‖δ_out‖², with n·Var(w) = 1/3; take the "
+                             "square root.")
+
+
+def resnet_degradation(answer: Any) -> Feedback:
+    """Lesson 05: the BN plain-50 ends with a higher *training* loss than the BN plain-10. Which
+    explanation does that rule out: ``"overfitting"`` or ``"optimisation difficulty"``?
+
+    >>> resnet_degradation("overfitting").correct, resnet_degradation("optimisation difficulty").correct
+    (True, False)
+    """
+    return check_choice(answer, "overfitting", name="what the training loss rules out",
+                        options=("overfitting", "optimisation difficulty"),
+                        praise="Overfitting would show a *lower* training loss and a worse test "
+                               "loss; here the deeper net cannot even fit the training set.",
+                        hint="Overfitting means fitting the training data too well. Is that what a "
+                             "higher training loss shows?")

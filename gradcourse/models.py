@@ -238,3 +238,106 @@ class _seeded:
 
     def __exit__(self, *exc):
         return self._fork.__exit__(*exc)
+
+
+# --- lesson 05 ---
+
+class ResidualMLP(nn.Module):
+    """A stem ``layer1 → [bn1] → act1``, then ``blocks`` two-linear blocks, then a linear ``head``.
+
+    Block b uses ``layer{2b}`` and ``layer{2b+1}``:
+    ``f(h) = [bn{2b+1}](layer{2b+1}(act{2b}([bn{2b}](layer{2b}(h)))))`` and, with
+    ``residual=True``, ``h ← h + f(h)`` (the identity path; the block's Jacobian is ``I + ∂f/∂h``);
+    with ``residual=False``, ``h ← act{2b+1}(f(h))``, an ordinary plain stack of the same linear
+    layers. The stream after each block passes ``out{b}`` (an identity the probes read).
+    """
+
+    def __init__(self, blocks: int, width: int, activation: str, batchnorm: bool, residual: bool,
+                 in_features: int, out_features: int):
+        super().__init__()
+        self.blocks = blocks
+        self.residual = residual
+        self.depth = 2 * blocks + 1
+        self.layer1 = nn.Linear(in_features, width)
+        if batchnorm:
+            self.bn1 = nn.BatchNorm1d(width)
+        self.act1 = ACTIVATIONS[activation]()
+        self.probe_activations = {"layer1": "act1"}
+        for b in range(1, blocks + 1):
+            first, second = 2 * b, 2 * b + 1
+            self.add_module(f"layer{first}", nn.Linear(width, width))
+            if batchnorm:
+                self.add_module(f"bn{first}", nn.BatchNorm1d(width))
+            self.add_module(f"act{first}", ACTIVATIONS[activation]())
+            self.add_module(f"layer{second}", nn.Linear(width, width))
+            if batchnorm:
+                self.add_module(f"bn{second}", nn.BatchNorm1d(width))
+            if not residual:
+                self.add_module(f"act{second}", ACTIVATIONS[activation]())
+            self.add_module(f"out{b}", nn.Identity())
+            self.probe_activations[f"layer{first}"] = f"act{first}"
+            self.probe_activations[f"layer{second}"] = f"out{b}"
+        self.head = nn.Linear(width, out_features)
+
+    def hidden_layers(self) -> list[nn.Linear]:
+        """The hidden linear layers (stem, then two per block), front to back."""
+        return [getattr(self, f"layer{k}") for k in range(1, self.depth + 1)]
+
+    def _linear(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        z = getattr(self, f"layer{k}")(h)
+        return getattr(self, f"bn{k}")(z) if hasattr(self, f"bn{k}") else z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act1(self._linear(1, x))
+        for b in range(1, self.blocks + 1):
+            first, second = 2 * b, 2 * b + 1
+            f = self._linear(second, getattr(self, f"act{first}")(self._linear(first, h)))
+            h = h + f if self.residual else getattr(self, f"act{second}")(f)
+            h = getattr(self, f"out{b}")(h)
+        return self.head(h)
+
+
+def resnet_mlp(
+    blocks: int,
+    width: int,
+    *,
+    batchnorm: bool = False,
+    residual: bool = True,
+    activation: str = "relu",
+    in_features: int = 2,
+    out_features: int = 2,
+    seed: int = 0,
+) -> ResidualMLP:
+    """A residual MLP of ``blocks`` two-linear blocks ``h + Linear→[BN]→act→Linear→[BN]``
+    (lesson 05), with PyTorch's default initialisation.
+
+    It has ``2·blocks + 2`` linear layers: the stem ``layer1``, ``layer2``…``layer{2·blocks+1}``
+    in the blocks, and ``head``; 25 blocks give 52, like ``mlp(50)`` plus a stem.
+    ``residual=False`` drops the skips and puts ``act`` after every linear layer, which makes the
+    plain network of the same layers. The same ``seed`` builds the same weights.
+
+    >>> net = resnet_mlp(25, 32, batchnorm=True, seed=0)
+    >>> sum(isinstance(m, nn.Linear) for m in net.modules()), net.config["blocks"]
+    (52, 25)
+    >>> net(torch.randn(8, 2)).shape
+    torch.Size([8, 2])
+    >>> resnet_mlp(0, 32)
+    Traceback (most recent call last):
+    ...
+    ValueError: blocks must be at least 1; got 0
+    """
+    blocks = _checks.integer("blocks", blocks, low=1, high=250)
+    width = _checks.integer("width", width, low=1, high=4096)
+    _checks.choice("activation", activation, ACTIVATIONS)
+    for name, flag in (("batchnorm", batchnorm), ("residual", residual)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False; got {flag!r}")
+    in_features = _checks.integer("in_features", in_features, low=1)
+    out_features = _checks.integer("out_features", out_features, low=1)
+    config = dict(kind="resnet_mlp", blocks=blocks, width=width, activation=activation,
+                  batchnorm=batchnorm, residual=residual, in_features=in_features,
+                  out_features=out_features, seed=seed)
+    with _seeded(seed):
+        model = ResidualMLP(blocks, width, activation, batchnorm, residual, in_features, out_features)
+    model.config = config
+    return model

@@ -30,6 +30,34 @@ STYLE = "tableau-colorblind10"
 COLORS = matplotlib.style.library[STYLE]["axes.prop_cycle"].by_key()["color"]
 
 
+def _register_png_display() -> None:
+    """Make a pyplot-free Figure that ends a notebook cell display as a PNG.
+
+    IPython only knows how to show a Figure once matplotlib's inline backend has been loaded
+    (importing pyplot does that); the course never imports pyplot, so register the PNG
+    formatter here. Outside IPython this does nothing.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks only
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+
+    def png(figure: Figure) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, png)
+
+
+_register_png_display()
+
+
 def styled(function):
     """Draw inside the course's style, so every figure gets the same colour-blind-safe palette."""
     @functools.wraps(function)

@@ -35,6 +35,12 @@ _SATURATION_MARGIN = 0.03  # an output within 0.03 of an asymptote (0, 1 or ±1)
 _LOG10_2 = math.log10(2.0)
 
 
+def _norm(tensor: torch.Tensor) -> torch.Tensor:
+    """‖tensor‖ accumulated in float64, returned as float32: a float32 sum of squares underflows to
+    0 (or loses precision) once the entries fall below ~1e-19, which deep vanishing gradients reach."""
+    return torch.linalg.vector_norm(tensor, dtype=torch.float64).float()
+
+
 def tracked_weight(module: nn.Module) -> torch.Tensor:
     """The weight whose gradient a probe reports for ``module`` (``weight_hh`` for RNN cells)."""
     return module.weight_hh if isinstance(module, _RECURRENT) else module.weight
@@ -193,7 +199,8 @@ class Probe:
             pending = self._recording()
             if pending is not None and output.requires_grad:
                 def grad_hook(grad):
-                    pending["scalars"]["output_grad_norm"][index] = torch.linalg.vector_norm(grad)
+                    # float64 accumulation: squares of tiny float32 entries (< 1e-19) would underflow.
+                    pending["scalars"]["output_grad_norm"][index] = _norm(grad)
                 output.register_hook(grad_hook)
 
         return hook
@@ -247,8 +254,9 @@ class Probe:
             return
         pending["grads_done"] = True
         grads = [pending["grads"][i] for i in present]
-        for i, norm in zip(present, torch._foreach_norm(grads)):
-            pending["scalars"]["grad_norm"][i] = norm
+        # float64 accumulation, as in _norm: tiny (vanishing) gradients must not underflow to 0.
+        for i, norm in zip(present, torch._foreach_norm(grads, dtype=torch.float64)):
+            pending["scalars"]["grad_norm"][i] = norm.float()
         pending["hist"] = self._histograms(present, grads)
         pending["grads"] = [None] * len(self.layers)
 
@@ -278,7 +286,7 @@ class Probe:
         pending["hidden"].append(None)
 
         def grad_hook(grad):
-            pending["hidden"][slot] = torch.linalg.vector_norm(grad)
+            pending["hidden"][slot] = _norm(grad)
 
         output.register_hook(grad_hook)
 

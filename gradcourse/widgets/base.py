@@ -142,7 +142,7 @@ class Explorer:
             self.button = w.Button(description="Run", button_style="primary", icon="play")
             self.button.on_click(lambda _: self._render_into_output(**self._current()))
             box_items.append(self.button)
-            self._render_into_output(**self._current())
+            self._render_initial(**self._current())
         else:
             # interactive_output calls _render once now and again whenever a control changes.
             self.output = w.interactive_output(self._render, self.controls)
@@ -152,6 +152,28 @@ class Explorer:
 
     def _current(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
+
+    def _render_initial(self, **params) -> None:
+        """A manual explorer's first figure, appended to the Output widget's outputs directly.
+
+        Capturing it with ``with self.output:`` while the notebook displays the explorer made
+        nbclient (``nbconvert --execute``) stall now and then for its whole cell timeout (2 runs
+        in 15); appending needs no routing of display messages, and a Run click still redraws
+        through :meth:`_render_into_output`."""
+        from IPython.display import HTML, Image
+
+        try:
+            result = self.run(**params)
+        except ValueError as error:
+            self.output.append_display_data(
+                HTML(f"<div style='color:#b2182b'><b>Cannot run these settings:</b> {error}</div>"))
+            self.last_png = None
+            return
+        self.last_result = result
+        self.last_png = figure_png(result.figure, self.dpi)
+        self.output.append_display_data(Image(data=self.last_png))
+        if result.summary:
+            self.output.append_display_data(HTML(f"<p>{result.summary}</p>"))
 
     def _render_into_output(self, **params) -> None:
         with self.output:

@@ -1,0 +1,120 @@
+"""Export a probed run to TensorBoard: the same numbers the course plots, in TensorBoard's UI.
+
+``export(run, logdir)`` writes one event file into ``logdir`` with
+``torch.utils.tensorboard.SummaryWriter``:
+
+- scalars ``loss`` and ``grad_norm_total`` for every training step;
+- one scalar per layer and probe quantity, tagged ``<quantity>/<layer>`` (for example
+  ``grad_norm/layer1``, ``output_grad_norm/layer20``, ``dead_frac/layer3``) at every recorded
+  step; quantities that do not apply to the model (``saturated_frac`` of a ReLU network) are
+  left out;
+- for sequence models, ``hidden_grad_norm/first_step`` and ``hidden_grad_norm/last_step``;
+- the weight-gradient histograms, tagged ``grad_hist/<layer>``, as TensorBoard histograms of
+  log10|∂L/∂W| with the probe's own bins (one per power of two; the first bin also holds the
+  smaller values and exact zeros, the last the larger ones);
+- the run's parameters and the gradient doctor's diagnosis as text.
+
+Look at it with ``tensorboard --logdir <logdir>`` in a terminal, or in Jupyter with
+``%load_ext tensorboard`` then ``%tensorboard --logdir <logdir>``. Give every run its own
+sub-directory of one parent logdir and TensorBoard overlays them.
+
+>>> import tempfile, pathlib
+>>> from gradcourse import data, models
+>>> from gradcourse.train import fit
+>>> run = fit(models.mlp(3, 8, activation="relu", init="kaiming"), data.spirals(64), steps=5, lr=0.1)
+>>> path = export(run, pathlib.Path(tempfile.mkdtemp()) / "relu3")
+>>> path.name.startswith("events.out.tfevents")
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .trace import LAYER_QUANTITIES
+from .train import Run
+
+
+def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True) -> Path:
+    """Write ``run`` (made with probes on) to a TensorBoard event file in ``logdir``.
+
+    ``logdir`` is created if needed. With ``diagnosis=True`` the verdict of
+    :func:`gradcourse.diagnose` is stored as text too. Non-finite values (the NaN that stopped
+    a diverged run) are not written: TensorBoard's charts cannot draw them, and the diagnosis
+    text says where the run diverged. Returns the path of the event file.
+    """
+    if not isinstance(run, Run):
+        raise ValueError(f"run must be a gradcourse Run (from gradcourse.train.fit); got {type(run).__name__}")
+    if run.trace is None:
+        raise ValueError("run must carry a probe trace: train it with fit(..., probe=True)")
+    if not isinstance(logdir, (str, os.PathLike)) or not str(logdir):
+        raise ValueError(f"logdir must be a directory path (str or pathlib.Path); got {logdir!r}")
+    if not isinstance(diagnosis, bool):
+        raise ValueError(f"diagnosis must be True or False; got {diagnosis!r}")
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    before = set(logdir.glob("events.out.tfevents.*"))
+    trace = run.trace
+    writer = SummaryWriter(log_dir=str(logdir))
+    try:
+        for step, (loss, total) in enumerate(zip(run.losses, run.grad_norm_total)):
+            if np.isfinite(loss):
+                writer.add_scalar("loss", float(loss), step)
+            if np.isfinite(total):
+                writer.add_scalar("grad_norm_total", float(total), step)
+        steps = [int(s) for s in trace.steps]
+        for quantity in LAYER_QUANTITIES:
+            values = trace.get(quantity)
+            for j, layer in enumerate(trace.layers):
+                for row, step in enumerate(steps):
+                    if np.isfinite(values[row, j]):
+                        writer.add_scalar(f"{quantity}/{layer}", float(values[row, j]), step)
+        if trace.hidden_grad_norm is not None:
+            for row, step in enumerate(steps):
+                first, last = trace.hidden_grad_norm[row, 0], trace.hidden_grad_norm[row, -1]
+                if np.isfinite(first):
+                    writer.add_scalar("hidden_grad_norm/first_step", float(first), step)
+                if np.isfinite(last):
+                    writer.add_scalar("hidden_grad_norm/last_step", float(last), step)
+        if trace.grad_hist is not None and trace.hist_edges is not None:
+            for j, layer in enumerate(trace.layers):
+                for row, step in enumerate(steps):
+                    _histogram(writer, f"grad_hist/{layer}", trace.hist_edges,
+                               trace.grad_hist[row, j], step)
+        writer.add_text("params", "```\n" + json.dumps(run.params, indent=2, default=str) + "\n```")
+        if diagnosis:
+            from .diagnose import diagnose
+
+            writer.add_text("diagnosis", diagnose(run)._repr_markdown_())
+        writer.flush()
+    finally:
+        writer.close()
+    written = sorted(set(logdir.glob("events.out.tfevents.*")) - before)
+    return written[-1] if written else max(logdir.glob("events.out.tfevents.*"), key=os.path.getmtime)
+
+
+def _histogram(writer, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:
+    """One probe histogram (counts per log10 bin) as a TensorBoard histogram of log10|g|."""
+    counts = np.asarray(counts, dtype=float)
+    total = counts.sum()
+    if total == 0:
+        return
+    centres = (edges[:-1] + edges[1:]) / 2
+    filled = np.flatnonzero(counts)
+    writer.add_histogram_raw(
+        tag,
+        min=float(edges[filled[0]]),
+        max=float(edges[filled[-1] + 1]),
+        num=int(total),
+        sum=float((counts * centres).sum()),
+        sum_squares=float((counts * centres**2).sum()),
+        bucket_limits=[float(e) for e in edges[1:]],  # each bucket's right edge
+        bucket_counts=[float(c) for c in counts],
+        global_step=step,
+    )

@@ -1,0 +1,146 @@
+"""Lesson 02's explorer: how the weight scale makes the backpropagated signal explode.
+
+It builds an MLP whose weights have standard deviation ``weight_scale`` times the activation's
+critical scale (He's √(2/fan_in) for ReLU, 1/√fan_in for tanh and linear), probes one
+forward/backward pass on the spirals, and draws the signal ‖∂L/∂z‖ per layer against theory next
+to the weight gradients ‖∂L/∂W‖, plus what the optimiser sees: the loss and the total gradient
+norm, compared with the same network at the critical scale.
+
+>>> from gradcourse.widgets.lesson02 import ExplosionExplorer
+>>> result = ExplosionExplorer().run(weight_scale=2.0, depth=20, activation="relu")
+>>> result.values["signal_ratio"] > 1e4          # the signal explodes backward...
+True
+>>> 0.05 < result.values["weight_grad_ratio"] < 5  # ...while the weight gradients stay balanced
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from .. import data, models, plots, theory
+from ..probes import Probe
+from .base import Explorer, Param, Result
+
+#: Weight std (times √fan_in) at which each activation is critical: the signal neither grows nor
+#: shrinks (He for ReLU; the edge of chaos σ_w = 1 for tanh without bias; 1 for linear).
+CRITICAL_SIGMA_W = {"relu": math.sqrt(2.0), "tanh": 1.0, "linear": 1.0}
+
+
+def probe_network(activation: str, depth: int, weight_scale: float, *, width: int = 64,
+                  seed: int = 0, n: int = 512) -> dict:
+    """One forward/backward pass of an MLP with std = weight_scale × critical, under a probe.
+
+    Returns the trace, the loss and the total gradient norm (every parameter).
+    """
+    sigma_w = weight_scale * CRITICAL_SIGMA_W[activation]
+    ds = _spirals(n)
+    net = models.mlp(depth, width, activation=activation, init="normal", weight_std=sigma_w,
+                     seed=seed)
+    with Probe(net) as probe:
+        loss = torch.nn.functional.cross_entropy(net(ds.x), ds.y)
+        loss.backward()
+    total = torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]).item()
+    return {"trace": probe.trace, "loss": loss.item(), "total_grad_norm": total, "sigma_w": sigma_w,
+            "x": ds.x.numpy()}
+
+
+@functools.lru_cache(maxsize=4)
+def _spirals(n: int) -> data.Dataset:
+    return data.spirals(n, seed=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _critical(activation: str, depth: int) -> dict:
+    probed = probe_network(activation, depth, 1.0)
+    return {"loss": probed["loss"], "total_grad_norm": probed["total_grad_norm"]}
+
+
+def theory_signal(activation: str, depth: int, weight_scale: float, x: np.ndarray) -> np.ndarray:
+    """Predicted signal per hidden layer relative to the last one (ReLU/linear: weight_scale per
+    layer; tanh: the per-example mean-field average of :func:`gradcourse.theory.tanh_mean_field`)."""
+    if activation in ("relu", "linear"):
+        return theory.relu_signal_profile(weight_scale ** 2, depth)
+    sigma_w = weight_scale * CRITICAL_SIGMA_W["tanh"]
+    _, chi = theory.tanh_mean_field(sigma_w, depth, (x ** 2).mean(axis=1))
+    # ratio of layer k to the last layer: rms over examples of sqrt(chi_k ... chi_{depth-1})
+    profile = [np.sqrt(np.mean(np.prod(chi[:, k:depth - 1], axis=1))) for k in range(depth)]
+    return np.array(profile)
+
+
+class ExplosionExplorer(Explorer):
+    title = "Lesson 02: weight scale, depth and the exploding signal"
+    params = {
+        "weight_scale": Param(2.0, low=0.5, high=4.5, step=0.05,
+                              label="weight std ÷ critical std (1 = He for ReLU)"),
+        "depth": Param(20, low=2, high=40, label="hidden layers"),
+        "activation": Param("relu", options=("relu", "tanh", "linear"), label="activation"),
+    }
+
+    def compute(self, weight_scale, depth, activation) -> Result:
+        probed = probe_network(activation, depth, weight_scale)
+        critical = _critical(activation, depth)
+        trace = probed["trace"]
+        with np.errstate(all="ignore"):
+            return self._result(probed, critical, trace, weight_scale, depth, activation)
+
+    def _result(self, probed, critical, trace, weight_scale, depth, activation) -> Result:
+        signal = trace.get("output_grad_norm")[0][:depth]
+        weight_grads = trace.get("grad_norm")[0][:depth]
+        predicted = theory_signal(activation, depth, weight_scale, probed["x"])
+        values = {
+            "signal_ratio": float(signal[0] / signal[-1]),
+            "theory_ratio": float(predicted[0]),
+            "weight_grad_ratio": float(weight_grads[min(1, depth - 1)] / weight_grads[-1]),
+            "loss": probed["loss"],
+            "total_grad_norm": probed["total_grad_norm"],
+            "loss_critical": critical["loss"],
+            "total_grad_norm_critical": critical["total_grad_norm"],
+            "saturated_last": float(trace.get("saturated_frac")[0][depth - 1]),
+        }
+        figure = _figure(signal, weight_grads, predicted * signal[-1], values, activation,
+                         weight_scale, depth)
+        summary = (f"Signal first/last layer: measured {values['signal_ratio']:.3g}, theory "
+                   f"{values['theory_ratio']:.3g}. Weight gradients layer 2/last: "
+                   f"{values['weight_grad_ratio']:.2g}. Loss {values['loss']:.3g} and total "
+                   f"gradient norm {values['total_grad_norm']:.3g} (at the critical scale: "
+                   f"{values['loss_critical']:.3g} and {values['total_grad_norm_critical']:.3g}).")
+        if not all(np.isfinite([values["signal_ratio"], values["loss"], values["total_grad_norm"]])):
+            summary = ("Some numbers overflowed float32 (largest ≈ 3.4e38) and became inf/NaN: "
+                       "this network is past exploding. " + summary)
+        if activation == "tanh":
+            summary += f" Last layer saturated: {values['saturated_last']:.0%} of units."
+        return Result(figure=figure, values=values, summary=summary)
+
+
+@plots.styled
+def _figure(signal, weight_grads, predicted, values, activation, weight_scale, depth):
+    fig, axes = plots.new_figure(2, width=4.8, height=3.4)
+    ax = axes[0, 0]
+    layers = np.arange(1, depth + 1)
+    ax.semilogy(layers, signal, "s-", label="signal ‖∂L/∂z‖")
+    ax.semilogy(layers, predicted, ":", color="black", lw=2, label="theory (signal)")
+    ax.semilogy(layers, weight_grads, "o-", label="weight gradient ‖∂L/∂W‖")
+    ax.set_xlabel("layer (1 = nearest the input)")
+    ax.set_ylabel("norm (log scale)")
+    ax.set_title(f"{activation}, {depth} layers, std × {weight_scale:g}")
+    ax.legend(fontsize="small")
+
+    ax = axes[0, 1]
+    names = ["loss", "total ‖∇L‖"]
+    here = [values["loss"], values["total_grad_norm"]]
+    base = [values["loss_critical"], values["total_grad_norm_critical"]]
+    positions = np.arange(len(names))
+    ax.bar(positions - 0.2, base, width=0.4, label="critical scale (× 1)", color=plots.COLORS[0])
+    ax.bar(positions + 0.2, here, width=0.4, label=f"this scale (× {weight_scale:g})",
+           color=plots.COLORS[1])
+    ax.set_yscale("log")
+    ax.set_xticks(positions, names)
+    ax.set_ylabel("value at initialisation (log scale)")
+    ax.set_title("What the optimiser sees")
+    ax.legend(fontsize="small")
+    return fig

@@ -1,0 +1,109 @@
+"""Lesson 01: the saturation explorer, its helpers and the lesson's exercise checks."""
+
+import time
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from gradcourse import exercises, theory
+from gradcourse.widgets import EXPLORERS
+from gradcourse.widgets.base import figure_png
+from gradcourse.widgets.lesson01 import SaturationExplorer, activation_figure, measure, saturation_figure
+
+
+@pytest.fixture(scope="module")
+def default():
+    return SaturationExplorer().run()
+
+
+def test_registered():
+    assert EXPLORERS["01_sigmoid_saturation"] is SaturationExplorer
+
+
+def test_first_control_is_a_numeric_slider():
+    # The browser test moves the first slider of the first explorer in notebook 01.
+    name, spec = next(iter(SaturationExplorer.params.items()))
+    assert name == "depth" and spec.options is None and isinstance(spec.default, int)
+
+
+def test_default_sigmoid_20_vanishes_without_saturation(default):
+    v = default.values
+    assert isinstance(default.figure, Figure)
+    assert 1e-17 < v["ratio"] < 1e-15                       # DESIGN: ~1e-16 over 20 layers
+    assert v["factor"] == pytest.approx(v["factor_theory"], rel=0.05)
+    assert v["factor_theory"] == pytest.approx(0.141, abs=0.003)
+    assert v["weight_grad"][0] / v["weight_grad"][-1] < 1e-15
+    assert np.nanmax(v["saturated"]) < 0.01                 # default init: not saturated
+    assert len(v["signal"]) == 20 and len(v["theory"]) == 20
+
+
+def test_depth_changes_the_ratio_and_the_figure(default):
+    deeper = SaturationExplorer().run(depth=21)
+    assert deeper.values["ratio"] < default.values["ratio"] / 3
+    assert figure_png(deeper.figure) != figure_png(default.figure)
+
+
+def test_relu_needs_he_init():
+    relu = SaturationExplorer().run(activation="relu").values
+    he = SaturationExplorer().run(activation="relu", init="kaiming").values
+    assert relu["factor"] == pytest.approx(theory.small_signal_factor("relu", "default", 64), rel=0.1)
+    assert relu["ratio"] < 1e-6
+    assert 0.1 < he["ratio"] < 10
+    assert np.nanmax(he["dead"]) > 0.1                      # ReLU's own failure: dead units
+
+
+def test_large_weights_or_inputs_saturate():
+    big = SaturationExplorer().run(weight_scale=16.0).values
+    assert big["saturated"][-1] > 0.5
+    loud = SaturationExplorer().run(input_scale=30.0).values
+    assert loud["saturated"][0] > 0.4 and loud["saturated"][1:].max() < 0.01
+
+
+def test_tanh_large_weights_explode_while_saturated():
+    v = SaturationExplorer().run(activation="tanh", init="xavier", weight_scale=4.0).values
+    assert v["ratio"] > 100 and np.nanmax(v["saturated"]) > 0.4
+
+
+def test_deep_signal_does_not_underflow_to_zero():
+    v = measure(40)
+    assert np.all(v["signal"] > 0) and v["ratio"] < 1e-30
+    assert v["factor"] == pytest.approx(v["factor_theory"], rel=0.05)
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"depth": 1}, "depth"), ({"depth": 41}, "depth"), ({"activation": "swish"}, "activation"),
+    ({"init": "he"}, "init"), ({"weight_scale": 0.1}, "weight_scale"), ({"input_scale": 1000.0}, "input_scale"),
+    ({"seed": 3}, "seed"),
+])
+def test_bad_params_raise_value_error_naming_them(params, name):
+    with pytest.raises(ValueError, match=name):
+        SaturationExplorer().run(**params)
+
+
+def test_helper_figures_are_titled():
+    fig = activation_figure()
+    assert all(ax.get_title() for ax in fig.axes)
+    fig = saturation_figure({"default": {}, "weights ×16": {"weight_scale": 16.0}})
+    assert "saturated" in fig.axes[1].get_title() and fig._suptitle is not None
+
+
+def test_latency_of_the_default_run():
+    explorer = SaturationExplorer()
+    explorer.run()
+    start = time.perf_counter()
+    explorer.run(depth=19)
+    assert time.perf_counter() - start < 1.5   # budget 0.5 s on an idle core; generous for shared CI
+
+
+@pytest.mark.parametrize("check, right, wrong", [
+    (exercises.sigmoid_xavier_factor, 0.25, 1.0),
+    (exercises.depth_for_tiny_signal, 11, 20),   # 0.144**10 < 1e-8 < 0.144**9
+    (exercises.fix_for_tanh_default, "xavier", "clip"),
+    (exercises.fix_for_tanh_default, "Xavier ", "relu"),
+])
+def test_exercise_checks(check, right, wrong):
+    assert check(right).correct is True
+    assert check(wrong).correct is False
+    assert check(None).correct is None
+    assert check(wrong).message

@@ -1,0 +1,101 @@
+"""Lesson 02: the explosion explorer, its theory and its exercise checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import gradcourse
+from gradcourse import data, exercises, models, theory
+from gradcourse.probes import Probe
+from gradcourse.widgets.lesson02 import ExplosionExplorer
+
+
+def probe_once(net, ds):
+    with Probe(net) as probe:
+        torch.nn.functional.cross_entropy(net(ds.x), ds.y).backward()
+    return probe.trace
+
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    gradcourse.start(0)   # one thread, as in the notebooks (budgets are set for one core)
+
+def test_explorer_default_shows_signal_explosion_with_balanced_weight_gradients():
+    result = ExplosionExplorer().run()
+    assert isinstance(result.figure, Figure)
+    v = result.values
+    assert 0.3 < v["signal_ratio"] / v["theory_ratio"] < 3           # ~4.8e5 vs 2**19
+    assert v["signal_ratio"] > 1e4
+    assert 0.05 < v["weight_grad_ratio"] < 5                          # balanced across layers
+    assert v["loss"] > 1e4 * v["loss_critical"]
+    assert v["total_grad_norm"] > 1e5 * v["total_grad_norm_critical"]
+
+
+def test_explorer_at_critical_scale_and_tanh_chaos():
+    critical = ExplosionExplorer().run(weight_scale=1.0).values
+    assert 0.2 < critical["signal_ratio"] < 5
+    tanh = ExplosionExplorer().run(activation="tanh", depth=10, weight_scale=4.0).values
+    assert tanh["saturated_last"] > 0.5 and tanh["signal_ratio"] > 100
+
+
+def test_explorer_survives_overflow():
+    result = ExplosionExplorer().run(weight_scale=4.5, depth=40)
+    assert isinstance(result.figure, Figure) and "overflowed" in result.summary
+
+
+@pytest.mark.parametrize("bad, name", [({"weight_scale": 9.0}, "weight_scale"), ({"depth": 1}, "depth"),
+                                       ({"activation": "swish"}, "activation")])
+def test_explorer_rejects_bad_parameters(bad, name):
+    with pytest.raises(ValueError, match=name):
+        ExplosionExplorer().run(**bad)
+
+
+def test_relu_signal_factor_matches_measurement_over_seeds():
+    ds = data.spirals(512, seed=0)
+    for seed in range(3):
+        net = models.mlp(20, 64, activation="relu", init="normal", weight_std=2 * math.sqrt(2), seed=seed)
+        signal = probe_once(net, ds).get("output_grad_norm")[0]
+        per_layer = (signal[0] / signal[19]) ** (1 / 19)
+        assert abs(per_layer - theory.relu_signal_factor(4.0)) < 0.15   # measured ~1.99
+
+
+def test_tanh_mean_field_matches_measurement_over_seeds():
+    ds = data.spirals(512, seed=0)
+    x = ds.x.numpy()
+    q, _ = theory.tanh_mean_field(4.0, 10, (x ** 2).mean(axis=1))
+    predicted_sat = theory.tanh_saturated_fraction(q[:, 9]).mean()
+    predicted_growth = theory.tanh_signal_ratio(4.0, 10, x)
+    for seed in range(3):
+        trace = probe_once(models.mlp(10, 64, activation="tanh", init="normal", weight_std=4.0, seed=seed), ds)
+        assert abs(trace.get("saturated_frac")[0][9] - predicted_sat) < 0.05
+        signal = trace.get("output_grad_norm")[0]
+        assert 0.3 < (signal[0] / signal[9]) / predicted_growth < 3        # finite width: within 3x
+
+
+def test_edge_of_chaos_and_stable_lr():
+    assert abs(theory.tanh_critical_sigma_w(0.0) - 1.0) < 0.01
+    assert theory.tanh_chi_fixed_point(0.9) < 1 < theory.tanh_chi_fixed_point(1.1)
+    w = 1.0
+    for _ in range(50):                       # gradient descent on 0.5*40*w^2 just below 2/h
+        w -= 0.99 * theory.largest_stable_lr(40.0) * 40 * w
+    assert abs(w) < 1
+    with pytest.raises(ValueError, match="c"):
+        theory.relu_signal_factor(-1.0)
+    assert np.allclose(theory.relu_signal_profile(1.0, 4), 1.0)
+
+
+@pytest.mark.parametrize("check, right, wrong", [
+    (exercises.relu_growth_per_layer, 2.0, 4.0),
+    (exercises.relu_first_to_last, 1024, 512),
+    (exercises.explosion_probe, "output_grad_norm", "grad_norm"),
+    (exercises.largest_learning_rate, 0.05, 0.1),
+    (exercises.tanh_phase, "chaotic", "ordered"),
+])
+def test_exercise_checks(check, right, wrong):
+    assert check(right).correct is True
+    assert check(wrong).correct is False
+    assert check(None).correct is None

@@ -1,0 +1,104 @@
+"""Lesson 04 (BatchNorm): explorer, exercise checks and theory against measurements."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import gradcourse
+from gradcourse import data, exercises, models, theory
+from gradcourse.widgets import EXPLORERS
+from gradcourse.widgets.lesson04 import BatchNormExplorer, batch_spread, gradient_at_init
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    gradcourse.start(0)
+
+
+def test_registered():
+    assert EXPLORERS["04_batchnorm"] is BatchNormExplorer
+
+
+def test_explorer_defaults_train_with_bn():
+    result = BatchNormExplorer().run()
+    assert isinstance(result.figure, Figure)
+    assert result.values["final_loss"] < 0.05          # BN sigmoid net fits the spirals
+    assert result.values["test_accuracy"] > 0.9
+    assert result.values["grad_ratio"] > 1             # with BN the first layer gets more, not less
+
+
+def test_explorer_without_bn_vanishes_and_stalls():
+    result = BatchNormExplorer().run(batchnorm=False, steps=100)
+    assert result.values["signal_ratio"] < 1e-6
+    assert abs(result.values["per_layer"] - theory.small_signal_factor("sigmoid", "default", 32)) < 0.02
+    assert abs(result.values["final_loss"] - math.log(2)) < 0.01
+
+
+def test_explorer_probe_only_has_one_panel():
+    result = BatchNormExplorer().run(steps=0, activation="relu", depth=30)
+    assert "final_loss" not in result.values and not result.runs
+    assert len(result.figure.axes) == 1
+    assert result.values["grad_ratio"] > 20            # ReLU+BN: growth toward the input
+
+
+@pytest.mark.parametrize("bad", [{"depth": 1}, {"activation": "swish"}, {"batch_size": 3},
+                                 {"lr": 5.0}, {"steps": -1}, {"batchnorm": "yes"}])
+def test_explorer_rejects_bad_params(bad):
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        BatchNormExplorer().run(**bad)
+
+
+def test_batch_spread_collapses_without_bn():
+    x = data.spirals(256, seed=0).x
+    plain = batch_spread(models.mlp(10, 32, activation="sigmoid", seed=0), x)
+    normed = batch_spread(models.mlp(10, 32, activation="sigmoid", batchnorm=True, seed=0), x)
+    assert plain[-1] < 1e-5 * plain[0]
+    assert normed.min() > 0.1
+
+
+@pytest.mark.parametrize("check, right, wrong", [
+    (exercises.bn_sigmoid_factor, 0.144, 0.25),
+    (exercises.bn_relu_growth_ratio, 259, 30),
+    (exercises.bn_running_mean, 0.542, 0.6),
+    (exercises.bn_mode_for_testing, "eval", "train"),
+])
+def test_exercise_checks(check, right, wrong):
+    assert check(right).correct is True
+    assert check(wrong).correct is False
+    assert check(None).correct is None
+
+
+def test_running_update_matches_torch():
+    bn = torch.nn.BatchNorm1d(1)
+    z = torch.tensor([[1.0], [2.0], [6.0]])
+    for _ in range(3):
+        bn(z)
+    expected = 0.0
+    for _ in range(3):
+        expected = theory.batchnorm_running_update(expected, 3.0)
+    assert bn.running_mean.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_yang_growth_matches_measurement(seed):
+    """The fitted per-layer factor of ‖∂L/∂W‖ over the middle layers of a 40-layer ReLU+BN net
+    agrees with √(π/(π−1)) within 5%."""
+    spirals = data.spirals(256, seed=0)
+    grads, _, _ = gradient_at_init(models.mlp(40, 64, activation="relu", batchnorm=True, seed=seed), spirals)
+    middle = np.arange(2, 40)
+    factor = math.exp(-np.polyfit(middle, np.log(grads[1:39]), 1)[0])
+    assert factor == pytest.approx(theory.batchnorm_relu_growth(), rel=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigmoid_factor_matches_measurement(seed):
+    spirals = data.spirals(256, seed=0)
+    _, signal, _ = gradient_at_init(models.mlp(10, 32, activation="sigmoid", seed=seed), spirals)
+    measured = (signal[0] / signal[9]) ** (1 / 9)
+    assert measured == pytest.approx(theory.small_signal_factor("sigmoid", "default", 32), rel=0.15)

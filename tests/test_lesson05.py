@@ -1,0 +1,141 @@
+"""Lesson 05 (skip connections): the residual model factory, explorer, exercise checks and
+theory against measurements."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+import gradcourse
+from gradcourse import data, exercises, models, theory
+from gradcourse.probes import Probe
+from gradcourse.widgets import EXPLORERS
+from gradcourse.widgets.lesson04 import gradient_at_init
+from gradcourse.widgets.lesson05 import ResidualExplorer, signal_theory
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    gradcourse.start(0)
+
+
+@pytest.fixture(scope="module")
+def spirals():
+    return data.spirals(256, seed=0)
+
+
+def test_registered():
+    assert EXPLORERS["05_resnet"] is ResidualExplorer
+    assert ResidualExplorer.manual
+
+
+def test_resnet_mlp_layers_names_and_config():
+    net = models.resnet_mlp(25, 32, batchnorm=True, seed=3)
+    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 52
+    assert linears == [f"layer{k}" for k in range(1, 52)] + ["head"]
+    assert net.config == dict(kind="resnet_mlp", blocks=25, width=32, activation="relu", batchnorm=True,
+                              residual=True, in_features=2, out_features=2, seed=3)
+    same = models.resnet_mlp(25, 32, batchnorm=True, seed=3)
+    assert torch.equal(net.layer7.weight, same.layer7.weight)
+    assert len(net.hidden_layers()) == 51
+
+
+def test_resnet_mlp_is_x_plus_f_of_x():
+    net = models.resnet_mlp(1, 4, seed=0)
+    x = torch.randn(5, 2)
+    h = torch.relu(net.layer1(x))
+    expected = net.head(h + net.layer3(torch.relu(net.layer2(h))))
+    assert torch.allclose(net(x), expected)
+    plain = models.resnet_mlp(1, 4, residual=False, seed=0)
+    expected = plain.head(torch.relu(plain.layer3(torch.relu(plain.layer2(h)))))
+    assert torch.allclose(plain(x), expected)
+
+
+@pytest.mark.parametrize("bad", [{"blocks": 0}, {"width": 0}, {"batchnorm": 1}, {"residual": "no"},
+                                 {"activation": "swish"}])
+def test_resnet_mlp_rejects_bad_args(bad):
+    kwargs = dict(blocks=2, width=8)
+    kwargs.update(bad)
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        models.resnet_mlp(**kwargs)
+
+
+def test_probe_tracks_every_layer_with_activations(spirals):
+    net = models.resnet_mlp(3, 8, seed=0)
+    with Probe(net) as probe:
+        nn.functional.cross_entropy(net(spirals.x), spirals.y).backward()
+    trace = probe.trace
+    assert trace.layers == [f"layer{k}" for k in range(1, 8)] + ["head"]
+    assert np.isfinite(trace.get("act_std")[0]).all()
+    assert np.isfinite(trace.get("dead_frac")[0, [0, 1, 3, 5]]).all()   # the ReLUs: stem, block firsts
+
+
+def test_explorer_default_probe_only_is_flat():
+    result = ResidualExplorer().run()
+    assert isinstance(result.figure, Figure) and not result.runs
+    assert result.values["hidden_layers"] == 51
+    assert 0.3 < result.values["signal_ratio"] < 5
+
+
+def test_explorer_plain_vanishes_and_bn_plain_explodes():
+    explorer = ResidualExplorer()
+    assert explorer.run(residual=False).values["signal_ratio"] < 1e-15
+    assert explorer.run(residual=False, batchnorm=True).values["grad_ratio"] > 1e3
+
+
+def test_explorer_trains_on_request():
+    result = ResidualExplorer().run(depth=10, residual=False, steps=100)
+    assert result.values["final_loss"] < 0.3
+    assert len(result.figure.axes) == 2
+
+
+@pytest.mark.parametrize("bad", [{"depth": 51}, {"depth": 2}, {"steps": 1000}, {"residual": 1}])
+def test_explorer_rejects_bad_params(bad):
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        ResidualExplorer().run(**bad)
+
+
+@pytest.mark.parametrize("check, right, wrong", [
+    (exercises.resnet_plain_ratio, 8.6e-20, 1e-5),
+    (exercises.resnet_block_factor, 1.0274, 0.41),
+    (exercises.resnet_degradation, "overfitting", "optimisation difficulty"),
+])
+def test_exercise_checks(check, right, wrong):
+    assert check(right).correct is True
+    assert check(wrong).correct is False
+    assert check(None).correct is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_plain_factor_matches_measurement(spirals, seed):
+    """Fitted per-layer factor of the signal in plain-50 (no BN): √(1/6) within 10%."""
+    _, signal, _ = gradient_at_init(models.mlp(50, 32, activation="relu", seed=seed), spirals)
+    factor = math.exp(-np.polyfit(np.arange(50), np.log(signal[:50]), 1)[0])
+    assert factor == pytest.approx(theory.small_signal_factor("relu", "default", 32), rel=0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_residual_profile_matches_measurement(spirals, seed):
+    """Every hidden layer's signal in res-50 (no BN) within a factor 3 of signal_theory."""
+    _, signal, layers = gradient_at_init(models.resnet_mlp(25, 32, seed=seed), spirals)
+    measured = signal[:51] / signal[50]
+    assert np.all(np.abs(np.log10(measured / signal_theory(50, True))) < math.log10(3))
+
+
+def test_show_builds_the_ui_with_its_first_figure():
+    """The Run-button explorer shows its default (probe-only) figure before any click, both in
+    the Output widget and as the PNG fallback of the notebook display."""
+    pytest.importorskip("ipywidgets")
+    explorer = ResidualExplorer()
+    explorer.show()
+    assert explorer.last_png.startswith(b"\x89PNG")
+    assert any("image/png" in out.get("data", {}) for out in explorer.output.outputs)
+    assert "image/png" in explorer._repr_mimebundle_()

@@ -1,0 +1,190 @@
+"""Lesson 06 (LSTM and GRU): the explorer, the exercise checks and the theory against measurement."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradcourse import data, exercises, theory
+from gradcourse.train import fit
+from gradcourse.widgets import EXPLORERS
+from gradcourse.widgets.lesson06 import (
+    RecurrentExplorer,
+    adding_data,
+    build,
+    factor_over_training,
+    gradient_through_time,
+    manual_bptt,
+    marker_sensitivity,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The lesson runs on one thread (gradcourse.start); two threads on a busy machine are slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    return RecurrentExplorer()
+
+
+# -- the explorer ---------------------------------------------------------------------------------
+def test_explorer_is_registered():
+    assert EXPLORERS["06_lstm_gru"] is RecurrentExplorer
+    assert RecurrentExplorer.manual is True
+
+
+def test_default_run_probes_the_plain_rnn_under_its_bound(explorer):
+    result = explorer.run()
+    values = result.values
+    assert result.params["cell"] == "rnn" and result.params["train"] is False
+    assert values["bound_factor"] == pytest.approx(1.0, rel=1e-5)     # orthogonal × 1.0
+    assert 0.85 < values["factor"] < 0.97 < values["bound_factor"] + 1e-6
+    assert 1e-3 < values["first_over_last"] < 0.1
+    assert len(result.figure.axes) == 1 and not result.runs
+    assert "T = 50" in result.summary
+
+
+def test_recurrent_scale_moves_the_factor_across_one(explorer):
+    small = explorer.run(recurrent_scale=0.5).values
+    large = explorer.run(recurrent_scale=2.0).values
+    assert 0.4 < small["factor"] <= 0.5 + 1e-6          # vanishing, at most the bound
+    assert 1.05 < large["factor"] < large["bound_factor"]  # grows, far below the bound of 2
+
+
+def test_forget_bias_slows_the_lstm_decay(explorer):
+    default = explorer.run(cell="lstm").values
+    opened = explorer.run(cell="lstm", forget_bias=3.0).values
+    gru = explorer.run(cell="gru").values
+    assert default["factor"] < 0.7 and gru["factor"] < 0.7    # gated cells forget at init too
+    assert opened["factor"] > 0.93
+    assert opened["bound_factor"] == pytest.approx(theory.forget_gate_factor(3.0), rel=1e-4)
+    assert "bound_factor" not in gru
+
+
+def test_training_solves_the_adding_problem_with_a_gru(explorer):
+    result = explorer.run(cell="gru", seq_len=20, train=True, steps=300)
+    values = result.values
+    assert values["diverged_at"] is None
+    assert values["loss_over_baseline"] < 0.3
+    assert values["factor_after"] > values["factor"]    # training opened the path back in time
+    assert len(result.figure.axes) == 2 and result.runs["run"].losses.shape == (300,)
+
+
+def test_exploding_rnn_diverges_and_clipping_keeps_it_finite(explorer):
+    settings = dict(cell="rnn", recurrent_scale=2.0, optimizer="sgd", train=True, steps=100)
+    exploding = explorer.run(**settings).values
+    clipped = explorer.run(clip=True, **settings).values
+    assert exploding["diverged_at"] is not None and exploding["diverged_at"] < 60
+    assert clipped["diverged_at"] is None
+    assert clipped["loss_over_baseline"] > 0.9           # finite, but it learned nothing
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"cell": "transformer"}, "cell"),
+    ({"seq_len": 5}, "seq_len"),
+    ({"recurrent_scale": 0.0}, "recurrent_scale"),
+    ({"forget_bias": 9.0}, "forget_bias"),
+    ({"clip": "yes"}, "clip"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"steps": 5000}, "steps"),
+    ({"hidden": 64}, "hidden"),
+])
+def test_bad_parameters_name_themselves(explorer, params, name):
+    with pytest.raises(ValueError, match=name):
+        explorer.run(**params)
+
+
+# -- exercise checks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("check, right, wrong", [
+    (exercises.rnn_bound_after_steps, 0.8 ** 20, 0.8),
+    (exercises.sigmoid_rnn_threshold, 4.0, 1.0),
+    (exercises.forget_bias_memory, math.log(0.01) / math.log(1 / (1 + math.exp(-3))), 7),
+    (exercises.remedy_for_long_memory, "Gated cell", "clipping"),
+])
+def test_exercise_checks(check, right, wrong):
+    assert check(right).correct is True
+    assert check(wrong).correct is False
+    assert check(None).correct is None
+    assert "Fill in" in repr(check(None))
+
+
+def test_remedy_check_rejects_unknown_options():
+    feedback = exercises.remedy_for_long_memory("dropout")
+    assert feedback.correct is False and "should be one of" in feedback.message
+
+
+# -- theory against measurement -------------------------------------------------------------------
+def test_manual_product_of_jacobians_equals_the_probe():
+    ds = adding_data(30)
+    for scale in (0.5, 1.0, 2.0):
+        model = build("rnn", recurrent_scale=scale, seed=1)
+        np.testing.assert_allclose(manual_bptt(model, ds), gradient_through_time(model, ds), rtol=1e-4)
+    with pytest.raises(ValueError, match="model"):
+        manual_bptt(build("gru"), ds)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bptt_bound_holds_and_is_tight_for_a_small_scale(seed):
+    ds = adding_data(50)
+    for scale in (0.5, 0.9, 1.0):
+        g = gradient_through_time(build("rnn", recurrent_scale=scale, seed=seed), ds)
+        bound = theory.bptt_bound(len(g), scale, final=g[-1])
+        assert np.all(g <= bound * (1 + 1e-4))
+        # λ₁ ≤ 1 = 1/γ: the gradient does not grow going back (Pascanu's sufficient condition)
+        assert theory.decay_per_step(g) < 1.0
+    g = gradient_through_time(build("rnn", recurrent_scale=0.5, seed=seed), ds)
+    assert theory.decay_per_step(g) == pytest.approx(theory.rnn_step_bound(0.5), rel=0.1)
+    # steps_to_shrink: the bound says 1e-6 is reached within ~20 steps, and the measurement agrees
+    n = math.ceil(theory.steps_to_shrink(0.5, 1e-6))
+    assert g[-1 - n] / g[-1] <= 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exploding_needs_a_scale_above_one_over_gamma(seed):
+    ds = adding_data(50)
+    growing = theory.decay_per_step(gradient_through_time(build("rnn", recurrent_scale=2.0, seed=seed), ds))
+    assert growing > 1.0 and 2.0 > theory.pascanu_threshold("tanh")
+
+
+@pytest.mark.parametrize("bias", [0.0, 1.0, 3.0])
+def test_forget_gate_factor_guides_the_measured_lstm_decay(bias):
+    ds = adding_data(50)
+    guide = theory.forget_gate_factor(bias)
+    for seed in range(3):
+        measured = theory.decay_per_step(gradient_through_time(build("lstm", forget_bias=bias, seed=seed), ds))
+        assert guide - 0.02 < measured < guide + 0.2, (bias, seed, measured)
+
+
+def test_theory_validates_its_arguments():
+    with pytest.raises(ValueError, match="activation"):
+        theory.rnn_step_bound(1.0, "relu")
+    with pytest.raises(ValueError, match="factor"):
+        theory.steps_to_shrink(1.5, 0.1)
+    with pytest.raises(ValueError, match="norms"):
+        theory.decay_per_step([1.0, 0.0, 1.0])
+
+
+def test_adding_baseline_and_marker_sensitivity():
+    ds = adding_data(20)
+    assert ((ds.y - 1.0) ** 2).mean().item() == pytest.approx(data.ADDING_BASELINE_MSE, rel=0.1)
+    untrained = marker_sensitivity(build("rnn"), ds)
+    assert abs(untrained["first"]) < 0.05 and abs(untrained["second"]) < 0.1
+
+
+def test_factor_over_training_reads_the_probe():
+    run = fit(build("gru"), adding_data(10), steps=20, lr=1e-2, optimizer="adam", batch_size=64,
+              every=10, progress=False)
+    steps, factors = factor_over_training(run)
+    assert steps.tolist() == [0, 10] and factors.shape == (2,) and np.all(factors > 0)
+    with pytest.raises(ValueError, match="run"):
+        factor_over_training(fit(build("gru"), adding_data(10), steps=2, lr=1e-2, probe=False,
+                                 progress=False))
