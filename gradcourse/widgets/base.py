@@ -137,7 +137,7 @@ class Explorer:
         self.output = w.Output()
         box_items = [w.HTML(f"<b>{self.title}</b>"),
                      w.HBox(list(self.controls.values()),
-                            layout=w.Layout(flex_flow="row wrap", gap="4px 16px"))]
+                            layout=w.Layout(flex_flow="row wrap"))]
         if self.manual:
             self.button = w.Button(description="Run", button_style="primary", icon="play")
             self.button.on_click(lambda _: self._render_into_output(**self._current()))
@@ -147,7 +147,7 @@ class Explorer:
             # interactive_output calls _render once now and again whenever a control changes.
             self.output = w.interactive_output(self._render, self.controls)
         box_items += [self.status, self.output]
-        self.widget = w.VBox(box_items, layout=w.Layout(gap="4px"))
+        self.widget = w.VBox(box_items)
         return self.widget
 
     def _current(self) -> dict:
