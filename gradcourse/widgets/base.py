@@ -160,20 +160,8 @@ class Explorer:
         nbclient (``nbconvert --execute``) stall now and then for its whole cell timeout (2 runs
         in 15); appending needs no routing of display messages, and a Run click still redraws
         through :meth:`_render_into_output`."""
-        from IPython.display import HTML, Image
-
-        try:
-            result = self.run(**params)
-        except ValueError as error:
-            self.output.append_display_data(
-                HTML(f"<div style='color:#b2182b'><b>Cannot run these settings:</b> {error}</div>"))
-            self.last_png = None
-            return
-        self.last_result = result
-        self.last_png = figure_png(result.figure, self.dpi)
-        self.output.append_display_data(Image(data=self.last_png))
-        if result.summary:
-            self.output.append_display_data(HTML(f"<p>{result.summary}</p>"))
+        for item in self._displays(params):
+            self.output.append_display_data(item)
 
     def _render_into_output(self, **params) -> None:
         with self.output:
@@ -181,22 +169,30 @@ class Explorer:
             self._render(**params)
 
     def _render(self, **params) -> None:
-        from IPython.display import HTML, Image, display
+        from IPython.display import display
 
         self._set_busy(True)
         try:
-            result = self.run(**params)
-        except ValueError as error:
-            display(HTML(f"<div style='color:#b2182b'><b>Cannot run these settings:</b> {error}</div>"))
-            self.last_png = None
-            return
+            items = self._displays(params)
         finally:
             self._set_busy(False)
+        display(*items)
+
+    def _displays(self, params: dict) -> list:
+        """Run with ``params``; return what to show: the figure and summary, or a readable refusal."""
+        from IPython.display import HTML, Image
+
+        try:
+            result = self.run(**params)
+        except ValueError as error:
+            self.last_png = None
+            return [HTML(f"<div style='color:#b2182b'><b>Cannot run these settings:</b> {error}</div>")]
         self.last_result = result
         self.last_png = figure_png(result.figure, self.dpi)
-        display(Image(data=self.last_png))
+        items = [Image(data=self.last_png)]
         if result.summary:
-            display(HTML(f"<p>{result.summary}</p>"))
+            items.append(HTML(f"<p>{result.summary}</p>"))
+        return items
 
     def _set_busy(self, busy: bool) -> None:
         for control in self.controls.values():
