@@ -267,10 +267,13 @@ class Probe:
         if self._hist_offsets_key != key:
             owner = torch.repeat_interleave(torch.tensor(present), torch.tensor(sizes))
             self._hist_offsets = owner * 256
+            self._hist_ones = torch.ones(len(owner), dtype=torch.int64)
             self._hist_offsets_key = key
         bits = torch.cat([g.reshape(-1).float() for g in grads]).view(torch.int32)
         exponent = bits.bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23).add_(self._hist_offsets)
-        counts = torch.bincount(exponent, minlength=256 * len(self.layers))
+        # index_add_ into a fixed-size buffer: memory stays 256 counts per layer whatever the values.
+        counts = torch.zeros(256 * len(self.layers), dtype=torch.int64)
+        counts.index_add_(0, exponent.long(), self._hist_ones)
         counts = counts.view(len(self.layers), 256)
         lo, hi = self._exponent_range
         folded = counts[:, lo:hi].clone()
