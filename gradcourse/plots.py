@@ -104,20 +104,31 @@ def grad_norms(source: Run | Trace, *, step: int = 0, theory: np.ndarray | None 
     trace = _trace(source)
     row = _row(trace, step)
     fig, axes = new_figure()
-    ax = axes[0, 0]
-    layers = np.arange(1, len(trace.layers) + 1)
-    ax.semilogy(layers, trace.get("grad_norm")[row], "o-", label="weight gradient ‖∂L/∂W‖")
-    ax.semilogy(layers, trace.get("output_grad_norm")[row], "s--",
+    draw_layer_gradients(axes[0, 0], trace.get("grad_norm")[row], trace.get("output_grad_norm")[row],
+                         theory=theory, xlabel="layer (1 = nearest the input)",
+                         title=title or f"Gradient per layer at step {int(trace.steps[row])}")
+    return fig
+
+
+@styled
+def draw_layer_gradients(ax, weight_grads, signal, *, theory=None, title: str,
+                         xlabel: str = "hidden layer (1 = nearest the input)", markersize: float = 6) -> None:
+    """Draw per-layer ‖∂L/∂W‖ and ‖∂L/∂z‖ (and a theory curve for the signal) on ``ax``, log scale.
+
+    The one drawing of this picture: :func:`grad_norms` and the lesson explorers all call it.
+    """
+    layers = np.arange(1, len(weight_grads) + 1)
+    ax.semilogy(layers, weight_grads, "o-", ms=markersize, label="weight gradient ‖∂L/∂W‖")
+    ax.semilogy(np.arange(1, len(signal) + 1), signal, "s--", ms=markersize,
                 label="signal ‖∂L/∂z‖ at the layer's output")
     if theory is not None:
         theory = np.asarray(theory, dtype=float)
         ax.semilogy(np.arange(1, len(theory) + 1), theory, ":", color="black", lw=2,
                     label="theory (signal)")
-    ax.set_xlabel("layer (1 = nearest the input)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("norm (log scale)")
-    ax.set_title(title or f"Gradient per layer at step {int(trace.steps[row])}")
+    ax.set_title(title)
     ax.legend(fontsize="small")
-    return fig
 
 
 @styled

@@ -71,7 +71,6 @@ class BatchNormExplorer(Explorer):
         dataset = data.spirals(n=N_TRAIN, seed=0)
         model = models.mlp(depth, WIDTH, activation=activation, batchnorm=batchnorm, seed=0)
         grads, signal, _ = gradient_at_init(model, dataset)
-        hidden = np.arange(1, depth + 1)
         values = {
             "grad_ratio": float(grads[0] / grads[depth - 1]),
             "signal_ratio": float(signal[0] / signal[depth - 1]),
@@ -79,7 +78,8 @@ class BatchNormExplorer(Explorer):
         }
         runs = {}
         fig, axes = plots.new_figure(2 if steps else 1, width=4.8, height=3.4)
-        self._draw_gradients(axes[0, 0], hidden, grads[:depth], signal[:depth], batchnorm, activation)
+        plots.draw_layer_gradients(axes[0, 0], grads[:depth], signal[:depth],
+                                   title="Gradient per layer at initialisation")
         summary = (f"At the start the first layer's weight gradient is {values['grad_ratio']:.2g}× the "
                    f"last layer's; the signal changes by about {values['per_layer']:.2f}× per layer.")
         if steps:
@@ -97,16 +97,6 @@ class BatchNormExplorer(Explorer):
                             f"{values['test_accuracy']:.0%}.")
         fig.suptitle(f"{depth} × (Linear → {'BN → ' if batchnorm else ''}{activation}), width {WIDTH}")
         return Result(figure=fig, values=values, runs=runs, summary=summary)
-
-    @staticmethod
-    @plots.styled
-    def _draw_gradients(ax, hidden, grads, signal, batchnorm, activation) -> None:
-        ax.semilogy(hidden, grads, "o-", label="weight gradient ‖∂L/∂W‖")
-        ax.semilogy(hidden, signal, "s--", label="signal ‖∂L/∂z‖")
-        ax.set_xlabel("hidden layer (1 = nearest the input)")
-        ax.set_ylabel("norm (log scale)")
-        ax.set_title("Gradient per layer at initialisation")
-        ax.legend(fontsize="small")
 
     @staticmethod
     @plots.styled

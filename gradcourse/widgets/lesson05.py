@@ -77,7 +77,8 @@ class ResidualExplorer(Explorer):
                   "hidden_layers": n}
         fig, axes = plots.new_figure(2 if steps else 1, width=4.8, height=3.4)
         predicted = None if batchnorm else signal[n - 1] * signal_theory(depth, residual)
-        self._draw_gradients(axes[0, 0], grads[:n], signal[:n], predicted)
+        plots.draw_layer_gradients(axes[0, 0], grads[:n], signal[:n], theory=predicted, markersize=3,
+                                   title="Gradient per layer at initialisation")
         kind = "residual" if residual else "plain"
         summary = (f"{kind}, {n} hidden layers{', BN' if batchnorm else ''}: at the start the first "
                    f"layer's weight gradient is {values['grad_ratio']:.2g}× the last layer's.")
@@ -92,19 +93,6 @@ class ResidualExplorer(Explorer):
         fig.suptitle(f"{kind} ReLU network, {n} hidden layers, width {WIDTH}"
                      f"{', BatchNorm' if batchnorm else ''}")
         return Result(figure=fig, values=values, runs=runs, summary=summary)
-
-    @staticmethod
-    @plots.styled
-    def _draw_gradients(ax, grads, signal, predicted) -> None:
-        hidden = np.arange(1, len(grads) + 1)
-        ax.semilogy(hidden, grads, "o-", ms=3, label="weight gradient ‖∂L/∂W‖")
-        ax.semilogy(hidden, signal, "s--", ms=3, label="signal ‖∂L/∂z‖")
-        if predicted is not None:
-            ax.semilogy(hidden, predicted, ":", color="black", lw=2, label="theory (signal)")
-        ax.set_xlabel("hidden layer (1 = nearest the input)")
-        ax.set_ylabel("norm (log scale)")
-        ax.set_title("Gradient per layer at initialisation")
-        ax.legend(fontsize="small")
 
     @staticmethod
     @plots.styled
