@@ -1,8 +1,12 @@
-"""Run the tests on one torch thread, as the lessons do (gradcourse.start): the numbers are the
-ones the notebooks show, and two test processes on two cores do not fight over threads."""
+"""Every test starts like a lesson (gradcourse.start): one torch thread and seed 0, so the
+numbers are the ones the notebooks show, and two test processes on two cores do not fight
+over threads."""
 
-import torch
+import pytest
+
+import gradcourse
 
 
-def pytest_configure(config):
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def lesson_start():
+    gradcourse.start(0)

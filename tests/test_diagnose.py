@@ -28,7 +28,6 @@ HE = math.sqrt(2.0)
 
 @pytest.fixture(scope="module")
 def spirals():
-    gradcourse.start(0)
     return data.spirals(256, seed=0)
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-import gradcourse
 from gradcourse import data, exercises, models, theory
 from gradcourse.probes import Probe
 from gradcourse.widgets.lesson02 import ExplosionExplorer
@@ -19,10 +18,6 @@ def probe_once(net, ds):
     return probe.trace
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    gradcourse.start(0)   # one thread, as in the notebooks (budgets are set for one core)
 
 def test_explorer_default_shows_signal_explosion_with_balanced_weight_gradients():
     result = ExplosionExplorer().run()

@@ -5,14 +5,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-import gradcourse
 from gradcourse import data, exercises, models, remedies, theory
 from gradcourse.widgets.lesson03 import ClippingExplorer, cliff_figure, descend
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    gradcourse.start(0)   # one thread, as in the notebooks (budgets are set for one core)
 
 def test_explorer_default_rescues_the_diverging_run():
     result = ClippingExplorer().run()

@@ -9,15 +9,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-import gradcourse
 from gradcourse import data, exercises, models, theory
 from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson04 import BatchNormExplorer, batch_spread, gradient_at_init
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    gradcourse.start(0)
 
 
 def test_registered():

@@ -11,17 +11,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-import gradcourse
 from gradcourse import data, exercises, models, theory
 from gradcourse.probes import Probe
 from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson04 import gradient_at_init
 from gradcourse.widgets.lesson05 import ResidualExplorer, signal_theory
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    gradcourse.start(0)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from gradcourse import data, exercises, theory
 from gradcourse.train import fit
@@ -20,15 +19,6 @@ from gradcourse.widgets.lesson06 import (
     manual_bptt,
     marker_sensitivity,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The lesson runs on one thread (gradcourse.start); two threads on a busy machine are slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

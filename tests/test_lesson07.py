@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import gradcourse
 from gradcourse import diagnose, exercises
 from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson07 import (
@@ -22,11 +21,6 @@ from gradcourse.widgets.lesson07 import (
     reveal,
     treat,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _start():
-    gradcourse.start(0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
