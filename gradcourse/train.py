@@ -25,7 +25,7 @@ from .probes import Probe
 from .remedies import Clipping, clip_norm
 from .trace import Trace
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "radam")
 _FORMAT = "gradcourse-run/1"
 
 
@@ -38,7 +38,8 @@ class Run:
     step was clipped), ``metrics`` (final loss, accuracies), ``trace`` (the probe's
     :class:`~gradcourse.trace.Trace`, or ``None``), ``params`` (what the run was made with),
     ``diverged_at`` (the step whose loss or gradient was NaN/Inf, else ``None``) and
-    ``diverged_layer`` (where it began, as the probe located it). ``model`` is the trained model
+    ``diverged_layer`` (where it began, as the probe located it), ``lrs`` (the learning rate each
+    step used, which differs from ``params["lr"]`` during a warmup). ``model`` is the trained model
     (not saved).
     """
 
@@ -50,6 +51,7 @@ class Run:
     trace: Trace | None = None
     diverged_at: int | None = None
     diverged_layer: str | None = None
+    lrs: np.ndarray | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -71,6 +73,8 @@ class Run:
             raise ValueError(f"path must end in .npz; got {str(path)!r}")
         arrays = {"losses": self.losses, "grad_norm_total": self.grad_norm_total,
                   "clipped": self.clipped}
+        if self.lrs is not None:
+            arrays["lrs"] = self.lrs
         meta = {"format": _FORMAT, "metrics": self.metrics, "params": self.params,
                 "diverged_at": self.diverged_at, "diverged_layer": self.diverged_layer,
                 "trace": None}
@@ -92,7 +96,7 @@ class Run:
         return cls(losses=arrays["losses"], grad_norm_total=arrays["grad_norm_total"],
                    clipped=arrays["clipped"], metrics=meta["metrics"], params=meta["params"],
                    trace=trace, diverged_at=meta["diverged_at"],
-                   diverged_layer=meta["diverged_layer"])
+                   diverged_layer=meta["diverged_layer"], lrs=arrays.get("lrs"))
 
 
 def fit(
@@ -103,6 +107,8 @@ def fit(
     lr: float,
     optimizer: str = "sgd",
     momentum: float = 0.0,
+    warmup: int = 0,
+    betas: tuple[float, float] | None = None,
     clip: Clipping | float | None = None,
     probe: bool = True,
     every: int = 1,
@@ -114,7 +120,9 @@ def fit(
 
     ``data`` is an ``(x, y)`` pair of tensors or a :class:`~gradcourse.data.Dataset`. The loss
     follows the target: integer class labels → cross-entropy, float targets → mean squared error.
-    ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adam"``. ``clip`` is a
+    ``optimizer`` is ``"sgd"`` (with ``momentum``), ``"adam"`` or ``"radam"`` (both with ``betas``,
+    PyTorch's (0.9, 0.999) when ``None``). ``warmup`` ramps the learning rate linearly over the first
+    ``warmup`` steps: step ``k`` (from 0) uses ``lr·(k+1)/warmup``, then ``lr``. ``clip`` is a
     :class:`~gradcourse.remedies.Clipping` (``remedies.clip_norm(1.0)``), a number (clip the norm
     at it) or ``None``. ``batch_size=None`` trains on the full batch; otherwise mini-batches are
     drawn with ``seed``. With ``probe=True`` a :class:`~gradcourse.probes.Probe` records every
@@ -131,6 +139,11 @@ def fit(
     lr = _checks.number("lr", lr, low=0.0, low_open=True)
     _checks.choice("optimizer", optimizer, OPTIMIZERS)
     momentum = _checks.number("momentum", momentum, low=0.0, high=1.0)
+    if momentum and optimizer != "sgd":
+        raise ValueError(f"momentum is an SGD setting; {optimizer} takes betas=(beta1, beta2) instead; "
+                         f"got momentum={momentum!r}")
+    warmup = _checks.integer("warmup", warmup, low=0)
+    betas = _betas(betas, optimizer)
     clip = _clipping(clip)
     every = _checks.integer("every", every, low=1)
     seed = _checks.integer("seed", seed, low=0)
@@ -140,8 +153,14 @@ def fit(
     loss_fn = nn.functional.cross_entropy if classify else nn.functional.mse_loss
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.SGD(params, lr=lr, momentum=momentum) if optimizer == "sgd"
-           else torch.optim.Adam(params, lr=lr))
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    else:
+        opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RAdam)(params, lr=lr, betas=betas)
+    # LambdaLR sets lr·factor(0) at once and lr·factor(k) after the k-th scheduler.step().
+    schedule = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup))
+                if warmup else None)
+    lrs = []
     sampler = torch.Generator().manual_seed(seed)
     losses, totals, clipped = [], [], []
     diverged_at = diverged_layer = None
@@ -157,6 +176,7 @@ def fit(
                 index = torch.randperm(len(x), generator=sampler)[:batch_size]
                 xb, yb = x[index], y[index]
             opt.zero_grad(set_to_none=True)
+            lrs.append(opt.param_groups[0]["lr"])
             loss = loss_fn(model(xb), yb)
             losses.append(loss.item())
             if not np.isfinite(losses[-1]):
@@ -177,6 +197,8 @@ def fit(
                 diverged_at, diverged_layer = step, _where(monitor, "gradient")
                 break
             opt.step()
+            if schedule is not None:
+                schedule.step()
             if bar is not None:
                 bar.update()
                 if step % 10 == 0:
@@ -198,14 +220,15 @@ def fit(
             metrics["test_loss"] = loss_fn(model(data.x_test), data.y_test).item()
             model.train()
     run_params = dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
-                      lr=lr, optimizer=optimizer, momentum=momentum,
+                      lr=lr, optimizer=optimizer, momentum=momentum, warmup=warmup,
+                      betas=None if betas is None else list(betas),
                       clip=None if clip is None else {"method": clip.method, "threshold": clip.threshold},
                       every=every, seed=seed, batch_size=batch_size,
                       data=getattr(data, "description", f"tensors x{tuple(x.shape)}"))
     return Run(losses=np.array(losses, dtype=np.float64), grad_norm_total=np.array(totals),
                clipped=np.array(clipped, dtype=bool), metrics=metrics, params=run_params,
                trace=None if monitor is None else monitor.trace, diverged_at=diverged_at,
-               diverged_layer=diverged_layer, model=model)
+               diverged_layer=diverged_layer, lrs=np.array(lrs, dtype=np.float64), model=model)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -233,6 +256,24 @@ def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"data must have as many targets as inputs (>0); got {len(x)} and {len(y)}")
     return x, y
+
+
+def _betas(betas, optimizer: str) -> tuple[float, float] | None:
+    if optimizer == "sgd":
+        if betas is not None:
+            raise ValueError(f"betas are for optimizer='adam' or 'radam', not 'sgd'; got betas={betas!r}")
+        return None
+    if betas is None:
+        return (0.9, 0.999)
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1); got {betas!r}") from None
+    beta1 = _checks.number("betas[0]", beta1, low=0.0)
+    beta2 = _checks.number("betas[1]", beta2, low=0.0)
+    if beta1 >= 1.0 or beta2 >= 1.0:
+        raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1); got {betas!r}")
+    return (beta1, beta2)
 
 
 def _clipping(clip) -> Clipping | None:

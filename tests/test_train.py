@@ -93,3 +93,54 @@ def test_save_and_load_round_trip(tmp_path):
     np.savez(tmp_path / "other.npz", meta=np.array('{"format": "x"}'))
     with pytest.raises(ValueError, match="path"):
         Run.load(tmp_path / "other.npz")
+
+
+def _scalar_problem(w0: float = 0.0):
+    """loss(w) = (w·1 − 1)² on one example: the gradient is 2(w − 1), so each step can be done by hand."""
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(w0)
+    return net, (torch.ones(1, 1), torch.ones(1, 1))
+
+
+def test_warmup_ramps_the_learning_rate_linearly_then_holds_it():
+    net, xy = _scalar_problem()
+    run = fit(net, xy, steps=6, lr=0.4, warmup=4, probe=False)
+    np.testing.assert_allclose(run.lrs, [0.1, 0.2, 0.3, 0.4, 0.4, 0.4], rtol=1e-12)
+    w = 0.0
+    for lr in (0.1, 0.2, 0.3, 0.4, 0.4, 0.4):  # plain SGD by hand: w ← w − lr·2(w − 1)
+        w -= lr * 2 * (w - 1)
+    assert net.weight.item() == pytest.approx(w, rel=1e-6)
+    assert run.params["warmup"] == 4 and run.params["betas"] is None
+    np.testing.assert_allclose(fit(_scalar_problem()[0], xy, steps=3, lr=0.4, probe=False).lrs, [0.4] * 3)
+
+
+def test_adam_uses_the_given_betas_and_warmup():
+    net, xy = _scalar_problem(3.0)
+    lr, (b1, b2), eps = 0.1, (0.5, 0.8), 1e-8
+    run = fit(net, xy, steps=5, lr=lr, optimizer="adam", betas=(b1, b2), warmup=2, probe=False)
+    w, m, v = 3.0, 0.0, 0.0
+    for k, lr_k in enumerate((0.05, 0.1, 0.1, 0.1, 0.1), start=1):  # Adam by hand (Kingma & Ba, Alg. 1)
+        g = 2 * (w - 1)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        w -= lr_k * (m / (1 - b1**k)) / ((v / (1 - b2**k)) ** 0.5 + eps)
+    assert net.weight.item() == pytest.approx(w, rel=1e-5)
+    np.testing.assert_allclose(run.lrs, [0.05, 0.1, 0.1, 0.1, 0.1])
+    assert run.params["optimizer"] == "adam" and run.params["betas"] == [0.5, 0.8]
+
+
+def test_radam_starts_as_sgd_with_bias_corrected_momentum():
+    # RAdam's variance estimate is untrusted for the first steps (rho_t ≤ 5): it steps lr·m̂ = lr·g on step 1.
+    net, xy = _scalar_problem(3.0)
+    run = fit(net, xy, steps=1, lr=0.1, optimizer="radam", probe=False)
+    assert net.weight.item() == pytest.approx(3.0 - 0.1 * 2 * (3.0 - 1), rel=1e-6)
+    assert run.params["optimizer"] == "radam" and run.params["betas"] == [0.9, 0.999]
+
+
+def test_warmup_and_betas_survive_save_and_load(tmp_path):
+    run = fit(models.mlp(2, 4, seed=0), data.spirals(32, seed=0), steps=4, lr=1e-2, optimizer="radam",
+              betas=(0.9, 0.98), warmup=3)
+    same = Run.load(run.save(tmp_path / "run.npz"))
+    assert same.params["warmup"] == 3 and same.params["betas"] == [0.9, 0.98]
+    np.testing.assert_array_equal(same.lrs, run.lrs)
+    np.testing.assert_allclose(same.lrs, [1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2])
