@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import numbers
 import os
 import sys
 from dataclasses import dataclass, field
@@ -127,7 +129,7 @@ def fit(
     at it) or ``None``. ``batch_size=None`` trains on the full batch; otherwise mini-batches are
     drawn with ``seed``. With ``probe=True`` a :class:`~gradcourse.probes.Probe` records every
     ``every``-th step. ``progress`` shows a ``tqdm.auto`` bar (default: on in a notebook, off
-    elsewhere and under pytest).
+    elsewhere; ``TQDM_DISABLE=1`` in the environment switches it off everywhere).
 
     A NaN or Inf in the loss or in the gradient stops training cleanly: ``run.diverged_at`` is
     that step, ``run.diverged_layer`` where it began, and nothing is raised.
@@ -145,31 +147,29 @@ def fit(
     warmup = _checks.integer("warmup", warmup, low=0)
     betas = _betas(betas, optimizer)
     clip = _clipping(clip)
+    probe = _flag("probe", probe)
     every = _checks.integer("every", every, low=1)
     seed = _checks.integer("seed", seed, low=0)
     if batch_size is not None:
         batch_size = _checks.integer("batch_size", batch_size, low=1, high=len(x))
+    if progress is not None:
+        progress = _flag("progress", progress)
     classify = not torch.is_floating_point(y)
     loss_fn = nn.functional.cross_entropy if classify else nn.functional.mse_loss
 
     params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    else:
-        opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RAdam)(params, lr=lr, betas=betas)
-    # LambdaLR sets lr·factor(0) at once and lr·factor(k) after the k-th scheduler.step().
-    schedule = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup))
-                if warmup else None)
-    lrs = []
+    if not params:
+        raise ValueError("model has no trainable parameters (every parameter has requires_grad=False)")
+    opt, schedule = _optimizer(params, optimizer, lr, momentum, betas, warmup)
     sampler = torch.Generator().manual_seed(seed)
-    losses, totals, clipped = [], [], []
+    losses, totals, clipped, lrs = [], [], [], []
     diverged_at = diverged_layer = None
-    monitor = Probe(model, every=every) if probe else None
-    bar = _progress_bar(steps, progress)
     model.train()
-    try:
-        if monitor is not None:
-            monitor.__enter__()
+    # The probe and the bar are context managers: an exception raised while training reaches the
+    # probe's __exit__ as it is (the probe removes its hooks either way) and closes the bar.
+    with contextlib.ExitStack() as stack:
+        monitor = stack.enter_context(Probe(model, every=every)) if probe else None
+        bar = stack.enter_context(_progress_bar(steps, progress))
         for step in range(steps):
             xb, yb = x, y
             if batch_size is not None:
@@ -203,11 +203,6 @@ def fit(
                 bar.update()
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{losses[-1]:.4g}")
-    finally:
-        if monitor is not None:
-            monitor.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
 
     metrics = {"final_loss": losses[-1]}
     if classify and diverged_at is None:
@@ -258,6 +253,23 @@ def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup: int):
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    else:
+        opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RAdam)(params, lr=lr, betas=betas)
+    # LambdaLR sets lr·factor(0) at once and lr·factor(k) after the k-th scheduler.step().
+    schedule = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup))
+                if warmup else None)
+    return opt, schedule
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
 def _betas(betas, optimizer: str) -> tuple[float, float] | None:
     if optimizer == "sgd":
         if betas is not None:
@@ -279,8 +291,11 @@ def _betas(betas, optimizer: str) -> tuple[float, float] | None:
 def _clipping(clip) -> Clipping | None:
     if clip is None or isinstance(clip, Clipping):
         return clip
-    if isinstance(clip, (int, float)) and not isinstance(clip, bool):
-        return clip_norm(clip)
+    if isinstance(clip, numbers.Real) and not isinstance(clip, (bool, np.bool_)):
+        try:
+            return clip_norm(float(clip))
+        except ValueError as error:
+            raise ValueError(f"clip (the gradient-norm threshold): {error}") from None
     raise ValueError(f"clip must be None, a number (norm threshold) or remedies.clip_norm/clip_value(...); "
                      f"got {clip!r}")
 
@@ -293,9 +308,10 @@ def _where(monitor: Probe | None, fallback: str) -> str:
 
 def _progress_bar(steps: int, progress: bool | None):
     if progress is None:
-        progress = "PYTEST_CURRENT_TEST" not in os.environ and "ipykernel" in sys.modules
+        progress = "ipykernel" in sys.modules
     if not progress:
-        return None
+        return contextlib.nullcontext()
     from tqdm.auto import tqdm
 
+    # No explicit disable=: the environment variable TQDM_DISABLE=1 (set by the tests) switches it off.
     return tqdm(total=steps, desc="training", leave=False)

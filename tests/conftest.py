@@ -1,10 +1,15 @@
 """Every test starts like a lesson (gradcourse.start): one torch thread and seed 0, so the
 numbers are the ones the notebooks show, and two test processes on two cores do not fight
-over threads."""
+over threads. TQDM_DISABLE switches off fit's progress bars; tqdm reads it when it is first imported,
+so it is set before anything imports gradcourse."""
 
-import pytest
+import os
 
-import gradcourse
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+import gradcourse  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_probes import hooks_left
 
-from gradcourse import data, models, remedies
+from gradcourse import data, models, probes, remedies
 from gradcourse.train import Run, accuracy, fit
 
 
@@ -144,3 +144,45 @@ def test_warmup_and_betas_survive_save_and_load(tmp_path):
     assert same.params["warmup"] == 3 and same.params["betas"] == [0.9, 0.98]
     np.testing.assert_array_equal(same.lrs, run.lrs)
     np.testing.assert_allclose(same.lrs, [1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2])
+
+
+
+class _FailsOnSecondCall(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net, self.calls = models.mlp(2, 4, seed=0), 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt  # what a learner's "stop" button raises mid-training
+        return self.net(x)
+
+
+def test_the_training_error_itself_reaches_the_probe_and_no_hook_is_left(monkeypatch):
+    seen = []
+    original = probes.Probe.__exit__
+
+    def spy(self, *exc):
+        seen.append(exc[0])
+        return original(self, *exc)
+
+    monkeypatch.setattr(probes.Probe, "__exit__", spy)
+    model = _FailsOnSecondCall()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data.spirals(16, seed=0), steps=3, lr=0.1)
+    assert seen == [KeyboardInterrupt]
+    assert hooks_left(model) == 0
+
+
+def test_numpy_numbers_and_flags_are_accepted():
+    ds = data.spirals(32, seed=0)
+    run = fit(models.mlp(2, 4, seed=0), ds, steps=np.int64(3), lr=np.float32(0.1), clip=np.float32(1.0),
+              probe=np.bool_(False), seed=np.int64(1), momentum=np.float64(0.5))
+    assert run.params["clip"] == {"method": "norm", "threshold": 1.0}
+    assert run.trace is None and len(run.losses) == 3
+
+
+def test_progress_bar_obeys_tqdm_disable(capfd):
+    fit(models.mlp(2, 4, seed=0), data.spirals(16, seed=0), steps=2, lr=0.1, progress=True)
+    assert capfd.readouterr().err == ""  # tests/conftest.py sets TQDM_DISABLE=1 before tqdm is imported
