@@ -61,3 +61,12 @@ def _bounds(name: str, value: float, low: float | None, high: float | None) -> N
         raise ValueError(f"{name} must be at least {low}; got {value!r}")
     if high is not None and value > high:
         raise ValueError(f"{name} must be at most {high}; got {value!r}")
+
+
+#: torch.Generator.manual_seed takes seeds below 2**64.
+MAX_SEED = 2**64 - 1
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """Return ``value`` as a seed torch accepts (an integer in [0, 2**64 − 1]), else raise a ValueError."""
+    return integer(name, value, low=0, high=MAX_SEED)

@@ -38,7 +38,7 @@ class Dataset:
 
 
 def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_checks.integer("seed", seed, low=0))
+    return torch.Generator().manual_seed(_checks.seed(seed))
 
 
 def spirals(n: int = 512, seed: int = 0, noise: float = 0.2, *, n_test: int = 256) -> Dataset:

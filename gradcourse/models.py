@@ -229,7 +229,7 @@ class _seeded:
     """Seed torch's global generator inside the block and restore it afterwards."""
 
     def __init__(self, seed: int):
-        self.seed = _checks.integer("seed", seed, low=0)
+        self.seed = _checks.seed(seed)
 
     def __enter__(self):
         self._fork = torch.random.fork_rng(devices=[])

@@ -38,7 +38,8 @@ class Run:
     ``losses`` (one per completed step; a diverged step's non-finite loss is the last entry),
     ``grad_norm_total`` (total gradient norm before clipping, per step), ``clipped`` (whether each
     step was clipped), ``metrics`` (final loss, accuracies), ``trace`` (the probe's
-    :class:`~gradcourse.trace.Trace`, or ``None``), ``params`` (what the run was made with),
+    :class:`~gradcourse.trace.Trace`, or ``None``), ``params`` (what the run was made with;
+    ``params["data_finite"]`` is False when the training data held NaN/Inf),
     ``diverged_at`` (the step whose loss or gradient was NaN/Inf, else ``None``) and
     ``diverged_layer`` (where it began, as the probe located it), ``lrs`` (the learning rate each
     step used, which differs from ``params["lr"]`` during a warmup). ``model`` is the trained model
@@ -137,6 +138,10 @@ def fit(
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     x, y = _unpack(data)
+    x, y = _as_inputs(model, x, "x"), _as_targets(model, y, "y")
+    x_test = y_test = None
+    if isinstance(data, Dataset) and len(data.x_test):
+        x_test, y_test = _as_inputs(model, data.x_test, "x_test"), _as_targets(model, data.y_test, "y_test")
     steps = _checks.integer("steps", steps, low=1)
     lr = _checks.number("lr", lr, low=0.0, low_open=True)
     _checks.choice("optimizer", optimizer, OPTIMIZERS)
@@ -149,7 +154,7 @@ def fit(
     clip = _clipping(clip)
     probe = _flag("probe", probe)
     every = _checks.integer("every", every, low=1)
-    seed = _checks.integer("seed", seed, low=0)
+    seed = _checks.seed(seed)
     if batch_size is not None:
         batch_size = _checks.integer("batch_size", batch_size, low=1, high=len(x))
     if progress is not None:
@@ -177,7 +182,14 @@ def fit(
                 xb, yb = x[index], y[index]
             opt.zero_grad(set_to_none=True)
             lrs.append(opt.param_groups[0]["lr"])
-            loss = loss_fn(model(xb), yb)
+            if step == 0:
+                out = _first_forward(model, xb, x)
+                y, yb = _match_targets(out, y, yb)
+                if y_test is not None:
+                    y_test = _match_targets(out, y_test, y_test, name="y_test")[0]
+            else:
+                out = model(xb)
+            loss = loss_fn(out, yb)
             losses.append(loss.item())
             if not np.isfinite(losses[-1]):
                 diverged_at, diverged_layer = step, _where(monitor, "loss")
@@ -207,19 +219,20 @@ def fit(
     metrics = {"final_loss": losses[-1]}
     if classify and diverged_at is None:
         metrics["train_accuracy"] = accuracy(model, x, y)
-        if isinstance(data, Dataset) and len(data.x_test):
-            metrics["test_accuracy"] = accuracy(model, data.x_test, data.y_test)
-    if not classify and isinstance(data, Dataset) and len(data.x_test) and diverged_at is None:
+        if x_test is not None:
+            metrics["test_accuracy"] = accuracy(model, x_test, y_test)
+    if not classify and x_test is not None and diverged_at is None:
         with torch.no_grad():
             model.eval()
-            metrics["test_loss"] = loss_fn(model(data.x_test), data.y_test).item()
+            metrics["test_loss"] = loss_fn(model(x_test), y_test).item()
             model.train()
     run_params = dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
                       lr=lr, optimizer=optimizer, momentum=momentum, warmup=warmup,
                       betas=None if betas is None else list(betas),
                       clip=None if clip is None else {"method": clip.method, "threshold": clip.threshold},
                       every=every, seed=seed, batch_size=batch_size,
-                      data=getattr(data, "description", f"tensors x{tuple(x.shape)}"))
+                      data=getattr(data, "description", f"tensors x{tuple(x.shape)}"),
+                      data_finite=_finite(x) and _finite(y))
     return Run(losses=np.array(losses, dtype=np.float64), grad_norm_total=np.array(totals),
                clipped=np.array(clipped, dtype=bool), metrics=metrics, params=run_params,
                trace=None if monitor is None else monitor.trace, diverged_at=diverged_at,
@@ -246,8 +259,13 @@ def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = data
     except (TypeError, ValueError):
         raise ValueError("data must be an (x, y) pair of tensors or a gradcourse.data.Dataset") from None
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise ValueError("data must be an (x, y) pair of tensors or a gradcourse.data.Dataset")
+        raise ValueError("data must be an (x, y) pair of tensors or a gradcourse.data.Dataset; "
+                         f"got x: {type(x).__name__}, y: {type(y).__name__}")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"data must have as many targets as inputs (>0); got {len(x)} and {len(y)}")
     return x, y
@@ -286,6 +304,90 @@ def _betas(betas, optimizer: str) -> tuple[float, float] | None:
     if beta1 >= 1.0 or beta2 >= 1.0:
         raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1); got {betas!r}")
     return (beta1, beta2)
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return not t.is_floating_point() or bool(torch.isfinite(t).all())
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
+def _as_inputs(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """Float inputs in the model's precision (float64 data meets float32 weights in every notebook)."""
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must hold float features (or integer token ids); got dtype {x.dtype}")
+    return x.to(_model_dtype(model)) if x.is_floating_point() else x
+
+
+def _as_targets(model: nn.Module, y: torch.Tensor, name: str) -> torch.Tensor:
+    """Integer labels as int64 of shape (n,) (cross-entropy's format); float targets in the model's precision."""
+    if y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"{name} must hold integer class labels or float regression targets; got dtype {y.dtype}")
+    if y.is_floating_point():
+        return y.to(_model_dtype(model))
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if len(y) and int(y.min()) < 0:
+        raise ValueError(f"{name} holds class labels, which count from 0; got the label {int(y.min())}")
+    return y.long()
+
+
+def _first_forward(model: nn.Module, xb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The first forward pass, with a shape or dtype mistake in ``x`` explained instead of torch's message."""
+    try:
+        return model(xb)
+    except RuntimeError as error:
+        found = _first_layer(model)
+        if found is None:
+            raise
+        name, layer = found
+        kind = type(layer).__name__
+        if isinstance(layer, nn.Embedding):
+            if x.is_floating_point():
+                raise ValueError(f"x holds floats but the model's first layer ({name}, {kind}) expects integer "
+                                 f"token ids") from error
+            raise
+        if not x.is_floating_point():
+            raise ValueError(f"x holds integers (dtype {x.dtype}) but the model's first layer ({name}, {kind}) "
+                             f"expects float features: pass x.float()") from error
+        expected = getattr(layer, "in_features", None) or getattr(layer, "input_size", None)
+        axis, what = -1, "features"
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            expected, axis, what = layer.in_channels, 1, "channels"
+        if expected is not None and x.dim() >= 2 and x.shape[axis] != expected:
+            what = what if x.shape[axis] != 1 else what[:-1]
+            raise ValueError(f"x has {x.shape[axis]} {what} (shape {tuple(x.shape)}) but the model's first "
+                             f"layer ({name}, {kind}) expects {expected}") from error
+        raise
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase, nn.RNNCellBase, nn.Embedding)
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, kinds)), None)
+
+
+def _match_targets(out: torch.Tensor, y: torch.Tensor, yb: torch.Tensor,
+                   name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the targets against the model's first output; reshape float targets when only the shape differs."""
+    scores = tuple(out.shape[1:])
+    if not y.is_floating_point():
+        if out.dim() < 2 or out.dim() != y.dim() + 1:
+            raise ValueError(f"{name} holds integer class labels of shape {tuple(y.shape)}, which needs class "
+                             f"scores of shape (n, classes); the model outputs {tuple(out.shape)}")
+        if len(y) and int(y.max()) >= out.shape[1]:
+            raise ValueError(f"{name} holds class labels up to {int(y.max())} but the model outputs "
+                             f"{out.shape[1]} classes (labels 0 to {out.shape[1] - 1})")
+        return y, yb
+    if tuple(yb.shape[1:]) == scores:
+        return y, yb
+    if yb[0].numel() == out[0].numel():
+        return y.reshape(len(y), *scores), yb.reshape(len(yb), *scores)
+    hint = (" For class labels pass integers (y.long())." if y.dim() == 1 and out.dim() == 2 and out.shape[1] > 1
+            else "")
+    raise ValueError(f"{name} holds float regression targets of shape {tuple(y.shape)} but the model outputs "
+                     f"{tuple(out.shape)}: each example needs a target of shape {scores}.{hint}")
 
 
 def _clipping(clip) -> Clipping | None:

@@ -69,12 +69,61 @@ def test_value_clipping_flags_steps_with_large_components():
     assert not run.clipped.any()
 
 
-def test_no_hook_left_when_training_raises():
+def test_wrong_number_of_features_is_named_and_no_hook_is_left():
     net = models.mlp(3, 8, seed=0)
     bad = (torch.randn(10, 3), torch.zeros(10, dtype=torch.long))  # 3 features into a 2-input net
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"x has 3 features .* first layer \(layer1, Linear\) expects 2"):
         fit(net, bad, steps=2, lr=0.1)
     assert hooks_left(net) == 0
+    seq = models.sequence_model("rnn", hidden=4, seed=0)
+    with pytest.raises(ValueError, match="x has 3 features .* expects 2"):
+        fit(seq, (torch.randn(8, 5, 3), torch.randn(8, 1)), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"x holds integers .* x.float\(\)"):
+        fit(net, (torch.ones(10, 2, dtype=torch.long), torch.zeros(10, dtype=torch.long)), steps=1, lr=0.1)
+
+
+def test_inputs_are_converted_where_the_intent_is_clear():
+    ds = data.spirals(64, seed=0)
+    reference = fit(models.mlp(2, 8, seed=0), ds, steps=5, lr=0.1, probe=False)
+    variants = [
+        (ds.x.double(), ds.y),                      # float64 features → float32
+        (ds.x, ds.y.int()),                         # int32 labels → int64
+        (ds.x, ds.y.reshape(-1, 1)),                # (n, 1) labels → (n,)
+        (ds.x.numpy().astype(np.float64), ds.y.numpy().astype(np.int32)),  # numpy arrays
+    ]
+    for xy in variants:
+        run = fit(models.mlp(2, 8, seed=0), xy, steps=5, lr=0.1, probe=False)
+        np.testing.assert_allclose(run.losses, reference.losses, rtol=1e-6)
+        assert run.metrics["train_accuracy"] == reference.metrics["train_accuracy"]
+    # float targets of shape (n,) for a one-output regression model: the same as (n, 1)
+    x = torch.linspace(-1, 1, 16).reshape(-1, 1)
+    flat = fit(models.mlp(1, 4, in_features=1, out_features=1, seed=0), (x, 2 * x[:, 0]), steps=3, lr=0.1, probe=False)
+    column = fit(models.mlp(1, 4, in_features=1, out_features=1, seed=0), (x, 2 * x), steps=3, lr=0.1, probe=False)
+    np.testing.assert_array_equal(flat.losses, column.losses)
+
+
+def test_labels_that_do_not_fit_the_model_are_refused_with_the_reason():
+    net, x = models.mlp(2, 4, seed=0), data.spirals(16, seed=0).x
+    with pytest.raises(ValueError, match=r"y holds float regression targets of shape \(16,\) .*\(y.long\(\)\)"):
+        fit(net, (x, torch.arange(16.0) % 2), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="y holds class labels up to 4 but the model outputs 2 classes"):
+        fit(net, (x, torch.arange(16) % 5), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="y holds class labels, which count from 0; got the label -1"):
+        fit(net, (x, torch.arange(16) % 2 - 1), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="y must hold integer class labels or float"):
+        fit(net, (x, torch.zeros(16, dtype=torch.bool)), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"y holds integer class labels of shape \(16, 2\)"):
+        fit(net, (x, torch.zeros(16, 2, dtype=torch.long)), steps=1, lr=0.1)
+    assert hooks_left(net) == 0
+
+
+def test_nonfinite_data_is_recorded_in_the_parameters():
+    ds = data.spirals(16, seed=0)
+    x = ds.x.clone()
+    x[3, 1] = float("nan")
+    assert fit(models.mlp(2, 4, seed=0), ds, steps=1, lr=0.1).params["data_finite"] is True
+    run = fit(models.mlp(2, 4, seed=0), (x, ds.y), steps=3, lr=0.1)
+    assert run.params["data_finite"] is False and run.diverged_at == 0
 
 
 def test_save_and_load_round_trip(tmp_path):

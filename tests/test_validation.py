@@ -13,6 +13,10 @@ ds = data.spirals(16, seed=0)
     (lambda: data.spirals(n=1), "n"),
     (lambda: data.spirals(n="many"), "n"),
     (lambda: data.spirals(seed=-1), "seed"),
+    (lambda: data.spirals(seed=2**70), "seed"),
+    (lambda: data.adding_problem(seed=2**64), "seed"),
+    (lambda: models.mlp(3, 8, seed=2**64), "seed"),
+    (lambda: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, seed=2**64), "seed"),
     (lambda: data.spirals(noise=float("nan")), "noise"),
     (lambda: data.adding_problem(seq_len=1), "seq_len"),
     (lambda: data.adding_problem(n=0), "n"),
@@ -76,3 +80,9 @@ def test_plots_refuse_unknown_steps_and_layers():
         plots.grad_histograms(run, layers=["layer9"])
     with pytest.raises(ValueError, match="name"):
         run.trace.get("temperature")
+
+
+def test_the_largest_seed_torch_takes_is_accepted():
+    a, b = data.spirals(8, seed=2**64 - 1), data.spirals(8, seed=2**64 - 1)
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, data.spirals(8, seed=0).x)
+    assert models.mlp(2, 4, seed=2**64 - 1).config["seed"] == 2**64 - 1
