@@ -21,17 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _checks
+from . import _checks, _runfile
 from .data import Dataset
 from .probes import Probe
 from .remedies import Clipping, clip_norm
 from .trace import Trace
 
 OPTIMIZERS = ("sgd", "adam", "radam")
-_FORMAT = "gradcourse-run/1"
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
     """The outcome of :func:`fit`.
 
@@ -68,8 +67,8 @@ class Run:
         >>> from gradcourse import data, models
         >>> run = fit(models.mlp(2, 4), data.spirals(32), steps=3, lr=0.1)
         >>> same = Run.load(run.save(os.path.join(tempfile.mkdtemp(), "run.npz")))
-        >>> bool((same.losses == run.losses).all())
-        True
+        >>> same == run, same.model is None
+        (True, True)
         """
         path = Path(path)
         if path.suffix != ".npz":
@@ -78,28 +77,73 @@ class Run:
                   "clipped": self.clipped}
         if self.lrs is not None:
             arrays["lrs"] = self.lrs
-        meta = {"format": _FORMAT, "metrics": self.metrics, "params": self.params,
+        meta = {"format": _runfile.FORMAT, "metrics": self.metrics, "params": self.params,
                 "diverged_at": self.diverged_at, "diverged_layer": self.diverged_layer,
                 "trace": None}
         if self.trace is not None:
             trace_arrays, meta["trace"] = self.trace.to_arrays()
             arrays.update(trace_arrays)
-        np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+        np.savez_compressed(path, meta=np.array(json.dumps(_runfile.plain(meta))), **arrays)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Run:
-        """Read a run written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {k: stored[k] for k in stored.files}
-        meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"path is not a saved gradcourse run ({_FORMAT}); got {meta.get('format')!r}")
-        trace = Trace.from_arrays(arrays, meta["trace"]) if meta["trace"] is not None else None
+        """Read a run written by :meth:`save` (``model`` is ``None``).
+
+        Anything else, a damaged file or one whose parts disagree, is refused with a ValueError
+        "path is not a gradcourse run (…)"; nothing is unpickled.
+        """
+        arrays, meta = _runfile.read(path)
+        trace = None
+        if meta["trace"] is not None:
+            try:
+                trace = Trace.from_arrays(arrays, meta["trace"])
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise _runfile.refuse(f"its trace is incomplete: {error!r}") from None
+            _runfile.check_trace(trace, len(arrays["losses"]))
         return cls(losses=arrays["losses"], grad_norm_total=arrays["grad_norm_total"],
                    clipped=arrays["clipped"], metrics=meta["metrics"], params=meta["params"],
                    trace=trace, diverged_at=meta["diverged_at"],
                    diverged_layer=meta["diverged_layer"], lrs=arrays.get("lrs"))
+
+    def __eq__(self, other: object) -> bool:
+        """Same parameters, metrics, per-step arrays and trace (NaN equals NaN); the model is not compared."""
+        if not isinstance(other, Run):
+            return NotImplemented
+        mine, theirs = self._comparable(), other._comparable()
+        return (mine[0].keys() == theirs[0].keys()
+                and all(_same_array(mine[0][k], theirs[0][k]) for k in mine[0])
+                and _same_json(mine[1], theirs[1]))
+
+    __hash__ = None  # mutable, compared by value
+
+    def _comparable(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {"losses": self.losses, "grad_norm_total": self.grad_norm_total, "clipped": self.clipped,
+                  "lrs": self.lrs}
+        meta = {"metrics": self.metrics, "params": self.params, "diverged_at": self.diverged_at,
+                "diverged_layer": self.diverged_layer, "trace": None}
+        if self.trace is not None:
+            trace_arrays, meta["trace"] = self.trace.to_arrays()
+            arrays.update(trace_arrays)
+        return arrays, _runfile.plain(meta)
+
+
+def _same_array(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a), np.asarray(b)
+    nan_aware = a.dtype.kind in "fc" and b.dtype.kind in "fc"
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=nan_aware))
+
+
+def _same_json(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def fit(
@@ -226,13 +270,13 @@ def fit(
             model.eval()
             metrics["test_loss"] = loss_fn(model(x_test), y_test).item()
             model.train()
-    run_params = dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
+    run_params = _runfile.plain(dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
                       lr=lr, optimizer=optimizer, momentum=momentum, warmup=warmup,
                       betas=None if betas is None else list(betas),
                       clip=None if clip is None else {"method": clip.method, "threshold": clip.threshold},
                       every=every, seed=seed, batch_size=batch_size,
                       data=getattr(data, "description", f"tensors x{tuple(x.shape)}"),
-                      data_finite=_finite(x) and _finite(y))
+                      data_finite=_finite(x) and _finite(y)))
     return Run(losses=np.array(losses, dtype=np.float64), grad_norm_total=np.array(totals),
                clipped=np.array(clipped, dtype=bool), metrics=metrics, params=run_params,
                trace=None if monitor is None else monitor.trace, diverged_at=diverged_at,

@@ -1,5 +1,7 @@
 """fit(): losses, clipping, divergence, determinism, hooks, save/load."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -235,3 +237,92 @@ def test_numpy_numbers_and_flags_are_accepted():
 def test_progress_bar_obeys_tqdm_disable(capfd):
     fit(models.mlp(2, 4, seed=0), data.spirals(16, seed=0), steps=2, lr=0.1, progress=True)
     assert capfd.readouterr().err == ""  # tests/conftest.py sets TQDM_DISABLE=1 before tqdm is imported
+
+
+def _saved(tmp_path, **changes):
+    """A real run file, then the same file with some entries replaced (None removes one)."""
+    run = fit(models.mlp(2, 4, seed=0), data.spirals(32, seed=0), steps=4, lr=0.1, every=2)
+    with np.load(run.save(tmp_path / "good.npz")) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    for key, value in changes.items():
+        if key == "meta":
+            continue
+        target = meta if key.startswith("meta.") else arrays
+        key = key.removeprefix("meta.")
+        if value is None:
+            target.pop(key)
+        else:
+            target[key] = value
+    if "meta" not in changes:
+        arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"meta.format": None}, "format"),
+    ({"meta": None}, "no 'meta'"),
+    ({"meta.params": [1, 2]}, "params"),
+    ({"meta.metrics": None}, "metrics"),
+    ({"meta.diverged_at": "3"}, "diverged_at"),
+    ({"meta.diverged_at": 2.0}, "diverged_at"),
+    ({"meta.diverged_at": True}, "diverged_at"),
+    ({"meta.diverged_at": 1}, "diverged_at"),            # not the last step: inconsistent
+    ({"meta.trace": "layers"}, "trace"),
+    ({"losses": np.zeros(3)}, "losses"),                 # one step fewer than the other arrays
+    ({"clipped": np.zeros(4)}, "clipped"),               # floats where flags belong
+    ({"grad_norm_total": None}, "grad_norm_total"),
+    ({"trace_steps": np.array([0, 9])}, "steps"),        # a recorded step the run never took
+    ({"trace_grad_norm": np.zeros((2, 2))}, "grad_norm"),
+    ({"trace_steps": None}, "trace"),
+])
+def test_load_refuses_inconsistent_files(tmp_path, changes, reason):
+    with pytest.raises(ValueError, match=rf"not a gradcourse run \(.*{reason}"):
+        Run.load(_saved(tmp_path, **changes))
+
+
+def test_load_refuses_foreign_and_damaged_files(tmp_path):
+    good = _saved(tmp_path)
+    assert Run.load(good).losses.shape == (4,)
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:200])
+    np.save(tmp_path / "array.npy", np.arange(3))
+    (tmp_path / "text.npz").write_text("hello")
+    np.savez(tmp_path / "object.npz", meta=np.array([{"format": "gradcourse-run/1"}], dtype=object))
+    np.savez(tmp_path / "deep.npz", meta=np.array("[" * 100_000 + "]" * 100_000))
+    np.savez(tmp_path / "nested.npz", meta=np.array(json.dumps({"format": "gradcourse-run/1", "params": {
+        "a": [[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]}})))
+    np.savez(tmp_path / "list.npz", meta=np.array("[1, 2]"))
+    for name in ("truncated.npz", "array.npy", "text.npz", "object.npz", "deep.npz", "nested.npz", "list.npz"):
+        with pytest.raises(ValueError, match=r"not a gradcourse run \("):
+            Run.load(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        Run.load(tmp_path / "missing.npz")
+
+
+def test_runs_with_numpy_parameters_save_as_plain_numbers(tmp_path):
+    seeds = np.arange(2)
+    run = fit(models.mlp(2, 4, seed=seeds[1]), data.spirals(16, seed=0), steps=seeds[1] + 1, lr=np.float64(0.1),
+              seed=seeds[1], optimizer="adam", betas=np.array([0.9, 0.99]))
+    assert run.params["seed"] == 1 and type(run.params["seed"]) is int
+    assert run.params["betas"] == [0.9, 0.99] and run.params["model"]["seed"] == 1
+    same = Run.load(run.save(tmp_path / "run.npz"))
+    assert same.params == run.params
+
+
+def test_runs_compare_by_value(tmp_path):
+    ds = data.spirals(32, seed=0)
+
+    def make(lr=0.1, **kw):
+        return fit(models.mlp(2, 4, seed=0), ds, steps=3, lr=lr, **kw)
+
+    first, second = make(), make()
+    assert first == second and first is not second
+    assert first != make(lr=0.2)                                 # different losses and parameters
+    assert first != make(every=2)                                # same losses, different trace
+    assert first != make(probe=False) and first != "run"
+    diverged = fit(models.mlp(10, 64, activation="relu", init="normal", weight_std=4.0, seed=0),
+                   data.spirals(256, seed=0), steps=20, lr=0.5)
+    assert np.isnan(diverged.metrics["final_loss"]) or not np.isfinite(diverged.losses[-1])
+    assert Run.load(diverged.save(tmp_path / "d.npz")) == diverged   # NaN equals NaN here
+    assert Run.load(first.save(tmp_path / "r.npz")) == first

@@ -1,0 +1,142 @@
+"""The file format of a saved run: numpy arrays plus one JSON string in an ``.npz``, read without pickle.
+
+:meth:`gradcourse.train.Run.load` reads through :func:`read`, which checks everything it returns, so
+a truncated, foreign or inconsistent file is refused with "not a gradcourse run (…)" before any of
+it becomes a Run.
+
+>>> plain({"seed": np.int64(3), "betas": (np.float32(0.5), 0.9), "ok": np.bool_(True)})
+{'seed': 3, 'betas': [0.5, 0.9], 'ok': True}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+FORMAT = "gradcourse-run/1"
+#: Arrays every run file holds, one entry per step.
+STEP_ARRAYS = ("losses", "grad_norm_total", "clipped")
+#: How deep the JSON may nest (a run's metadata is three or four levels deep).
+_MAX_DEPTH = 20
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays made Python numbers and lists, tuples made lists (JSON's types)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def refuse(reason: str) -> ValueError:
+    return ValueError(f"path is not a gradcourse run ({reason})")
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and the metadata of the run file at ``path``, checked; a ValueError if it is not one."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise refuse(f"numpy cannot read it: {error}") from None
+    if not isinstance(stored, np.lib.npyio.NpzFile):
+        raise refuse(f"it holds a single {type(stored).__name__}, not an .npz archive")
+    try:
+        with stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise refuse(f"the archive is damaged: {error}") from None
+    meta = _meta(arrays.pop("meta", None))
+    _check_steps(arrays, meta)
+    return arrays, meta
+
+
+def _meta(stored: np.ndarray | None) -> dict:
+    if stored is None:
+        raise refuse("no 'meta' entry")
+    if stored.shape != () or stored.dtype.kind != "U":
+        raise refuse(f"'meta' must be one JSON string; got an array of {stored.dtype} with shape {stored.shape}")
+    try:
+        meta = json.loads(str(stored))
+    except (ValueError, RecursionError) as error:
+        raise refuse(f"'meta' is not JSON: {str(error)[:80]}") from None
+    if _depth(meta) > _MAX_DEPTH:
+        raise refuse(f"'meta' nests deeper than {_MAX_DEPTH} levels")
+    if not isinstance(meta, dict):
+        raise refuse(f"'meta' must be a JSON object; got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise refuse(f"format must be {FORMAT!r}; got {meta.get('format')!r}")
+    for key, kinds in (("metrics", dict), ("params", dict), ("diverged_layer", (str, type(None))),
+                       ("trace", (dict, type(None)))):
+        if key not in meta:
+            raise refuse(f"'meta' has no {key!r}")
+        if not isinstance(meta[key], kinds):
+            raise refuse(f"{key} has the wrong type {type(meta[key]).__name__}")
+    diverged_at = meta.get("diverged_at", "missing")
+    if diverged_at is not None and (isinstance(diverged_at, bool) or not isinstance(diverged_at, int)):
+        raise refuse(f"diverged_at must be a step number or null; got {diverged_at!r}")
+    return meta
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:  # breadth-first, so a deep file cannot exhaust the stack
+        depth += 1
+        level = [v for item in level if isinstance(item, (dict, list))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+        if depth > _MAX_DEPTH:
+            break
+    return depth
+
+
+def _check_steps(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    for key in STEP_ARRAYS:
+        if key not in arrays:
+            raise refuse(f"no {key!r} array")
+    n = len(arrays["losses"]) if arrays["losses"].ndim == 1 else -1
+    for key in (*STEP_ARRAYS, *(["lrs"] if "lrs" in arrays else [])):
+        a = arrays[key]
+        wanted = "b" if key == "clipped" else "f"
+        if a.ndim != 1 or len(a) != n or a.dtype.kind != wanted:
+            raise refuse(f"{key} must be a 1-D {'bool' if wanted == 'b' else 'float'} array with one entry "
+                         f"per step like losses ({n}); got {a.dtype} with shape {a.shape}")
+    if n == 0:
+        raise refuse("it holds no steps")
+    diverged_at = meta["diverged_at"]
+    if diverged_at is not None and diverged_at != n - 1:
+        raise refuse(f"diverged_at ({diverged_at}) must be the last step ({n - 1})")
+
+
+def check_trace(trace, n_steps: int) -> None:
+    """Refuse a stored trace whose arrays do not agree with its layers and steps."""
+    layers, steps = trace.layers, trace.steps
+    if not all(isinstance(name, str) for name in layers):
+        raise refuse("the trace's layers must be names")
+    in_range = not len(steps) or 0 <= steps.min() <= steps.max() < n_steps
+    if steps.ndim != 1 or steps.dtype.kind not in "iu" or not in_range:
+        raise refuse(f"the trace's steps must be step numbers below {n_steps}")
+    rows = (len(steps), len(layers))
+    for name, values in trace.scalars.items():
+        if values.shape != rows:
+            raise refuse(f"the trace's {name} has shape {values.shape}; expected {rows}")
+    if trace.grad_hist is not None:
+        edges = trace.hist_edges
+        if edges is None or edges.ndim != 1 or trace.grad_hist.shape != (*rows, len(edges) - 1):
+            raise refuse("the trace's gradient histogram does not match its steps, layers and edges")
+    if trace.hidden_grad_norm is not None and (trace.hidden_grad_norm.ndim != 2
+                                               or len(trace.hidden_grad_norm) != len(steps)):
+        raise refuse("the trace's hidden_grad_norm must have one row per recorded step")
+    nonfinite = trace.nonfinite
+    if nonfinite is not None and not (isinstance(nonfinite, dict) and isinstance(nonfinite.get("step"), int)
+                                      and isinstance(nonfinite.get("layer"), str)):
+        raise refuse("the trace's nonfinite record must name a step and a layer")
