@@ -286,16 +286,28 @@ def fit(
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of ``x`` that ``model`` classifies as ``y``, in eval mode (then back to train).
 
-    >>> from gradcourse import models
-    >>> 0.0 <= accuracy(models.mlp(2, 4), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)) <= 1.0
-    True
+    >>> net = nn.Linear(2, 2)                  # scores = the coordinates: the larger one wins
+    >>> with torch.no_grad():
+    ...     _ = net.weight.copy_(torch.eye(2)), net.bias.zero_()
+    >>> accuracy(net, torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 3.0]]), torch.tensor([0, 1, 0]))
+    0.6666666865348816
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    x, y = _unpack((x, y))
+    x, y = _as_inputs(model, x, "x"), _as_targets(model, y, "y")
+    if y.is_floating_point():
+        raise ValueError(f"y must hold integer class labels; got dtype {y.dtype}")
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        value = (model(x).argmax(dim=1) == y).float().mean().item()
-    model.train(was_training)
-    return value
+    try:
+        with torch.no_grad():
+            scores = model(x)
+    finally:
+        model.train(was_training)
+    if scores.dim() != y.dim() + 1 or scores.shape[0] != len(y):
+        raise ValueError(f"y has shape {tuple(y.shape)} but the model's class scores have shape {tuple(scores.shape)}")
+    return (scores.argmax(dim=1) == y).float().mean().item()
 
 
 def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:

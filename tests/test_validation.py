@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gradcourse import data, models, plots, remedies, start
-from gradcourse.train import fit
+from gradcourse.train import accuracy, fit
 
 ds = data.spirals(16, seed=0)
 
@@ -59,6 +59,10 @@ ds = data.spirals(16, seed=0)
     (lambda: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, optimizer="radam", betas=(-0.1, 0.9)), "betas"),
     (lambda: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, optimizer="adam", betas=("a", 0.9)), "betas"),
     (lambda: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, optimizer="adam", momentum=0.9), "momentum"),
+    (lambda: accuracy("net", ds.x, ds.y), "model"),
+    (lambda: accuracy(models.mlp(2, 4), ds.x, ds.y.float()), "y"),
+    (lambda: accuracy(models.mlp(2, 4), ds.x, ds.y[:3]), "data"),
+    (lambda: accuracy(models.mlp(2, 4), ds.x, torch.zeros(16, 3, dtype=torch.long)), "y"),
     (lambda: remedies.clip_norm(0), "threshold"),
     (lambda: remedies.Clipping("max", 1.0), "method"),
     (lambda: remedies.reinitialise(models.mlp(2, 4), "zeros"), "scheme"),
