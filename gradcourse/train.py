@@ -34,15 +34,22 @@ OPTIMIZERS = ("sgd", "adam", "radam")
 class Run:
     """The outcome of :func:`fit`.
 
-    ``losses`` (one per completed step; a diverged step's non-finite loss is the last entry),
-    ``grad_norm_total`` (total gradient norm before clipping, per step), ``clipped`` (whether each
-    step was clipped), ``metrics`` (final loss, accuracies), ``trace`` (the probe's
+    ``losses`` (one per completed step: the loss of that step's batch, a mini-batch when
+    ``batch_size`` is set, before the step's update; a diverged step's non-finite loss is the last
+    entry), ``grad_norm_total`` (total gradient norm before clipping, per step), ``clipped`` (whether
+    each step was clipped), ``metrics``, ``trace`` (the probe's
     :class:`~gradcourse.trace.Trace`, or ``None``), ``params`` (what the run was made with;
     ``params["data_finite"]`` is False when the training data held NaN/Inf),
     ``diverged_at`` (the step whose loss or gradient was NaN/Inf, else ``None``) and
     ``diverged_layer`` (where it began, as the probe located it), ``lrs`` (the learning rate each
     step used, which differs from ``params["lr"]`` during a warmup). ``model`` is the trained model
     (not saved).
+
+    ``metrics`` holds ``final_loss`` (``losses[-1]``: the last step's batch, before its update; with
+    mini-batches of 2 it can be 0 while the model is far from fitting the data) and, unless the run
+    diverged, the trained model measured on whole data sets after the last update, in eval mode:
+    ``train_loss`` and ``test_loss`` (the training set and, for a Dataset, its held-out set) and,
+    for class labels, ``train_accuracy`` and ``test_accuracy``. Report ``train_loss`` as "the loss".
     """
 
     losses: np.ndarray
@@ -261,15 +268,10 @@ def fit(
                     bar.set_postfix(loss=f"{losses[-1]:.4g}")
 
     metrics = {"final_loss": losses[-1]}
-    if classify and diverged_at is None:
-        metrics["train_accuracy"] = accuracy(model, x, y)
+    if diverged_at is None:
+        metrics.update(_evaluate(model, loss_fn, classify, x, y, "train"))
         if x_test is not None:
-            metrics["test_accuracy"] = accuracy(model, x_test, y_test)
-    if not classify and x_test is not None and diverged_at is None:
-        with torch.no_grad():
-            model.eval()
-            metrics["test_loss"] = loss_fn(model(x_test), y_test).item()
-            model.train()
+            metrics.update(_evaluate(model, loss_fn, classify, x_test, y_test, "test"))
     run_params = _runfile.plain(dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
                       lr=lr, optimizer=optimizer, momentum=momentum, warmup=warmup,
                       betas=None if betas is None else list(betas),
@@ -308,6 +310,22 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     if scores.dim() != y.dim() + 1 or scores.shape[0] != len(y):
         raise ValueError(f"y has shape {tuple(y.shape)} but the model's class scores have shape {tuple(scores.shape)}")
     return (scores.argmax(dim=1) == y).float().mean().item()
+
+
+def _evaluate(model: nn.Module, loss_fn, classify: bool, x: torch.Tensor, y: torch.Tensor,
+              name: str) -> dict[str, float]:
+    """Loss (and accuracy) of the trained model on a whole data set, in eval mode, after the last update."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            scores = model(x)
+            values = {f"{name}_loss": loss_fn(scores, y).item()}
+            if classify:
+                values[f"{name}_accuracy"] = (scores.argmax(dim=1) == y).float().mean().item()
+    finally:
+        model.train(was_training)
+    return values
 
 
 def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:

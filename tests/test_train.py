@@ -1,6 +1,7 @@
 """fit(): losses, clipping, divergence, determinism, hooks, save/load."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -38,6 +39,23 @@ def test_accuracy_of_a_hand_made_classifier():
     run = fit(_identity_classifier(), ds, steps=1, lr=1e-9, probe=False)
     assert run.metrics["train_accuracy"] == pytest.approx(0.8)
     assert run.metrics["test_accuracy"] == pytest.approx(0.5)
+    # Cross-entropy of two classes with score margin m is ln(1 + e^(−m)): margins 1, 1, 1, −3, 1.
+    by_hand = (4 * math.log1p(math.exp(-1)) + math.log1p(math.exp(3))) / 5
+    assert run.metrics["train_loss"] == pytest.approx(by_hand, rel=1e-6)   # 0.8603
+
+
+def test_train_loss_is_the_whole_training_set_not_the_last_mini_batch():
+    # Lesson 04's case: with mini-batches of 2 the last batch's loss says nothing about the data.
+    ds = data.spirals(256, seed=0)
+    run = fit(models.mlp(10, 32, activation="tanh", seed=0), ds, steps=50, lr=1.0, momentum=0.9, clip=1.0,
+              probe=False, batch_size=2)
+    assert run.metrics["final_loss"] == run.losses[-1] < 1e-4      # measured 1.2e-6: two points fitted
+    assert run.metrics["train_loss"] > 5                            # measured 9.3: far from fitted
+    with torch.no_grad():
+        logits = run.model.eval()(ds.x).double().numpy()
+    log_norm = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    by_hand = np.mean(log_norm - logits[np.arange(len(ds.y)), ds.y.numpy()])
+    assert run.metrics["train_loss"] == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_regression_targets_use_mean_squared_error():
