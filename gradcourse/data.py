@@ -37,6 +37,13 @@ class Dataset:
         return len(self.x)
 
 
+#: Upper bounds that keep a generated dataset within a few hundred MB (a typo's 10**12 points
+#: should be a clear refusal, not an allocator error).
+MAX_POINTS = 1_000_000
+MAX_SEQ_LEN = 10_000
+MAX_VALUES = 20_000_000
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(_checks.seed(seed))
 
@@ -53,8 +60,8 @@ def spirals(n: int = 512, seed: int = 0, noise: float = 0.2, *, n_test: int = 25
     >>> ds.x.shape, ds.x_test.shape, int(ds.y.sum())
     (torch.Size([100, 2]), torch.Size([20, 2]), 50)
     """
-    n = _checks.integer("n", n, low=2)
-    n_test = _checks.integer("n_test", n_test, low=0)
+    n = _checks.integer("n", n, low=2, high=MAX_POINTS)
+    n_test = _checks.integer("n_test", n_test, low=0, high=MAX_POINTS)
     noise = _checks.number("noise", noise, low=0.0)
     gen = _generator(seed)
     x, y = _spiral_points(n, noise, gen)
@@ -87,9 +94,12 @@ def adding_problem(seq_len: int = 50, n: int = 1024, seed: int = 0, *, n_test: i
     >>> tuple(ds.x.shape), tuple(ds.y.shape), ds.x[:, :, 1].sum(dim=1).tolist()
     ((4, 10, 2), (4, 1), [2.0, 2.0, 2.0, 2.0])
     """
-    seq_len = _checks.integer("seq_len", seq_len, low=2)
-    n = _checks.integer("n", n, low=1)
-    n_test = _checks.integer("n_test", n_test, low=0)
+    seq_len = _checks.integer("seq_len", seq_len, low=2, high=MAX_SEQ_LEN)
+    n = _checks.integer("n", n, low=1, high=MAX_POINTS)
+    n_test = _checks.integer("n_test", n_test, low=0, high=MAX_POINTS)
+    if (n + n_test) * seq_len > MAX_VALUES:
+        raise ValueError(f"n, n_test and seq_len ask for {(n + n_test) * seq_len:,} time steps in all; at most "
+                         f"{MAX_VALUES:,} fit in memory comfortably: lower n or seq_len")
     gen = _generator(seed)
     x, y = _adding_sequences(n, seq_len, gen)
     x_test, y_test = _adding_sequences(n_test, seq_len, gen)

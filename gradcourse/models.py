@@ -125,8 +125,18 @@ def mlp(
 
 
 def init_linear(layer: nn.Linear, scheme: str, weight_std: float | None = None) -> None:
-    """Re-initialise one linear layer in place with ``scheme`` (see :func:`mlp`); bias set to 0."""
+    """Re-initialise one linear layer in place with ``scheme`` (see :func:`mlp`); bias set to 0.
+
+    >>> layer = nn.Linear(4, 3, bias=False)
+    >>> init_linear(layer, "normal", weight_std=0.0)
+    >>> layer.weight.abs().sum().item()
+    0.0
+    """
+    if not isinstance(layer, nn.Linear):
+        raise ValueError(f"layer must be a torch.nn.Linear; got {type(layer).__name__}")
     _checks.choice("scheme", scheme, INITS)
+    if scheme == "normal":
+        weight_std = _checks.number("weight_std", weight_std, low=0.0)
     if scheme == "default":
         layer.reset_parameters()
         return
@@ -137,7 +147,8 @@ def init_linear(layer: nn.Linear, scheme: str, weight_std: float | None = None) 
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         else:
             layer.weight.normal_(0.0, weight_std / math.sqrt(layer.in_features))
-        layer.bias.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
 
 
 class SequenceModel(nn.Module):

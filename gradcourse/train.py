@@ -77,6 +77,8 @@ class Run:
         >>> same == run, same.model is None
         (True, True)
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"path must be a file name ending in .npz; got {path!r}")
         path = Path(path)
         if path.suffix != ".npz":
             raise ValueError(f"path must end in .npz; got {str(path)!r}")
@@ -100,6 +102,8 @@ class Run:
         Anything else, a damaged file or one whose parts disagree, is refused with a ValueError
         "path is not a gradcourse run (…)"; nothing is unpickled.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"path must be a file name; got {path!r}")
         arrays, meta = _runfile.read(path)
         trace = None
         if meta["trace"] is not None:

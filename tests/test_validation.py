@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gradcourse import data, models, plots, remedies, start
-from gradcourse.train import accuracy, fit
+from gradcourse.train import Run, accuracy, fit
 
 ds = data.spirals(16, seed=0)
 
@@ -18,6 +18,10 @@ ds = data.spirals(16, seed=0)
     (lambda: models.mlp(3, 8, seed=2**64), "seed"),
     (lambda: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, seed=2**64), "seed"),
     (lambda: data.spirals(noise=float("nan")), "noise"),
+    (lambda: data.spirals(n=10**12), "n"),
+    (lambda: data.spirals(n_test=10**9), "n_test"),
+    (lambda: data.adding_problem(seq_len=10**9), "seq_len"),
+    (lambda: data.adding_problem(seq_len=5000, n=10_000), "seq_len"),
     (lambda: data.adding_problem(seq_len=1), "seq_len"),
     (lambda: data.adding_problem(n=0), "n"),
     (lambda: models.mlp(0, 8), "depth"),
@@ -63,6 +67,10 @@ ds = data.spirals(16, seed=0)
     (lambda: accuracy(models.mlp(2, 4), ds.x, ds.y.float()), "y"),
     (lambda: accuracy(models.mlp(2, 4), ds.x, ds.y[:3]), "data"),
     (lambda: accuracy(models.mlp(2, 4), ds.x, torch.zeros(16, 3, dtype=torch.long)), "y"),
+    (lambda: models.init_linear("layer1", "xavier"), "layer"),
+    (lambda: models.init_linear(torch.nn.Linear(2, 2), "normal"), "weight_std"),
+    (lambda: Run.load(3), "path"),
+    (lambda: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, probe=False).save(None), "path"),
     (lambda: remedies.clip_norm(0), "threshold"),
     (lambda: remedies.Clipping("max", 1.0), "method"),
     (lambda: remedies.reinitialise(models.mlp(2, 4), "zeros"), "scheme"),
