@@ -413,42 +413,59 @@ def _as_targets(model: nn.Module, y: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _first_forward(model: nn.Module, xb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The first forward pass, with a shape or dtype mistake in ``x`` explained instead of torch's message."""
+    """The first forward pass, with a shape or dtype mistake in ``x`` explained instead of torch's message.
+
+    Pre-hooks note which layer runs first and what it receives (registration order need not be call
+    order); they are removed before training goes on.
+    """
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase, nn.RNNCellBase, nn.Embedding)
+    called = []
+    handles = [module.register_forward_pre_hook(
+        lambda module, args, name=name: called.append((name, module, args[0] if args else None)))
+        for name, module in model.named_modules() if isinstance(module, kinds)]
     try:
         return model(xb)
     except RuntimeError as error:
-        found = _first_layer(model)
-        if found is None:
+        if not called or not isinstance(called[0][2], torch.Tensor):
             raise
-        name, layer = found
-        kind = type(layer).__name__
-        if isinstance(layer, nn.Embedding):
-            if x.is_floating_point():
-                raise ValueError(f"x holds floats but the model's first layer ({name}, {kind}) expects integer "
-                                 f"token ids") from error
+        problem = _input_problem(*called[0], x)
+        if problem is None:
             raise
-        if not x.is_floating_point():
-            raise ValueError(f"x holds integers (dtype {x.dtype}) but the model's first layer ({name}, {kind}) "
-                             f"expects float features: pass x.float()") from error
-        expected = getattr(layer, "in_features", None) or getattr(layer, "input_size", None)
-        axis, what = -1, "features"
-        if isinstance(layer, nn.modules.conv._ConvNd):
-            expected, axis, what = layer.in_channels, 1, "channels"
-        if expected is not None and x.dim() >= 2 and x.shape[axis] != expected:
-            what = what if x.shape[axis] != 1 else what[:-1]
-            raise ValueError(f"x has {x.shape[axis]} {what} (shape {tuple(x.shape)}) but the model's first "
-                             f"layer ({name}, {kind}) expects {expected}") from error
-        raise
+        raise ValueError(problem) from error
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
-    kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase, nn.RNNCellBase, nn.Embedding)
-    return next(((n, m) for n, m in model.named_modules() if isinstance(m, kinds)), None)
+def _input_problem(name: str, layer: nn.Module, received: torch.Tensor, x: torch.Tensor) -> str | None:
+    """What is wrong with the input the first layer received, in the learner's words, or None."""
+    kind = type(layer).__name__
+    first = f"the model's first layer ({name}, {kind})"
+    if isinstance(layer, nn.Embedding):
+        return f"x holds floats but {first} expects integer token ids" if received.is_floating_point() else None
+    if not received.is_floating_point():
+        return f"x holds integers (dtype {x.dtype}) but {first} expects float features: pass x.float()"
+    expected = getattr(layer, "in_features", None) or getattr(layer, "input_size", None)
+    axis, what = -1, "features"
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        expected, axis, what = layer.in_channels, 1, "channels"
+    if expected is None or received.dim() == 0 or received.shape[axis] == expected:
+        return None
+    if x.dim() >= 2 and x.shape[axis] == received.shape[axis]:
+        count = x.shape[axis]  # x's own feature axis reached the layer (perhaps one time step at a time)
+        return (f"x has {count} {what if count != 1 else what[:-1]} (shape {tuple(x.shape)}) but {first} "
+                f"expects {expected}")
+    if received.shape[1:] != x.shape[1:]:  # the model reshaped x before its first layer
+        return f"{first} received input of shape {tuple(received.shape)} but expects {expected} {what}"
+    return f"x has shape {tuple(x.shape)} but {first} expects {what} in rows: shape (n, {expected})"
 
 
 def _match_targets(out: torch.Tensor, y: torch.Tensor, yb: torch.Tensor,
                    name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
     """Check the targets against the model's first output; reshape float targets when only the shape differs."""
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"model must return one tensor of scores or predictions; it returned a "
+                         f"{type(out).__name__}")
     scores = tuple(out.shape[1:])
     if not y.is_floating_point():
         if out.dim() < 2 or out.dim() != y.dim() + 1:

@@ -125,6 +125,25 @@ def test_wrong_number_of_features_is_named_and_no_hook_is_left():
         fit(seq, (torch.randn(8, 5, 3), torch.randn(8, 1)), steps=1, lr=0.1)
     with pytest.raises(ValueError, match=r"x holds integers .* x.float\(\)"):
         fit(net, (torch.ones(10, 2, dtype=torch.long), torch.zeros(10, dtype=torch.long)), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"x has shape \(10,\) .* shape \(n, 2\)"):
+        fit(net, (torch.ones(10), torch.zeros(10, dtype=torch.long)), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="x has 3 features .* first layer \\(body, Linear\\) expects 2"):
+        fit(_HeadFirst(), (torch.randn(10, 3), torch.zeros(10, dtype=torch.long)), steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="model must return one tensor .* tuple"):
+        fit(_HeadFirst(as_tuple=True), (torch.randn(10, 2), torch.zeros(10, dtype=torch.long)), steps=1, lr=0.1)
+    assert hooks_left(net) == 0
+
+
+class _HeadFirst(torch.nn.Module):
+    """A learner's model whose head is registered before the layer that runs first."""
+
+    def __init__(self, as_tuple=False):
+        super().__init__()
+        self.head, self.body, self.as_tuple = torch.nn.Linear(8, 2), torch.nn.Linear(2, 8), as_tuple
+
+    def forward(self, x):
+        out = self.head(torch.tanh(self.body(x)))
+        return (out,) if self.as_tuple else out
 
 
 def test_inputs_are_converted_where_the_intent_is_clear():
