@@ -189,6 +189,19 @@ def fit(
 
     A NaN or Inf in the loss or in the gradient stops training cleanly: ``run.diverged_at`` is
     that step, ``run.diverged_layer`` where it began, and nothing is raised.
+
+    Inputs are converted where the intent is clear (float64 or numpy ``x`` to the model's float
+    precision, int32 or ``(n, 1)`` labels to int64 ``(n,)``, float targets of shape ``(n,)`` for a
+    one-output model to ``(n, 1)``); anything else that does not fit the model is a ValueError
+    naming ``x`` or ``y`` and what the model expects.
+
+    >>> from gradcourse import data, models
+    >>> run = fit(models.mlp(2, 4), data.spirals(32), steps=4, lr=0.01, optimizer="adam", warmup=2,
+    ...           betas=(0.9, 0.98))
+    >>> run.lrs.tolist(), run.params["betas"]
+    ([0.005, 0.01, 0.01, 0.01], [0.9, 0.98])
+    >>> sorted(run.metrics)
+    ['final_loss', 'test_accuracy', 'test_loss', 'train_accuracy', 'train_loss']
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
