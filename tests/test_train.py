@@ -388,3 +388,32 @@ def test_runs_compare_by_value(tmp_path):
     assert np.isnan(diverged.metrics["final_loss"]) or not np.isfinite(diverged.losses[-1])
     assert Run.load(diverged.save(tmp_path / "d.npz")) == diverged   # NaN equals NaN here
     assert Run.load(first.save(tmp_path / "r.npz")) == first
+
+
+class _TokenModel(torch.nn.Module):
+    """Per-token class scores in cross-entropy's layout (batch, vocab, seq_len), as lesson 09's models give."""
+
+    def __init__(self, vocab=16, width=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = torch.nn.Embedding(vocab, width), torch.nn.Linear(width, vocab)
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens)).permute(0, 2, 1)
+
+
+def test_token_ids_and_per_token_labels():
+    tokens = torch.randint(0, 16, (32, 8), generator=torch.Generator().manual_seed(0)).int()
+    model = _TokenModel()
+    with torch.no_grad():
+        scores = model(tokens.long()).permute(0, 2, 1).reshape(-1, 16).double()
+    targets = tokens.flip(1).reshape(-1).long()  # the reversal task: labels (n, seq_len)
+    by_hand = (torch.logsumexp(scores, 1) - scores[torch.arange(len(targets)), targets]).mean().item()
+    run = fit(model, (tokens, tokens.flip(1)), steps=20, lr=1e-2, optimizer="adam", warmup=5, probe=False)
+    assert run.losses[0] == pytest.approx(by_hand, rel=1e-5)
+    assert run.metrics["train_loss"] < run.losses[0]
+    with torch.no_grad():
+        predicted = model(tokens.long()).numpy().argmax(axis=1)          # (n, seq_len)
+    assert run.metrics["train_accuracy"] == pytest.approx(np.mean(predicted == tokens.flip(1).numpy()))
+    with pytest.raises(ValueError, match="x holds floats but the model's first layer \\(embed, Embedding\\)"):
+        fit(_TokenModel(), (tokens.float(), tokens.flip(1)), steps=1, lr=1e-2, probe=False)
