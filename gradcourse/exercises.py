@@ -91,6 +91,10 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _capital(sentence: str) -> str:
+    return sentence[:1].upper() + sentence[1:]
+
+
 class _Unreadable(Exception):
     """The answer is not a number; the message says why."""
 
@@ -185,9 +189,9 @@ def _read_number(answer: Any, name: str, example: str) -> float | Feedback:
     try:
         value = as_number(answer)
     except _Unreadable as why:
-        return Feedback(False, f"{name} should be a number (e.g. {example}); got {_show(answer)}: {why}.")
+        return Feedback(False, _capital(f"{name} should be a number (e.g. {example}); got {_show(answer)}: {why}."))
     except RecursionError:
-        return Feedback(False, f"{name} should be a number (e.g. {example}); got a deeply nested object.")
+        return Feedback(False, _capital(f"{name} should be a number (e.g. {example}); got a deeply nested object."))
     if math.isnan(value):
         return Feedback(False, f"Not quite: that is not a number (NaN). Write {name} as a number, "
                                f"e.g. {example}.")
@@ -232,7 +236,7 @@ def check_choice(answer: Any, expected: str | Iterable[str], *, name: str, optio
     >>> check_choice("Gated-Cell", "gated cell", name="the remedy").correct
     True
     >>> check_choice(["eval"], "eval", name="the mode", options=("train", "eval"))
-    the mode should be one of 'train', 'eval'; got ['eval'].
+    The mode should be one of 'train', 'eval'; got ['eval'].
     """
     if answer is None:
         return missing(name)
@@ -242,7 +246,8 @@ def check_choice(answer: Any, expected: str | Iterable[str], *, name: str, optio
     choices.update({normalise(a): o for a, o in (aliases or {}).items()})
     given = choices.get(normalise(answer)) if isinstance(answer, str) else None
     if given is None:
-        return Feedback(False, f"{name} should be one of {', '.join(map(repr, options))}; got {_show(answer)}.")
+        return Feedback(False, _capital(f"{name} should be one of {', '.join(map(repr, options))}; "
+                                        f"got {_show(answer)}."))
     if normalise(given) in {normalise(e) for e in accepted}:
         return Feedback(True, f"Right: {given}. {praise}".strip())
     return Feedback(False, f"Not quite. {hint}".strip())
@@ -787,7 +792,7 @@ def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
     if answer is None or (isinstance(answer, dict) and all(v is None for v in answer.values())):
         return missing(name)
     if not isinstance(answer, dict):
-        return Feedback(False, f"{name} should be a dict like {example}; got {_show(answer)}.")
+        return Feedback(False, _capital(f"{name} should be a dict like {example}; got {_show(answer)}."))
     patients = {str(p).strip().upper(): p for p in runs}
     given_by_patient = {}
     for key, value in answer.items():
@@ -820,7 +825,7 @@ def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
         if verdict not in accepted:
             wrong.append(f"patient {patient} ({hints.get(accepted[0], 'read its evidence')})")
         elif len(accepted) > 1:
-            both.append(f"patient {patient} is {' and '.join(accepted)} at once (the chaotic phase of lesson 02)")
+            both.append(f"patient {patient} is both saturated and exploding (the chaotic phase of lesson 02)")
     if wrong:
         return Feedback(False, f"Not quite: {len(wrong)} of {len(runs)} wrong. Look again at "
                                + "; ".join(wrong) + ".")
@@ -884,7 +889,8 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
     remedy = _remedy(answer)
     if remedy is None:
         labels = ", ".join(repr(r.label) for r in REMEDIES.values())
-        return Feedback(False, f"{name} should be a remedy's name or label: one of {labels}; got {_show(answer)}.")
+        return Feedback(False, _capital(f"{name} should be a remedy's name or label: one of {labels}; "
+                                        f"got {_show(answer)}."))
     try:
         after = treat(patient, remedy.name, seed)
     except ValueError as error:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gradcourse import diagnose, exercises
+from gradcourse import diagnose
 from gradcourse.patients import PATIENTS, mystery_runs, patient_name, recipe, reveal, treat
 from gradcourse.remedies import LR_DIVISOR, REMEDIES
 from gradcourse.widgets import EXPLORERS
@@ -107,37 +107,6 @@ def test_explorer_bad_parameters():
         DoctorExplorer().run(seed=99)
     with pytest.raises(ValueError, match="unknown parameter"):
         DoctorExplorer().run(depth=3)
-
-
-def test_exercise_mystery_diagnoses():
-    runs = mystery_runs(0)
-    right = {name: p.problem for name, p in PATIENTS.items()}
-    assert exercises.mystery_diagnoses(right, runs).correct is True
-    assert exercises.mystery_diagnoses({**right, "A": "exploding"}, runs).correct is False
-    assert "patient A" in exercises.mystery_diagnoses({**right, "A": "exploding"}, runs).message
-    assert exercises.mystery_diagnoses({**right, "C": "flu"}, runs).correct is False
-    assert exercises.mystery_diagnoses(None, runs).correct is None
-    assert exercises.mystery_diagnoses({n: None for n in runs}, runs).correct is None
-    assert exercises.mystery_diagnoses({"A": right["A"]}, runs).correct is None
-
-
-def test_exercise_signal_exponent():
-    run = mystery_runs(0)["A"]
-    signal = run.trace.get("output_grad_norm")[0, :-1]
-    k = np.log10(signal[0] / signal[-1])
-    assert k < -10  # 20 sigmoid layers: many decades
-    assert exercises.signal_exponent(round(k), run).correct is True
-    assert exercises.signal_exponent(-round(k), run).correct is False
-    assert exercises.signal_exponent(round(k) + 3, run).correct is False
-    assert exercises.signal_exponent(None, run).correct is None
-
-
-def test_exercise_prescription():
-    assert exercises.prescription("lower_lr", "D").correct is True
-    assert exercises.prescription("clip_norm", "D").correct is False
-    assert exercises.prescription("xavier_init", "D").correct is False
-    assert exercises.prescription("aspirin", "D").correct is False
-    assert exercises.prescription(None, "D").correct is None
 
 
 def test_before_after_figure_draws_the_runs():
