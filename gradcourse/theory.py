@@ -265,6 +265,31 @@ def small_signal_factor(activation: str, init: str, width: int, weight_std: floa
     return SLOPE_AT_ZERO[activation] * math.sqrt(gain)
 
 
+def critical_sigma_w(activation: str) -> float:
+    """The weight scale σ_w (std × √fan_in, ``init="normal"``'s ``weight_std``) at which a wide
+    layer keeps the size of small signals: :func:`small_signal_factor` = 1.
+
+    √2 for ReLU (He's initialisation), √(2/(1 + a²)) for leaky ReLU of slope a, and 1/φ'(0)
+    for the smooth activations: 1 for tanh and linear (for tanh without bias this is also the
+    edge of chaos, :func:`tanh_critical_sigma_w`), 4 for the sigmoid and 2 for GELU, whose
+    mean-field factor once q grows is smaller (:func:`signal_factors`). The one source of the
+    critical scales (:data:`CRITICAL_SIGMA_W`).
+
+    >>> critical_sigma_w("relu") == math.sqrt(2), critical_sigma_w("tanh"), critical_sigma_w("sigmoid")
+    (True, 1.0, 4.0)
+    """
+    _checks.choice("activation", activation, SLOPE_AT_ZERO)
+    if activation == "relu":
+        return math.sqrt(2.0)
+    if activation == "leaky_relu":
+        return math.sqrt(2.0 / (1.0 + _LEAKY_SLOPE**2))
+    return 1.0 / SLOPE_AT_ZERO[activation]
+
+
+#: :func:`critical_sigma_w` of every activation of :func:`gradcourse.models.mlp`.
+CRITICAL_SIGMA_W = {activation: critical_sigma_w(activation) for activation in SLOPE_AT_ZERO}
+
+
 def signal_factors(depth: int, width: int, *, activation: str = "sigmoid", init: str = "default",
                    weight_std: float | None = None, in_features: int = 2, input_second_moment: float = 1.0,
                    weight_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
