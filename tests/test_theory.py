@@ -252,6 +252,23 @@ def test_signal_factors_at_the_lesson01_explorer_extremes(activation, init):
     assert np.all(factors > 0.01)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_batchnorm_growth_matches_a_wide_bn_network(activation):
+    """Issue 10 item 5: √(E[φ'²]/Var φ) against the fitted per-layer factor of the signal in a BN MLP
+    (depth 40, width 256) fed 64-D Gaussian inputs, whose batch is spread in every direction."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 64, generator=gen), torch.randint(0, 2, (256,), generator=gen)
+    factors = []
+    for seed in (0, 1):
+        net = models.mlp(40, 256, activation=activation, batchnorm=True, in_features=64, seed=seed)
+        signal = signal_at_init(net, x, y)
+        middle = np.arange(2, 40)
+        factors.append(math.exp(-np.polyfit(middle, np.log(signal[1:39]), 1)[0]))
+    assert np.mean(factors) == pytest.approx(theory.batchnorm_growth(activation), rel=0.02), factors
+    assert theory.batchnorm_growth("relu") == pytest.approx(theory.batchnorm_relu_growth(), rel=1e-10)
+    assert theory.batchnorm_growth("linear") == pytest.approx(1.0)
+
+
 def test_one_source_for_each_constant():
     from gradcourse import models, probes
 
