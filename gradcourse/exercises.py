@@ -313,9 +313,12 @@ def sigmoid_xavier_factor(answer) -> Feedback:
     """
     from . import theory
 
+    # rel 0.07 also takes the measured 0.234 (lesson 01 measures it: pre-activations are not exactly 0)
     return check_number(answer, theory.small_signal_factor("sigmoid", "xavier", 64),
-                        name="the per-layer factor", rel=0.03,
-                        praise="Xavier makes n·Var(w) = 1, but the sigmoid's 1/4 remains: still vanishing.",
+                        name="the per-layer factor", rel=0.07,
+                        praise="Xavier makes n·Var(w) = 1, but the sigmoid's 1/4 remains: still vanishing. "
+                               "(A measurement gives a little less, about 0.23: the pre-activations are "
+                               "not exactly 0, where σ' is largest.)",
                         hint="n·Var(w) = 64 · 2/(64 + 64); then multiply its square root by σ'(0) = 1/4.")
 
 

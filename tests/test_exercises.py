@@ -124,7 +124,7 @@ CASES = [
     ("critical_weight_sigmoid", [4, "4.0", np.array([4])], [1, 0.25, -4]),
     ("signal_quantity", ["output_grad_norm", "Output grad norm", "OUTPUT-GRAD-NORM"], ["grad_norm", "weight_norm"]),
     # lesson 01
-    ("sigmoid_xavier_factor", [0.25, "1/4"], [1.0, 0.144]),
+    ("sigmoid_xavier_factor", [0.25, "1/4", 0.234], [1.0, 0.144, 0.2]),   # 0.234: lesson 01's measurement
     ("depth_for_tiny_signal", [11, "11", 11.2], [10, 12, 20]),
     ("fix_for_tanh_default", ["xavier", "Xavier ", "XAVIER"], ["clip", "relu"]),
     # lesson 02
