@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,17 +16,17 @@ def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 
 
 def integer(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value`` as an int within [low, high], else raise a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            import numpy as np
+    """Return ``value`` as an int within [low, high], else raise a ValueError.
 
-            if isinstance(value, np.integer):
-                value = int(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise ValueError(f"{name} must be an integer; got {value!r}") from None
+    Any integral number is accepted (``numbers.Integral`` includes numpy's integers), bools are not.
+
+    >>> import numpy as np
+    >>> integer("depth", np.int64(3))
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    value = int(value)
     _bounds(name, value, low, high)
     return value
 

@@ -1,25 +1,43 @@
 """The checks behind each lesson's exercises: friendly feedback, never a traceback.
 
 Every check takes the learner's ``answer`` and returns a :class:`Feedback`, which a notebook
-shows as a sentence. ``None`` (the answer cell not filled in yet) gets a gentle reminder.
+shows as a sentence, whatever the answer is: a number, a string such as ``"1/4"`` or
+``"2**10"``, a one-element array or tensor, a list, ``NaN``, ``10**400``… ``None`` (the answer
+cell not filled in yet) gets a gentle reminder. Choices are compared without case, spaces,
+underscores or hyphens (``"Dead ReLUs"`` reads as ``"dead_relu"``).
+
+The other arguments come from the notebook (the mystery runs, a measured mean norm). When one of
+them is unusable (``None``, an empty dict, NaN), the check does not raise either: it returns a
+Feedback with ``correct=None`` that names the argument and what it expects.
 
 >>> from gradcourse import exercises
 >>> exercises.check_number(None, 0.25, name="σ'(0)")
 Fill in your answer for σ'(0): replace `None` with your value and run the cell again.
->>> exercises.check_number(0.25, 0.25, name="σ'(0)").correct
+>>> exercises.check_number("1/4", 0.25, name="σ'(0)").correct
 True
+>>> exercises.check_number(float("nan"), 0.25, name="σ'(0)")
+Not quite: that is not a number (NaN). Write σ'(0) as a number, e.g. 0.25, "1/4" or "2**10".
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import math
+import numbers
+import operator
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
 class Feedback:
-    """The verdict on one answer: ``correct`` is True, False or None (no answer yet)."""
+    """The verdict on one answer: ``correct`` is True, False or None (no answer yet, or the
+    check cannot run)."""
 
     correct: bool | None
     message: str
@@ -40,43 +58,311 @@ def missing(name: str) -> Feedback:
                           "run the cell again.")
 
 
+def cannot_check(argument: str, expected: str, value: Any) -> Feedback:
+    """The feedback for an unusable argument supplied by the notebook (not the learner's answer)."""
+    return Feedback(None, f"This check cannot run: {argument} should be {expected}; got {_show(value)}. "
+                          "Re-run the cells above this one (or restore this cell as it was).")
+
+
+def exercise(check: Callable[..., Feedback]) -> Callable[..., Feedback]:
+    """Decorator for an exercise check: a ValueError raised while it reads its other arguments
+    (a width, a depth, a run) becomes a Feedback that says so, never a traceback."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs) -> Feedback:
+        try:
+            return check(*args, **kwargs)
+        except ValueError as error:
+            return Feedback(None, f"This check cannot run: {error}. Re-run the cells above this one "
+                                  "(or restore this cell as it was).")
+
+    return wrapper
+
+
+# --- reading an answer ---
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, safe description of ``value`` for a message."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 (an object whose repr fails must not break the feedback)
+        text = f"a {type(value).__name__}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _capital(sentence: str) -> str:
+    return sentence[:1].upper() + sentence[1:]
+
+
+class _Unreadable(Exception):
+    """The answer is not a number; the message says why."""
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.Div: operator.truediv, ast.Pow: operator.pow}
+
+
+def _evaluate(node: ast.AST) -> float:
+    """A number from an arithmetic expression of numbers, + − * / ** and brackets (no names, no
+    calls: nothing else is evaluated). Computed in floats, so 2**10**10 overflows at once."""
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        try:
+            return float(node.value)
+        except OverflowError:
+            return math.inf
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        try:
+            value = _OPERATORS[type(node.op)](left, right)
+        except ZeroDivisionError:
+            raise _Unreadable("it divides by zero") from None
+        except OverflowError:
+            return math.inf
+        if isinstance(value, complex):
+            raise _Unreadable("it is a complex number") from None
+        return value
+    raise _Unreadable("it is not a number or an arithmetic expression of numbers")
+
+
+def _parse(text: str) -> float:
+    cleaned = (text.strip().replace("−", "-").replace("×", "*").replace("·", "*").replace("^", "**")
+               .replace("⁄", "/"))
+    if not cleaned:
+        raise _Unreadable("it is empty")
+    if len(cleaned) > 100:
+        raise _Unreadable("it is too long for a number")
+    if "," in cleaned:
+        raise _Unreadable("it contains a comma (write decimals with a point, and one number only)")
+    try:
+        tree = ast.parse(cleaned, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise _Unreadable("it is not a number or an arithmetic expression of numbers") from None
+    return _evaluate(tree)
+
+
+def as_number(answer: Any) -> float:
+    """``answer`` as a float (possibly NaN or ±inf), or :class:`_Unreadable` saying why not.
+
+    Accepts numbers of any kind, numeric strings and arithmetic (``"1/4"``, ``"2**10"``,
+    ``"1e-3"``), and one-element lists, arrays and tensors.
+
+    >>> as_number("2**10"), as_number([0.25]), as_number(10**400)
+    (1024.0, 0.25, inf)
+    """
+    if isinstance(answer, (bool, np.bool_)):
+        raise _Unreadable("it is True/False, not a number")
+    if isinstance(answer, str):
+        return _parse(answer)
+    if answer is None or isinstance(answer, (bytes, bytearray, dict, set, frozenset)):
+        raise _Unreadable(f"it is a {type(answer).__name__}, not a number")
+    if isinstance(answer, numbers.Complex) and not isinstance(answer, numbers.Real):
+        raise _Unreadable("it is a complex number")
+    if isinstance(answer, numbers.Real):
+        try:
+            return float(answer)
+        except OverflowError:                      # an int beyond float's range, e.g. 10**400
+            return math.inf if answer > 0 else -math.inf
+    if callable(getattr(answer, "numel", None)):    # a torch tensor
+        count = int(answer.numel())
+    elif isinstance(answer, np.ndarray):
+        count = int(answer.size)
+    elif isinstance(answer, (list, tuple)):
+        count = len(answer)
+    else:
+        try:
+            return float(answer)
+        except Exception:  # noqa: BLE001 (any object: a number if float() takes it, else feedback)
+            raise _Unreadable(f"it is a {type(answer).__name__}, not a number") from None
+    if count != 1:
+        raise _Unreadable(f"it holds {count} values, not one number")
+    return as_number(answer.item() if hasattr(answer, "item") else answer[0])
+
+
+def _read_number(answer: Any, name: str, example: str) -> float | Feedback:
+    """The answer as a finite float, or the Feedback that explains why it is not one."""
+    try:
+        value = as_number(answer)
+    except _Unreadable as why:
+        return Feedback(False, _capital(f"{name} should be a number (e.g. {example}); got {_show(answer)}: {why}."))
+    except RecursionError:
+        return Feedback(False, _capital(f"{name} should be a number (e.g. {example}); got a deeply nested object."))
+    if math.isnan(value):
+        return Feedback(False, f"Not quite: that is not a number (NaN). Write {name} as a number, "
+                               f"e.g. {example}.")
+    if math.isinf(value):
+        return Feedback(False, f"Not quite: {_show(answer, 20)} is infinite, or too large to compute "
+                               f"with. {name} is a finite number.")
+    return value
+
+
 def check_number(answer: Any, expected: float, *, name: str, rel: float = 0.05, abs_tol: float = 0.0,
                  praise: str = "", hint: str = "") -> Feedback:
-    """Right if ``answer`` is within ``rel`` (relative) or ``abs_tol`` of ``expected``."""
+    """Right if ``answer`` is within ``rel`` (relative) or ``abs_tol`` of ``expected``.
+
+    >>> check_number("0.25", 0.25, name="x").correct, check_number(0.5, 0.25, name="x")
+    (True, Not quite: 0.5 is too large.)
+    """
     if answer is None:
         return missing(name)
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return Feedback(False, f"{name} should be a number; got {answer!r}.")
+    value = _read_number(answer, name, '0.25, "1/4" or "2**10"')
+    if isinstance(value, Feedback):
+        return value
     if math.isclose(value, expected, rel_tol=rel, abs_tol=abs_tol):
         return Feedback(True, f"Right: {name} = {expected:.4g}. {praise}".strip())
     direction = "too large" if value > expected else "too small"
     return Feedback(False, f"Not quite: {value:.4g} is {direction}. {hint}".strip())
 
 
-def check_choice(answer: Any, expected: Any, *, name: str, options: tuple | None = None,
-                 praise: str = "", hint: str = "") -> Feedback:
-    """Right if ``answer`` equals ``expected`` (strings compared without case or spaces)."""
+def normalise(text: str) -> str:
+    """Lower case, with runs of spaces, underscores and hyphens as one space.
+
+    >>> normalise("  Dead_ReLU ")
+    'dead relu'
+    """
+    return re.sub(r"[\s_\-]+", " ", text).strip().lower()
+
+
+def check_choice(answer: Any, expected: str | Iterable[str], *, name: str, options: Iterable[str] | None = None,
+                 aliases: dict[str, str] | None = None, praise: str = "", hint: str = "") -> Feedback:
+    """Right if ``answer`` is (one of) ``expected``: strings compared by :func:`normalise`;
+    ``aliases`` maps other words to an option (``{"dead relus": "dead_relu"}``).
+
+    >>> check_choice("Gated-Cell", "gated cell", name="the remedy").correct
+    True
+    >>> check_choice(["eval"], "eval", name="the mode", options=("train", "eval"))
+    The mode should be one of 'train', 'eval'; got ['eval'].
+    """
     if answer is None:
         return missing(name)
-
-    def norm(v):
-        return v.strip().lower() if isinstance(v, str) else v
-
-    if options is not None and norm(answer) not in {norm(o) for o in options}:
-        return Feedback(False, f"{name} should be one of {', '.join(map(repr, options))}; "
-                               f"got {answer!r}.")
-    if norm(answer) == norm(expected):
-        return Feedback(True, f"Right: {expected}. {praise}".strip())
+    accepted = (expected,) if isinstance(expected, str) else tuple(expected)
+    options = tuple(options) if options is not None else accepted
+    choices = {normalise(o): o for o in options}
+    choices.update({normalise(a): o for a, o in (aliases or {}).items()})
+    given = choices.get(normalise(answer)) if isinstance(answer, str) else None
+    if given is None:
+        return Feedback(False, _capital(f"{name} should be one of {', '.join(map(repr, options))}; "
+                                        f"got {_show(answer)}."))
+    if normalise(given) in {normalise(e) for e in accepted}:
+        return Feedback(True, f"Right: {given}. {praise}".strip())
     return Feedback(False, f"Not quite. {hint}".strip())
 
 
 # Each lesson adds its own named checks below, in its own section, built on the two above.
 
 
+# --- lessons 00 and 01 ---
+# Expected answers come from gradcourse.theory, so they can never drift from the lessons.
+
+@exercise
+def chain_gradient(answer) -> Feedback:
+    """Lesson 00: |∂h_L/∂h_0| for a sigmoid scalar chain with w = 2 and L = 10 links at z = 0.
+
+    >>> chain_gradient(0.5 ** 10).correct, chain_gradient(0.25 ** 10).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = float(theory.scalar_chain(2.0, 10, "sigmoid")[0])
+    return check_number(answer, expected, name="the gradient reaching the input", rel=0.02,
+                        praise="Ten factors of |w·σ'(0)| = 2 × 1/4 = 1/2 each: (1/2)^10 ≈ 0.001.",
+                        hint="Each link multiplies the gradient by |w·σ'(0)| with σ'(0) = 1/4; "
+                             "multiply ten such factors.")
+
+
+@exercise
+def critical_weight_sigmoid(answer) -> Feedback:
+    """Lesson 00: the |w| at which a sigmoid chain at z = 0 neither vanishes nor explodes.
+
+    >>> critical_weight_sigmoid(4).correct, critical_weight_sigmoid(1).correct
+    (True, False)
+    """
+    from . import theory
+
+    return check_number(answer, theory.critical_weight("sigmoid"), name="the critical |w|", rel=0.01,
+                        praise="|w|·σ'(0) = |w|/4 = 1 exactly at |w| = 4.",
+                        hint="Solve |w·σ'(0)| = 1 with σ'(0) = 1/4.")
+
+
+@exercise
+def signal_quantity(answer) -> Feedback:
+    """Lesson 00: which probe quantity is the backpropagated signal ‖∂L/∂z‖?
+
+    >>> signal_quantity("output_grad_norm").correct, signal_quantity("grad_norm").correct
+    (True, False)
+    """
+    return check_choice(answer, "output_grad_norm", name="the probe quantity",
+                        options=("grad_norm", "output_grad_norm", "weight_norm", "update_ratio"),
+                        praise="output_grad_norm is ‖∂L/∂z‖, the signal arriving at a layer's output; "
+                               "grad_norm is ‖∂L/∂W‖, what the optimizer uses.",
+                        hint="grad_norm is the weight gradient ‖∂L/∂W‖; the signal is the gradient "
+                             "with respect to the layer's output z.")
+
+
+@exercise
+def sigmoid_xavier_factor(answer) -> Feedback:
+    """Lesson 01: the per-layer factor φ'(0)·√(n·Var(w)) of a width-64 sigmoid MLP with Xavier init.
+
+    >>> sigmoid_xavier_factor(0.25).correct, sigmoid_xavier_factor(1.0).correct, sigmoid_xavier_factor(None).correct
+    (True, False, None)
+    """
+    from . import theory
+
+    # rel 0.07 also takes the measured 0.234 (lesson 01 measures it: pre-activations are not exactly 0)
+    return check_number(answer, theory.small_signal_factor("sigmoid", "xavier", 64),
+                        name="the per-layer factor", rel=0.07,
+                        praise="Xavier makes n·Var(w) = 1, but the sigmoid's 1/4 remains: still vanishing. "
+                               "(A measurement gives a little less, about 0.23: the pre-activations are "
+                               "not exactly 0, where σ' is largest.)",
+                        hint="n·Var(w) = 64 · 2/(64 + 64); then multiply its square root by σ'(0) = 1/4.")
+
+
+@exercise
+def depth_for_tiny_signal(answer) -> Feedback:
+    """Lesson 01: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
+    than 1e-8 of the last layer's signal to layer 1.
+
+    >>> depth_for_tiny_signal(11).correct, depth_for_tiny_signal(20).correct
+    (True, False)
+    """
+    from . import theory
+
+    factor = theory.small_signal_factor("sigmoid", "default", 64)
+    return check_number(answer, theory.depth_for_ratio(1e-8, factor), name="the depth", abs_tol=0.5, rel=0.0,
+                        praise=f"{factor:.3f}^(L−1) < 1e-8 needs L − 1 ≥ 10. The measurement below agrees.",
+                        hint=f"Each layer multiplies the signal by ≈ {factor:.3f}; solve "
+                             f"{factor:.3f}^(L−1) < 1e-8 for the smallest whole L.")
+
+
+@exercise
+def fix_for_tanh_default(answer) -> Feedback:
+    """Lesson 01: the one change that fixes a deep default-init tanh MLP's gradient at initialisation.
+
+    >>> fix_for_tanh_default("xavier").correct, fix_for_tanh_default("clip").correct
+    (True, False)
+    """
+    from . import theory
+
+    factors = {"xavier": theory.small_signal_factor("tanh", "xavier", 64),
+               "relu": theory.small_signal_factor("relu", "default", 64),
+               "clip": theory.small_signal_factor("tanh", "default", 64)}  # clipping changes nothing here
+    best = min(factors, key=lambda k: abs(math.log(factors[k])))
+    hints = {"relu": f"ReLU with the default init multiplies the signal by ≈ {factors['relu']:.2f} per layer: "
+                     f"even worse than default-init tanh's ≈ {factors['clip']:.2f}.",
+             "clip": "Clipping only scales large gradients down; it cannot make a small gradient larger."}
+    return check_choice(answer, best, name="the fix", options=tuple(factors),
+                        praise=f"Xavier makes n·Var(w) = 1, so tanh's factor becomes ≈ {factors['xavier']:.2f}.",
+                        hint=hints.get(normalise(answer) if isinstance(answer, str) else "", ""))
+
+
 # --- lesson 02 ---
 
+@exercise
 def relu_growth_per_layer(answer: Any) -> Feedback:
     """Lesson 02: Var(w) = 8/fan_in in a ReLU net; by what factor does ‖∂L/∂z‖ grow per layer?
 
@@ -90,6 +376,7 @@ def relu_growth_per_layer(answer: Any) -> Feedback:
                         hint="Write Var(w) = c · 2/fan_in; the norm grows by √c (not c) per layer.")
 
 
+@exercise
 def relu_first_to_last(answer: Any) -> Feedback:
     """Lesson 02: 11 ReLU layers with Var(w) = 8/fan_in: ‖∂L/∂z₁‖ / ‖∂L/∂z₁₁‖ at initialisation?
 
@@ -105,6 +392,7 @@ def relu_first_to_last(answer: Any) -> Feedback:
                              "(one fewer than the depth) and multiply the per-layer factor that often.")
 
 
+@exercise
 def explosion_probe(answer: Any) -> Feedback:
     """Lesson 02: in a ReLU net at twice He's scale, which per-layer probe quantity rises
     steeply from the last layer to the first: ``"output_grad_norm"`` or ``"grad_norm"``?
@@ -120,6 +408,7 @@ def explosion_probe(answer: Any) -> Feedback:
                              "Which of the two grows toward the output?")
 
 
+@exercise
 def largest_learning_rate(answer: Any) -> Feedback:
     """Lesson 02: gradient descent on L(w) = ½·40·w²: the largest learning rate that still
     converges?
@@ -134,6 +423,7 @@ def largest_learning_rate(answer: Any) -> Feedback:
                         hint="One step multiplies w by (1 − α h). When is |1 − α h| < 1?")
 
 
+@exercise
 def tanh_phase(answer: Any) -> Feedback:
     """Lesson 02: a deep tanh net with σ_w = 1.5 and no bias: ``"ordered"`` or ``"chaotic"``?
 
@@ -151,14 +441,13 @@ def tanh_phase(answer: Any) -> Feedback:
 
 # --- lesson 03 ---
 
+@exercise
 def value_clip_angle(answer: Any) -> Feedback:
     """Lesson 03: g = (4, 1) clipped by value at 1: the angle in degrees between g and the result?
 
     >>> value_clip_angle(31).correct, value_clip_angle(0).correct
     (True, False)
     """
-    import numpy as np
-
     from . import theory
 
     return check_number(answer, theory.clip_angle(np.array([4.0, 1.0]), "value", 1.0),
@@ -168,14 +457,13 @@ def value_clip_angle(answer: Any) -> Feedback:
                              "(arctan of y/x) before and after.")
 
 
+@exercise
 def norm_clip_component(answer: Any) -> Feedback:
     """Lesson 03: g = (6, 8) clipped by norm at 5: its first component afterwards?
 
     >>> norm_clip_component(3).correct, norm_clip_component(5).correct
     (True, False)
     """
-    import numpy as np
-
     from . import theory
 
     return check_number(answer, float(theory.clip_by_norm(np.array([6.0, 8.0]), 5.0)[0]),
@@ -184,6 +472,7 @@ def norm_clip_component(answer: Any) -> Feedback:
                         hint="Norm clipping multiplies the whole vector by threshold/‖g‖.")
 
 
+@exercise
 def threshold_choice(answer: Any, mean_norm: float) -> Feedback:
     """Lesson 03: a clipping threshold for a run whose healthy mean gradient norm is
     ``mean_norm`` (measured in the notebook). Right within Pascanu et al.'s ½× to 10×.
@@ -192,16 +481,17 @@ def threshold_choice(answer: Any, mean_norm: float) -> Feedback:
     (True, False)
     >>> threshold_choice(None, mean_norm=1.0).correct is None
     True
+    >>> threshold_choice(2.0, mean_norm=float("nan")).message  # doctest: +ELLIPSIS
+    'This check cannot run: mean_norm must be a finite number; got nan. Re-run the cells above ...'
     """
     from . import _checks
 
     mean_norm = _checks.number("mean_norm", mean_norm, low=0.0, low_open=True)
     if answer is None:
-        return missing("threshold")
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return Feedback(False, f"threshold should be a number; got {answer!r}.")
+        return missing("the threshold")
+    value = _read_number(answer, "the threshold", f"{2 * mean_norm:.2g}")
+    if isinstance(value, Feedback):
+        return value
     low, high = 0.5 * mean_norm, 10 * mean_norm
     if low <= value <= high:
         return Feedback(True, f"Right: {value:.3g} lies within ½× to 10× the mean norm "
@@ -213,6 +503,7 @@ def threshold_choice(answer: Any, mean_norm: float) -> Feedback:
                            "it would rarely catch a spike before the damage is done.")
 
 
+@exercise
 def clipping_cures_vanishing(answer: Any) -> Feedback:
     """Lesson 03: can clipping make the first layer's tiny gradient in a deep sigmoid net
     larger? ``"yes"`` or ``"no"``.
@@ -228,6 +519,7 @@ def clipping_cures_vanishing(answer: Any) -> Feedback:
 
 # --- lesson 04 ---
 
+@exercise
 def bn_sigmoid_factor(answer: Any, *, width: int = 32) -> Feedback:
     """Lesson 04: the factor by which each layer of the sigmoid MLP *without* BatchNorm (PyTorch's
     default init, ``width`` units) multiplies the backpropagated signal at the start.
@@ -245,6 +537,7 @@ def bn_sigmoid_factor(answer: Any, *, width: int = 32) -> Feedback:
                              "PyTorch's default uniform init.")
 
 
+@exercise
 def bn_relu_growth_ratio(answer: Any, *, depth: int = 30) -> Feedback:
     """Lesson 04: the predicted ratio ‖∂L/∂W₁‖/‖∂L/∂W_depth‖ in a ReLU+BatchNorm MLP of ``depth``
     layers at initialisation, growing by √(π/(π−1)) per layer (Yang et al. 2019).
@@ -262,6 +555,7 @@ def bn_relu_growth_ratio(answer: Any, *, depth: int = 30) -> Feedback:
                              "and the first; raise the per-layer factor to that power.")
 
 
+@exercise
 def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
                     momentum: float = 0.1) -> Feedback:
     """Lesson 04: a fresh BatchNorm layer (running mean 0) sees ``passes`` training-mode forward
@@ -282,6 +576,7 @@ def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
                              f"{passes} times, starting from 0.")
 
 
+@exercise
 def bn_mode_for_testing(answer: Any) -> Feedback:
     """Lesson 04: in which mode do you evaluate a BatchNorm network on test data, ``"train"`` or
     ``"eval"``?
@@ -296,7 +591,67 @@ def bn_mode_for_testing(answer: Any) -> Feedback:
                              "of its batch. What happens with a batch of one, or of one class?")
 
 
+# --- lesson 05 ---
+
+@exercise
+def resnet_plain_ratio(answer: Any, *, depth: int = 50, width: int = 32) -> Feedback:
+    """Lesson 05: the predicted signal ratio ‖∂L/∂z₁‖/‖∂L/∂z_depth‖ of a plain ReLU MLP of
+    ``depth`` hidden layers with PyTorch's default init, no BN. Right within a factor 3 (the
+    answer spans twenty orders of magnitude, so the check is on a log scale).
+
+    >>> resnet_plain_ratio(8e-20).correct, resnet_plain_ratio(1e-5).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.small_signal_factor("relu", "default", width) ** (depth - 1)
+    if answer is None:
+        return missing("the first/last signal ratio")
+    value = _read_number(answer, "the first/last signal ratio", '1e-10 or "0.5**30"')
+    if isinstance(value, Feedback):
+        return value
+    if value > 0 and abs(math.log10(value / expected)) < math.log10(3):
+        return Feedback(True, f"Right: about {expected:.1e}. No optimiser step can use a gradient "
+                              "twenty orders of magnitude below the last layer's.")
+    return Feedback(False, "Not quite. Each plain ReLU layer multiplies the signal by "
+                           "√(width·Var(w)/2) = √(1/6) with the default init; raise that to the "
+                           f"{depth - 1}th power.")
+
+
+@exercise
+def resnet_block_factor(answer: Any, *, width: int = 32) -> Feedback:
+    """Lesson 05: the per-block factor of the signal in a residual MLP without BN (default init).
+
+    >>> resnet_block_factor(1.027).correct, resnet_block_factor(0.41).correct
+    (True, False)
+    """
+    from . import theory
+
+    expected = theory.residual_block_factor(width)
+    return check_number(answer, expected, name="the per-block factor", rel=0.005,
+                        praise="The 1 comes from the identity path; the branch only adds a little.",
+                        hint="‖δ_in‖² ≈ (1 + (n·Var(w))²/2)·‖δ_out‖², with n·Var(w) = 1/3; take the "
+                             "square root.")
+
+
+@exercise
+def resnet_degradation(answer: Any) -> Feedback:
+    """Lesson 05: the BN plain-50 ends with a higher *training* loss than the BN plain-10. Which
+    explanation does that rule out: ``"overfitting"`` or ``"optimisation difficulty"``?
+
+    >>> resnet_degradation("overfitting").correct, resnet_degradation("optimisation difficulty").correct
+    (True, False)
+    """
+    return check_choice(answer, "overfitting", name="what the training loss rules out",
+                        options=("overfitting", "optimisation difficulty"),
+                        praise="Overfitting would show a *lower* training loss and a worse test "
+                               "loss; here the deeper net cannot even fit the training set.",
+                        hint="Overfitting means fitting the training data too well. Is that what a "
+                             "higher training loss shows?")
+
 # --- lesson 06 ---
+
+@exercise
 def rnn_bound_after_steps(answer: Any, *, spectral_norm: float = 0.8, steps_back: int = 20) -> Feedback:
     """Lesson 06: a tanh RNN whose recurrent matrix has largest singular value ``spectral_norm``.
     At most what fraction of ‖∂L/∂h_T‖ can reach ``steps_back`` steps earlier?
@@ -314,6 +669,7 @@ def rnn_bound_after_steps(answer: Any, *, spectral_norm: float = 0.8, steps_back
                              f"{steps_back} such factors.")
 
 
+@exercise
 def sigmoid_rnn_threshold(answer: Any) -> Feedback:
     """Lesson 06: below which largest singular value λ₁ of the recurrent matrix must the
     gradients of a *sigmoid* RNN vanish (Pascanu et al. 2013)?
@@ -330,6 +686,7 @@ def sigmoid_rnn_threshold(answer: Any) -> Feedback:
                         hint="The threshold is 1/γ with γ = max σ'. What is σ'(0)?")
 
 
+@exercise
 def forget_bias_memory(answer: Any, *, forget_bias: float = 3.0, ratio: float = 0.01) -> Feedback:
     """Lesson 06: an LSTM's forget gate sits at σ(b_f). With b_f = ``forget_bias``, about how
     many steps back does the cell-state path take to shrink a gradient to ``ratio`` of its value?
@@ -347,6 +704,7 @@ def forget_bias_memory(answer: Any, *, forget_bias: float = 3.0, ratio: float = 
                              "factor**n = ratio for n.")
 
 
+@exercise
 def remedy_for_long_memory(answer: Any) -> Feedback:
     """Lesson 06: which change lets a recurrent model solve the adding problem at T = 50:
     ``"clipping"``, ``"smaller learning rate"`` or ``"gated cell"``?
@@ -363,120 +721,94 @@ def remedy_for_long_memory(answer: Any) -> Feedback:
                              "or one that is too small?")
 
 
-# --- lessons 00 and 01 ---
-# Expected answers come from gradcourse.theory, so they can never drift from the lessons.
-
-def chain_gradient(answer) -> Feedback:
-    """Lesson 00: |∂h_L/∂h_0| for a sigmoid scalar chain with w = 2 and L = 10 links at z = 0.
-
-    >>> chain_gradient(0.5 ** 10).correct, chain_gradient(0.25 ** 10).correct
-    (True, False)
-    """
-    from . import theory
-
-    expected = float(theory.scalar_chain(2.0, 10, "sigmoid")[0])
-    return check_number(answer, expected, name="the gradient reaching the input", rel=0.02,
-                        praise="Ten factors of |w·σ'(0)| = 2 × 1/4 = 1/2 each: (1/2)^10 ≈ 0.001.",
-                        hint="Each link multiplies the gradient by |w·σ'(0)| with σ'(0) = 1/4; "
-                             "multiply ten such factors.")
-
-
-def critical_weight_sigmoid(answer) -> Feedback:
-    """Lesson 00: the |w| at which a sigmoid chain at z = 0 neither vanishes nor explodes.
-
-    >>> critical_weight_sigmoid(4).correct, critical_weight_sigmoid(1).correct
-    (True, False)
-    """
-    from . import theory
-
-    return check_number(answer, theory.critical_weight("sigmoid"), name="the critical |w|", rel=0.01,
-                        praise="|w|·σ'(0) = |w|/4 = 1 exactly at |w| = 4.",
-                        hint="Solve |w·σ'(0)| = 1 with σ'(0) = 1/4.")
-
-
-def signal_quantity(answer) -> Feedback:
-    """Lesson 00: which probe quantity is the backpropagated signal ‖∂L/∂z‖?
-
-    >>> signal_quantity("output_grad_norm").correct, signal_quantity("grad_norm").correct
-    (True, False)
-    """
-    return check_choice(answer, "output_grad_norm", name="the probe quantity",
-                        options=("grad_norm", "output_grad_norm", "weight_norm", "update_ratio"),
-                        praise="output_grad_norm is ‖∂L/∂z‖, the signal arriving at a layer's output; "
-                               "grad_norm is ‖∂L/∂W‖, what the optimizer uses.",
-                        hint="grad_norm is the weight gradient ‖∂L/∂W‖; the signal is the gradient "
-                             "with respect to the layer's output z.")
-
-
-def sigmoid_xavier_factor(answer) -> Feedback:
-    """Lesson 01: the per-layer factor φ'(0)·√(n·Var(w)) of a width-64 sigmoid MLP with Xavier init.
-
-    >>> sigmoid_xavier_factor(0.25).correct, sigmoid_xavier_factor(1.0).correct, sigmoid_xavier_factor(None).correct
-    (True, False, None)
-    """
-    from . import theory
-
-    return check_number(answer, theory.small_signal_factor("sigmoid", "xavier", 64),
-                        name="the per-layer factor", rel=0.03,
-                        praise="Xavier makes n·Var(w) = 1, but the sigmoid's 1/4 remains: still vanishing.",
-                        hint="n·Var(w) = 64 · 2/(64 + 64); then multiply its square root by σ'(0) = 1/4.")
-
-
-def depth_for_tiny_signal(answer) -> Feedback:
-    """Lesson 01: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
-    than 1e-8 of the last layer's signal to layer 1.
-
-    >>> depth_for_tiny_signal(11).correct, depth_for_tiny_signal(20).correct
-    (True, False)
-    """
-    from . import theory
-
-    factor = theory.small_signal_factor("sigmoid", "default", 64)
-    return check_number(answer, theory.depth_for_ratio(1e-8, factor), name="the depth", abs_tol=0.5, rel=0.0,
-                        praise=f"{factor:.3f}^(L−1) < 1e-8 needs L − 1 ≥ 10. The measurement below agrees.",
-                        hint=f"Each layer multiplies the signal by ≈ {factor:.3f}; solve "
-                             f"{factor:.3f}^(L−1) < 1e-8 for the smallest whole L.")
-
-
-def fix_for_tanh_default(answer) -> Feedback:
-    """Lesson 01: the one change that fixes a deep default-init tanh MLP's gradient at initialisation.
-
-    >>> fix_for_tanh_default("xavier").correct, fix_for_tanh_default("clip").correct
-    (True, False)
-    """
-    from . import theory
-
-    factors = {"xavier": theory.small_signal_factor("tanh", "xavier", 64),
-               "relu": theory.small_signal_factor("relu", "default", 64),
-               "clip": theory.small_signal_factor("tanh", "default", 64)}  # clipping changes nothing here
-    best = min(factors, key=lambda k: abs(math.log(factors[k])))
-    hints = {"relu": f"ReLU with the default init multiplies the signal by ≈ {factors['relu']:.2f} per layer: "
-                     f"even worse than default-init tanh's ≈ {factors['clip']:.2f}.",
-             "clip": "Clipping only scales large gradients down; it cannot make a small gradient larger."}
-    return check_choice(answer, best, name="the fix", options=tuple(factors),
-                        praise=f"Xavier makes n·Var(w) = 1, so tanh's factor becomes ≈ {factors['xavier']:.2f}.",
-                        hint=hints.get(str(answer).strip().lower(), ""))
-
-
 # --- lesson 07 ---
 # The expected answers come from the gradient doctor and from the runs themselves.
 
+#: Other words for the doctor's verdicts (compared after :func:`normalise`).
+PROBLEM_ALIASES = {
+    "dead relu": "dead_relu", "dead relus": "dead_relu", "dying relu": "dead_relu", "dying relus": "dead_relu",
+    "dead units": "dead_relu", "dead neurons": "dead_relu",
+    "vanishing gradient": "vanishing", "vanishing gradients": "vanishing", "vanish": "vanishing",
+    "exploding gradient": "exploding", "exploding gradients": "exploding", "explosion": "exploding",
+    "explode": "exploding", "saturated": "saturation", "saturating": "saturation",
+}
+#: The chaotic phase (lesson 02): a saturated run whose signal still grows at least this much from
+#: the last hidden layer to the first at the start is also, rightly, called "exploding".
+CHAOTIC_GROWTH = 100.0
 
+
+def _doctor():
+    """The doctor's module: ``gradcourse.doctor`` (``gradcourse.diagnose`` before it was renamed)."""
+    try:
+        from . import doctor
+    except ImportError:
+        import importlib
+
+        return importlib.import_module("gradcourse.diagnose")
+    return doctor
+
+
+def _first_signal(run) -> np.ndarray | None:
+    """‖∂L/∂z‖ of every hidden layer at the run's first recorded step, or None if not recorded."""
+    trace = getattr(run, "trace", None)
+    try:
+        signal = np.asarray(trace.get("output_grad_norm"), dtype=float)[0, :-1]
+    except Exception:  # noqa: BLE001 (no trace, no such quantity, no recorded step: not measured)
+        return None
+    if len(signal) < 2 or not np.all(np.isfinite(signal[[0, -1]])) or np.any(signal[[0, -1]] <= 0):
+        return None
+    return signal
+
+
+def accepted_diagnoses(run) -> tuple[str, ...]:
+    """The verdicts that count as right for ``run``: the doctor's, and also ``"exploding"`` for
+    a saturated run in the chaotic phase, whose signal grows toward layer 1 (lesson 02): it is both.
+    """
+    problem = _doctor().diagnose(run).problem
+    signal = _first_signal(run)
+    if problem == "saturation" and signal is not None and signal[0] / signal[-1] >= CHAOTIC_GROWTH:
+        return problem, "exploding"
+    return (problem,)
+
+
+def _is_run(run) -> bool:
+    return hasattr(run, "losses") and hasattr(run, "trace")
+
+
+@exercise
 def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
     """Lesson 07: your diagnosis of every mystery run, e.g. ``{"A": "vanishing", ...}``.
 
-    Right when every patient's problem matches :func:`gradcourse.diagnose` of its run.
+    Right when every patient's problem matches :func:`gradcourse.diagnose` of its run (patient C,
+    saturated in the chaotic phase, may also be called "exploding": it is both). Patient names and
+    verdicts are read without case ("a": "Dead ReLUs" is fine).
 
-    >>> mystery_diagnoses({"A": None}, {}).correct is None
-    True
+    >>> mystery_diagnoses({"A": "healthy"}, {}).message  # doctest: +ELLIPSIS
+    "This check cannot run: runs should be the dict of mystery runs ({'A': Run, ...}, ...); got {}. ..."
     """
-    from .diagnose import PROBLEMS, diagnose
-
+    expected_runs = "the dict of mystery runs ({'A': Run, ...}, from mystery_runs())"
+    if not isinstance(runs, dict) or not runs or not all(_is_run(r) for r in runs.values()):
+        return cannot_check("runs", expected_runs, runs)
+    problems = _doctor().PROBLEMS
     name = "the mystery diagnoses"
+    example = "{'A': 'vanishing', 'B': ...}"
     if answer is None or (isinstance(answer, dict) and all(v is None for v in answer.values())):
         return missing(name)
     if not isinstance(answer, dict):
-        return Feedback(False, f"{name} should be a dict like {{'A': 'vanishing', ...}}; got {answer!r}.")
+        return Feedback(False, _capital(f"{name} should be a dict like {example}; got {_show(answer)}."))
+    patients = {str(p).strip().upper(): p for p in runs}
+    given_by_patient = {}
+    for key, value in answer.items():
+        patient = patients.get(str(key).strip().upper())
+        if patient is None:
+            return Feedback(False, f"There is no patient {_show(key)}: the patients are "
+                                   f"{', '.join(map(str, runs))}.")
+        given_by_patient[patient] = value
+    missing_names = [str(p) for p in runs if given_by_patient.get(p) is None]
+    if missing_names:
+        return Feedback(None, f"Fill in a diagnosis for patient(s) {', '.join(missing_names)} too.")
+    choices = {normalise(p): p for p in problems}
+    choices.update({alias: p for alias, p in PROBLEM_ALIASES.items() if p in problems})
     hints = {
         "vanishing": "its signal per layer falls by many powers of ten toward layer 1, yet no unit "
                      "is saturated or dead",
@@ -485,34 +817,38 @@ def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
         "dead_relu": "look at the dead-units bars at the end of training",
         "healthy": "nothing in its plots crosses a threshold",
     }
-    wrong, missing_names = [], []
+    wrong, both = [], []
     for patient, run in runs.items():
-        given = answer.get(patient)
-        if given is None:
-            missing_names.append(patient)
-            continue
-        given = str(given).strip().lower()
-        if given not in PROBLEMS:
+        given = given_by_patient[patient]
+        verdict = choices.get(normalise(given)) if isinstance(given, str) else None
+        if verdict is None:
             return Feedback(False, f"Patient {patient}: the answer should be one of "
-                                   f"{', '.join(map(repr, PROBLEMS))}; got {given!r}.")
-        expected = diagnose(run).problem
-        if given != expected:
-            wrong.append(f"patient {patient} ({hints[expected]})")
-    if missing_names:
-        return Feedback(None, f"Fill in a diagnosis for patient(s) {', '.join(missing_names)} too.")
+                                   f"{', '.join(map(repr, problems))}; got {_show(given)}.")
+        accepted = accepted_diagnoses(run)
+        if verdict not in accepted:
+            wrong.append(f"patient {patient} ({hints.get(accepted[0], 'read its evidence')})")
+        elif len(accepted) > 1:
+            both.append(f"patient {patient} is both saturated and exploding (the chaotic phase of lesson 02)")
     if wrong:
         return Feedback(False, f"Not quite: {len(wrong)} of {len(runs)} wrong. Look again at "
                                + "; ".join(wrong) + ".")
-    return Feedback(True, f"Right: all {len(runs)} patients diagnosed as the doctor does. Now read "
+    note = f" Note: {'; '.join(both)}." if both else ""
+    return Feedback(True, f"Right: all {len(runs)} patients diagnosed as the doctor does.{note} Now read "
                           "its evidence: do the numbers match what you saw?")
 
 
+@exercise
 def signal_exponent(answer: Any, run) -> Feedback:
     """Lesson 07: k such that, at step 0, the signal at the first hidden layer is 10**k times the
-    one at the last hidden layer (read off a log-scale plot: within ±1 counts)."""
-    import numpy as np
+    one at the last hidden layer (read off a log-scale plot: within ±1 counts).
 
-    signal = run.trace.get("output_grad_norm")[0, :-1]
+    >>> signal_exponent(-16, None).correct is None       # no run to read the answer from
+    True
+    """
+    signal = _first_signal(run)
+    if signal is None:
+        return cannot_check("run", "a Run made by fit(..., probe=True) with the signal recorded at its "
+                                   "first step, e.g. runs['A']", run)
     expected = float(np.log10(signal[0] / signal[-1]))
     return check_number(answer, expected, name="the exponent k", rel=0.0, abs_tol=1.0,
                         praise="Each decade on the log axis is a factor of ten.",
@@ -520,90 +856,59 @@ def signal_exponent(answer: Any, run) -> Feedback:
                              "hidden layer on the signal curve; a falling curve gives a negative k.")
 
 
+def _remedy(answer: Any):
+    """The registry entry ``answer`` names (name or label, any case, spaces optional), or None."""
+    from .remedies import REMEDIES
+
+    if not isinstance(answer, str):
+        entry = REMEDIES.get(getattr(answer, "name", None)) if isinstance(getattr(answer, "name", None), str) else None
+        return entry if entry is answer else None
+
+    def key(text: str) -> str:
+        return normalise(text).replace(" ", "")
+
+    wanted = key(answer)
+    return next((r for r in REMEDIES.values() if wanted in (key(r.name), key(r.label))), None)
+
+
+@exercise
 def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
-    """Lesson 07: a remedy (one of ``widgets.lesson07.REMEDIES``) that cures ``patient``.
+    """Lesson 07: a remedy of :data:`gradcourse.remedies.REMEDIES`, by name or label (any case:
+    ``"lower_lr"``, ``"Lower learning rate"``, ``"batchnorm"``), that cures ``patient``.
 
-    The check applies it on the same seed: right when the doctor then finds the run healthy and
-    the training accuracy rose by at least 0.2.
+    The check applies it on the same seed (:func:`gradcourse.patients.treat`): right when the
+    doctor then finds the run healthy and the training accuracy rose by at least 0.2.
+
+    >>> prescription(["lower_lr"]).correct
+    False
     """
-    import math
+    from .patients import patient_name, treat
+    from .remedies import REMEDIES
 
-    from .diagnose import diagnose
-    from .widgets.lesson07 import REMEDIES, treat
-
+    patient = patient_name(patient)
     name = f"the remedy for patient {patient}"
     if answer is None:
         return missing(name)
-    if answer not in REMEDIES:
-        return Feedback(False, f"{name} should be one of {', '.join(map(repr, REMEDIES))}; got {answer!r}.")
-    before, after = treat(patient, "none", seed), treat(patient, answer, seed)
-    verdict = diagnose(after)
+    remedy = _remedy(answer)
+    if remedy is None:
+        labels = ", ".join(repr(r.label) for r in REMEDIES.values())
+        return Feedback(False, _capital(f"{name} should be a remedy's name or label: one of {labels}; "
+                                        f"got {_show(answer)}."))
+    try:
+        after = treat(patient, remedy.name, seed)
+    except ValueError as error:
+        return Feedback(False, f"Not quite: '{remedy.label}' does not apply to patient {patient} ({error}).")
+    before = treat(patient, seed=seed)
+    verdict = _doctor().diagnose(after)
 
     def accuracy(run):
         return run.metrics.get("train_accuracy", math.nan)
 
     gain = accuracy(after) - (0.5 if math.isnan(accuracy(before)) else accuracy(before))
     if verdict.problem == "healthy" and gain >= 0.2:
-        return Feedback(True, f"Right: after '{answer}' the doctor finds patient {patient} healthy "
+        return Feedback(True, f"Right: after '{remedy.label}' the doctor finds patient {patient} healthy "
                               f"and the training accuracy is {accuracy(after):.0%}.")
     status = ("diverged" if after.diverged_at is not None
               else f"reached {accuracy(after):.0%} training accuracy")
-    return Feedback(False, f"Not quite: after '{answer}' the run {status} and the doctor says "
+    return Feedback(False, f"Not quite: after '{remedy.label}' the run {status} and the doctor says "
                            f"'{verdict.problem}'. Read the doctor's first remedy for this patient.")
-
-
-# --- lesson 05 ---
-
-def resnet_plain_ratio(answer: Any, *, depth: int = 50, width: int = 32) -> Feedback:
-    """Lesson 05: the predicted signal ratio ‖∂L/∂z₁‖/‖∂L/∂z_depth‖ of a plain ReLU MLP of
-    ``depth`` hidden layers with PyTorch's default init, no BN. Right within a factor 3 (the
-    answer spans twenty orders of magnitude, so the check is on a log scale).
-
-    >>> resnet_plain_ratio(8e-20).correct, resnet_plain_ratio(1e-5).correct
-    (True, False)
-    """
-    from . import theory
-
-    expected = theory.small_signal_factor("relu", "default", width) ** (depth - 1)
-    if answer is None:
-        return missing("the first/last signal ratio")
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return Feedback(False, f"the ratio should be a number; got {answer!r}.")
-    if value > 0 and abs(math.log10(value / expected)) < math.log10(3):
-        return Feedback(True, f"Right: about {expected:.1e}. No optimiser step can use a gradient "
-                              "twenty orders of magnitude below the last layer's.")
-    return Feedback(False, "Not quite. Each plain ReLU layer multiplies the signal by "
-                           "√(width·Var(w)/2) = √(1/6) with the default init; raise that to the "
-                           f"{depth - 1}th power.")
-
-
-def resnet_block_factor(answer: Any, *, width: int = 32) -> Feedback:
-    """Lesson 05: the per-block factor of the signal in a residual MLP without BN (default init).
-
-    >>> resnet_block_factor(1.027).correct, resnet_block_factor(0.41).correct
-    (True, False)
-    """
-    from . import theory
-
-    expected = theory.residual_block_factor(width)
-    return check_number(answer, expected, name="the per-block factor", rel=0.005,
-                        praise="The 1 comes from the identity path; the branch only adds a little.",
-                        hint="‖δ_in‖² ≈ (1 + (n·Var(w))²/2)·‖δ_out‖², with n·Var(w) = 1/3; take the "
-                             "square root.")
-
-
-def resnet_degradation(answer: Any) -> Feedback:
-    """Lesson 05: the BN plain-50 ends with a higher *training* loss than the BN plain-10. Which
-    explanation does that rule out: ``"overfitting"`` or ``"optimisation difficulty"``?
-
-    >>> resnet_degradation("overfitting").correct, resnet_degradation("optimisation difficulty").correct
-    (True, False)
-    """
-    return check_choice(answer, "overfitting", name="what the training loss rules out",
-                        options=("overfitting", "optimisation difficulty"),
-                        praise="Overfitting would show a *lower* training loss and a worse test "
-                               "loss; here the deeper net cannot even fit the training set.",
-                        hint="Overfitting means fitting the training data too well. Is that what a "
-                             "higher training loss shows?")

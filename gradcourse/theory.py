@@ -1,7 +1,8 @@
-"""Closed-form predictions that the plots overlay on measurements.
+"""Closed-form predictions that the plots overlay on measurements, in lesson order (00, 01, …).
 
 Each function's docstring derives its formula in a few lines; the tests compare each one with
-a measurement.
+a measurement. Every Gaussian average E[f(h)], h ~ N(0, q), goes through one routine,
+:func:`gaussian_mean`, accurate for any q the course uses (from 0 to the 10⁵ of inputs ×100).
 """
 
 from __future__ import annotations
@@ -9,209 +10,84 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from . import _checks
+from .models import INITS
 
-# Sections below, one per lesson, each with its own functions.
-
-
-# --- lesson 02 ---
-
-def relu_signal_factor(c: float) -> float:
-    """How much the backpropagated signal grows per ReLU layer when Var(w) = c · 2/fan_in.
-
-    Going backward, ``δ_{k-1} = W_kᵀ (φ'(z_{k-1}) ⊙ δ_k)``. With independent weights of variance
-    ``c·2/n`` and a ReLU slope that is 1 on about half the units and 0 on the rest,
-    ``E‖δ_{k-1}‖² = n · (c·2/n) · ½ · ‖δ_k‖² = c ‖δ_k‖²``, so the norm grows by ``√c`` per layer.
-    ``c = 1`` is He's initialisation, the critical scale where the signal neither grows nor shrinks.
-
-    >>> relu_signal_factor(1.0), relu_signal_factor(4.0)
-    (1.0, 2.0)
-    """
-    c = _checks.number("c", c, low=0.0, low_open=True)
-    return math.sqrt(c)
+try:  # one source for the saturation margin: the probe's definition of a saturated unit
+    from .probes import SATURATION_MARGIN
+except ImportError:  # until branch `probe` makes the name public (remove this fallback then)
+    from .probes import _SATURATION_MARGIN as SATURATION_MARGIN
 
 
-def relu_signal_profile(c: float, depth: int) -> np.ndarray:
-    """Predicted ‖∂L/∂z_k‖ / ‖∂L/∂z_depth‖ for the hidden layers k = 1..depth of a ReLU MLP.
+# --- shared: the Gaussian expectation and erf every section uses ---
 
-    Each of the ``depth - k`` layers between layer k and the last multiplies the signal by
-    :func:`relu_signal_factor`, so the ratio is ``c ** ((depth - k) / 2)``: at 20 layers and
-    c = 4 (twice He's standard deviation) the first layer receives ``2**19 ≈ 5e5`` times the
-    last layer's signal.
-
-    >>> float(relu_signal_profile(4.0, 20)[0])
-    524288.0
-    >>> relu_signal_profile(1.0, 5).tolist()
-    [1.0, 1.0, 1.0, 1.0, 1.0]
-    """
-    depth = _checks.integer("depth", depth, low=1)
-    factor = relu_signal_factor(c)
-    return factor ** np.arange(depth - 1, -1, -1, dtype=float)
-
-
-_HERMITE_Z, _HERMITE_W = np.polynomial.hermite_e.hermegauss(101)
-_HERMITE_W = _HERMITE_W / _HERMITE_W.sum()
+# E[f(h)] for h = √q·u, u ~ N(0, 1), by 8-node Gauss–Legendre panels over u ∈ [−12, 12] (the
+# mass beyond is below 1e-32). A single Gauss–Hermite rule fails once q is large: its nodes in h
+# are spaced ~0.3·√q apart and step over the narrow bump of tanh'(h)² or σ'(h)², so it returns
+# too much, or 0. Here the panel edges are the union of two grids: one on the Gaussian's scale
+# (u = 0, 1, 2, 3, 4, 6, 8, 12) and one on the activations' scale (h = 1, …, 6, then wider up to
+# 20, beyond which tanh and the sigmoid are flat to 1e-9), so both the bell and the activation's
+# bend are resolved for any q (relative error ~1e-10 for every activation of the course and its
+# slope, q from 0 to 1e8, against a 24-node rule on quarter-unit panels). The edge at 0 keeps
+# ReLU's kink out of every panel.
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
+_U_EDGES = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
+_H_EDGES = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0])
+_U_MAX = 12.0
 
 
-def _gauss(f, q: np.ndarray) -> np.ndarray:
-    """E[f(h)] for h ~ N(0, q), for every q in the array (Gauss–Hermite quadrature)."""
+def _gaussian_nodes(q: np.ndarray, *, even: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes h (shape ``q.shape + (n,)``) and weights w with Σ w f(h) ≈ E[f(h)], h ~ N(0, q).
+    ``even=True`` returns the half h ≥ 0 only, for an even f (half the work)."""
+    s = np.sqrt(q)[..., None]
+    h_edges_in_u = np.minimum(_H_EDGES / np.maximum(s, 1e-300), _U_MAX)   # s = 0: all at u = 12
+    edges = np.sort(np.concatenate([np.broadcast_to(_U_EDGES, q.shape + _U_EDGES.shape), h_edges_in_u],
+                                   axis=-1), axis=-1)
+    half = (edges[..., 1:] - edges[..., :-1]) / 2              # zero-width panels add nothing
+    mid = (edges[..., 1:] + edges[..., :-1]) / 2
+    u = (mid[..., None] + half[..., None] * _GL_NODES).reshape(q.shape + (-1,))
+    w = (half[..., None] * _GL_WEIGHTS).reshape(q.shape + (-1,)) * np.exp(-0.5 * u * u)
+    if not even:
+        u, w = np.concatenate([u, -u], axis=-1), np.concatenate([w, w], axis=-1)
+    return s * u, w / w.sum(axis=-1, keepdims=True)
+
+
+def _nonnegative_q(q) -> np.ndarray:
     q = np.asarray(q, dtype=float)
-    return (f(np.sqrt(q)[..., None] * _HERMITE_Z) * _HERMITE_W).sum(axis=-1)
+    if not np.all(np.isfinite(q)) or np.any(q < 0):
+        raise ValueError(f"q must be finite and non-negative (a variance); got {q!r}")
+    return q
 
 
-def tanh_mean_field(sigma_w: float, depth: int, q_input: float | np.ndarray, *,
-                    sigma_b: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean-field variance ``q_k`` of the pre-activations and the slope factor ``χ_k`` per layer
-    of a wide tanh MLP with w ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²) (Poole et al. 2016).
+def gaussian_mean(function, q: float | np.ndarray) -> float | np.ndarray:
+    """E[f(h)] for h ~ N(0, q), for a number q or an array of them (q = 0 gives f(0)).
 
-    Forward, a wide layer's pre-activations are Gaussian with variance
-    ``q_1 = σ_w² q_input + σ_b²`` (``q_input`` = mean squared input component) and
-    ``q_{k+1} = σ_w² E[tanh(h)²] + σ_b²`` with h ~ N(0, q_k). Backward, crossing layer k
-    multiplies ‖∂L/∂z‖² by ``χ_k = σ_w² E[tanh'(h)²]``. Large weights make q large, so most units
-    saturate (tanh' ≈ 0), yet σ_w² can outweigh the small slopes: χ > 1 and the signal grows.
-    Returns ``(q, chi)``, each of shape ``(depth,)`` (or ``(n, depth)`` for an array of
-    ``q_input``, one per example).
+    ``function`` takes a numpy array of h values and returns f at each. The quadrature is
+    accurate to about 1e-10 for every activation of :func:`gradcourse.models.mlp` and its slope
+    squared, at any q: it places nodes both on the Gaussian's scale √q and on the activation's
+    own scale (see the comment above), so a narrow bump such as tanh'(h)² at q = 10⁴ is not
+    stepped over.
 
-    >>> q, chi = tanh_mean_field(4.0, 10, 0.166)
-    >>> round(float(q[-1]), 1), round(float(chi[-1]), 2)       # deep layers: a fixed point
-    (12.5, 2.48)
+    >>> round(gaussian_mean(lambda h: h**2, 2.0), 12)
+    2.0
+    >>> f"{gaussian_mean(lambda h: activation_slope('tanh', h) ** 2, 1e4):.4e}"  # ≈ (4/3)/√(2π·10⁴)
+    '5.3191e-03'
     """
-    sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
-    sigma_b = _checks.number("sigma_b", sigma_b, low=0.0)
-    depth = _checks.integer("depth", depth, low=1)
-    q = sigma_w ** 2 * np.asarray(q_input, dtype=float) + sigma_b ** 2
-    if np.any(q < 0) or not np.all(np.isfinite(q)):
-        raise ValueError(f"q_input must be finite and non-negative; got {q_input!r}")
-    qs, chis = [], []
-    for _ in range(depth):
-        qs.append(q)
-        chis.append(sigma_w ** 2 * _gauss(lambda h: (1 - np.tanh(h) ** 2) ** 2, q))
-        q = sigma_w ** 2 * _gauss(lambda h: np.tanh(h) ** 2, q) + sigma_b ** 2
-    return np.stack(qs, axis=-1), np.stack(chis, axis=-1)
+    q = _nonnegative_q(q)
+    h, w = _gaussian_nodes(q)
+    out = np.sum(np.asarray(function(h), dtype=float) * w, axis=-1)
+    return float(out) if out.ndim == 0 else out
 
 
-def tanh_signal_ratio(sigma_w: float, depth: int, x: np.ndarray, *, sigma_b: float = 0.0) -> float:
-    """Predicted ‖∂L/∂z_1‖ / ‖∂L/∂z_depth‖ of a tanh MLP on the inputs ``x`` (shape (n, d)).
-
-    Each example has its own input variance ``q_input = ‖x‖²/d``, hence its own ``χ_k``
-    (:func:`tanh_mean_field`); its signal grows by ``√(χ_1 ⋯ χ_{depth-1})`` from the last layer
-    to the first. The batch norm adds squares, so the ratio is the root-mean-square over the
-    examples (examples near the origin start unsaturated, where χ ≈ σ_w², and grow most).
-
-    >>> from gradcourse import data
-    >>> 150 < tanh_signal_ratio(4.0, 10, data.spirals(512, seed=0).x.numpy()) < 600
-    True
-    """
-    x = np.asarray(x, dtype=float)
-    if x.ndim != 2 or not len(x):
-        raise ValueError(f"x must be a non-empty 2-D array (examples, features); got shape {x.shape}")
-    _, chi = tanh_mean_field(sigma_w, depth, (x ** 2).mean(axis=1), sigma_b=sigma_b)
-    return float(np.sqrt(np.mean(np.prod(chi[:, :-1], axis=1))))
+def _erf(x) -> np.ndarray:
+    """The error function, elementwise, in float64 (torch's, so that no loop runs in Python)."""
+    return torch.special.erf(torch.as_tensor(np.asarray(x, dtype=float))).numpy()
 
 
-def tanh_saturated_fraction(q: float | np.ndarray, margin: float = 0.03) -> np.ndarray:
-    """Fraction of tanh units with |tanh(h)| > 1 − margin when h ~ N(0, q) (the probe's
-    definition): P(|h| > atanh(1 − margin)) = erfc(atanh(1 − margin) / √(2q)).
-
-    >>> round(float(tanh_saturated_fraction(12.48)), 3)
-    0.554
-    """
-    margin = _checks.number("margin", margin, low=0.0, high=1.0, low_open=True)
-    q = np.asarray(q, dtype=float)
-    from math import erfc
-
-    return np.vectorize(lambda v: erfc(math.atanh(1 - margin) / math.sqrt(2 * v)) if v > 0 else 0.0)(q)
-
-
-def tanh_chi_fixed_point(sigma_w: float, *, sigma_b: float = 0.0, iterations: int = 500) -> float:
-    """χ* = σ_w² E[tanh'(h)²] at the fixed point q* of the forward variance map.
-
-    Deep in a network every layer sits at q*, so χ* decides the phase: χ* < 1 ordered (the
-    signal vanishes), χ* > 1 chaotic (it explodes, even while units saturate). With σ_b = 0,
-    q* = 0 for σ_w ≤ 1 (then χ* = σ_w²) and q* > 0 beyond, so the boundary is σ_w = 1.
-
-    >>> round(tanh_chi_fixed_point(0.8), 3), round(tanh_chi_fixed_point(4.0), 2)
-    (0.64, 2.48)
-    """
-    iterations = _checks.integer("iterations", iterations, low=1)
-    _, chi = tanh_mean_field(sigma_w, iterations, 1.0, sigma_b=sigma_b)
-    return float(chi[-1])
-
-
-def tanh_critical_sigma_w(sigma_b: float = 0.0) -> float:
-    """The σ_w where χ* = 1: the edge of chaos between the ordered and the chaotic phase,
-    found by bisection on :func:`tanh_chi_fixed_point` (which increases with σ_w).
-
-    >>> round(tanh_critical_sigma_w(0.0), 2)
-    1.0
-    >>> tanh_critical_sigma_w(0.3) > 1.0      # a bias pushes the edge to larger weights
-    True
-    """
-    sigma_b = _checks.number("sigma_b", sigma_b, low=0.0, high=2.0)
-    low, high = 0.5, 5.0
-    for _ in range(40):
-        mid = (low + high) / 2
-        if tanh_chi_fixed_point(mid, sigma_b=sigma_b, iterations=2000) > 1:
-            high = mid
-        else:
-            low = mid
-    return (low + high) / 2
-
-
-def largest_stable_lr(curvature: float) -> float:
-    """Gradient descent on L(w) = ½·h·w² multiplies w by (1 − α h) each step, so it converges
-    only when |1 − α h| < 1, i.e. α < 2/h: beyond, each step overshoots further and w explodes.
-
-    >>> largest_stable_lr(4.0)
-    0.5
-    """
-    curvature = _checks.number("curvature", curvature, low=0.0, low_open=True)
-    return 2.0 / curvature
-
-
-# --- lesson 03 ---
-
-def clip_by_norm(g: np.ndarray, threshold: float) -> np.ndarray:
-    """``g · min(1, threshold/‖g‖)``: the whole vector is rescaled, its direction kept.
-
-    >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).tolist()
-    [0.6000000000000001, 0.8]
-    """
-    threshold = _checks.number("threshold", threshold, low=0.0, low_open=True)
-    g = np.asarray(g, dtype=float)
-    norm = np.linalg.norm(g)
-    return g * min(1.0, threshold / norm) if norm > 0 else g.copy()
-
-
-def clip_by_value(g: np.ndarray, threshold: float) -> np.ndarray:
-    """Every component clamped to [−threshold, threshold]: large components shrink, small ones
-    stay, so the direction turns toward the diagonal.
-
-    >>> clip_by_value(np.array([3.0, 0.5]), 1.0).tolist()
-    [1.0, 0.5]
-    """
-    threshold = _checks.number("threshold", threshold, low=0.0, low_open=True)
-    return np.clip(np.asarray(g, dtype=float), -threshold, threshold)
-
-
-def clip_angle(g: np.ndarray, method: str, threshold: float) -> float:
-    """Angle in degrees between ``g`` and its clipped version: 0 for ``"norm"`` (always),
-    ``arccos(g·c / (‖g‖‖c‖))`` for ``"value"``, largest when one component dominates.
-
-    >>> clip_angle(np.array([3.0, 0.5]), "norm", 1.0)
-    0.0
-    >>> round(clip_angle(np.array([3.0, 0.5]), "value", 1.0), 1)     # 26.6° − 9.5°
-    17.1
-    """
-    _checks.choice("method", method, ("norm", "value"))
-    g = np.asarray(g, dtype=float)
-    clipped = clip_by_norm(g, threshold) if method == "norm" else clip_by_value(g, threshold)
-    denominator = np.linalg.norm(g) * np.linalg.norm(clipped)
-    if denominator == 0:
-        return 0.0
-    cosine = float(np.clip(g @ clipped / denominator, -1.0, 1.0))
-    return 0.0 if cosine >= 1.0 - 1e-12 else math.degrees(math.acos(cosine))
+def _erfc(x) -> np.ndarray:
+    return torch.special.erfc(torch.as_tensor(np.asarray(x, dtype=float))).numpy()
 
 
 # --- lessons 00 and 01 ---
@@ -222,7 +98,6 @@ def clip_angle(g: np.ndarray, method: str, threshold: float) -> float:
 SLOPE_AT_ZERO = {"sigmoid": 0.25, "tanh": 1.0, "relu": 1.0, "leaky_relu": 1.0, "gelu": 0.5,
                  "linear": 1.0}
 _LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default negative slope
-_erf = np.vectorize(math.erf, otypes=[float])
 
 
 def activation_value(activation: str, z) -> np.ndarray:
@@ -334,7 +209,7 @@ def weight_variance(init: str, fan_in: int, fan_out: int, weight_std: float | No
     >>> weight_variance("default", 64, 64) * 3 * 64, weight_variance("kaiming", 64, 64) * 64
     (1.0, 2.0)
     """
-    _checks.choice("init", init, ("default", "xavier", "kaiming", "normal"))
+    _checks.choice("init", init, INITS)
     fan_in = _checks.integer("fan_in", fan_in, low=1)
     fan_out = _checks.integer("fan_out", fan_out, low=1)
     if init == "default":
@@ -356,23 +231,9 @@ def bias_variance(init: str, fan_in: int) -> float:
     >>> bias_variance("default", 3), bias_variance("kaiming", 3)
     (0.1111111111111111, 0.0)
     """
-    _checks.choice("init", init, ("default", "xavier", "kaiming", "normal"))
+    _checks.choice("init", init, INITS)
     fan_in = _checks.integer("fan_in", fan_in, low=1)
     return 1.0 / (3.0 * fan_in) if init == "default" else 0.0
-
-
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(100)  # ∫ f(x) e^{-x²/2} dx ≈ Σ w_i f(x_i)
-_WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)               # … so Σ w_i f(x_i) ≈ E f(x), x ~ N(0, 1)
-
-
-def gaussian_mean(function, q: float) -> float:
-    """E[f(z)] for z ~ N(0, q) by 100-point Gauss–Hermite quadrature (q = 0 gives f(0)).
-
-    >>> round(gaussian_mean(lambda z: z**2, 2.0), 12)
-    2.0
-    """
-    q = _checks.number("q", q, low=0.0)
-    return float(np.sum(_WEIGHTS * function(math.sqrt(q) * _NODES)))
 
 
 def small_signal_factor(activation: str, init: str, width: int, weight_std: float | None = None) -> float:
@@ -402,6 +263,31 @@ def small_signal_factor(activation: str, init: str, width: int, weight_std: floa
     if activation == "leaky_relu":
         return math.sqrt(gain * (1.0 + _LEAKY_SLOPE**2) / 2.0)
     return SLOPE_AT_ZERO[activation] * math.sqrt(gain)
+
+
+def critical_sigma_w(activation: str) -> float:
+    """The weight scale σ_w (std × √fan_in, ``init="normal"``'s ``weight_std``) at which a wide
+    layer keeps the size of small signals: :func:`small_signal_factor` = 1.
+
+    √2 for ReLU (He's initialisation), √(2/(1 + a²)) for leaky ReLU of slope a, and 1/φ'(0)
+    for the smooth activations: 1 for tanh and linear (for tanh without bias this is also the
+    edge of chaos, :func:`tanh_critical_sigma_w`), 4 for the sigmoid and 2 for GELU, whose
+    mean-field factor once q grows is smaller (:func:`signal_factors`). The one source of the
+    critical scales (:data:`CRITICAL_SIGMA_W`).
+
+    >>> critical_sigma_w("relu") == math.sqrt(2), critical_sigma_w("tanh"), critical_sigma_w("sigmoid")
+    (True, 1.0, 4.0)
+    """
+    _checks.choice("activation", activation, SLOPE_AT_ZERO)
+    if activation == "relu":
+        return math.sqrt(2.0)
+    if activation == "leaky_relu":
+        return math.sqrt(2.0 / (1.0 + _LEAKY_SLOPE**2))
+    return 1.0 / SLOPE_AT_ZERO[activation]
+
+
+#: :func:`critical_sigma_w` of every activation of :func:`gradcourse.models.mlp`.
+CRITICAL_SIGMA_W = {activation: critical_sigma_w(activation) for activation in SLOPE_AT_ZERO}
 
 
 def signal_factors(depth: int, width: int, *, activation: str = "sigmoid", init: str = "default",
@@ -441,9 +327,8 @@ def signal_factors(depth: int, width: int, *, activation: str = "sigmoid", init:
     for k in range(1, depth):
         q[k] = width * hidden_var * gaussian_mean(lambda z: activation_value(activation, z) ** 2, q[k - 1]) \
             + bias_variance(init, width)
-    factors = np.array([math.sqrt(width * hidden_var * gaussian_mean(
-        lambda z: activation_slope(activation, z) ** 2, qk)) for qk in q[:-1]])
-    return q, factors
+    factors = np.sqrt(width * hidden_var * gaussian_mean(lambda z: activation_slope(activation, z) ** 2, q[:-1]))
+    return q, np.atleast_1d(factors)
 
 
 def predict_signal(config: dict, *, last: float = 1.0, input_second_moment: float = 1.0,
@@ -485,6 +370,308 @@ def depth_for_ratio(threshold: float, factor: float) -> int:
         raise ValueError(f"threshold and factor must be below 1 (a shrinking signal); got {threshold}, {factor}")
     return int(math.floor(math.log(threshold) / math.log(factor))) + 2
 
+
+# --- lesson 02 ---
+
+def relu_signal_factor(c: float) -> float:
+    """How much the backpropagated signal grows per ReLU layer when Var(w) = c · 2/fan_in.
+
+    Going backward, ``δ_{k-1} = W_kᵀ (φ'(z_{k-1}) ⊙ δ_k)``. With independent weights of variance
+    ``c·2/n`` and a ReLU slope that is 1 on about half the units and 0 on the rest,
+    ``E‖δ_{k-1}‖² = n · (c·2/n) · ½ · ‖δ_k‖² = c ‖δ_k‖²``, so the norm grows by ``√c`` per layer.
+    ``c = 1`` is He's initialisation, the critical scale where the signal neither grows nor shrinks.
+
+    >>> relu_signal_factor(1.0), relu_signal_factor(4.0)
+    (1.0, 2.0)
+    """
+    c = _checks.number("c", c, low=0.0, low_open=True)
+    return math.sqrt(c)
+
+
+def relu_signal_profile(c: float, depth: int) -> np.ndarray:
+    """Predicted ‖∂L/∂z_k‖ / ‖∂L/∂z_depth‖ for the hidden layers k = 1..depth of a ReLU MLP.
+
+    Each of the ``depth - k`` layers between layer k and the last multiplies the signal by
+    :func:`relu_signal_factor`, so the ratio is ``c ** ((depth - k) / 2)``: at 20 layers and
+    c = 4 (twice He's standard deviation) the first layer receives ``2**19 ≈ 5e5`` times the
+    last layer's signal.
+
+    >>> float(relu_signal_profile(4.0, 20)[0])
+    524288.0
+    >>> relu_signal_profile(1.0, 5).tolist()
+    [1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    depth = _checks.integer("depth", depth, low=1)
+    factor = relu_signal_factor(c)
+    return factor ** np.arange(depth - 1, -1, -1, dtype=float)
+
+
+def _tanh_averages(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E[tanh(h)²] and E[tanh'(h)²] for h ~ N(0, q), on one set of quadrature nodes."""
+    h, w = _gaussian_nodes(q, even=True)
+    tanh2 = np.tanh(h) ** 2
+    return np.sum(tanh2 * w, axis=-1), np.sum((1.0 - tanh2) ** 2 * w, axis=-1)
+
+
+def tanh_mean_field(sigma_w: float, depth: int, q_input: float | np.ndarray, *,
+                    sigma_b: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-field variance ``q_k`` of the pre-activations and the slope factor ``χ_k`` per layer
+    of a wide tanh MLP with w ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²) (Poole et al. 2016).
+
+    Forward, a wide layer's pre-activations are Gaussian with variance
+    ``q_1 = σ_w² q_input + σ_b²`` (``q_input`` = mean squared input component) and
+    ``q_{k+1} = σ_w² E[tanh(h)²] + σ_b²`` with h ~ N(0, q_k). Backward, crossing layer k
+    multiplies ‖∂L/∂z‖² by ``χ_k = σ_w² E[tanh'(h)²]``. Large weights make q large, so most units
+    saturate (tanh' ≈ 0), yet σ_w² can outweigh the small slopes: χ > 1 and the signal grows.
+    Returns ``(q, chi)``, each of shape ``(depth,)`` (or ``(n, depth)`` for an array of
+    ``q_input``, one per example).
+
+    >>> q, chi = tanh_mean_field(4.0, 10, 0.166)
+    >>> round(float(q[-1]), 1), round(float(chi[-1]), 2)       # deep layers: a fixed point
+    (12.5, 2.38)
+    """
+    sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
+    sigma_b = _checks.number("sigma_b", sigma_b, low=0.0)
+    depth = _checks.integer("depth", depth, low=1)
+    q = sigma_w ** 2 * np.asarray(q_input, dtype=float) + sigma_b ** 2
+    if np.any(q < 0) or not np.all(np.isfinite(q)):
+        raise ValueError(f"q_input must be finite and non-negative; got {q_input!r}")
+    qs, chis = [], []
+    for _ in range(depth):
+        tanh2, slope2 = _tanh_averages(q)
+        qs.append(q)
+        chis.append(sigma_w ** 2 * slope2)
+        q = sigma_w ** 2 * tanh2 + sigma_b ** 2
+    return np.stack(qs, axis=-1), np.stack(chis, axis=-1)
+
+
+def tanh_signal_ratio(sigma_w: float, depth: int, x: np.ndarray, *, sigma_b: float = 0.0) -> float:
+    """Predicted ‖∂L/∂z_1‖ / ‖∂L/∂z_depth‖ of a tanh MLP on the inputs ``x`` (shape (n, d)).
+
+    Each example has its own input variance ``q_input = ‖x‖²/d``, hence its own ``χ_k``
+    (:func:`tanh_mean_field`); its signal grows by ``√(χ_1 ⋯ χ_{depth-1})`` from the last layer
+    to the first. The batch norm adds squares, so the ratio is the root-mean-square over the
+    examples (examples near the origin start unsaturated, where χ ≈ σ_w², and grow most).
+
+    >>> from gradcourse import data
+    >>> 150 < tanh_signal_ratio(4.0, 10, data.spirals(512, seed=0).x.numpy()) < 600
+    True
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2 or not len(x):
+        raise ValueError(f"x must be a non-empty 2-D array (examples, features); got shape {x.shape}")
+    _, chi = tanh_mean_field(sigma_w, depth, (x ** 2).mean(axis=1), sigma_b=sigma_b)
+    return float(np.sqrt(np.mean(np.prod(chi[:, :-1], axis=1))))
+
+
+def tanh_saturated_fraction(q: float | np.ndarray, margin: float = SATURATION_MARGIN) -> np.ndarray:
+    """Fraction of tanh units with |tanh(h)| > 1 − margin when h ~ N(0, q) (the probe's
+    definition, :data:`gradcourse.probes.SATURATION_MARGIN`):
+    P(|h| > atanh(1 − margin)) = erfc(atanh(1 − margin) / √(2q)).
+
+    >>> round(float(tanh_saturated_fraction(12.48)), 3)
+    0.554
+    """
+    margin = _checks.number("margin", margin, low=0.0, high=1.0, low_open=True)
+    q = _nonnegative_q(q)
+    with np.errstate(divide="ignore"):
+        return _erfc(math.atanh(1 - margin) / np.sqrt(2 * q))   # q = 0: erfc(∞) = 0
+
+
+def _tanh_fixed_point(sigma_w: float, sigma_b: float) -> float:
+    """q* with q* = σ_w² E[tanh(h)²] + σ_b², h ~ N(0, q*): the stable fixed point, by bisection.
+
+    F(q) = σ_w² E[tanh²] + σ_b² − q is concave with F(q) < 0 for q ≥ σ_w² + σ_b². With σ_b > 0,
+    F(0) > 0 and the root is unique. With σ_b = 0, q = 0 is always a root; it is the stable one
+    for σ_w ≤ 1 (E[tanh²] < q), while for σ_w > 1 F > 0 just above 0 and the stable root is the
+    other one, which bisection from (0, σ_w²] finds (it never evaluates F at 0).
+    """
+    if sigma_b == 0.0 and sigma_w <= 1.0:
+        return 0.0
+    low, high = 0.0, sigma_w ** 2 + sigma_b ** 2
+    for _ in range(64):                       # 2⁻⁶⁴ of the bracket: below float64's resolution
+        mid = (low + high) / 2
+        if sigma_w ** 2 * _tanh_averages(np.asarray(mid))[0] + sigma_b ** 2 > mid:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def tanh_chi_fixed_point(sigma_w: float, *, sigma_b: float = 0.0) -> float:
+    """χ* = σ_w² E[tanh'(h)²] at the fixed point q* of the forward variance map.
+
+    Deep in a network every layer sits at q*, so χ* decides the phase: χ* < 1 ordered (the
+    signal vanishes), χ* > 1 chaotic (it explodes, even while units saturate). With σ_b = 0,
+    q* = 0 for σ_w ≤ 1 (then χ* = σ_w²) and q* > 0 beyond, so the boundary is σ_w = 1.
+    q* is solved for directly (:func:`tanh_mean_field` reaches it layer by layer).
+
+    >>> round(tanh_chi_fixed_point(0.8), 3), round(tanh_chi_fixed_point(4.0), 3)
+    (0.64, 2.377)
+    """
+    sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
+    sigma_b = _checks.number("sigma_b", sigma_b, low=0.0)
+    q_star = _tanh_fixed_point(sigma_w, sigma_b)
+    return float(sigma_w ** 2 * _tanh_averages(np.asarray(q_star))[1])
+
+
+def tanh_critical_sigma_w(sigma_b: float = 0.0) -> float:
+    """The σ_w where χ* = 1: the edge of chaos between the ordered and the chaotic phase,
+    found by bisection on :func:`tanh_chi_fixed_point` (which increases with σ_w).
+
+    >>> round(tanh_critical_sigma_w(0.0), 2)
+    1.0
+    >>> round(tanh_critical_sigma_w(0.3), 2)   # a bias pushes the edge to larger weights
+    1.4
+    """
+    sigma_b = _checks.number("sigma_b", sigma_b, low=0.0, high=2.0)
+    low, high = 0.5, 5.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if tanh_chi_fixed_point(mid, sigma_b=sigma_b) > 1:
+            high = mid
+        else:
+            low = mid
+    return (low + high) / 2
+
+
+def largest_stable_lr(curvature: float) -> float:
+    """Gradient descent on L(w) = ½·h·w² multiplies w by (1 − α h) each step, so it converges
+    only when |1 − α h| < 1, i.e. α < 2/h: beyond, each step overshoots further and w explodes.
+
+    >>> largest_stable_lr(4.0)
+    0.5
+    """
+    curvature = _checks.number("curvature", curvature, low=0.0, low_open=True)
+    return 2.0 / curvature
+
+
+# --- lesson 03 ---
+
+def clip_by_norm(g: np.ndarray, threshold: float) -> np.ndarray:
+    """``g · min(1, threshold/‖g‖)``: the whole vector is rescaled, its direction kept.
+
+    >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).tolist()
+    [0.6000000000000001, 0.8]
+    """
+    threshold = _checks.number("threshold", threshold, low=0.0, low_open=True)
+    g = np.asarray(g, dtype=float)
+    norm = np.linalg.norm(g)
+    return g * min(1.0, threshold / norm) if norm > 0 else g.copy()
+
+
+def clip_by_value(g: np.ndarray, threshold: float) -> np.ndarray:
+    """Every component clamped to [−threshold, threshold]: large components shrink, small ones
+    stay, so the direction turns toward the diagonal.
+
+    >>> clip_by_value(np.array([3.0, 0.5]), 1.0).tolist()
+    [1.0, 0.5]
+    """
+    threshold = _checks.number("threshold", threshold, low=0.0, low_open=True)
+    return np.clip(np.asarray(g, dtype=float), -threshold, threshold)
+
+
+def clip_angle(g: np.ndarray, method: str, threshold: float) -> float:
+    """Angle in degrees between ``g`` and its clipped version: 0 for ``"norm"`` (always),
+    ``arccos(g·c / (‖g‖‖c‖))`` for ``"value"``, largest when one component dominates.
+
+    >>> clip_angle(np.array([3.0, 0.5]), "norm", 1.0)
+    0.0
+    >>> round(clip_angle(np.array([3.0, 0.5]), "value", 1.0), 1)     # 26.6° − 9.5°
+    17.1
+    """
+    _checks.choice("method", method, ("norm", "value"))
+    g = np.asarray(g, dtype=float)
+    clipped = clip_by_norm(g, threshold) if method == "norm" else clip_by_value(g, threshold)
+    denominator = np.linalg.norm(g) * np.linalg.norm(clipped)
+    if denominator == 0:
+        return 0.0
+    cosine = float(np.clip(g @ clipped / denominator, -1.0, 1.0))
+    return 0.0 if cosine >= 1.0 - 1e-12 else math.degrees(math.acos(cosine))
+
+
+# --- lesson 04 ---
+
+def batchnorm_relu_growth() -> float:
+    """Per-layer growth factor √(π/(π−1)) ≈ 1.21 of the gradient toward the input in a deep ReLU
+    network with BatchNorm after every linear layer and no skip connections, at initialisation
+    (Yang et al. 2019, for wide layers and large batches).
+
+    BN makes each pre-activation x̂ ~ N(0, 1) over the batch, so a = relu(x̂) has batch variance
+    Var(a) = E[a²] − E[a]² = ½ − 1/(2π) = (π−1)/(2π). The next linear layer's output z = W a has
+    batch variance n·Var(w)·Var(a), and BN divides z by its square root. Backward, ‖δ‖² is
+    multiplied by n·Var(w) (the weights) times E[relu'(x̂)²] = ½ (the ReLU), then by
+    1/(n·Var(w)·Var(a)) (BN's division). The weight scale cancels: each layer multiplies ‖δ‖² by
+    ½ / ((π−1)/(2π)) = π/(π−1). BN divides by the *centred* spread of the activation while the
+    gradient passes through its uncentred slope, and the mismatch compounds with depth.
+
+    >>> round(batchnorm_relu_growth(), 3)
+    1.211
+    >>> round(batchnorm_relu_growth() ** 39)             # first vs last layer of a 40-layer net
+    1758
+    """
+    return math.sqrt(math.pi / (math.pi - 1.0))
+
+
+def batchnorm_growth(activation: str) -> float:
+    """:func:`batchnorm_relu_growth` for any activation: the per-layer growth √(E[φ'(x̂)²]/Var φ(x̂)),
+    x̂ ~ N(0, 1), of the backpropagated signal toward the input in a deep MLP with BatchNorm before
+    every activation and no skips, at initialisation (Yang et al. 2019, wide layers, large batches).
+
+    The derivation is the ReLU one with φ in place of relu: BN divides by the spread of the next
+    layer's input, √(n·Var(w)·Var φ(x̂)), while backward the weights multiply ‖δ‖² by n·Var(w)
+    and the activation by E[φ'(x̂)²]. ReLU: √(π/(π−1)) ≈ 1.211; tanh ≈ 1.085; sigmoid ≈ 1.017.
+
+    It is the rate at the fixed point where the batch's examples are spread in every direction
+    (Yang et al.'s BSB1 fixed point). Measured at depth 40 with 64-dimensional Gaussian inputs and
+    width 256 (tests/test_theory.py): ReLU 1.21, tanh 1.09, sigmoid 1.03. On the 2-D spirals the
+    first layers see a batch confined to a 2-D subspace, and sigmoid and tanh nets measure about
+    1.15 per layer up to depth 40: the approach to the fixed point, not the fixed point.
+
+    >>> round(batchnorm_growth("relu"), 3), round(batchnorm_growth("tanh"), 3), round(batchnorm_growth("sigmoid"), 3)
+    (1.211, 1.085, 1.017)
+    """
+    _checks.choice("activation", activation, SLOPE_AT_ZERO)
+    slope2 = gaussian_mean(lambda h: activation_slope(activation, h) ** 2, 1.0)
+    mean = gaussian_mean(lambda h: activation_value(activation, h), 1.0)
+    variance = gaussian_mean(lambda h: activation_value(activation, h) ** 2, 1.0) - mean**2
+    return math.sqrt(slope2 / variance)
+
+
+def batchnorm_running_update(running: float, batch_value: float, momentum: float = 0.1) -> float:
+    """One update of a BatchNorm running statistic in training mode (PyTorch's convention):
+    ``running ← (1 − momentum)·running + momentum·batch_value``. Eval mode then normalises with
+    the running values instead of the batch's own.
+
+    >>> round(batchnorm_running_update(0.0, 2.0), 6)
+    0.2
+    """
+    momentum = _checks.number("momentum", momentum, low=0.0, high=1.0)
+    return (1.0 - momentum) * float(running) + momentum * float(batch_value)
+
+
+# --- lesson 05 ---
+
+def residual_block_factor(width: int, init: str = "default") -> float:
+    """Per-block growth of the backpropagated signal toward the input in a residual MLP without
+    BatchNorm whose blocks are ``h ← h + W₂ relu(W₁ h)`` (:func:`gradcourse.models.resnet_mlp`).
+
+    The block's Jacobian is ``I + J`` with ``J = W₂ D W₁`` (D: the ReLU's 0/1 slopes), so backward
+    ``δ_in = δ_out + Jᵀ δ_out``. The cross term averages to zero over the weights, and
+    ``E‖Jᵀδ‖² = (n·Var(w))² · ½ · ‖δ‖²`` (each matrix multiplies by n·Var(w), the ReLU keeps half),
+    hence ``E‖δ_in‖² = (1 + (n·Var(w))²/2) ‖δ_out‖²``. With PyTorch's default init,
+    n·Var(w) = 1/3 and the factor is √(1 + 1/18) ≈ 1.027: the identity path keeps the signal at
+    the same size, where a plain ReLU layer multiplies it by √(1/6) ≈ 0.41
+    (:func:`small_signal_factor`).
+
+    >>> round(residual_block_factor(32), 4)
+    1.0274
+    >>> round(residual_block_factor(32) ** 25, 1)         # over 25 blocks: about ×2
+    2.0
+    """
+    width = _checks.integer("width", width, low=1)
+    gain = width * weight_variance(init, width, width)
+    return math.sqrt(1.0 + gain**2 / 2.0)
 
 # --- lesson 06 ---
 #: γ = max |φ'(a)| of the recurrent nonlinearity: tanh'(0) = 1, σ'(0) = 1/4.
@@ -590,61 +777,3 @@ def decay_per_step(norms, *, skip_last: int = 1) -> float:
     slope = np.polyfit(np.arange(len(values)), np.log(values), 1)[0]
     return float(np.exp(-slope))
 
-
-# --- lesson 04 ---
-
-def batchnorm_relu_growth() -> float:
-    """Per-layer growth factor √(π/(π−1)) ≈ 1.21 of the gradient toward the input in a deep ReLU
-    network with BatchNorm after every linear layer and no skip connections, at initialisation
-    (Yang et al. 2019, for wide layers and large batches).
-
-    BN makes each pre-activation x̂ ~ N(0, 1) over the batch, so a = relu(x̂) has batch variance
-    Var(a) = E[a²] − E[a]² = ½ − 1/(2π) = (π−1)/(2π). The next linear layer's output z = W a has
-    batch variance n·Var(w)·Var(a), and BN divides z by its square root. Backward, ‖δ‖² is
-    multiplied by n·Var(w) (the weights) times E[relu'(x̂)²] = ½ (the ReLU), then by
-    1/(n·Var(w)·Var(a)) (BN's division). The weight scale cancels: each layer multiplies ‖δ‖² by
-    ½ / ((π−1)/(2π)) = π/(π−1). BN divides by the *centred* spread of the activation while the
-    gradient passes through its uncentred slope, and the mismatch compounds with depth.
-
-    >>> round(batchnorm_relu_growth(), 3)
-    1.211
-    >>> round(batchnorm_relu_growth() ** 39)             # first vs last layer of a 40-layer net
-    1758
-    """
-    return math.sqrt(math.pi / (math.pi - 1.0))
-
-
-def batchnorm_running_update(running: float, batch_value: float, momentum: float = 0.1) -> float:
-    """One update of a BatchNorm running statistic in training mode (PyTorch's convention):
-    ``running ← (1 − momentum)·running + momentum·batch_value``. Eval mode then normalises with
-    the running values instead of the batch's own.
-
-    >>> round(batchnorm_running_update(0.0, 2.0), 6)
-    0.2
-    """
-    momentum = _checks.number("momentum", momentum, low=0.0, high=1.0)
-    return (1.0 - momentum) * float(running) + momentum * float(batch_value)
-
-
-# --- lesson 05 ---
-
-def residual_block_factor(width: int, init: str = "default") -> float:
-    """Per-block growth of the backpropagated signal toward the input in a residual MLP without
-    BatchNorm whose blocks are ``h ← h + W₂ relu(W₁ h)`` (:func:`gradcourse.models.resnet_mlp`).
-
-    The block's Jacobian is ``I + J`` with ``J = W₂ D W₁`` (D: the ReLU's 0/1 slopes), so backward
-    ``δ_in = δ_out + Jᵀ δ_out``. The cross term averages to zero over the weights, and
-    ``E‖Jᵀδ‖² = (n·Var(w))² · ½ · ‖δ‖²`` (each matrix multiplies by n·Var(w), the ReLU keeps half),
-    hence ``E‖δ_in‖² = (1 + (n·Var(w))²/2) ‖δ_out‖²``. With PyTorch's default init,
-    n·Var(w) = 1/3 and the factor is √(1 + 1/18) ≈ 1.027: the identity path keeps the signal at
-    the same size, where a plain ReLU layer multiplies it by √(1/6) ≈ 0.41
-    (:func:`small_signal_factor`).
-
-    >>> round(residual_block_factor(32), 4)
-    1.0274
-    >>> round(residual_block_factor(32) ** 25, 1)         # over 25 blocks: about ×2
-    2.0
-    """
-    width = _checks.integer("width", width, low=1)
-    gain = width * weight_variance(init, width, width)
-    return math.sqrt(1.0 + gain**2 / 2.0)

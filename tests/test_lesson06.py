@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gradcourse import data, exercises, theory
+from gradcourse import data, theory
 from gradcourse.train import fit
 from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson06 import (
@@ -91,25 +91,6 @@ def test_exploding_rnn_diverges_and_clipping_keeps_it_finite(explorer):
 def test_bad_parameters_name_themselves(explorer, params, name):
     with pytest.raises(ValueError, match=name):
         explorer.run(**params)
-
-
-# -- exercise checks ------------------------------------------------------------------------------
-@pytest.mark.parametrize("check, right, wrong", [
-    (exercises.rnn_bound_after_steps, 0.8 ** 20, 0.8),
-    (exercises.sigmoid_rnn_threshold, 4.0, 1.0),
-    (exercises.forget_bias_memory, math.log(0.01) / math.log(1 / (1 + math.exp(-3))), 7),
-    (exercises.remedy_for_long_memory, "Gated cell", "clipping"),
-])
-def test_exercise_checks(check, right, wrong):
-    assert check(right).correct is True
-    assert check(wrong).correct is False
-    assert check(None).correct is None
-    assert "Fill in" in repr(check(None))
-
-
-def test_remedy_check_rejects_unknown_options():
-    feedback = exercises.remedy_for_long_memory("dropout")
-    assert feedback.correct is False and "should be one of" in feedback.message
 
 
 # -- theory against measurement -------------------------------------------------------------------

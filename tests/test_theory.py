@@ -132,6 +132,157 @@ def test_depth_for_ratio_matches_measurement(spirals):
         assert deep[0] / deep[-1] < 1e-8 < shallow[0] / shallow[-1]
 
 
+# -- one Gaussian expectation, accurate at any q (issues 10 and 13) ------------------------------
+def fine_grid_mean(f, q, n=100_001):
+    """E[f(h)], h ~ N(0, q), by numpy's trapezoid on 1e5 points over ±12σ (independent of theory)."""
+    s = math.sqrt(q)
+    h = np.linspace(-12 * s, 12 * s, n)
+    return np.trapezoid(f(h) * np.exp(-h * h / (2 * q)) / math.sqrt(2 * math.pi * q), h)
+
+
+TORCH_ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu,
+                     "relu": torch.relu, "linear": lambda z: z}
+
+
+def torch_value_and_slope(name):
+    def value(h):
+        return TORCH_ACTIVATIONS[name](torch.as_tensor(h, dtype=torch.float64)).numpy()
+
+    def slope(h):
+        z = torch.as_tensor(h, dtype=torch.float64).requires_grad_()
+        return torch.autograd.grad(TORCH_ACTIVATIONS[name](z).sum(), z)[0].numpy()
+
+    return value, slope
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu", "linear"])
+@pytest.mark.parametrize("q", [1e-4, 0.01, 0.3, 1.0, 4.0, 12.5, 31.0, 100.0, 1e3, 1e4, 1.4e5, 1e6])
+def test_gaussian_mean_matches_a_fine_grid(name, q):
+    value, slope = torch_value_and_slope(name)
+    for f in (lambda h: value(h) ** 2, lambda h: slope(h) ** 2):
+        expected = fine_grid_mean(f, q)
+        assert theory.gaussian_mean(f, q) == pytest.approx(expected, rel=1e-7)
+    # array q gives the same numbers as one q at a time
+    both = theory.gaussian_mean(lambda h: value(h) ** 2, np.array([q, 2 * q]))
+    assert both[0] == pytest.approx(theory.gaussian_mean(lambda h: value(h) ** 2, q), rel=1e-12)
+
+
+def test_gaussian_mean_exact_cases_and_large_q():
+    assert theory.gaussian_mean(np.cos, 0.0) == 1.0                        # q = 0: f(0)
+    assert theory.gaussian_mean(np.cos, 2.0) == pytest.approx(math.exp(-1.0), rel=1e-12)
+    for q in (1e-3, 1.0, 1e8, 1e40):
+        assert theory.gaussian_mean(lambda h: np.maximum(h, 0) ** 2, q) == pytest.approx(q / 2, rel=1e-12)
+        assert theory.gaussian_mean(lambda h: (h > 0).astype(float), q) == pytest.approx(0.5, rel=1e-12)
+    # narrow bump, wide Gaussian: E[sech⁴ h] → (4/3)/√(2πq); the old Gauss–Hermite rule returned 0
+    for q in (1e4, 1e6, 1e8):
+        bump = theory.gaussian_mean(lambda h: theory.activation_slope("tanh", h) ** 2, q)
+        assert bump == pytest.approx(4 / 3 / math.sqrt(2 * math.pi * q), rel=2e-4)
+    with pytest.raises(ValueError, match="q"):
+        theory.gaussian_mean(np.cos, -1.0)
+    with pytest.raises(ValueError, match="q"):
+        theory.gaussian_mean(np.cos, [1.0, float("nan")])
+
+
+def reference_tanh_mean_field(sigma_w, depth, q_input, sigma_b):
+    q, qs, chis = sigma_w**2 * q_input + sigma_b**2, [], []
+    for _ in range(depth):
+        qs.append(q)
+        chis.append(sigma_w**2 * fine_grid_mean(lambda h: (1 - np.tanh(h) ** 2) ** 2, q))
+        q = sigma_w**2 * fine_grid_mean(lambda h: np.tanh(h) ** 2, q) + sigma_b**2
+    return np.array(qs), np.array(chis)
+
+
+@pytest.mark.parametrize("sigma_b", [0.0, 0.05])
+@pytest.mark.parametrize("sigma_w", [0.5, 1.0, 2.0, 4.0, 6.0, 8.0])
+@pytest.mark.parametrize("q_input", [0.166, 0.166 * 100**2])   # spirals, and inputs ×100
+def test_tanh_mean_field_matches_a_fine_grid(sigma_w, sigma_b, q_input):
+    q, chi = theory.tanh_mean_field(sigma_w, 6, q_input, sigma_b=sigma_b)
+    q_ref, chi_ref = reference_tanh_mean_field(sigma_w, 6, q_input, sigma_b)
+    np.testing.assert_allclose(q, q_ref, rtol=1e-7)
+    np.testing.assert_allclose(chi, chi_ref, rtol=1e-6)
+    assert np.all(chi > 0)
+
+
+def test_tanh_chi_fixed_point_values():
+    # fixed points of the fine-grid iteration (3000 steps), written out: issue 10 item 1
+    for sigma_w, chi in ((2.0, 1.36267), (4.0, 2.37680), (6.0, 3.42708), (8.0, 4.48463)):
+        assert theory.tanh_chi_fixed_point(sigma_w) == pytest.approx(chi, abs=2e-5)
+    assert theory.tanh_chi_fixed_point(4.0, sigma_b=0.05) == pytest.approx(2.37653, abs=2e-5)
+    assert theory.tanh_chi_fixed_point(0.8) == pytest.approx(0.64)            # ordered, q* = 0
+    assert theory.tanh_chi_fixed_point(0.8, sigma_b=0.05) < 0.64
+    # deep layers of the layer-by-layer map reach the same χ*
+    _, chi = theory.tanh_mean_field(4.0, 60, 0.166)
+    assert chi[-1] == pytest.approx(theory.tanh_chi_fixed_point(4.0), rel=1e-9)
+    assert theory.tanh_critical_sigma_w(0.0) == pytest.approx(1.0, abs=1e-3)
+    assert theory.tanh_critical_sigma_w(0.3) == pytest.approx(1.3956, abs=1e-3)
+
+
+def test_lesson02_tanh_prediction(spirals):
+    """Lesson 02 c14's mean-field numbers: growth ≈ 329 (was 357 with the coarse rule), 55 % saturated."""
+    x = spirals.x.numpy()
+    assert theory.tanh_signal_ratio(4.0, 10, x) == pytest.approx(328.8, rel=1e-3)
+    q, _ = theory.tanh_mean_field(4.0, 10, (x**2).mean(axis=1))
+    assert theory.tanh_saturated_fraction(q[:, 9]).mean() == pytest.approx(0.554, abs=1e-3)
+
+
+def test_tanh_saturated_fraction_matches_math_erfc():
+    margin = 0.03
+    for q in (0.0, 1e-3, 1.0, 12.48, 1e6):
+        expected = math.erfc(math.atanh(1 - margin) / math.sqrt(2 * q)) if q > 0 else 0.0
+        assert float(theory.tanh_saturated_fraction(q, margin)) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    assert theory.tanh_saturated_fraction(np.array([1.0, 4.0])).shape == (2,)
+
+
+@pytest.mark.parametrize("activation, init", [("sigmoid", "default"), ("sigmoid", "kaiming"),
+                                              ("tanh", "default"), ("tanh", "kaiming"), ("relu", "kaiming")])
+def test_signal_factors_at_the_lesson01_explorer_extremes(activation, init):
+    """Inputs ×100 and weights ×16 (the explorer's ends): never 0, and equal to a fine grid."""
+    m2, scale, width, depth = 0.33 * 100**2, 16.0, 64, 6
+    q, factors = theory.signal_factors(depth, width, activation=activation, init=init, input_second_moment=m2,
+                                       weight_scale=scale)
+    value, slope = torch_value_and_slope(activation)
+    var = theory.weight_variance(init, width, width) * scale**2
+    q_ref = [theory.weight_variance(init, 2, width) * scale**2 * m2 + theory.bias_variance(init, 2)]
+    for _ in range(depth - 1):
+        q_ref.append(width * var * fine_grid_mean(lambda h: value(h) ** 2, q_ref[-1])
+                     + theory.bias_variance(init, width))
+    f_ref = [math.sqrt(width * var * fine_grid_mean(lambda h: slope(h) ** 2, qk)) for qk in q_ref[:-1]]
+    np.testing.assert_allclose(q, q_ref, rtol=1e-6)
+    np.testing.assert_allclose(factors, f_ref, rtol=1e-4)   # relu: the grid's node at the kink
+    assert np.all(factors > 0.01)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_batchnorm_growth_matches_a_wide_bn_network(activation):
+    """Issue 10 item 5: √(E[φ'²]/Var φ) against the fitted per-layer factor of the signal in a BN MLP
+    (depth 40, width 256) fed 64-D Gaussian inputs, whose batch is spread in every direction."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 64, generator=gen), torch.randint(0, 2, (256,), generator=gen)
+    factors = []
+    for seed in (0, 1):
+        net = models.mlp(40, 256, activation=activation, batchnorm=True, in_features=64, seed=seed)
+        signal = signal_at_init(net, x, y)
+        middle = np.arange(2, 40)
+        factors.append(math.exp(-np.polyfit(middle, np.log(signal[1:39]), 1)[0]))
+    assert np.mean(factors) == pytest.approx(theory.batchnorm_growth(activation), rel=0.02), factors
+    assert theory.batchnorm_growth("relu") == pytest.approx(theory.batchnorm_relu_growth(), rel=1e-10)
+    assert theory.batchnorm_growth("linear") == pytest.approx(1.0)
+
+
+def test_one_source_for_each_constant():
+    from gradcourse import models, probes
+
+    assert theory.SATURATION_MARGIN is getattr(probes, "SATURATION_MARGIN", getattr(probes, "_SATURATION_MARGIN", None))
+    for init in models.INITS:
+        theory.bias_variance(init, 4)
+    with pytest.raises(ValueError, match="init"):
+        theory.bias_variance("he", 4)
+    for activation, sigma_w in theory.CRITICAL_SIGMA_W.items():
+        assert theory.small_signal_factor(activation, "normal", 64, weight_std=sigma_w) == pytest.approx(1.0)
+    assert theory.CRITICAL_SIGMA_W["relu"] == pytest.approx(math.sqrt(2))
+    assert theory.CRITICAL_SIGMA_W["tanh"] == pytest.approx(theory.tanh_critical_sigma_w(0.0), abs=1e-3)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: theory.scalar_chain(2.0, 0), "depth"),
     (lambda: theory.chain_factor("big"), "w"),

@@ -1,0 +1,267 @@
+"""Every exercise check: right, wrong and odd answers with literal expected values, and a corpus of
+odd answers (and odd notebook arguments) that must always come back as a Feedback."""
+
+import inspect
+import math
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from gradcourse import data, exercises, models
+from gradcourse.exercises import Feedback
+from gradcourse.patients import mystery_runs
+from gradcourse.train import fit
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return mystery_runs(0)
+
+
+def _checks():
+    """Every exercise check in the module (the functions wrapped by ``@exercise``)."""
+    found = {name: f for name, f in vars(exercises).items()
+             if inspect.isfunction(f) and f.__module__ == exercises.__name__ and hasattr(f, "__wrapped__")}
+    assert len(found) >= 29, sorted(found)
+    return found
+
+
+def _call(name, check, answer, runs):
+    """Call a check the way its notebook cell does."""
+    if name == "threshold_choice":
+        return check(answer, mean_norm=0.5)
+    if name == "mystery_diagnoses":
+        return check(answer, runs)
+    if name == "signal_exponent":
+        return check(answer, runs["A"])
+    return check(answer)
+
+
+class _BadRepr:
+    def __repr__(self):
+        raise RuntimeError("repr exploded")
+
+
+class _BadFloat:
+    def __float__(self):
+        raise RuntimeError("float exploded")
+
+
+def _nested(depth):
+    value = 0.25
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+ODD_ANSWERS = [
+    [], {}, set(), (), [1, 2], {"a": 1}, {"A": "vanishing"}, [None], [[0.25, 0.5]],
+    np.array([]), np.array([1.0, 2.0]), np.zeros((2, 2)), np.array(["a"]), np.array([None], dtype=object),
+    float("nan"), float("inf"), -float("inf"), np.float32("nan"), Decimal("NaN"), Decimal("1e999999"),
+    10**400, -(10**400), "10**400", "1e400", "2**10**10", "10**-400", "(-8)**(1/3)", "1/0", "0/0",
+    "", "   ", "abc", "nan", "inf", "0,25", "x" * 10_000, "(" * 300, "__import__('os').getcwd()",
+    "lambda: 1", "[0.25]", "{'A': 1}", "1 +", "∞", "½", b"0.25", bytearray(b"1"),
+    True, False, np.bool_(True), 1 + 2j, torch.tensor([1.0, 2.0]), torch.tensor(float("nan")),
+    torch.tensor([True]), torch.empty(0), object(), Ellipsis, print, _BadRepr(), _BadFloat(),
+    _nested(50), _nested(5000), range(3), iter([1]), Fraction(1, 3), -1, 0, 1e-300, -0.0,
+]
+
+
+def test_the_corpus_covers_every_check():
+    assert {"chain_gradient", "threshold_choice", "mystery_diagnoses", "signal_exponent",
+            "prescription", "resnet_plain_ratio"} <= set(_checks())
+
+
+@pytest.mark.parametrize("name", sorted(_checks()))
+def test_every_check_answers_every_odd_answer_with_feedback(name, runs):
+    check = _checks()[name]
+    for answer in ODD_ANSWERS:
+        feedback = _call(name, check, answer, runs)
+        assert isinstance(feedback, Feedback), (name, answer)
+        assert feedback.correct in (True, False, None) and feedback.message, (name, answer)
+    none = _call(name, check, None, runs)
+    assert none.correct is None and "Fill in" in none.message
+
+
+@pytest.mark.parametrize("answer", [float("nan"), np.float32("nan"), torch.tensor(float("nan")), "0/0"])
+def test_nan_is_not_a_number_rather_than_too_small(answer):
+    feedback = exercises.chain_gradient(answer)
+    assert feedback.correct is False
+    assert "not a number" in feedback.message or "divides by zero" in feedback.message
+    assert "too small" not in feedback.message and "too large" not in feedback.message
+
+
+def test_huge_numbers_say_so():
+    for answer in (10**400, "10**400", "2**10**10", float("inf")):
+        feedback = exercises.relu_first_to_last(answer)
+        assert feedback.correct is False and "infinite" in feedback.message
+
+
+@pytest.mark.parametrize("answer", [
+    "1/4", "0.25", " 0.25 ", "2**-2", "2^-2", "1 / 4", "25e-2", "−0.25 * −1", np.array([0.25]),
+    np.array(0.25), np.array([[0.25]]), torch.tensor([0.25]), torch.tensor(0.25), [0.25], (0.25,),
+    np.float32(0.25), np.float64(0.25), Fraction(1, 4), Decimal("0.25"),
+])
+def test_every_correct_form_of_a_number_is_accepted(answer):
+    assert exercises.sigmoid_xavier_factor(answer).correct is True          # φ'(0)·√1 = 1/4
+
+
+def test_arithmetic_strings_are_parsed_without_eval():
+    assert exercises.relu_first_to_last("2**10").correct is True
+    assert exercises.as_number("2**10") == 1024.0 and exercises.as_number("1e-3") == 0.001
+    for unsafe in ("__import__('os')", "open('x')", "(1).__class__", "a", "1 if 1 else 2", "[1][0]"):
+        with pytest.raises(exercises._Unreadable):
+            exercises.as_number(unsafe)
+
+
+# -- right, wrong and odd answers per check, expected values written out ----------------------
+CASES = [
+    # lesson 00
+    ("chain_gradient", [0.0009765625, "(1/2)**10", "2**-10"], [0.5, 0.25**10]),
+    ("critical_weight_sigmoid", [4, "4.0", np.array([4])], [1, 0.25, -4]),
+    ("signal_quantity", ["output_grad_norm", "Output grad norm", "OUTPUT-GRAD-NORM"], ["grad_norm", "weight_norm"]),
+    # lesson 01
+    ("sigmoid_xavier_factor", [0.25, "1/4", 0.234], [1.0, 0.144, 0.2]),   # 0.234: lesson 01's measurement
+    ("depth_for_tiny_signal", [11, "11", 11.2], [10, 12, 20]),
+    ("fix_for_tanh_default", ["xavier", "Xavier ", "XAVIER"], ["clip", "relu"]),
+    # lesson 02
+    ("relu_growth_per_layer", [2, "2", "4**0.5"], [4, 1.41]),
+    ("relu_first_to_last", [1024, "2**10", "2^10"], [512, 2048, 2**20]),
+    ("explosion_probe", ["output_grad_norm", "output grad norm"], ["grad_norm"]),
+    ("largest_learning_rate", [0.05, "1/20", "2/40"], [0.1, 0.025, 0.5]),
+    ("tanh_phase", ["chaotic", "Chaotic"], ["ordered"]),
+    # lesson 03
+    ("value_clip_angle", [31, 30.96, "30.96"], [45, 14, 0]),
+    ("norm_clip_component", [3, "3.0", "6/2"], [6, 5, 0.6]),
+    ("clipping_cures_vanishing", ["no", "No", " NO "], ["yes"]),
+    # lesson 04
+    ("bn_sigmoid_factor", [0.1443, 0.144, "0.25/3**0.5"], [0.25, 0.5]),
+    ("bn_relu_growth_ratio", [259, 260, 240], [30, 1.21, 1000]),
+    ("bn_running_mean", [0.542, "0.542"], [0.6, 2.0, 0.2]),
+    ("bn_mode_for_testing", ["eval", "Eval"], ["train"]),
+    # lesson 05
+    ("resnet_plain_ratio", [8.6e-20, 5e-20, 2e-19], [1e-5, 1.0, 1e-30, -8.6e-20]),
+    ("resnet_block_factor", [1.0274, "1.027"], [0.41, 1.0, 2.0]),
+    ("resnet_degradation", ["overfitting", "Overfitting"], ["optimisation difficulty"]),
+    # lesson 06
+    ("rnn_bound_after_steps", [0.0115, 0.011529, "0.8**20"], [0.8, 0.16, 0.02]),
+    ("sigmoid_rnn_threshold", [4, "4"], [1, 0.25]),
+    ("forget_bias_memory", [95, 94.7, 100], [7, 50, 150]),
+    ("remedy_for_long_memory", ["gated cell", "Gated cell", "gated_cell", "GATED-CELL"],
+     ["clipping", "smaller learning rate"]),
+]
+
+
+@pytest.mark.parametrize("name, rights, wrongs", CASES, ids=[c[0] for c in CASES])
+def test_right_and_wrong_answers(name, rights, wrongs):
+    check = getattr(exercises, name)
+    for right in rights:
+        assert check(right).correct is True, (right, check(right))
+    for wrong in wrongs:
+        feedback = check(wrong)
+        assert feedback.correct is False, (wrong, feedback)
+        assert feedback.message.startswith(("Not quite", "The ")) and len(feedback.message) > 20
+
+
+def test_every_check_has_literal_cases():
+    tested = {c[0] for c in CASES} | {"threshold_choice", "mystery_diagnoses", "signal_exponent", "prescription"}
+    assert tested == set(_checks())
+
+
+def test_choice_answers_outside_the_options_get_the_options():
+    feedback = exercises.remedy_for_long_memory("dropout")
+    assert feedback.correct is False and "should be one of" in feedback.message
+    for odd in (["gated cell"], {"gated cell": 1}, np.array(["gated cell"])):
+        feedback = exercises.remedy_for_long_memory(odd)
+        assert feedback.correct is False and "should be one of" in feedback.message
+
+
+def test_threshold_choice_and_its_measured_mean_norm():
+    assert exercises.threshold_choice(0.25, mean_norm=0.5).correct is True       # ½× is the edge
+    assert exercises.threshold_choice("5", mean_norm=0.5).correct is True        # 10×
+    assert exercises.threshold_choice(5.01, mean_norm=0.5).correct is False
+    assert "below" in exercises.threshold_choice(0.2, mean_norm=0.5).message
+    for bad in (float("nan"), None, "x", -1.0, 0.0, [0.5]):
+        feedback = exercises.threshold_choice(1.0, mean_norm=bad)
+        assert feedback.correct is None and "mean_norm" in feedback.message
+
+
+def test_keyword_arguments_of_the_notebook_are_checked_too():
+    feedback = exercises.bn_sigmoid_factor(0.144, width="wide")
+    assert feedback.correct is None and "width" in feedback.message
+    assert exercises.bn_relu_growth_ratio(5.58, depth=10).correct is True               # 1.2107**9 = 5.58
+
+
+# -- lesson 07 -----------------------------------------------------------------------------------
+RIGHT = {"A": "vanishing", "B": "exploding", "C": "saturation", "D": "dead_relu"}
+
+
+def test_mystery_diagnoses_right_wrong_and_other_words(runs):
+    assert exercises.mystery_diagnoses(RIGHT, runs).correct is True
+    words = {"a": "Vanishing", "b": "exploding gradients", "c": "saturated", "d": "Dead ReLUs"}
+    assert exercises.mystery_diagnoses(words, runs).correct is True
+    assert exercises.mystery_diagnoses({**RIGHT, "D": "dead relu"}, runs).correct is True
+    wrong = exercises.mystery_diagnoses({**RIGHT, "A": "exploding"}, runs)
+    assert wrong.correct is False and "patient A" in wrong.message and "1 of 4" in wrong.message
+    assert exercises.mystery_diagnoses({**RIGHT, "C": "flu"}, runs).correct is False
+    assert exercises.mystery_diagnoses({**RIGHT, "C": ["saturation"]}, runs).correct is False
+    assert exercises.mystery_diagnoses({**RIGHT, "E": "healthy"}, runs).correct is False
+    assert exercises.mystery_diagnoses(None, runs).correct is None
+    assert exercises.mystery_diagnoses({n: None for n in runs}, runs).correct is None
+    partial = exercises.mystery_diagnoses({"A": "vanishing"}, runs)
+    assert partial.correct is None and "B, C, D" in partial.message
+
+
+def test_patient_c_is_both_saturated_and_exploding(runs):
+    """Issue 10 item 3: the chaotic phase; C's signal grows ~1.9e4 toward layer 1 at the start."""
+    signal = runs["C"].trace.get("output_grad_norm")[0, :-1]
+    assert signal[0] / signal[-1] > 1e4
+    assert exercises.accepted_diagnoses(runs["C"]) == ("saturation", "exploding")
+    feedback = exercises.mystery_diagnoses({**RIGHT, "C": "exploding"}, runs)
+    assert feedback.correct is True and "both saturated and exploding" in feedback.message
+    for other in "ABD":
+        assert len(exercises.accepted_diagnoses(runs[other])) == 1
+
+
+@pytest.mark.parametrize("bad_runs", [{}, [], None, {"A": None}, {"A": {"losses": []}}, "runs"])
+def test_mystery_diagnoses_without_runs_says_so(bad_runs):
+    feedback = exercises.mystery_diagnoses({"A": "healthy"}, bad_runs)
+    assert feedback.correct is None and "runs should be" in feedback.message
+    assert "Right" not in feedback.message
+
+
+def test_signal_exponent(runs):
+    # patient A: 20 sigmoid layers at the default init, log10(first/last) = -16.2 at step 0
+    assert exercises.signal_exponent(-16, runs["A"]).correct is True
+    assert exercises.signal_exponent("-17", runs["A"]).correct is True
+    assert exercises.signal_exponent("10**-16", runs["A"]).correct is False    # k, not 10**k
+    assert exercises.signal_exponent(16, runs["A"]).correct is False
+    assert exercises.signal_exponent(-13, runs["A"]).correct is False
+    unprobed = fit(models.mlp(3, 8), data.spirals(64, seed=0), steps=2, lr=0.1, probe=False, seed=0)
+    for bad in (None, {}, unprobed, "A", runs):
+        feedback = exercises.signal_exponent(-16, bad)
+        assert feedback.correct is None and "run should be" in feedback.message
+
+
+def test_prescription_accepts_names_and_labels_in_any_case():
+    assert exercises.prescription("lower_lr", "D").correct is True
+    assert exercises.prescription("Lower learning rate", "d").correct is True
+    assert exercises.prescription("batchnorm", "D").correct is True
+    assert exercises.prescription("Batch Norm", "D").correct is True
+    assert exercises.prescription("clip_norm", "D").correct is False
+    assert exercises.prescription("xavier_init", "D").correct is False
+    aspirin = exercises.prescription("aspirin", "D")
+    assert aspirin.correct is False and "lower learning rate" in aspirin.message
+    sequence_only = exercises.prescription("gated cell", "D")
+    assert sequence_only.correct is False and "does not apply" in sequence_only.message
+    assert exercises.prescription(None, "D").correct is None
+    assert exercises.prescription("lower_lr", "Z").correct is None       # not a patient: says so
+    assert "patient" in exercises.prescription("lower_lr", "Z").message
+
+
+def test_math_module_constants_untouched():
+    # the parser computes in floats: no big-integer work even for towers of powers
+    assert exercises.as_number("9**9**9") == math.inf
