@@ -11,7 +11,7 @@ from gradcourse import diagnose
 from gradcourse.patients import PATIENTS, mystery_runs, patient_name, recipe, reveal, treat
 from gradcourse.remedies import LR_DIVISOR, REMEDIES
 from gradcourse.widgets import EXPLORERS
-from gradcourse.widgets.lesson07 import MENU, DoctorExplorer, before_after_figure, unhealthy_fraction
+from gradcourse.widgets.lesson07 import MENU, DoctorExplorer, before_after_figure, patient_chart, unhealthy_fraction
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -32,7 +32,23 @@ def test_each_patient_has_its_problem_and_its_cure_works(seed):
 def test_patient_b_diverges_and_the_doctor_points_at_the_init():
     d = diagnose(mystery_runs(0)["B"])
     assert d.diverged_at is not None
-    assert "critical scale" in d.remedies[0]
+    assert d.remedies[0] is REMEDIES["he_init"] and "critical scale" in d.remedies[0].sentence
+
+
+def test_each_patients_cure_is_the_doctors_first_remedy():
+    runs = mystery_runs(0)
+    assert {name: diagnose(run).remedies[0].name for name, run in runs.items()} == \
+        {name: p.cure for name, p in PATIENTS.items()}
+
+
+def test_patient_c_is_saturated_and_exploding():
+    """Issue 10 item 3: tanh at 4/√fan_in is the chaotic phase: saturated units, and a signal that
+    grows about 2e4 times on its way back to layer 1. The doctor names both."""
+    d = diagnose(mystery_runs(0)["C"])
+    assert d.problems == ("saturation", "exploding")
+    assert 1e4 < d.numbers["signal_ratio_start"] < 1e5
+    assert max(d.numbers["saturated_mean_start"], d.numbers["saturated_mean_end"]) > 0.5
+    assert "chaotic phase" in d.headline
 
 
 def test_recipe_applies_the_remedy_and_hides_nothing_else():
@@ -131,3 +147,24 @@ def test_unhealthy_fraction_reads_saturated_or_dead_units():
     sigmoid, relu = treat("A"), treat("D")
     np.testing.assert_array_equal(unhealthy_fraction(sigmoid), sigmoid.trace.get("saturated_frac")[-1, :-1])
     np.testing.assert_array_equal(unhealthy_fraction(relu, 0), relu.trace.get("dead_frac")[0, :-1])
+
+
+def test_patient_chart_draws_each_patients_probes():
+    runs = mystery_runs(0)
+    fig = patient_chart(runs)
+    assert len(fig.axes) == 12
+    signal_axes, unit_axes, loss_axes = fig.axes[0:4], fig.axes[4:8], fig.axes[8:12]
+    for col, (name, run) in enumerate(runs.items()):
+        assert signal_axes[col].get_title() == f"Patient {name}: gradient at step 0"
+        signal, weight = signal_axes[col].get_lines()
+        np.testing.assert_allclose(signal.get_ydata(), run.trace.get("output_grad_norm")[0, :-1])
+        np.testing.assert_allclose(weight.get_ydata(), run.trace.get("grad_norm")[0, :-1])
+        loss = loss_axes[col].get_lines()[0]
+        finite = np.isfinite(run.losses)
+        np.testing.assert_allclose(loss.get_ydata(), run.losses[finite])
+    heights = [bar.get_height() for bar in unit_axes[0].patches]  # A: sigmoid, saturated units
+    np.testing.assert_allclose(heights, runs["A"].trace.get("saturated_frac")[-1, :-1])
+    assert unit_axes[3].get_title().startswith("dead units")  # D: ReLU
+    assert any("NaN at step" in t.get_text() for t in loss_axes[1].texts)  # B diverged
+    with pytest.raises(ValueError, match="runs must be"):
+        patient_chart({})

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .. import plots
-from ..diagnose import diagnose
+from ..doctor import diagnose
 from ..patients import PATIENTS, treat
 from ..remedies import REMEDIES
 from ..train import Run
