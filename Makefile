@@ -58,7 +58,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest tests gradcourse $(NOTEBOOKS) --doctest-modules \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
-		--nbval-cell-timeout=300 -p no:cacheprovider
+		--nbval-cell-timeout=300 -p no:cacheprovider --durations=15
 
 notebooks: $(STAMP)
 ifeq ($(NOTEBOOKS),)
