@@ -54,9 +54,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 
 # nbval collects the notebooks only because of --nbval-lax; the Python tests in tests/
-# are collected as usual, and --doctest-modules runs every docstring example in gradcourse/ (tests/ always holds tests, so pytest never ends on "no tests").
+# are collected as usual, and --doctest-modules runs every docstring example in gradcourse/ and tools/ (tests/ always holds tests, so pytest never ends on "no tests").
 test: lint
-	$(BIN)/python -m pytest tests gradcourse $(NOTEBOOKS) --doctest-modules \
+	$(BIN)/python -m pytest tests gradcourse tools $(NOTEBOOKS) --doctest-modules \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		--nbval-cell-timeout=300 -p no:cacheprovider --durations=15
 
