@@ -55,12 +55,23 @@ def test_slide_type_rules(cell, expected):
     assert slides.slide_type(cell) == expected
 
 
+def test_prose_after_code_starts_a_subslide():
+    assert slides.slide_type(v4.new_markdown_cell("Read the plot."), after_code=True) == "subslide"
+    assert slides.slide_type(v4.new_markdown_cell("## Next"), after_code=True) == "slide"
+    assert slides.slide_type(v4.new_code_cell("plot()"), after_code=True) == "-"
+
+
 def test_apply_skips_the_setup_cell_and_is_idempotent():
     nb = v4.new_notebook(cells=[v4.new_markdown_cell("# T"), v4.new_code_cell("import math"),
-                                v4.new_code_cell("math.pi")])
-    nb.cells[2].metadata["slideshow"] = {"slide_type": "slide"}  # a stale value is corrected
+                                v4.new_markdown_cell("Prose."), v4.new_code_cell("math.pi"),
+                                v4.new_markdown_cell("What it shows."),
+                                _tagged(v4.new_markdown_cell("<details>4</details>"), "solution"),
+                                v4.new_markdown_cell("More.")])
+    nb.cells[3].metadata["slideshow"] = {"slide_type": "slide"}  # a stale value is corrected
     assert slides.apply(nb) is True
-    assert [c.metadata["slideshow"]["slide_type"] for c in nb.cells] == ["slide", "skip", "-"]
+    # the skipped setup cell does not count as code on screen; the skipped solution does not either
+    assert [c.metadata["slideshow"]["slide_type"] for c in nb.cells] == [
+        "slide", "skip", "-", "-", "subslide", "skip", "-"]
     assert nb.metadata["rise"]["scroll"] is True
     assert slides.apply(nb) is False
 

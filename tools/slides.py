@@ -7,7 +7,8 @@ follows the lesson:
 
 - a markdown cell that opens with a level-1 or level-2 heading (``#``, ``##``) starts a **slide**;
 - one that opens with a level-3 heading or deeper (``###``) starts a **subslide** (reveal.js
-  shows it below the slide it belongs to);
+  shows it below the slide it belongs to), and so does prose that follows code (the reading of a
+  figure gets a subslide of its own instead of running off the bottom of the screen);
 - cells tagged ``instructor`` or ``solution``, markdown cells holding a ``<details>`` solution,
   and the setup cell (the first code cell) are **skip**ped: they stay in the notebook, not on screen;
 - the output of an exercise check (a code cell calling ``exercises.<check>(...)``) comes in as a
@@ -39,8 +40,9 @@ CHECK_CALL = re.compile(r"^exercises\.\w+\(", re.M)
 RISE_SETTINGS = {"scroll": True}
 
 
-def slide_type(cell, *, is_setup: bool = False) -> str:
-    """The slide type the rules give ``cell`` (a notebook cell as nbformat reads it)."""
+def slide_type(cell, *, is_setup: bool = False, after_code: bool = False) -> str:
+    """The slide type the rules give ``cell`` (a notebook cell as nbformat reads it);
+    ``after_code``: the cell before it on screen is a code cell."""
     tags = set(cell.get("metadata", {}).get("tags", []))
     if tags & {"instructor", "solution"}:
         return "skip"
@@ -51,7 +53,7 @@ def slide_type(cell, *, is_setup: bool = False) -> str:
         heading = HEADING.match(source)
         if heading:
             return "slide" if len(heading.group(1)) <= 2 else "subslide"
-        return "-"
+        return "subslide" if after_code else "-"
     if cell.get("cell_type") == "code":
         if is_setup:
             return "skip"
@@ -65,8 +67,11 @@ def apply(nb) -> bool:
     changed = False
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     setup = code_cells[0] if code_cells else None
+    after_code = False  # is the last cell on screen a code cell?
     for cell in nb.cells:
-        wanted = slide_type(cell, is_setup=cell is setup)
+        wanted = slide_type(cell, is_setup=cell is setup, after_code=after_code)
+        if wanted != "skip":
+            after_code = cell.cell_type == "code"
         show = cell.metadata.get("slideshow", {})
         if show.get("slide_type") != wanted:
             cell.metadata["slideshow"] = {**show, "slide_type": wanted}
