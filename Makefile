@@ -11,18 +11,27 @@ STAMP := $(VENV)/.gradcourse-installed
 # Jupyter refuses to run as root unless told to; pass the flag only when we are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
-LINT_PATHS := $(wildcard gradcourse tests benchmarks notebooks)
+LINT_PATHS := $(wildcard gradcourse tests benchmarks notebooks tools dashboard)
+DASHBOARD := dashboard/dashboard.ipynb
+DASHBOARD_PORT ?= 8866
+# make links: which branch the links open, and your JupyterHub's address for the nbgitpuller link.
+BRANCH ?= main
+HUB ?=
 
 # Make sure the kernel is the venv's Python, whatever kernelspecs the user has elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: help venv lab test lint notebooks bench clean distclean
+.PHONY: help venv lab test lint notebooks bench clean distclean student slides dashboard links
 
 help:
 	@echo "make lab        set up .venv and open the course in JupyterLab (notebooks/)"
 	@echo "make test       set up .venv and run the whole test suite (ruff, pytest, nbval, browser)"
 	@echo "make notebooks  re-execute every notebook in place from a fresh kernel, in order"
 	@echo "make bench      run the benchmarks (benchmarks/run_all.py)"
+	@echo "make student    write the student notebooks (no solutions, no instructor notes) to student/"
+	@echo "make slides     set the lessons' slide metadata from their cells (for Render as slides)"
+	@echo "make dashboard  serve every explorer without code, with Voila (http://localhost:$(DASHBOARD_PORT))"
+	@echo "make links      print the Binder, dashboard and nbgitpuller links for this clone's git remote"
 	@echo "make clean      remove caches and build files; make distclean also removes .venv"
 	@echo "PY=python3.12 make lab   chooses the interpreter the venv is made from"
 
@@ -45,11 +54,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 
 # nbval collects the notebooks only because of --nbval-lax; the Python tests in tests/
-# are collected as usual, and --doctest-modules runs every docstring example in gradcourse/ (tests/ always holds tests, so pytest never ends on "no tests").
+# are collected as usual, and --doctest-modules runs every docstring example in gradcourse/ and tools/ (tests/ always holds tests, so pytest never ends on "no tests").
 test: lint
-	$(BIN)/python -m pytest tests gradcourse $(NOTEBOOKS) --doctest-modules \
+	$(BIN)/python -m pytest tests gradcourse tools $(NOTEBOOKS) --doctest-modules \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
-		--nbval-cell-timeout=300 -p no:cacheprovider
+		--nbval-cell-timeout=300 -p no:cacheprovider --durations=15
 
 notebooks: $(STAMP)
 ifeq ($(NOTEBOOKS),)
@@ -68,6 +77,22 @@ bench: $(STAMP)
 	else \
 		echo "benchmarks/run_all.py does not exist yet"; \
 	fi
+
+# The student version is built, not committed: see README, "Teaching with the course".
+student: $(STAMP)
+	rm -rf student
+	$(BIN)/python tools/student.py notebooks student
+
+slides: $(STAMP)
+	$(BIN)/python tools/slides.py
+
+# A pre-heated kernel runs the page before anyone asks for it: it then opens in about 2 s, not 7.
+dashboard: $(STAMP)
+	$(BIN)/voila $(DASHBOARD) --port=$(DASHBOARD_PORT) --theme=light --preheat_kernel=True --pool_size=1
+
+# Standard library only: works before .venv exists.
+links:
+	@$(PY) tools/links.py --branch=$(BRANCH) $(if $(HUB),--hub=$(HUB),)
 
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,20 +1,29 @@
-"""Real-browser test: lesson 01's explorer works in JupyterLab, driven by headless Chromium.
+"""Real-browser tests: the course as a learner and an instructor use it, in headless Chromium.
 
-The test starts JupyterLab from the running interpreter (the course's .venv under `make test`)
-on a free loopback port with a random token, opens the lesson, clears and runs all cells,
-waits for the first explorer, moves one of its sliders with the keyboard, and checks that
-the explorer's figure changes and that no cell shows an error. The server is always stopped.
+One JupyterLab server (on a free loopback port, random token, its own settings) serves a copy of
+the course in a temporary directory, so that nothing the browser saves touches the repository;
+one Chromium drives it:
 
-What "an explorer" means here (the DOM the test waits for):
-  a widget-view output (``.jp-OutputArea-output`` with
-  ``data-mime-type="application/vnd.jupyter.widget-view+json"``) that contains an ipywidgets
-  slider (``.widget-slider`` with a noUiSlider handle ``.noUi-handle``) and an ``<img>``
-  (the figure: matplotlib inline output inside an ``ipywidgets.Output``, or an Image widget).
-The figure counts as changed when that ``<img>``'s ``src`` differs from the one before the move.
+- every lesson: open it in JupyterLab, clear and run all cells, count error outputs (must be 0),
+  then move one control of each explorer (a slider, by keyboard; a "Run" button too where the
+  explorer waits for one) and check that the explorer's figure changes;
+- slides: a lesson rendered as slides with jupyterlab-rise's "Render as Reveal Slideshow"
+  toolbar button, and one slide advanced;
+- the dashboard: ``voila/render/dashboard/dashboard.ipynb`` (the URL Binder's second badge
+  opens) loads, and sliders in two explorers (two tabs) change their figures;
+- the harness itself, on a one-cell explorer (tells a broken harness from a broken lesson).
+
+What "an explorer" means here (the DOM the test looks for):
+  a top-level cell output that holds an ipywidgets slider (``.widget-slider`` with a noUiSlider
+  handle ``.noUi-handle``) and an ``<img>`` (the figure). The figure counts as changed when the
+  ``<img>``'s ``src`` differs from the one before the move.
+
+Errors are found two ways: every "error" message the kernel publishes (read off the page's
+kernel websocket), and any stderr output in the DOM that holds a Python traceback.
 
 Needs Debian's Chromium at /usr/bin/chromium (Playwright's own browser download is never used).
-Without it, or without the lesson notebook, the test skips locally and fails when CI=true.
-Screenshots land in the test's tmp_path: ``final.png`` always, ``failure.png`` on failure.
+Without it the tests skip locally and fail when CI=true. Screenshots land in the tests' tmp dirs.
+Each test prints its timing (``pytest -s`` shows it).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +50,9 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-LESSON = "01_sigmoid_saturation.ipynb"
+DASHBOARD = ROOT / "dashboard" / "dashboard.ipynb"
+LESSONS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+SLIDES_LESSON = "00_start_here.ipynb"
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 
@@ -57,8 +69,8 @@ CHROMIUM_ARGS = [
 
 SERVER_START_TIMEOUT = 90  # s, JupyterLab answering /api/status
 RUN_ALL_TIMEOUT = 300  # s, every cell of the notebook executed
-FIGURE_CHANGE_TIMEOUT = 60  # s, the explorer's figure redrawn after a slider move
-EXPLORER = "[data-gc-explorer]"  # set by FIND_EXPLORER on the explorer's output element
+FIGURE_CHANGE_TIMEOUT = 90  # s, the explorer's figure redrawn after a slider move
+VOILA_LOAD_TIMEOUT = 120  # s, the dashboard page executed and its first explorer drawn
 
 # An error output renders with the stderr renderer, exactly like a stderr stream (JupyterLab
 # gives it no class or mime attribute of its own), so the test finds errors two ways: every
@@ -247,23 +259,22 @@ TRACEBACKS_IN_DOM = """(sel) => Array.from(document.querySelectorAll(sel))
     .filter(t => /Traceback \\(most recent call last\\)/.test(t))
     .map(t => t.slice(-800))"""
 
-FIND_EXPLORER = """() => {
-    // Top-level outputs of notebook cells (not outputs nested inside a widget).
-    const outs = Array.from(
-        document.querySelectorAll('.jp-Notebook .jp-Cell .jp-OutputArea-output')
-    ).filter(o => !o.parentElement.closest('.jupyter-widgets'));
+FIND_EXPLORERS = """(scope) => {
+    // Top-level outputs (not outputs nested inside a widget) that hold a slider and a figure;
+    // each is marked data-gc-explorer="<n>" and the count returned.
+    const outs = Array.from(document.querySelectorAll(scope + ' .jp-OutputArea-output'))
+        .filter(o => !o.parentElement.closest('.jupyter-widgets'));
+    let n = 0;
     for (const o of outs) {
-        const slider = o.querySelector('.jupyter-widgets .widget-slider .noUi-handle');
-        if (slider && o.querySelector('img')) {
-            o.setAttribute('data-gc-explorer', '1');
-            return true;
+        if (o.querySelector('.jupyter-widgets .widget-slider .noUi-handle') && o.querySelector('img')) {
+            o.setAttribute('data-gc-explorer', String(n++));
         }
     }
-    return false;
+    return n;
 }"""
 
-EXPLORER_IMG_SRC = """() => {
-    const i = document.querySelector('[data-gc-explorer] img');
+IMG_SRC = """(sel) => {
+    const i = document.querySelector(sel + ' img');
     return i ? i.getAttribute('src') : null;
 }"""
 
@@ -277,16 +288,6 @@ CELL_STATE = """() => {
 }"""
 
 
-@dataclass
-class ExplorerResult:
-    src_before: str
-    src_after: str
-    readout_before: str
-    readout_after: str
-    errors: list[str]
-    screenshot: Path
-
-
 def _wait_kernel_idle(page, timeout_s: float) -> None:
     # The execution indicator says "idle" for a moment before any kernel is connected, so
     # wait for the status bar's kernel item to read "<kernel name> | Idle".
@@ -298,123 +299,6 @@ def _wait_kernel_idle(page, timeout_s: float) -> None:
     )
 
 
-def drive_notebook(root_dir: Path, notebook_name: str, tmp_path: Path) -> ExplorerResult:
-    """Open ``root_dir/notebook_name`` in JupyterLab in headless Chromium, clear and run all
-    cells, move the first explorer's first slider by one step, and report what happened.
-
-    The notebook file is not modified (the test never saves it).
-    """
-    from playwright.sync_api import sync_playwright
-
-    n_cells = _nonempty_code_cells(root_dir / notebook_name)
-    kernel_errors: list[str] = []
-
-    def watch(ws) -> None:
-        if "/api/kernels/" in ws.url:
-            ws.on(
-                "framereceived",
-                lambda payload: kernel_errors.extend(kernel_errors_in_frame(payload)),
-            )
-
-    with jupyter_lab(root_dir, tmp_path) as lab, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("websocket", watch)
-        final = tmp_path / "final.png"
-        try:
-            page.goto(
-                f"{lab.url}/lab/tree/{notebook_name}?reset&token={lab.token}",
-                wait_until="domcontentloaded",
-                timeout=60_000,
-            )
-            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
-            # A notebook without kernel metadata asks which kernel to use: take the default.
-            page.wait_for_timeout(1000)
-            dialog_accept = page.locator(".jp-Dialog .jp-mod-accept")
-            if dialog_accept.count():
-                dialog_accept.first.click()
-            _wait_kernel_idle(page, 90)
-
-            # Fresh outputs only: clear what the committed notebook holds, then run all.
-            _menu(page, "Edit", "Clear Outputs of All Cells")
-            _menu(page, "Run", "Run All Cells")
-            started = time.monotonic()
-            deadline = started + RUN_ALL_TIMEOUT
-            retried = False
-            while True:
-                state = page.evaluate(CELL_STATE)
-                errors = kernel_errors + page.evaluate(TRACEBACKS_IN_DOM, STDERR_OUTPUT)
-                if errors:
-                    raise AssertionError(f"a cell failed while running all cells:\n{errors[0]}")
-                if (
-                    state["numbered"] >= n_cells
-                    and not state["queued"]
-                    and state["indicator"] == "idle"
-                ):
-                    break
-                if (
-                    not retried
-                    and not state["numbered"]
-                    and not state["queued"]
-                    and time.monotonic() - started > 15
-                ):
-                    _menu(page, "Run", "Run All Cells")  # the first click went nowhere
-                    retried = True
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"cells did not finish in {RUN_ALL_TIMEOUT} s: {state}")
-                page.wait_for_timeout(500)
-            _wait_kernel_idle(page, 60)
-
-            assert page.evaluate(FIND_EXPLORER), (
-                "no explorer found: expected a cell output holding an ipywidgets slider "
-                "(.widget-slider with a .noUi-handle) and an <img> figure"
-            )
-            explorer = page.locator(EXPLORER)
-            explorer.scroll_into_view_if_needed()
-            src_before = page.evaluate(EXPLORER_IMG_SRC)
-            slider = explorer.locator(".widget-slider").first
-            readout = slider.locator(".widget-readout")
-
-            def read() -> str:
-                return readout.first.inner_text().strip() if readout.count() else ""
-
-            readout_before = read()
-            # Real key presses on the slider's handle: noUiSlider fires its "change" event on
-            # each, which is what a continuous_update=False slider sends to the kernel.
-            handle = slider.locator(".noUi-handle").first
-            handle.focus()
-            handle.press("ArrowRight")
-            page.wait_for_timeout(300)
-            readout_after = read()
-            if readout_after == readout_before:  # already at its maximum: go the other way
-                handle.press("ArrowLeft")
-                page.wait_for_timeout(300)
-                readout_after = read()
-
-            deadline = time.monotonic() + FIGURE_CHANGE_TIMEOUT
-            while time.monotonic() < deadline and not kernel_errors:
-                src_now = page.evaluate(EXPLORER_IMG_SRC)
-                if src_now and src_now != src_before:
-                    break
-                page.wait_for_timeout(250)
-            if not kernel_errors:
-                _wait_kernel_idle(page, 60)
-            page.wait_for_timeout(500)  # let a late error from the callback render
-            src_after = page.evaluate(EXPLORER_IMG_SRC)
-            errors = kernel_errors + page.evaluate(TRACEBACKS_IN_DOM, STDERR_OUTPUT)
-            page.screenshot(path=str(final))
-            return ExplorerResult(
-                src_before or "", src_after or "", readout_before, readout_after, errors, final
-            )
-        except BaseException:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            raise
-        finally:
-            browser.close()
-
-
 def _check_browser_available() -> None:
     if not CHROMIUM.exists():
         skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
@@ -424,12 +308,174 @@ def _check_browser_available() -> None:
         skip_or_fail("playwright is not installed (pip install -e '.[dev]')")
 
 
-def _assert_explorer_worked(result: ExplorerResult, tmp_path: Path) -> None:
-    where = f"screenshots in {tmp_path}"
-    assert not result.errors, f"error output in the notebook ({where}):\n{result.errors[0]}"
-    assert result.src_before.startswith(("data:image", "blob:")), (
-        f"explorer figure has no image source ({where})"
-    )
+def _api(lab: Lab, path: str, method: str = "GET"):
+    req = urllib.request.Request(f"{lab.url}{path}", method=method,
+                                 headers={"Authorization": f"token {lab.token}"})
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+def _shutdown_kernels(lab: Lab) -> None:
+    """Stop every session and kernel, so that the next lesson starts alone on the CPU."""
+    try:
+        for session in _api(lab, "/api/sessions"):
+            _api(lab, f"/api/sessions/{session['id']}", "DELETE")
+        for kernel in _api(lab, "/api/kernels"):
+            _api(lab, f"/api/kernels/{kernel['id']}", "DELETE")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        pass
+
+
+# ---------------------------------------------------------------------------------------
+# One server, one browser, for the whole module.
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A copy of the course's notebooks and dashboard: the browser may save into it freely."""
+    root = tmp_path_factory.mktemp("course")
+    skip = shutil.ignore_patterns(".ipynb_checkpoints")
+    shutil.copytree(NOTEBOOK_DIR, root / "notebooks", ignore=skip)
+    if DASHBOARD.exists():
+        shutil.copytree(DASHBOARD.parent, root / "dashboard", ignore=skip)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(course, tmp_path_factory):
+    _check_browser_available()
+    with jupyter_lab(course, tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@contextmanager
+def browser_page(browser, lab: Lab, tmp_path: Path):
+    """A fresh page whose kernel errors are collected in the list it yields with it."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    kernel_errors: list[str] = []
+
+    def watch(ws) -> None:
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", lambda payload: kernel_errors.extend(kernel_errors_in_frame(payload)))
+
+    page.on("websocket", watch)
+    try:
+        yield page, kernel_errors
+        page.screenshot(path=str(tmp_path / "final.png"))
+    except BaseException:
+        try:
+            page.screenshot(path=str(tmp_path / "failure.png"))
+        finally:
+            raise
+    finally:
+        page.close()
+        _shutdown_kernels(lab)
+
+
+def open_notebook(page, lab: Lab, path: str) -> None:
+    """Open ``path`` (relative to the server's root) in JupyterLab and wait for an idle kernel."""
+    page.goto(f"{lab.url}/lab/tree/{path}?reset&token={lab.token}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+    # A notebook without kernel metadata asks which kernel to use: take the default.
+    page.wait_for_timeout(1000)
+    dialog_accept = page.locator(".jp-Dialog .jp-mod-accept")
+    if dialog_accept.count():
+        dialog_accept.first.click()
+    _wait_kernel_idle(page, 90)
+
+
+def run_all(page, n_cells: int, kernel_errors: list[str]) -> list[str]:
+    """Clear the outputs, Run All Cells, wait until every code cell has run; return the errors."""
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    _menu(page, "Run", "Run All Cells")
+    started = time.monotonic()
+    retried = False
+    while True:
+        state = page.evaluate(CELL_STATE)
+        errors = kernel_errors + page.evaluate(TRACEBACKS_IN_DOM, STDERR_OUTPUT)
+        if errors:
+            return errors  # Run All stops at a failing cell: nothing more will come
+        if state["numbered"] >= n_cells and not state["queued"] and state["indicator"] == "idle":
+            break
+        if not retried and not state["numbered"] and not state["queued"] and time.monotonic() - started > 15:
+            _menu(page, "Run", "Run All Cells")  # the first click went nowhere
+            retried = True
+        if time.monotonic() - started > RUN_ALL_TIMEOUT:
+            raise AssertionError(f"cells did not finish in {RUN_ALL_TIMEOUT} s: {state}")
+        page.wait_for_timeout(500)
+    _wait_kernel_idle(page, 60)
+    page.wait_for_timeout(500)  # let a late error render
+    return kernel_errors + page.evaluate(TRACEBACKS_IN_DOM, STDERR_OUTPUT)
+
+
+@dataclass
+class ExplorerResult:
+    src_before: str
+    src_after: str
+    readout_before: str
+    readout_after: str
+    errors: list[str]
+    seconds: float
+
+
+def move_and_watch(page, selector: str, kernel_errors: list[str]) -> ExplorerResult:
+    """Move the first slider of the explorer at ``selector`` one step (press its Run button if it
+    has one) and wait for its figure to change."""
+    explorer = page.locator(selector)
+    explorer.scroll_into_view_if_needed()
+    src_before = page.evaluate(IMG_SRC, selector)
+    slider = explorer.locator(".widget-slider").first
+    readout = slider.locator(".widget-readout")
+
+    def read() -> str:
+        return readout.first.inner_text().strip() if readout.count() else ""
+
+    readout_before = read()
+    # Real key presses on the slider's handle: noUiSlider fires its "change" event on each,
+    # which is what a continuous_update=False slider sends to the kernel.
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    page.wait_for_timeout(300)
+    readout_after = read()
+    if readout_after == readout_before:  # already at its maximum: go the other way
+        handle.press("ArrowLeft")
+        page.wait_for_timeout(300)
+        readout_after = read()
+    started = time.monotonic()
+    run_button = explorer.locator("button", has_text="Run")
+    if run_button.count():  # an explorer that trains waits for its button
+        run_button.first.click()
+
+    src_now = src_before
+    while time.monotonic() - started < FIGURE_CHANGE_TIMEOUT and not kernel_errors:
+        src_now = page.evaluate(IMG_SRC, selector)
+        if src_now and src_now != src_before:
+            break
+        page.wait_for_timeout(250)
+    seconds = time.monotonic() - started
+    page.wait_for_timeout(500)  # let a late error from the callback render
+    errors = kernel_errors + page.evaluate(TRACEBACKS_IN_DOM, STDERR_OUTPUT)
+    return ExplorerResult(src_before or "", src_now or "", readout_before, readout_after, errors, seconds)
+
+
+def _assert_explorer_worked(result: ExplorerResult, where: str) -> None:
+    assert not result.errors, f"error output ({where}):\n{result.errors[0]}"
+    assert result.src_before.startswith(("data:image", "blob:")), f"explorer figure has no image source ({where})"
     assert result.readout_after != result.readout_before, (
         f"the slider did not move: readout stayed {result.readout_before!r} ({where})"
     )
@@ -440,12 +486,111 @@ def _assert_explorer_worked(result: ExplorerResult, tmp_path: Path) -> None:
     )
 
 
-def test_lesson01_explorer_in_real_browser(tmp_path):
-    _check_browser_available()
-    if not (NOTEBOOK_DIR / LESSON).exists():
-        skip_or_fail(f"notebooks/{LESSON} does not exist yet")
-    result = drive_notebook(NOTEBOOK_DIR, LESSON, tmp_path)
-    _assert_explorer_worked(result, tmp_path)
+def _report(line: str) -> None:
+    print(f"\n[browser] {line}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The tests.
+
+
+@pytest.mark.parametrize("lesson", [pytest.param(p.name, id=p.stem) for p in LESSONS])
+def test_lesson_runs_and_its_explorers_answer(lab, browser, course, tmp_path, lesson):
+    path = f"notebooks/{lesson}"
+    n_cells = _nonempty_code_cells(course / path)
+    with browser_page(browser, lab, tmp_path) as (page, kernel_errors):
+        started = time.monotonic()
+        open_notebook(page, lab, path)
+        errors = run_all(page, n_cells, kernel_errors)
+        ran = time.monotonic() - started
+        assert not errors, f"{lesson}: {len(errors)} error output(s) after Run All ({tmp_path}):\n{errors[0]}"
+        n_explorers = page.evaluate(FIND_EXPLORERS, ".jp-Notebook")
+        assert n_explorers >= 1, (
+            f"{lesson}: no explorer found: expected a cell output holding an ipywidgets slider "
+            "(.widget-slider with a .noUi-handle) and an <img> figure"
+        )
+        moves = []
+        for k in range(n_explorers):
+            result = move_and_watch(page, f'[data-gc-explorer="{k}"]', kernel_errors)
+            _assert_explorer_worked(result, f"{lesson}, explorer {k + 1}; screenshots in {tmp_path}")
+            moves.append(f"slider {result.readout_before}→{result.readout_after}, figure changed "
+                         f"in {result.seconds:.1f} s")
+    _report(f"{lesson}: {n_cells} code cells ran in {ran:.0f} s, 0 errors; "
+            f"{n_explorers} explorer(s): {'; '.join(moves)}")
+
+
+RISE_PRESENT = """() => {
+    const top = Array.from(document.querySelectorAll('.reveal .slides > section'));
+    const h = top.findIndex(s => s.classList.contains('present'));
+    if (h < 0) return null;
+    const sub = Array.from(top[h].querySelectorAll(':scope > section'));
+    return {h: h, v: Math.max(0, sub.findIndex(s => s.classList.contains('present'))), slides: top.length};
+}"""
+
+
+def test_lesson_renders_as_slides(lab, browser, tmp_path):
+    """jupyterlab-rise's "Render as Reveal Slideshow" shows the lesson as slides; a click advances one."""
+    with browser_page(browser, lab, tmp_path) as (page, _):
+        open_notebook(page, lab, f"notebooks/{SLIDES_LESSON}")
+        page.locator('.jp-NotebookPanel-toolbar [data-command="RISE:preview"]').first.click()
+        started = time.monotonic()
+        frame = None
+        while frame is None and time.monotonic() - started < 90:
+            frame = next((f for f in page.frames if "/rise/" in f.url), None)
+            page.wait_for_timeout(250)
+        assert frame is not None, "no RISE slideshow frame opened"
+        frame.wait_for_selector(".reveal .slides > section.present", timeout=120_000)
+        before = frame.evaluate(RISE_PRESENT)
+        assert before is not None and before["slides"] >= 3, f"too few slides: {before}"
+        title = frame.locator(".reveal .slides > section.present").first.inner_text()
+        assert "Lesson 00" in title, f"the first slide is not the lesson's title: {title[:200]!r}"
+        frame.locator(".reveal .controls .navigate-right").first.click()
+        page.wait_for_timeout(1500)
+        after = frame.evaluate(RISE_PRESENT)
+        assert after != before, f"the slideshow did not advance: {before} → {after}"
+        shown = time.monotonic() - started
+    _report(f"slides: {SLIDES_LESSON} rendered as {before['slides']} slides in {shown:.0f} s; "
+            f"advanced from {before} to {after}")
+
+
+FIND_VISIBLE_EXPLORER = """(mark) => {
+    // The innermost visible widget box that holds both a slider and a figure.
+    const boxes = Array.from(document.querySelectorAll('.widget-box')).filter(b =>
+        b.offsetParent !== null && b.querySelector('.widget-slider .noUi-handle') && b.querySelector('img'));
+    const inner = boxes.filter(b => !boxes.some(o => o !== b && b.contains(o)));
+    if (!inner.length) return false;
+    inner[0].setAttribute('data-gc-voila', mark);
+    return true;
+}"""
+
+
+def test_dashboard_in_voila(lab, browser, tmp_path):
+    """The page Binder's dashboard badge opens: it loads, and two explorers answer their sliders."""
+    if not DASHBOARD.exists():
+        skip_or_fail("dashboard/dashboard.ipynb does not exist")
+    with browser_page(browser, lab, tmp_path) as (page, kernel_errors):
+        started = time.monotonic()
+        page.goto(f"{lab.url}/voila/render/dashboard/dashboard.ipynb?token={lab.token}",
+                  wait_until="domcontentloaded", timeout=VOILA_LOAD_TIMEOUT * 1000)
+        page.wait_for_function(FIND_VISIBLE_EXPLORER, arg="0", timeout=VOILA_LOAD_TIMEOUT * 1000)
+        loaded = time.monotonic() - started
+        assert not page.locator(".jp-CodeCell .jp-InputArea-editor, .cm-editor, .CodeMirror").count(), (
+            "the dashboard shows code")
+        first = move_and_watch(page, '[data-gc-voila="0"]', kernel_errors)
+        _assert_explorer_worked(first, f"dashboard, first tab; screenshots in {tmp_path}")
+
+        tabs = page.locator(".lm-TabBar-tab")
+        assert tabs.count() >= 2, "the dashboard has fewer than two explorer tabs"
+        second_title = tabs.nth(1).inner_text().strip()
+        tabs.nth(1).click()
+        page.wait_for_function(
+            """() => { const m = document.querySelector('[data-gc-voila="0"]');
+                       return !m || m.offsetParent === null; }""")
+        page.wait_for_function(FIND_VISIBLE_EXPLORER, arg="1", timeout=60_000)
+        second = move_and_watch(page, '[data-gc-voila="1"]', kernel_errors)
+        _assert_explorer_worked(second, f"dashboard, tab {second_title!r}; screenshots in {tmp_path}")
+    _report(f"dashboard: first explorer drawn {loaded:.1f} s after the request; tab 1 figure changed in "
+            f"{first.seconds:.1f} s, tab {second_title!r} in {second.seconds:.1f} s")
 
 
 HARNESS_NOTEBOOK = {
@@ -479,12 +624,13 @@ HARNESS_NOTEBOOK = {
 }
 
 
-def test_browser_harness_on_a_minimal_explorer(tmp_path):
+def test_browser_harness_on_a_minimal_explorer(lab, browser, course, tmp_path):
     """The harness itself, on a one-cell explorer: tells a broken harness from a broken lesson."""
-    _check_browser_available()
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "harness.ipynb").write_text(json.dumps(HARNESS_NOTEBOOK), encoding="utf-8")
-    result = drive_notebook(root, "harness.ipynb", tmp_path)
-    _assert_explorer_worked(result, tmp_path)
+    (course / "harness.ipynb").write_text(json.dumps(HARNESS_NOTEBOOK), encoding="utf-8")
+    with browser_page(browser, lab, tmp_path) as (page, kernel_errors):
+        open_notebook(page, lab, "harness.ipynb")
+        assert not run_all(page, 1, kernel_errors)
+        assert page.evaluate(FIND_EXPLORERS, ".jp-Notebook") == 1
+        result = move_and_watch(page, '[data-gc-explorer="0"]', kernel_errors)
+    _assert_explorer_worked(result, f"harness; screenshots in {tmp_path}")
     assert re.fullmatch(r"\d+", result.readout_after)

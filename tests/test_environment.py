@@ -28,6 +28,8 @@ KEY_PACKAGES = {
     "matplotlib-base": "matplotlib",
     "ipywidgets": "ipywidgets",
     "jupyterlab": "jupyterlab",
+    "jupyterlab-rise": "jupyterlab-rise",  # conda-forge spells it jupyterlab_rise
+    "voila": "voila",
     "ipykernel": "ipykernel",
     "nbval": "nbval",
     "tqdm": "tqdm",
