@@ -12,9 +12,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, exercises, models, theory
-from gradcourse.probes import Probe
+from gradcourse.probes import Probe, probe_once
 from gradcourse.widgets import EXPLORERS
-from gradcourse.widgets.lesson04 import gradient_at_init
 from gradcourse.widgets.lesson05 import ResidualExplorer, signal_theory
 
 
@@ -111,7 +110,8 @@ def test_exercise_checks(check, right, wrong):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_plain_factor_matches_measurement(spirals, seed):
     """Fitted per-layer factor of the signal in plain-50 (no BN): √(1/6) within 10%."""
-    _, signal, _ = gradient_at_init(models.mlp(50, 32, activation="relu", seed=seed), spirals)
+    signal = probe_once(models.mlp(50, 32, activation="relu", seed=seed), spirals.x, spirals.y).get(
+        "output_grad_norm")[0]
     factor = math.exp(-np.polyfit(np.arange(50), np.log(signal[:50]), 1)[0])
     assert factor == pytest.approx(theory.small_signal_factor("relu", "default", 32), rel=0.1)
 
@@ -119,7 +119,7 @@ def test_plain_factor_matches_measurement(spirals, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_residual_profile_matches_measurement(spirals, seed):
     """Every hidden layer's signal in res-50 (no BN) within a factor 3 of signal_theory."""
-    _, signal, layers = gradient_at_init(models.resnet_mlp(25, 32, seed=seed), spirals)
+    signal = probe_once(models.resnet_mlp(25, 32, seed=seed), spirals.x, spirals.y).get("output_grad_norm")[0]
     measured = signal[:51] / signal[50]
     assert np.all(np.abs(np.log10(measured / signal_theory(50, True))) < math.log10(3))
 
