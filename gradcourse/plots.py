@@ -104,7 +104,7 @@ def integer_ticks(ax, axis: str = "x") -> None:
 
 
 # -- axes-level pieces: every figure below and every explorer is built from these -----------------
-def mark_nonfinite(ax, x, values, *, color: str = "black", what: str = "value") -> str:
+def mark_nonfinite(ax, x, values, *, color: str = "black", what: str = "value", where: str = "at") -> str:
     """Mark where ``values`` overflowed (inf/NaN: ▲ at the top edge) or underflowed to 0 (▼ at the
     bottom edge) on a log axis, where matplotlib would silently drop them. Returns a short note
     ("inf at layers 1–12") for a title or summary, "" when every value is positive and finite.
@@ -117,10 +117,10 @@ def mark_nonfinite(ax, x, values, *, color: str = "black", what: str = "value") 
     edge = ax.get_xaxis_transform()          # x in data, y in axes fraction: always inside the axes
     if over.any():
         ax.plot(x[over], np.full(over.sum(), 0.97), "^", ms=7, color=color, transform=edge, clip_on=False)
-        notes.append(f"{what} overflowed to inf/NaN at {_span(x[over])}")
+        notes.append(f"{what} overflowed to inf/NaN {where} {_span(x[over])}")
     if under.any():
         ax.plot(x[under], np.full(under.sum(), 0.03), "v", ms=7, color=color, transform=edge, clip_on=False)
-        notes.append(f"{what} underflowed to 0 at {_span(x[under])}")
+        notes.append(f"{what} underflowed to 0 {where} {_span(x[under])}")
     return "; ".join(notes)
 
 
@@ -287,8 +287,8 @@ def draw_through_time(ax, curves: Mapping[str, np.ndarray], *, overlays: Mapping
                 ok = np.isfinite(series) & (series > 0)
                 ax.semilogy(t[ok], series[ok], style, color=c,
                             label=(labels or {}).get(name, name) if not kind else None)
-                note = mark_nonfinite(ax, t, series, color=c, what=f"{name}{kind}: gradient")
-                notes += [note.replace(" at ", " at t = ")] if note else []
+                note = mark_nonfinite(ax, t, series, color=c, what=f"{name}{kind}: gradient", where="at t =")
+                notes += [note] if note else []
             if overlays and name in overlays:
                 overlay = np.asarray(overlays[name], dtype=float)
                 t = np.arange(1, len(overlay) + 1)
