@@ -133,3 +133,45 @@ def test_show_builds_the_ui_with_its_first_figure():
     assert explorer.last_png.startswith(b"\x89PNG")
     assert any("image/png" in out.get("data", {}) for out in explorer.output.outputs)
     assert "image/png" in explorer._repr_mimebundle_()
+
+
+def _parts(widget):
+    """The view's controls by description and its Run button, found in the widget tree."""
+    import ipywidgets as w
+
+    found, stack = {}, [widget]
+    while stack:
+        item = stack.pop()
+        stack.extend(getattr(item, "children", ()))
+        if isinstance(item, w.Button):
+            found["Run"] = item
+        elif hasattr(item, "description") and hasattr(item, "value"):
+            found[item.description] = item
+    return found
+
+
+def test_the_same_explorer_shown_twice_reads_each_views_own_controls():
+    pytest.importorskip("ipywidgets")
+    explorer = ResidualExplorer()
+    first, second = _parts(explorer.show()), _parts(explorer.show())
+    depth = "hidden layers (plain) / 2 × blocks"
+    first[depth].value, second[depth].value = 10, 20
+    first["Run"].click()
+    assert explorer.last_result.params["depth"] == 10
+    second["Run"].click()
+    assert explorer.last_result.params["depth"] == 20
+
+
+def test_a_control_change_redraws_the_preview_and_says_training_waits():
+    pytest.importorskip("ipywidgets")
+    explorer = ResidualExplorer()
+    parts = _parts(explorer.show())
+    parts["training steps (0 = probe only)"].value = 100      # a change: preview, no training
+    result = explorer.last_result
+    assert result.params["steps"] == 0 and not result.runs
+    assert "press Run" in result.figure.get_supxlabel()
+    parts["skip connections"].value = False                    # every control redraws the preview
+    assert explorer.last_result.params["residual"] is False and "Run button" in explorer.last_result.summary
+    parts["Run"].click()                                       # the Run button trains
+    assert explorer.last_result.params["steps"] == 100 and "run" in explorer.last_result.runs
+    assert not explorer.last_result.figure.get_supxlabel()
