@@ -264,7 +264,8 @@ class _View:
 
 def figure_png(figure: Figure, dpi: int = 80) -> bytes:
     """Render a matplotlib Figure to PNG bytes (the Figure is not registered with pyplot, so
-    nothing needs closing and repeated renders do not accumulate figures)."""
+    nothing needs closing and repeated renders do not accumulate figures). The course's figures
+    use constrained layout, so no second "tight" pass is needed: it cost a quarter of the time."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
