@@ -93,9 +93,19 @@ def _row(trace: Trace, step: int) -> int:
     return int(matches[0])
 
 
+#: The palette in the order lines take it: blue, orange, dark grey, sky blue, dark orange, ...;
+#: the light grey (third in the style) comes late, as it reads poorly on white and next to the
+#: grey dotted reference lines.
+LINE_ORDER = (0, 1, 3, 4, 5, 8, 2, 6, 7, 9)
+
+
 def color(i: int) -> str:
-    """The i-th colour of the course's colour-blind-safe palette (cycling)."""
-    return COLORS[i % len(COLORS)]
+    """The i-th line colour of the course's colour-blind-safe palette (cycling).
+
+    >>> color(0) == COLORS[0], color(2) == COLORS[3]
+    (True, True)
+    """
+    return COLORS[LINE_ORDER[i % len(LINE_ORDER)]]
 
 
 def integer_ticks(ax, axis: str = "x") -> None:
@@ -216,7 +226,7 @@ def draw_loss(ax, runs: Mapping[str, Run], *, log: bool = True, baseline: float 
                             xytext=(-8 if right else 8, -14), ha="right" if right else "left", va="top",
                             fontsize="small", color=c, annotation_clip=True)
         if baseline is not None:
-            ax.axhline(baseline, color="grey", ls=":", label=baseline_label or f"baseline {baseline:.3g}")
+            ax.axhline(baseline, color="black", ls=":", lw=1, label=baseline_label or f"baseline {baseline:.3g}")
         if log:
             ax.set_yscale("log")
         ax.set_ylim(bottom, top)
@@ -430,7 +440,7 @@ def draw_total_grad_norm(ax, runs: Mapping[str, Run], *, threshold: float | None
                 ax.plot(steps[run.clipped], run.grad_norm_total[run.clipped], ".", ms=4, color=color(i),
                         label=f"{name}: clipped ({run.clipped.mean():.0%} of steps)")
         if threshold is not None:
-            ax.axhline(threshold, color="grey", ls=":", label=f"threshold {threshold:g}")
+            ax.axhline(threshold, color="black", ls=":", lw=1, label=f"threshold {threshold:g}")
         integer_ticks(ax)
         ax.set_xlabel("training step")
         ax.set_ylabel("‖∇L‖ (log scale)")
