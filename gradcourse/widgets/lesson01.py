@@ -90,6 +90,14 @@ def measure(depth: int = 20, activation: str = "sigmoid", init: str = "default",
     return values
 
 
+def _theory_words(factor: float) -> str:
+    """The theory's factor in words; a factor of 0 or NaN means the mean-field integral gave no
+    usable answer at these settings (it underflows for very large pre-activations), not "0"."""
+    if not np.isfinite(factor) or factor <= 0:
+        return "the mean-field theory gives no usable number at these settings"
+    return f"theory {factor:.3g}"
+
+
 def _per_layer(signal: np.ndarray) -> float:
     """Geometric mean of the per-layer change, from the first layer whose signal is still
     representable (non-zero) to the last."""
@@ -111,8 +119,10 @@ def figure(values: dict, *, depth: int, activation: str, init: str, weight_scale
         title = f"{depth} {activation} layers, {init} init: overflowed to inf/NaN"
     else:
         title = f"{depth} {activation} layers, {init} init: layer 1 gets {values['ratio']:.1e} of layer {depth}"
+    usable = np.isfinite(values["factor_theory"]) and values["factor_theory"] > 0
     theory_label = ("theory: none (no finite anchor)" if values["overflow"]
-                    else f"theory: ×{values['factor_theory']:.3g} per layer")
+                    else f"theory: ×{values['factor_theory']:.3g} per layer" if usable
+                    else "theory: no usable number here")
     plots.draw_layer_gradients(axes[0, 0], values["weight_grad"], values["signal"], theory=values["theory"],
                                title=title, markersize=3, theory_label=theory_label,
                                labels=("weight gradient ‖∂L/∂W‖", "signal ‖∂L/∂z‖ (measured)"))
@@ -235,6 +245,6 @@ class SaturationExplorer(Explorer):
         else:
             unhealthy = f"up to {worst:.0%} of a layer's units are saturated"
         summary = (f"Each layer multiplies the signal by {values['factor']:.3g} on average "
-                   f"(theory {values['factor_theory']:.3g}), so layer 1 receives "
+                   f"({_theory_words(values['factor_theory'])}), so layer 1 receives "
                    f"{values['ratio']:.2g} of what layer {depth} receives; {unhealthy}.")
         return Result(figure=fig, values=values, summary=summary)
