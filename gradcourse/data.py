@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -121,3 +122,14 @@ def _adding_sequences(n: int, seq_len: int, gen: torch.Generator) -> tuple[torch
 
 #: Mean squared error of always predicting 1 on the adding problem: Var(U + U') = 2/12.
 ADDING_BASELINE_MSE = 1.0 / 6.0
+
+
+@functools.lru_cache(maxsize=8)
+def cached_spirals(n: int = 512, seed: int = 0) -> Dataset:
+    """:func:`spirals` with its default noise, remembered: an explorer redraws on every slider move
+    with the same points, so it builds them once. Do not modify the tensors in place.
+
+    >>> cached_spirals(256) is cached_spirals(256)
+    True
+    """
+    return spirals(n, seed=seed)

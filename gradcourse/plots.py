@@ -1,4 +1,5 @@
-"""Figures, each a function of a Run (or several) that returns a matplotlib ``Figure``.
+"""Figures, each a function of a Run (or several) that returns a matplotlib ``Figure``, and the
+axes-level pieces (``draw_*``) every figure of the course is built from.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they are never
 registered globally: an explorer can redraw a thousand times without accumulating open figures.
@@ -14,13 +15,13 @@ Colours come from matplotlib's own colour-blind-safe style, ``tableau-colorblind
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import matplotlib
 import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .trace import Trace
 from .train import Run
@@ -29,42 +30,30 @@ STYLE = "tableau-colorblind10"
 #: The style's palette, for code that needs a colour by index.
 COLORS = matplotlib.style.library[STYLE]["axes.prop_cycle"].by_key()["color"]
 
+#: Draw inside the course's style (a ``matplotlib.style.context`` is also a decorator), so every
+#: figure gets the same colour-blind-safe palette: ``@plots.styled`` above a figure function.
+#: (A decorator only: a ``with`` statement needs a fresh ``matplotlib.style.context(STYLE)``.)
+styled = matplotlib.style.context(STYLE)
+
 
 def _register_png_display() -> None:
-    """Make a pyplot-free Figure that ends a notebook cell display as a PNG.
+    """Let IPython show a pyplot-free Figure that ends a cell, as a PNG.
 
-    IPython only knows how to show a Figure once matplotlib's inline backend has been loaded
-    (importing pyplot does that); the course never imports pyplot, so register the PNG
-    formatter here. Outside IPython this does nothing.
+    IPython only knows how to show a Figure once matplotlib's inline backend has registered its
+    formatter (importing pyplot does that); the course never imports pyplot, so ask
+    ``matplotlib_inline`` (installed with ipykernel) to register it. Outside IPython: nothing.
     """
     try:
         from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
     except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks only
         return
     shell = get_ipython()
-    if shell is None or not hasattr(shell, "display_formatter"):
-        return
-
-    def png(figure: Figure) -> bytes:
-        import io
-
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        return buffer.getvalue()
-
-    shell.display_formatter.formatters["image/png"].for_type(Figure, png)
+    if shell is not None and hasattr(shell, "display_formatter"):
+        set_matplotlib_formats("png", bbox_inches="tight")
 
 
 _register_png_display()
-
-
-def styled(function):
-    """Draw inside the course's style, so every figure gets the same colour-blind-safe palette."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with matplotlib.style.context(STYLE):
-            return function(*args, **kwargs)
-    return wrapper
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.4, **kwargs):
@@ -74,11 +63,23 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: fl
     return fig, axes
 
 
-def _trace(source: Run | Trace) -> Trace:
+def _trace(source: Run | Trace, name: str = "source") -> Trace:
     trace = source.trace if isinstance(source, Run) else source
     if not isinstance(trace, Trace):
-        raise ValueError("source must be a Run made with probe=True or a Trace")
+        raise ValueError(f"{name} must be a Run made with probe=True or a Trace; got {type(source).__name__}")
     return trace
+
+
+def _runs(runs, name: str = "runs") -> dict[str, Run]:
+    """``runs`` as a name → Run dict (one Run becomes ``{"run": run}``); anything else refused."""
+    if isinstance(runs, Run):
+        return {"run": runs}
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError(f"{name} must be a Run or a non-empty mapping of names to Runs; got {runs!r:.60}")
+    bad = [key for key, run in runs.items() if not isinstance(run, Run)]
+    if bad:
+        raise ValueError(f"{name} must map names to Runs; {bad[0]!r} maps to {type(runs[bad[0]]).__name__}")
+    return dict(runs)
 
 
 def _row(trace: Trace, step: int) -> int:
@@ -92,6 +93,232 @@ def _row(trace: Trace, step: int) -> int:
     return int(matches[0])
 
 
+#: The palette in the order lines take it: blue, orange, dark grey, sky blue, dark orange, ...;
+#: the light grey (third in the style) comes late, as it reads poorly on white and next to the
+#: grey dotted reference lines.
+LINE_ORDER = (0, 1, 3, 4, 5, 8, 2, 6, 7, 9)
+
+
+def color(i: int) -> str:
+    """The i-th line colour of the course's colour-blind-safe palette (cycling).
+
+    >>> color(0) == COLORS[0], color(2) == COLORS[3]
+    (True, True)
+    """
+    return COLORS[LINE_ORDER[i % len(LINE_ORDER)]]
+
+
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Ticks at whole numbers only on ``axis`` (layers and time steps are counted, not measured)."""
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+# -- axes-level pieces: every figure below and every explorer is built from these -----------------
+def mark_nonfinite(ax, x, values, *, color: str = "black", what: str = "value", where: str = "at") -> str:
+    """Mark where ``values`` overflowed (inf/NaN: ▲ at the top edge) or underflowed to 0 (▼ at the
+    bottom edge) on a log axis, where matplotlib would silently drop them. Returns a short note
+    ("inf at layers 1–12") for a title or summary, "" when every value is positive and finite.
+    """
+    x = np.asarray(x)
+    values = np.asarray(values, dtype=float)
+    over = ~np.isfinite(values)
+    under = np.isfinite(values) & (values <= 0)
+    notes = []
+    edge = ax.get_xaxis_transform()          # x in data, y in axes fraction: always inside the axes
+    if over.any():
+        ax.plot(x[over], np.full(over.sum(), 0.97), "^", ms=7, color=color, transform=edge, clip_on=False)
+        notes.append(f"{what} overflowed to inf/NaN {where} {_span(x[over])}")
+    if under.any():
+        ax.plot(x[under], np.full(under.sum(), 0.03), "v", ms=7, color=color, transform=edge, clip_on=False)
+        notes.append(f"{what} underflowed to 0 {where} {_span(x[under])}")
+    return "; ".join(notes)
+
+
+def _span(x: np.ndarray) -> str:
+    x = [int(v) for v in x]
+    return str(x[0]) if len(x) == 1 else f"{x[0]}–{x[-1]}" if x == list(range(x[0], x[-1] + 1)) else \
+        ", ".join(map(str, x[:4])) + ("…" if len(x) > 4 else "")
+
+
+def _note(ax, text: str) -> None:
+    """A warning written inside the axes, top left, on a white box (stays readable over lines)."""
+    ax.text(0.02, 0.9, text, transform=ax.transAxes, ha="left", va="top", fontsize="small", wrap=True,
+            color="#b2182b", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+
+
+def draw_layer_gradients(ax, weight_grads, signal, *, theory=None, title: str,
+                         xlabel: str = "hidden layer (1 = nearest the input)", markersize: float = 6,
+                         labels: tuple[str, str] = ("weight gradient ‖∂L/∂W‖",
+                                                    "signal ‖∂L/∂z‖ at the layer's output"),
+                         theory_label: str = "theory (signal)") -> str:
+    """Draw per-layer ‖∂L/∂W‖ and ‖∂L/∂z‖ (and a theory curve for the signal) on ``ax``, log scale,
+    integer layer ticks. Values that overflowed (inf/NaN) or underflowed to 0 are marked at the
+    edge of the axes and named inside it. Either curve may be ``None``. Returns that note.
+
+    >>> fig, axes = new_figure()
+    >>> draw_layer_gradients(axes[0, 0], [1.0, 2.0, float("inf")], [0.5, 0.0, 3.0], title="t")
+    'weight gradient overflowed to inf/NaN at 3; signal underflowed to 0 at 2'
+    """
+    notes = []
+    with matplotlib.style.context(STYLE):
+        for values, style, label, i in ((weight_grads, "o-", labels[0], 0), (signal, "s--", labels[1], 1)):
+            if values is None:
+                continue
+            values = np.asarray(values, dtype=float)
+            layers = np.arange(1, len(values) + 1)
+            shown = np.isfinite(values) & (values > 0)
+            ax.semilogy(layers[shown], values[shown], style, ms=markersize, color=color(i), label=label)
+            note = mark_nonfinite(ax, layers, values, color=color(i), what=label.split(" ‖")[0])
+            notes += [note] if note else []
+        if theory is not None:
+            theory = np.asarray(theory, dtype=float)
+            layers = np.arange(1, len(theory) + 1)
+            shown = np.isfinite(theory) & (theory > 0)
+            ax.semilogy(layers[shown], theory[shown], ":", color="black", lw=2, label=theory_label)
+        integer_ticks(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("norm (log scale)")
+        ax.set_title(title)
+        if notes:
+            _note(ax, "; ".join(notes) + " (▲/▼ at the edge)")
+        ax.legend(fontsize="small", loc="lower right" if notes else "best")
+    return "; ".join(notes)
+
+
+def draw_loss(ax, runs: Mapping[str, Run], *, log: bool = True, baseline: float | None = None,
+              baseline_label: str | None = None, ylabel: str = "loss", colors: Mapping[str, str] | None = None,
+              title: str = "Training loss") -> None:
+    """Loss against step for several runs (name → Run) on ``ax``, a diverged run ending in ✕ at the
+    step where its loss or gradient became NaN/Inf, labelled inside the axes.
+
+    The loss axis covers the finite range of the runs that did not diverge (and the diverged ones
+    before their blow-up), so a run whose loss climbed to 1e30 before it became NaN does not
+    flatten the others: it leaves through the top of the axes, where its ✕ is drawn.
+    """
+    runs = _runs(runs)
+    with matplotlib.style.context(STYLE):
+        calm = [run.losses[np.isfinite(run.losses)] for run in runs.values() if run.diverged_at is None]
+        if not any(len(c) for c in calm):  # every run diverged: their losses up to 10× where they began
+            calm = [_before_blowup(run.losses) for run in runs.values()]
+        calm = np.concatenate([c for c in calm if len(c)] or [np.array([1.0])])
+        if log:
+            calm = calm[calm > 0] if (calm > 0).any() else np.array([1.0])
+        low, high = float(calm.min()), float(calm.max())
+        if baseline is not None:
+            low, high = min(low, baseline), max(high, baseline)
+        if log:
+            bottom, top = low / 2, high * 3
+        else:
+            pad = 0.08 * (high - low or abs(high) or 1.0)
+            bottom, top = low - pad, high + pad
+        longest = max(len(run.losses) for run in runs.values())
+        for i, (name, run) in enumerate(runs.items()):
+            c = (colors or {}).get(name, color(i))
+            finite = np.isfinite(run.losses)
+            steps = np.arange(len(run.losses))
+            ax.plot(steps[finite], run.losses[finite], color=c, label=name)
+            if run.diverged_at is not None:
+                last = run.losses[finite][-1] if finite.any() else top
+                y = min(max(last, bottom), top / 1.6 if log else top - 0.05 * (top - bottom))
+                ax.plot([run.diverged_at], [y], "x", ms=12, mew=3, color=c)
+                right = run.diverged_at > longest / 2
+                ax.annotate(f"NaN/Inf at step {run.diverged_at}", (run.diverged_at, y), textcoords="offset points",
+                            xytext=(-8 if right else 8, -14), ha="right" if right else "left", va="top",
+                            fontsize="small", color=c, annotation_clip=True)
+        if baseline is not None:
+            ax.axhline(baseline, color="black", ls=":", lw=1, label=baseline_label or f"baseline {baseline:.3g}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylim(bottom, top)
+        ax.set_xlim(-0.02 * longest, longest * 1.02)
+        integer_ticks(ax)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{ylabel} (log scale)" if log else ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize="small")
+
+
+def _before_blowup(losses: np.ndarray) -> np.ndarray:
+    finite = losses[np.isfinite(losses)]
+    if not len(finite):
+        return finite
+    start = abs(finite[0]) or 1.0
+    beyond = np.flatnonzero(np.abs(finite) > 10 * start)
+    return finite[: beyond[0]] if len(beyond) else finite
+
+
+def draw_unhealthy_units(ax, saturated, dead, *, title: str,
+                         xlabel: str = "layer (1 = nearest the input)") -> None:
+    """Saturated (sigmoid/tanh) and dead (ReLU) fraction of units per layer as bars on ``ax``;
+    a quantity that does not apply to the activation (all NaN) is left out and said so."""
+    with matplotlib.style.context(STYLE):
+        saturated = np.asarray(saturated, dtype=float)
+        dead = np.asarray(dead, dtype=float)
+        layers = np.arange(1, max(len(saturated), len(dead)) + 1)
+        shown = False
+        if np.isfinite(saturated).any():
+            ax.bar(layers[: len(saturated)] - 0.2, np.nan_to_num(saturated), width=0.4, color=color(0),
+                   label="saturated (|slope| ≈ 0)")
+            shown = True
+        if np.isfinite(dead).any():
+            ax.bar(layers[: len(dead)] + 0.2, np.nan_to_num(dead), width=0.4, color=color(1),
+                   label="dead ReLU (0 for every input)")
+            shown = True
+        if not shown:
+            ax.text(0.5, 0.5, "this activation neither saturates nor dies", ha="center",
+                    transform=ax.transAxes)
+        ax.set_ylim(0, 1)
+        integer_ticks(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction of units")
+        ax.set_title(title)
+        if shown:
+            ax.legend(fontsize="small")
+
+
+def draw_through_time(ax, curves: Mapping[str, np.ndarray], *, overlays: Mapping[str, np.ndarray] | None = None,
+                      after: Mapping[str, np.ndarray] | None = None, title: str = "Gradient reaching each time step",
+                      overlay_label: str = "bound (λ₁γ)^(T−t)·‖∂L/∂h_T‖", after_label: str = "after training",
+                      labels: Mapping[str, str] | None = None) -> str:
+    """‖∂L/∂h_t‖ against t on a log axis: one solid line per entry of ``curves`` (name → array),
+    the matching entry of ``overlays`` dotted (a bound or guide), of ``after`` dashed, in the same
+    colour. Time steps whose gradient underflowed to 0 (or overflowed) are marked at the edge of
+    the axes and named inside it; returns that note ("" when there is none).
+    """
+    notes = []
+    with matplotlib.style.context(STYLE):
+        for i, (name, values) in enumerate(curves.items()):
+            c = color(i)
+            for series, style, kind in ((values, "-", ""), ((after or {}).get(name), "--", f" ({after_label})")):
+                if series is None:
+                    continue
+                series = np.asarray(series, dtype=float)
+                t = np.arange(1, len(series) + 1)
+                ok = np.isfinite(series) & (series > 0)
+                ax.semilogy(t[ok], series[ok], style, color=c,
+                            label=(labels or {}).get(name, name) if not kind else None)
+                note = mark_nonfinite(ax, t, series, color=c, what=f"{name}{kind}: gradient", where="at t =")
+                notes += [note] if note else []
+            if overlays and name in overlays:
+                overlay = np.asarray(overlays[name], dtype=float)
+                t = np.arange(1, len(overlay) + 1)
+                ok = np.isfinite(overlay) & (overlay > 0)
+                ax.semilogy(t[ok], overlay[ok], ":", lw=2, color=c)
+        if overlays:
+            ax.plot([], [], ":", lw=2, color="grey", label=overlay_label)
+        if after:
+            ax.plot([], [], "--", color="grey", label=after_label)
+        integer_ticks(ax)
+        ax.set_xlabel("time step t (the loss reads h_T)")
+        ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
+        ax.set_title(title)
+        if notes:
+            _note(ax, "; ".join(notes) + " (▲/▼ at the edge)")
+        ax.legend(fontsize="small", loc="lower right" if notes else "best")
+    return "; ".join(notes)
+
+
+# -- figures -----------------------------------------------------------------------------------------
 @styled
 def grad_norms(source: Run | Trace, *, step: int = 0, theory: np.ndarray | None = None,
                title: str | None = None) -> Figure:
@@ -111,54 +338,19 @@ def grad_norms(source: Run | Trace, *, step: int = 0, theory: np.ndarray | None 
 
 
 @styled
-def draw_layer_gradients(ax, weight_grads, signal, *, theory=None, title: str,
-                         xlabel: str = "hidden layer (1 = nearest the input)", markersize: float = 6) -> None:
-    """Draw per-layer ‖∂L/∂W‖ and ‖∂L/∂z‖ (and a theory curve for the signal) on ``ax``, log scale.
-
-    The one drawing of this picture: :func:`grad_norms` and the lesson explorers all call it.
-    """
-    layers = np.arange(1, len(weight_grads) + 1)
-    ax.semilogy(layers, weight_grads, "o-", ms=markersize, label="weight gradient ‖∂L/∂W‖")
-    ax.semilogy(np.arange(1, len(signal) + 1), signal, "s--", ms=markersize,
-                label="signal ‖∂L/∂z‖ at the layer's output")
-    if theory is not None:
-        theory = np.asarray(theory, dtype=float)
-        ax.semilogy(np.arange(1, len(theory) + 1), theory, ":", color="black", lw=2,
-                    label="theory (signal)")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("norm (log scale)")
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-
-
-@styled
 def loss_curve(runs: Run | Mapping[str, Run], *, log: bool = True, baseline: float | None = None,
                title: str = "Training loss") -> Figure:
     """Loss against step for one run or several (a name → Run mapping); a diverged run ends in ✕
-    at the step where its loss or gradient became NaN/Inf."""
-    runs = {"run": runs} if isinstance(runs, Run) else dict(runs)
-    if not runs:
-        raise ValueError("runs must hold at least one Run")
+    at the step where its loss or gradient became NaN/Inf (see :func:`draw_loss`).
+
+    >>> loss_curve("x")
+    Traceback (most recent call last):
+    ...
+    ValueError: runs must be a Run or a non-empty mapping of names to Runs; got 'x'
+    """
+    runs = _runs(runs)
     fig, axes = new_figure()
-    ax = axes[0, 0]
-    for name, run in runs.items():
-        finite = np.isfinite(run.losses)
-        steps = np.arange(len(run.losses))
-        (line,) = ax.plot(steps[finite], run.losses[finite], label=name)
-        if run.diverged_at is not None:
-            last = run.losses[finite][-1] if finite.any() else 1.0
-            ax.plot([run.diverged_at], [last], "x", ms=12, mew=3, color=line.get_color())
-            ax.annotate(f"NaN/Inf at step {run.diverged_at}", (run.diverged_at, last),
-                        textcoords="offset points", xytext=(-10, 8), ha="right", fontsize="small",
-                        color=line.get_color())
-    if baseline is not None:
-        ax.axhline(baseline, color="grey", ls=":", label=f"baseline {baseline:.3g}")
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (log scale)" if log else "loss")
-    ax.set_title(title)
-    ax.legend(fontsize="small")
+    draw_loss(axes[0, 0], runs, log=log, baseline=baseline, title=title)
     return fig
 
 
@@ -189,6 +381,7 @@ def grad_histograms(source: Run | Trace, *, layers: list[str] | None = None) -> 
         mesh = ax.pcolormesh(step_edges, edges, counts, norm=LogNorm(1, top), cmap="viridis")
         ax.set_title(name)
         ax.set_xlabel("training step")
+        integer_ticks(ax)
     axes[0, 0].set_ylabel("log10 |∂L/∂W|")
     fig.colorbar(mesh, ax=axes[0, -1], label="weights per bin (log scale)")
     fig.suptitle("Weight-gradient histograms over training")
@@ -201,26 +394,8 @@ def activation_health(source: Run | Trace, *, step: int = 0) -> Figure:
     trace = _trace(source)
     row = _row(trace, step)
     fig, axes = new_figure()
-    ax = axes[0, 0]
-    layers = np.arange(1, len(trace.layers) + 1)
-    saturated = trace.get("saturated_frac")[row]
-    dead = trace.get("dead_frac")[row]
-    shown = False
-    if np.isfinite(saturated).any():
-        ax.bar(layers - 0.2, np.nan_to_num(saturated), width=0.4, label="saturated (|slope| ≈ 0)")
-        shown = True
-    if np.isfinite(dead).any():
-        ax.bar(layers + 0.2, np.nan_to_num(dead), width=0.4, label="dead ReLU (0 for every input)")
-        shown = True
-    if not shown:
-        ax.text(0.5, 0.5, "this activation neither saturates nor dies", ha="center",
-                transform=ax.transAxes)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("layer (1 = nearest the input)")
-    ax.set_ylabel("fraction of units")
-    ax.set_title(f"Unhealthy units per layer at step {int(trace.steps[row])}")
-    if shown:
-        ax.legend(fontsize="small")
+    draw_unhealthy_units(axes[0, 0], trace.get("saturated_frac")[row], trace.get("dead_frac")[row],
+                         title=f"Unhealthy units per layer at step {int(trace.steps[row])}")
     return fig
 
 
@@ -235,6 +410,7 @@ def weight_norms(source: Run | Trace) -> Figure:
     for i, name in enumerate(trace.layers):
         ax.semilogy(trace.steps, norms[:, i], color=cmap(i / max(len(trace.layers) - 1, 1)),
                     label=name if i in (0, len(trace.layers) - 1) else None)
+    integer_ticks(ax)
     ax.set_xlabel("training step")
     ax.set_ylabel("‖W‖ (log scale)")
     ax.set_title("Weight norm per layer (dark = input side)")
@@ -246,40 +422,53 @@ def weight_norms(source: Run | Trace) -> Figure:
 def total_grad_norm(runs: Run | Mapping[str, Run], *, threshold: float | None = None,
                     title: str = "Total gradient norm before clipping") -> Figure:
     """The total gradient norm per step (before clipping), clipped steps marked, log scale."""
-    runs = {"run": runs} if isinstance(runs, Run) else dict(runs)
+    runs = _runs(runs)
     fig, axes = new_figure()
-    ax = axes[0, 0]
-    for name, run in runs.items():
-        steps = np.arange(len(run.grad_norm_total))
-        (line,) = ax.semilogy(steps, run.grad_norm_total, label=name)
-        if run.clipped.any():
-            ax.plot(steps[run.clipped], run.grad_norm_total[run.clipped], ".", ms=4,
-                    color=line.get_color(), label=f"{name}: clipped ({run.clipped.mean():.0%} of steps)")
-    if threshold is not None:
-        ax.axhline(threshold, color="grey", ls=":", label=f"threshold {threshold:g}")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("‖∇L‖ (log scale)")
-    ax.set_title(title)
-    ax.legend(fontsize="small")
+    draw_total_grad_norm(axes[0, 0], runs, threshold=threshold, title=title)
     return fig
+
+
+def draw_total_grad_norm(ax, runs: Mapping[str, Run], *, threshold: float | None = None,
+                         title: str = "Total gradient norm before clipping") -> None:
+    """‖∇L‖ per step of each run (before clipping) on ``ax``, clipped steps dotted, log scale."""
+    with matplotlib.style.context(STYLE):
+        for i, (name, run) in enumerate(_runs(runs).items()):
+            steps = np.arange(len(run.grad_norm_total))
+            finite = np.isfinite(run.grad_norm_total)
+            ax.semilogy(steps[finite], run.grad_norm_total[finite], color=color(i), label=name)
+            if run.clipped.any():
+                ax.plot(steps[run.clipped], run.grad_norm_total[run.clipped], ".", ms=4, color=color(i),
+                        label=f"{name}: clipped ({run.clipped.mean():.0%} of steps)")
+        if threshold is not None:
+            ax.axhline(threshold, color="black", ls=":", lw=1, label=f"threshold {threshold:g}")
+        integer_ticks(ax)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("‖∇L‖ (log scale)")
+        ax.set_title(title)
+        ax.legend(fontsize="small")
 
 
 @styled
 def hidden_grad_norms(runs: Run | Mapping[str, Run], *, step: int = 0,
-                      theory: Mapping[str, np.ndarray] | None = None) -> Figure:
-    """‖∂L/∂h_t‖ against the time step t for sequence models (log scale), theory dashed."""
-    runs = {"run": runs} if isinstance(runs, Run) else dict(runs)
-    fig, axes = new_figure(width=5.5)
-    ax = axes[0, 0]
+                      theory: Mapping[str, np.ndarray] | None = None,
+                      title: str = "Gradient reaching each time step") -> Figure:
+    """‖∂L/∂h_t‖ against the time step t for sequence models (log scale), theory dotted.
+
+    >>> from gradcourse import data, models
+    >>> from gradcourse.train import fit
+    >>> hidden_grad_norms(fit(models.mlp(2, 4, seed=0), data.spirals(16), steps=1, lr=0.1))
+    Traceback (most recent call last):
+    ...
+    ValueError: runs must be sequence-model Runs (models.sequence_model) made with probe=True; 'run' holds no ‖∂L/∂h_t‖
+    """
+    runs = _runs(runs)
+    curves = {}
     for name, run in runs.items():
-        trace = _trace(run)
-        values = trace.get("hidden_grad_norm")[_row(trace, step)]
-        (line,) = ax.semilogy(np.arange(1, len(values) + 1), values, label=name)
-        if theory and name in theory:
-            ax.semilogy(np.arange(1, len(theory[name]) + 1), theory[name], ":",
-                        color=line.get_color())
-    ax.set_xlabel("time step t (the loss reads the last one)")
-    ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
-    ax.set_title("Gradient reaching each time step")
-    ax.legend(fontsize="small")
+        trace = _trace(run, "runs")
+        if trace.hidden_grad_norm is None:
+            raise ValueError("runs must be sequence-model Runs (models.sequence_model) made with probe=True; "
+                             f"{name!r} holds no ‖∂L/∂h_t‖")
+        curves[name] = trace.get("hidden_grad_norm")[_row(trace, step)]
+    fig, axes = new_figure(width=5.5)
+    draw_through_time(axes[0, 0], curves, overlays=theory, overlay_label="theory", title=title)
     return fig

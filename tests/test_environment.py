@@ -1,6 +1,6 @@
 """The two ways of building the course environment agree, and committed notebooks are clean.
 
-- ``environment.yml`` (conda, Binder) and ``requirements/constraints.txt`` (pip, ``make``)
+- ``environment.yml`` (conda, Binder, read with PyYAML) and ``requirements/constraints.txt`` (pip, ``make``)
   must name the same key packages at the same versions, with torch exactly 2.13.0 (CPU).
 - Every notebook in ``notebooks/`` is committed from one fresh top-to-bottom run
   (``make notebooks``): execution counts 1, 2, 3, ... and no error output.
@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENT_YML = ROOT / "environment.yml"
@@ -43,36 +44,17 @@ def _normalise(name: str) -> str:
 
 
 def parse_conda_dependencies(text: str) -> dict[str, tuple[str | None, str | None]]:
-    """Read the conda specs of an environment.yml: ``{name: (version, build)}``.
+    """Read the conda specs of an environment.yml with PyYAML: ``{name: (version, build)}``.
 
-    A deliberately small parser (no YAML library needed): it reads the ``- name=version=build``
-    items directly under ``dependencies:`` and ignores a nested ``- pip:`` list.
+    Only the ``name=version=build`` strings directly under ``dependencies:`` count; a nested
+    ``- pip:`` list (a mapping in YAML) is skipped.
     """
+    doc = yaml.safe_load(text)
     deps: dict[str, tuple[str | None, str | None]] = {}
-    in_deps = False
-    item_indent = None
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].rstrip()
-        if not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            in_deps = line.strip() == "dependencies:"
-            item_indent = None
-            continue
-        if not in_deps:
-            continue
-        stripped = line.strip()
-        if not stripped.startswith("- "):
-            continue
-        if item_indent is None:
-            item_indent = indent
-        if indent != item_indent:
-            continue  # a nested list, e.g. the items of "- pip:"
-        spec = stripped[2:].strip().strip("'\"")
-        if spec.endswith(":"):
-            continue  # "- pip:" opens a nested list
-        parts = re.split(r"\s*=\s*", spec, maxsplit=2) if "=" in spec else [spec]
+    for spec in doc.get("dependencies") or []:
+        if not isinstance(spec, str):
+            continue  # the {"pip": [...]} mapping
+        parts = re.split(r"\s*=\s*", spec.strip(), maxsplit=2)
         name = parts[0].split("::")[-1]
         version = parts[1] if len(parts) > 1 and parts[1] else None
         build = parts[2] if len(parts) > 2 else None
@@ -103,13 +85,11 @@ def pins() -> dict[str, str]:
     return parse_constraints(CONSTRAINTS.read_text(encoding="utf-8"))
 
 
-def test_parser_agrees_with_yaml_when_available():
-    yaml = pytest.importorskip("yaml")
+def test_environment_names_conda_forge_channels_and_string_specs():
     doc = yaml.safe_load(ENVIRONMENT_YML.read_text(encoding="utf-8"))
     assert doc["channels"] == ["conda-forge", "nodefaults"], "conda-forge only"
     specs = [d for d in doc["dependencies"] if isinstance(d, str)]
-    parsed = parse_conda_dependencies(ENVIRONMENT_YML.read_text(encoding="utf-8"))
-    assert sorted(parsed) == sorted(_normalise(s.split("=")[0]) for s in specs)
+    assert len(specs) > 10 and "python" in parse_conda_dependencies(ENVIRONMENT_YML.read_text(encoding="utf-8"))
 
 
 def test_parser_reads_specs_and_skips_nested_pip_list():

@@ -4,18 +4,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from gradcourse import data, models, theory
-from gradcourse.probes import Probe
+from gradcourse.probes import probe_once as probe_batch
 from gradcourse.widgets.lesson02 import ExplosionExplorer
 
 
 def probe_once(net, ds):
-    with Probe(net) as probe:
-        torch.nn.functional.cross_entropy(net(ds.x), ds.y).backward()
-    return probe.trace
+    return probe_batch(net, ds.x, ds.y)
 
 
 
@@ -37,9 +34,14 @@ def test_explorer_at_critical_scale_and_tanh_chaos():
     assert tanh["saturated_last"] > 0.5 and tanh["signal_ratio"] > 100
 
 
-def test_explorer_survives_overflow():
+def test_explorer_survives_overflow_and_marks_the_infinite_bar():
     result = ExplosionExplorer().run(weight_scale=4.5, depth=40)
     assert isinstance(result.figure, Figure) and "overflowed" in result.summary
+    assert not np.isfinite(result.values["total_grad_norm"])
+    bars = result.figure.axes[1]
+    hatched = [p for p in bars.patches if p.get_hatch() == "//"]
+    assert len(hatched) == 1 and hatched[0].get_height() >= bars.get_ylim()[1] / 3   # drawn to the top
+    assert any("inf (overflowed)" in t.get_text() for t in bars.texts)
 
 
 @pytest.mark.parametrize("bad, name", [({"weight_scale": 9.0}, "weight_scale"), ({"depth": 1}, "depth"),

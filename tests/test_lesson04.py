@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from gradcourse import data, models, theory
 from gradcourse.widgets import EXPLORERS
-from gradcourse.widgets.lesson04 import BatchNormExplorer, batch_spread, gradient_at_init
+from gradcourse.widgets.lesson04 import BatchNormExplorer, batch_spread, gradient_at_init, training_loss
 
 
 def test_registered():
@@ -84,3 +84,22 @@ def test_sigmoid_factor_matches_measurement(seed):
     _, signal, _ = gradient_at_init(models.mlp(10, 32, activation="sigmoid", seed=seed), spirals)
     measured = (signal[0] / signal[9]) ** (1 / 9)
     assert measured == pytest.approx(theory.small_signal_factor("sigmoid", "default", 32), rel=0.15)
+
+
+def test_small_batches_report_the_whole_training_set_loss_not_the_last_batch():
+    """With batches of 2 the last mini-batch's loss can be anything (even ~0); the explorer
+    reports the loss of the whole training set in eval mode and names the other one."""
+    result = BatchNormExplorer().run(batch_size=2, steps=100)
+    v = result.values
+    expected = training_loss(result.runs["run"].model, data.cached_spirals(256))
+    assert v["final_loss"] == pytest.approx(expected)
+    assert v["final_loss"] != pytest.approx(v["last_batch_loss"])
+    assert "whole training set" in result.summary and "last mini-batch of 2" in result.summary
+    loss_axes = result.figure.axes[1]
+    assert any("mini-batch of 2" in line.get_label() for line in loss_axes.lines)
+
+
+def test_training_waits_for_run_in_the_ui_preview():
+    result = BatchNormExplorer().run_preview(depth=40, steps=400)
+    assert result.params["steps"] == 0 and not result.runs and len(result.figure.axes) == 1
+    assert "press Run" in result.figure.get_supxlabel()

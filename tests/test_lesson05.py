@@ -12,9 +12,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, models, theory
-from gradcourse.probes import Probe
+from gradcourse.probes import Probe, probe_once
 from gradcourse.widgets import EXPLORERS
-from gradcourse.widgets.lesson04 import gradient_at_init
 from gradcourse.widgets.lesson05 import ResidualExplorer, signal_theory
 
 
@@ -100,7 +99,8 @@ def test_explorer_rejects_bad_params(bad):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_plain_factor_matches_measurement(spirals, seed):
     """Fitted per-layer factor of the signal in plain-50 (no BN): √(1/6) within 10%."""
-    _, signal, _ = gradient_at_init(models.mlp(50, 32, activation="relu", seed=seed), spirals)
+    signal = probe_once(models.mlp(50, 32, activation="relu", seed=seed), spirals.x, spirals.y).get(
+        "output_grad_norm")[0]
     factor = math.exp(-np.polyfit(np.arange(50), np.log(signal[:50]), 1)[0])
     assert factor == pytest.approx(theory.small_signal_factor("relu", "default", 32), rel=0.1)
 
@@ -108,7 +108,7 @@ def test_plain_factor_matches_measurement(spirals, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_residual_profile_matches_measurement(spirals, seed):
     """Every hidden layer's signal in res-50 (no BN) within a factor 3 of signal_theory."""
-    _, signal, layers = gradient_at_init(models.resnet_mlp(25, 32, seed=seed), spirals)
+    signal = probe_once(models.resnet_mlp(25, 32, seed=seed), spirals.x, spirals.y).get("output_grad_norm")[0]
     measured = signal[:51] / signal[50]
     assert np.all(np.abs(np.log10(measured / signal_theory(50, True))) < math.log10(3))
 
@@ -122,3 +122,45 @@ def test_show_builds_the_ui_with_its_first_figure():
     assert explorer.last_png.startswith(b"\x89PNG")
     assert any("image/png" in out.get("data", {}) for out in explorer.output.outputs)
     assert "image/png" in explorer._repr_mimebundle_()
+
+
+def _parts(widget):
+    """The view's controls by description and its Run button, found in the widget tree."""
+    import ipywidgets as w
+
+    found, stack = {}, [widget]
+    while stack:
+        item = stack.pop()
+        stack.extend(getattr(item, "children", ()))
+        if isinstance(item, w.Button):
+            found["Run"] = item
+        elif hasattr(item, "description") and hasattr(item, "value"):
+            found[item.description] = item
+    return found
+
+
+def test_the_same_explorer_shown_twice_reads_each_views_own_controls():
+    pytest.importorskip("ipywidgets")
+    explorer = ResidualExplorer()
+    first, second = _parts(explorer.show()), _parts(explorer.show())
+    depth = "hidden layers (plain) / 2 × blocks"
+    first[depth].value, second[depth].value = 10, 20
+    first["Run"].click()
+    assert explorer.last_result.params["depth"] == 10
+    second["Run"].click()
+    assert explorer.last_result.params["depth"] == 20
+
+
+def test_a_control_change_redraws_the_preview_and_says_training_waits():
+    pytest.importorskip("ipywidgets")
+    explorer = ResidualExplorer()
+    parts = _parts(explorer.show())
+    parts["training steps (0 = probe only)"].value = 100      # a change: preview, no training
+    result = explorer.last_result
+    assert result.params["steps"] == 0 and not result.runs
+    assert "press Run" in result.figure.get_supxlabel()
+    parts["skip connections"].value = False                    # every control redraws the preview
+    assert explorer.last_result.params["residual"] is False and "Run button" in explorer.last_result.summary
+    parts["Run"].click()                                       # the Run button trains
+    assert explorer.last_result.params["steps"] == 100 and "run" in explorer.last_result.runs
+    assert not explorer.last_result.figure.get_supxlabel()

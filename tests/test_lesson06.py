@@ -159,3 +159,27 @@ def test_factor_over_training_reads_the_probe():
     with pytest.raises(ValueError, match="run"):
         factor_over_training(fit(build("gru"), adding_data(10), steps=2, lr=1e-2, probe=False,
                                  progress=False))
+
+
+@pytest.mark.parametrize("settings", [dict(cell="rnn", recurrent_scale=0.25, seq_len=100),
+                                      dict(cell="lstm", forget_bias=-2.0, seq_len=100)])
+def test_underflowed_gradient_is_shown_not_refused(explorer, settings):
+    """The lesson's own vanishing cases underflow float32 before t = 1: the explorer fits the
+    factor on the steps that still hold a gradient and marks the zeros on the figure."""
+    result = explorer.run(**settings)
+    v = result.values
+    assert v["underflowed_steps"] > 10 and v["first_over_last"] == 0.0
+    assert 0.2 < v["factor"] < 0.3
+    assert "underflowed float32" in result.summary
+    ax = result.figure.axes[0]
+    (marks,) = [line for line in ax.lines if line.get_marker() == "v"]
+    assert len(marks.get_xdata()) == v["underflowed_steps"]
+    assert any("underflowed to 0 at t = 1–" in t.get_text() for t in ax.texts)
+
+
+def test_decay_factor_skips_the_underflowed_steps():
+    from gradcourse.widgets.lesson06 import decay_factor
+
+    factor, lost = decay_factor(np.r_[np.zeros(5), 0.5 ** np.arange(20, 0, -1)])
+    assert lost == 5 and factor == pytest.approx(0.5)
+    assert math.isnan(decay_factor(np.array([0.0, 0.0, 1.0]))[0])

@@ -62,11 +62,15 @@ def figure(values: dict, *, depth: int, w: float, activation: str, offset: float
     ax = axes[0, 0]
     k = np.arange(depth + 1)
     measured = values["measured"]
-    shown = measured > 0
-    ax.semilogy(k, values["predicted"], "-", color="black", lw=1.5, alpha=0.7,
+    shown = np.isfinite(measured) & (measured > 0)
+    predicted = values["predicted"]
+    ok = np.isfinite(predicted) & (predicted > 0)
+    ax.semilogy(k[ok], predicted[ok], "-", color="black", lw=1.5, alpha=0.7,
                 label=f"predicted |w·φ'(0)|^(L−k), factor {values['factor']:.3g}")
     ax.semilogy(k[shown], measured[shown], "o", ms=5, color=plots.COLORS[0],
                 label="measured with autograd")
+    plots.mark_nonfinite(ax, k, measured, color=plots.COLORS[0], what="measured gradient")
+    plots.integer_ticks(ax)
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_xlabel("layer k (0 = input, L = output)")
     ax.set_ylabel("|∂h_L/∂h_k| (log scale)")
@@ -114,6 +118,7 @@ def compare_figure(ws: tuple[float, ...] = (2.0, 4.0, 5.0), depth: int = 20,
         factor = theory.chain_factor(w, activation)
         ax.semilogy(k, theory.scalar_chain(w, depth, activation), "-", color=color, lw=1.5)
         ax.semilogy(k, measured, "o", ms=4, color=color, label=f"w = {w:g}: factor |w·φ'(0)| = {factor:g}")
+    plots.integer_ticks(ax)
     ax.set_xlabel("layer k (0 = input, L = output)")
     ax.set_ylabel("|∂h_L/∂h_k| (log scale)")
     ax.set_title(f"{activation} chains of {depth} links: dots measured, lines predicted", fontsize="medium")

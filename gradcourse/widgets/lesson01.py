@@ -14,26 +14,18 @@ True
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from .. import data, models, plots, theory
-from ..probes import Probe
-from ..trace import Trace
+from ..activations import hidden_outputs
+from ..probes import probe_once
 from .base import Explorer, Param, Result
 
 WIDTH = 64
 #: An activation within this distance of an asymptote counts as saturated (as in the probes).
 MARGIN = 0.03
-
-
-@functools.lru_cache(maxsize=4)
-def spirals(seed: int = 0) -> data.Dataset:
-    """The lesson's data set (cached: every slider move reuses the same points)."""
-    return data.spirals(512, seed=seed)
 
 
 def build(depth: int = 20, activation: str = "sigmoid", init: str = "default", *,
@@ -47,27 +39,6 @@ def build(depth: int = 20, activation: str = "sigmoid", init: str = "default", *
                 layer.weight.mul_(weight_scale)
     net.config["weight_scale"] = weight_scale
     return net
-
-
-def probe_once(net: models.MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[Trace, float]:
-    """One forward and backward pass of the cross-entropy loss under a Probe (no update).
-    Returns the trace (one recorded step) and the loss."""
-    with Probe(net) as probe:
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        loss.backward()
-    net.zero_grad(set_to_none=True)
-    return probe.trace, loss.item()
-
-
-def hidden_activations(net: models.MLP, x: torch.Tensor) -> list[np.ndarray]:
-    """The activation h_k = φ(z_k) of every hidden layer for input ``x`` (no gradients)."""
-    out = []
-    with torch.no_grad():
-        h = x
-        for k in range(1, net.depth + 1):
-            h = getattr(net, f"act{k}")(getattr(net, f"layer{k}")(h))
-            out.append(h.numpy().ravel())
-    return out
 
 
 def saturated_fraction(activation: str, values: np.ndarray) -> float:
@@ -90,34 +61,48 @@ def measure(depth: int = 20, activation: str = "sigmoid", init: str = "default",
     the per-layer change, measured and predicted), ``saturated`` and ``dead`` (fraction per
     hidden layer), ``activations`` (every hidden layer's values, flattened), ``loss``, ``trace``.
     """
-    ds = spirals()
+    ds = data.cached_spirals(512)
     x = ds.x * input_scale
     net = build(depth, activation, init, weight_scale=weight_scale, seed=seed)
-    trace, loss = probe_once(net, x, ds.y)
-    hidden = slice(0, depth)                         # the trace's last layer is the head
-    signal = trace.get("output_grad_norm")[0, hidden].astype(float)
-    weight_grad = trace.get("grad_norm")[0, hidden].astype(float)
-    m2 = float((x**2).sum(dim=1).mean())
-    predicted = theory.predict_signal(net.config, last=signal[-1], input_second_moment=m2,
-                                      weight_scale=weight_scale)
-    ratio = float(signal[0] / signal[-1])
-    acts = hidden_activations(net, x)
+    with np.errstate(all="ignore"):
+        trace = probe_once(net, x, ds.y)
+        net.zero_grad(set_to_none=True)
+        hidden = slice(0, depth)                         # the trace's last layer is the head
+        signal = trace.get("output_grad_norm")[0, hidden].astype(float)
+        weight_grad = trace.get("grad_norm")[0, hidden].astype(float)
+        m2 = float((x**2).sum(dim=1).mean())
+        # A signal that overflowed float32 (a ReLU net at ×16 per layer) has no finite anchor.
+        overflow = not (np.isfinite(trace.loss) and np.all(np.isfinite(signal)))
+        predicted = (np.full(depth, np.nan) if overflow else
+                     theory.predict_signal(net.config, last=signal[-1], input_second_moment=m2,
+                                           weight_scale=weight_scale))
+        ratio = float(signal[0] / signal[-1])
+        factor_theory = (float((predicted[0] / predicted[-1]) ** (1 / (depth - 1))) if depth > 1 and not overflow
+                         else float("nan") if overflow else 1.0)
+    acts = [a.numpy().ravel() for a in hidden_outputs(net, x)]
     values = {
         "signal": signal, "weight_grad": weight_grad, "theory": predicted, "ratio": ratio,
-        "factor": _per_layer(signal),
-        "factor_theory": float((predicted[0] / predicted[-1]) ** (1 / (depth - 1))) if depth > 1 else 1.0,
+        "factor": _per_layer(signal), "factor_theory": factor_theory, "overflow": overflow,
         "saturated": trace.get("saturated_frac")[0, hidden].astype(float),
         "dead": trace.get("dead_frac")[0, hidden].astype(float),
-        "activations": acts, "loss": loss, "trace": trace,
+        "activations": acts, "loss": trace.loss, "trace": trace,
     }
     return values
+
+
+def _theory_words(factor: float) -> str:
+    """The theory's factor in words; a factor of 0 or NaN means the mean-field integral gave no
+    usable answer at these settings (it underflows for very large pre-activations), not "0"."""
+    if not np.isfinite(factor) or factor <= 0:
+        return "the mean-field theory gives no usable number at these settings"
+    return f"theory {factor:.3g}"
 
 
 def _per_layer(signal: np.ndarray) -> float:
     """Geometric mean of the per-layer change, from the first layer whose signal is still
     representable (non-zero) to the last."""
     positive = np.flatnonzero(signal > 0)
-    if len(positive) < 2:
+    if len(positive) < 2 or not np.all(np.isfinite(signal)):
         return float("nan")
     first = positive[0]
     return float((signal[first] / signal[-1]) ** (1 / (len(signal) - 1 - first)))
@@ -126,32 +111,36 @@ def _per_layer(signal: np.ndarray) -> float:
 @plots.styled
 def figure(values: dict, *, depth: int, activation: str, init: str, weight_scale: float,
            input_scale: float) -> Figure:
-    """Left: signal and weight gradient per layer (log scale) with the theory curve.
-    Right: histograms of the first and last hidden layers' activations."""
-    fig, axes = plots.new_figure(2, width=5.2, height=3.6)
-    ax = axes[0, 0]
-    layers = np.arange(1, depth + 1)
-    ax.semilogy(layers, values["signal"], "s-", ms=4, label="signal ‖∂L/∂z‖ (measured)")
-    ax.semilogy(layers, values["weight_grad"], "o-", ms=3, alpha=0.8, label="weight gradient ‖∂L/∂W‖")
-    ax.semilogy(layers, values["theory"], ":", color="black", lw=2,
-                label=f"theory: ×{values['factor_theory']:.3g} per layer")
-    ax.set_xlabel("hidden layer (1 = nearest the input)")
-    ax.set_ylabel("norm (log scale)")
-    ax.set_title(f"{depth} {activation} layers, {init} init: layer 1 gets {values['ratio']:.1e} of layer {depth}",
-                 fontsize="medium")
-    ax.legend(fontsize="small", loc="lower right")
-    ax.grid(True, which="major", alpha=0.3)
+    """Left: signal and weight gradient per layer (log scale) with the theory curve. Middle:
+    histograms of the first and last hidden layers' activations. Right: saturated or dead units
+    per layer."""
+    fig, axes = plots.new_figure(3, width=4.6, height=3.6)
+    if values["overflow"]:
+        title = f"{depth} {activation} layers, {init} init: overflowed to inf/NaN"
+    else:
+        title = f"{depth} {activation} layers, {init} init: layer 1 gets {values['ratio']:.1e} of layer {depth}"
+    usable = np.isfinite(values["factor_theory"]) and values["factor_theory"] > 0
+    theory_label = ("theory: none (no finite anchor)" if values["overflow"]
+                    else f"theory: ×{values['factor_theory']:.3g} per layer" if usable
+                    else "theory: no usable number here")
+    plots.draw_layer_gradients(axes[0, 0], values["weight_grad"], values["signal"], theory=values["theory"],
+                               title=title, markersize=3, theory_label=theory_label,
+                               labels=("weight gradient ‖∂L/∂W‖", "signal ‖∂L/∂z‖ (measured)"))
+    axes[0, 0].title.set_fontsize("medium")
 
     ax = axes[0, 1]
-    first, last = values["activations"][0], values["activations"][-1]
+    first, last = (np.asarray(v)[np.isfinite(v)] for v in (values["activations"][0], values["activations"][-1]))
     lo, hi = (-1.0, 1.0) if activation == "tanh" else (0.0, 1.0)
     if activation == "relu":
-        hi = max(float(np.percentile(np.concatenate([first, last]), 99.5)), 1e-6)
+        both = np.concatenate([first, last])
+        hi = max(float(np.percentile(both, 99.5)) if len(both) else 1.0, 1e-6)
     bins = np.linspace(lo, hi, 41)
     for k, vals, color in ((1, first, plots.COLORS[0]), (depth, last, plots.COLORS[1])):
+        if not len(vals):
+            ax.plot([], [], color=color, label=f"layer {k}: every value inf/NaN")
+            continue
         if activation == "relu":
-            share = float(np.mean(vals <= 0))
-            label = f"layer {k}: {share:.0%} exactly 0 (no gradient)"
+            label = f"layer {k}: {float(np.mean(vals <= 0)):.0%} exactly 0 (no gradient)"
         else:
             label = f"layer {k}: {saturated_fraction(activation, vals):.0%} saturated"
         ax.hist(np.clip(vals, lo, hi), bins=bins, histtype="stepfilled", alpha=0.45, color=color,
@@ -165,6 +154,11 @@ def figure(values: dict, *, depth: int, activation: str, init: str, weight_scale
     ax.set_ylabel("fraction of unit-samples")
     ax.set_title(f"Activations (weights ×{weight_scale:g}, inputs ×{input_scale:g})", fontsize="medium")
     ax.legend(fontsize="small", loc="best")
+
+    plots.draw_unhealthy_units(axes[0, 2], values["saturated"], values["dead"],
+                               xlabel="hidden layer (1 = nearest the input)",
+                               title="Saturated or dead units per layer")
+    axes[0, 2].title.set_fontsize("medium")
     return fig
 
 
@@ -236,7 +230,14 @@ class SaturationExplorer(Explorer):
         values = measure(depth, activation, init, weight_scale=weight_scale, input_scale=input_scale)
         fig = figure(values, depth=depth, activation=activation, init=init, weight_scale=weight_scale,
                      input_scale=input_scale)
-        worst = np.nanmax(values["dead"] if activation == "relu" else values["saturated"])
+        if values["overflow"]:
+            summary = (f"With weights ×{weight_scale:g} and inputs ×{input_scale:g}, {depth} {activation} layers "
+                       f"overflowed float32 (largest ≈ 3.4e38): the loss is {values['loss']:.3g} and the "
+                       f"gradients inf/NaN (▲ on the figure). Lower the weight scale or the depth to see how far "
+                       f"the signal grows before it overflows.")
+            return Result(figure=fig, values=values, summary=summary)
+        with np.errstate(all="ignore"):
+            worst = np.nanmax(np.append(values["dead"] if activation == "relu" else values["saturated"], 0.0))
         if activation == "relu":
             unhealthy = f"up to {worst:.0%} of a layer's units are dead (silent for every input)"
         elif worst < 0.005:
@@ -244,6 +245,6 @@ class SaturationExplorer(Explorer):
         else:
             unhealthy = f"up to {worst:.0%} of a layer's units are saturated"
         summary = (f"Each layer multiplies the signal by {values['factor']:.3g} on average "
-                   f"(theory {values['factor_theory']:.3g}), so layer 1 receives "
+                   f"({_theory_words(values['factor_theory'])}), so layer 1 receives "
                    f"{values['ratio']:.2g} of what layer {depth} receives; {unhealthy}.")
         return Result(figure=fig, values=values, summary=summary)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import data, models, plots, theory
-from ..probes import Probe
+from ..probes import probe_once
 from .base import Explorer, Param, Result
 
 #: Weight std (times √fan_in) at which each activation is critical: the signal neither grows nor
@@ -38,20 +38,14 @@ def probe_network(activation: str, depth: int, weight_scale: float, *, width: in
     Returns the trace, the loss and the total gradient norm (every parameter).
     """
     sigma_w = weight_scale * CRITICAL_SIGMA_W[activation]
-    ds = _spirals(n)
+    ds = data.cached_spirals(n)
     net = models.mlp(depth, width, activation=activation, init="normal", weight_std=sigma_w,
                      seed=seed)
-    with Probe(net) as probe:
-        loss = torch.nn.functional.cross_entropy(net(ds.x), ds.y)
-        loss.backward()
+    trace = probe_once(net, ds.x, ds.y)
     total = torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]).item()
-    return {"trace": probe.trace, "loss": loss.item(), "total_grad_norm": total, "sigma_w": sigma_w,
+    net.zero_grad(set_to_none=True)
+    return {"trace": trace, "loss": trace.loss, "total_grad_norm": total, "sigma_w": sigma_w,
             "x": ds.x.numpy()}
-
-
-@functools.lru_cache(maxsize=4)
-def _spirals(n: int) -> data.Dataset:
-    return data.spirals(n, seed=0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -120,27 +114,33 @@ class ExplosionExplorer(Explorer):
 @plots.styled
 def _figure(signal, weight_grads, predicted, values, activation, weight_scale, depth):
     fig, axes = plots.new_figure(2, width=4.8, height=3.4)
-    ax = axes[0, 0]
-    layers = np.arange(1, depth + 1)
-    ax.semilogy(layers, signal, "s-", label="signal ‖∂L/∂z‖")
-    ax.semilogy(layers, predicted, ":", color="black", lw=2, label="theory (signal)")
-    ax.semilogy(layers, weight_grads, "o-", label="weight gradient ‖∂L/∂W‖")
-    ax.set_xlabel("layer (1 = nearest the input)")
-    ax.set_ylabel("norm (log scale)")
-    ax.set_title(f"{activation}, {depth} layers, std × {weight_scale:g}")
-    ax.legend(fontsize="small")
+    plots.draw_layer_gradients(axes[0, 0], weight_grads, signal, theory=predicted,
+                               xlabel="layer (1 = nearest the input)",
+                               title=f"{activation}, {depth} layers, std × {weight_scale:g}")
 
     ax = axes[0, 1]
     names = ["loss", "total ‖∇L‖"]
-    here = [values["loss"], values["total_grad_norm"]]
-    base = [values["loss_critical"], values["total_grad_norm_critical"]]
+    here = np.array([values["loss"], values["total_grad_norm"]], dtype=float)
+    base = np.array([values["loss_critical"], values["total_grad_norm_critical"]], dtype=float)
     positions = np.arange(len(names))
+    finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in (here, base)])
+    top = float(finite.max()) * 30 if len(finite) else 10.0
     ax.bar(positions - 0.2, base, width=0.4, label="critical scale (× 1)", color=plots.COLORS[0])
-    ax.bar(positions + 0.2, here, width=0.4, label=f"this scale (× {weight_scale:g})",
-           color=plots.COLORS[1])
+    # A value that overflowed float32 has no bar height: draw it to the top, hatched, and say so.
+    shown = np.where(np.isfinite(here), here, top)
+    bars = ax.bar(positions + 0.2, shown, width=0.4, label=f"this scale (× {weight_scale:g})",
+                  color=plots.COLORS[1])
+    for bar, value in zip(bars, here):
+        if not np.isfinite(value):
+            bar.set_hatch("//")
+            bar.set_edgecolor("black")
+            ax.annotate(f"{value} (overflowed)", (bar.get_x() + bar.get_width() / 2, top / 3), ha="center",
+                        va="top", rotation=90, fontsize="small", color="black",
+                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.9))
     ax.set_yscale("log")
+    ax.set_ylim(top=top * 1.5)
     ax.set_xticks(positions, names)
     ax.set_ylabel("value at initialisation (log scale)")
     ax.set_title("What the optimiser sees")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left")
     return fig

@@ -27,11 +27,6 @@ STEPS = 200
 
 
 # -- the patient ---------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=2)
-def _spirals() -> data.Dataset:
-    return data.spirals(512, seed=0)
-
-
 def patient(scale: float = 1.2, *, depth: int = 10, seed: int = 0) -> models.MLP:
     """Lesson 02's exploding patient: a ReLU MLP (64 wide) whose weight std is ``scale`` × He's."""
     return models.mlp(depth, 64, activation="relu", init="normal", weight_std=scale * math.sqrt(2.0),
@@ -39,10 +34,10 @@ def patient(scale: float = 1.2, *, depth: int = 10, seed: int = 0) -> models.MLP
 
 
 def train_patient(lr: float, clip=None, *, scale: float = 1.2, steps: int = STEPS,
-                  probe: bool = False) -> Run:
+                  probe: bool = False, progress: bool = False) -> Run:
     """Train :func:`patient` on the spirals (full batch, SGD) with optional clipping."""
-    return fit(patient(scale), _spirals(), steps=steps, lr=lr, clip=clip, probe=probe,
-               progress=False)
+    return fit(patient(scale), data.cached_spirals(512), steps=steps, lr=lr, clip=clip, probe=probe,
+               progress=progress)
 
 
 @functools.lru_cache(maxsize=16)
@@ -144,7 +139,7 @@ class ClippingExplorer(Explorer):
     def compute(self, method, threshold, lr) -> Result:
         clip = remedies.Clipping(method, threshold)
         reference = _reference(lr)
-        run = train_patient(lr, clip)
+        run = train_patient(lr, clip, progress=self.progress)
         values = {
             "diverged_at": run.diverged_at,
             "reference_diverged_at": reference.diverged_at,
@@ -170,29 +165,8 @@ class ClippingExplorer(Explorer):
 def _figure(reference: Run, run: Run, clip: remedies.Clipping, lr: float):
     fig, axes = plots.new_figure(2, width=4.8, height=3.4)
     names = {"no clipping": reference, clip.describe(): run}
-    ax = axes[0, 0]
-    for i, (name, r) in enumerate(names.items()):
-        finite = np.isfinite(r.losses)
-        ax.semilogy(np.arange(len(r.losses))[finite], r.losses[finite], color=plots.COLORS[i], label=name)
-        if r.diverged_at is not None and finite.any():
-            ax.plot([r.diverged_at], [r.losses[finite][-1]], "x", ms=10, mew=3, color=plots.COLORS[i])
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (log scale)")
-    ax.set_title(f"Loss (lr {lr:g}; ✕ = NaN/Inf)")
-    ax.legend(fontsize="small")
-
-    ax = axes[0, 1]
-    for i, (name, r) in enumerate(names.items()):
-        steps = np.arange(len(r.grad_norm_total))
-        ax.semilogy(steps, r.grad_norm_total, color=plots.COLORS[i], label=name)
-    if run.clipped.any():
-        steps = np.arange(len(run.grad_norm_total))
-        ax.plot(steps[run.clipped], run.grad_norm_total[run.clipped], ".", ms=4, color=plots.COLORS[1],
-                label=f"clipped steps ({run.clipped.mean():.0%})")
-    if clip.method == "norm":
-        ax.axhline(clip.threshold, color="grey", ls=":", label=f"threshold {clip.threshold:g}")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("‖∇L‖ before clipping (log scale)")
-    ax.set_title("Total gradient norm")
-    ax.legend(fontsize="small")
+    plots.draw_loss(axes[0, 0], names, title=f"Loss (lr {lr:g}; ✕ = NaN/Inf)")
+    plots.draw_total_grad_norm(axes[0, 1], names, threshold=clip.threshold if clip.method == "norm" else None,
+                               title="Total gradient norm")
+    axes[0, 1].set_ylabel("‖∇L‖ before clipping (log scale)")
     return fig

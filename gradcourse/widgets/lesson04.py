@@ -1,5 +1,5 @@
 """Lesson 04 explorer: a deep MLP with and without BatchNorm, its gradient per layer at
-initialisation and (optionally) a short training run.
+initialisation (redrawn on every control change) and a short training run (on the Run button).
 
 >>> from gradcourse.widgets.lesson04 import BatchNormExplorer
 >>> result = BatchNormExplorer().run(steps=0)            # probe only: the gradient at init
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .. import data, models, plots, train
-from ..probes import Probe
+from ..activations import hidden_outputs
+from ..probes import probe_once
 from .base import Explorer, Param, Result
 
 WIDTH = 32
@@ -25,10 +26,8 @@ N_TRAIN = 256
 def gradient_at_init(model: torch.nn.Module, dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One probed forward/backward pass on the full training set, no update: the per-layer
     weight-gradient norms, signal norms and layer names (head included)."""
-    with Probe(model) as probe:
-        torch.nn.functional.cross_entropy(model(dataset.x), dataset.y).backward()
+    trace = probe_once(model, dataset.x, dataset.y)
     model.zero_grad(set_to_none=True)
-    trace = probe.trace
     return trace.get("grad_norm")[0], trace.get("output_grad_norm")[0], trace.layers
 
 
@@ -38,24 +37,27 @@ def batch_spread(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 
     A layer whose spread is ~0 gives every input the same activation: the input is forgotten.
     """
-    spreads = {}
-    handles = [getattr(model, f"act{k}").register_forward_hook(
-        lambda module, args, out, k=k: spreads.__setitem__(k, out.std(dim=0).mean().item()))
-        for k in range(1, model.depth + 1)]
+    return np.array([out.std(dim=0).mean().item() for out in hidden_outputs(model, x)])
+
+
+def training_loss(model: torch.nn.Module, dataset) -> float:
+    """The loss on the whole training set in eval mode (BatchNorm uses its running statistics):
+    what the network has learnt, unlike the last mini-batch's loss, which a batch of 2 can make 0."""
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
-            model(x)
+            return torch.nn.functional.cross_entropy(model(dataset.x), dataset.y).item()
     finally:
-        for handle in handles:
-            handle.remove()
-    return np.array([spreads[k] for k in range(1, model.depth + 1)])
+        model.train(was_training)
 
 
 class BatchNormExplorer(Explorer):
     """Depth, activation, BatchNorm on/off, batch size and learning rate of a width-32 MLP on the
     spirals (256 points). Left: ‖∂L/∂W‖ and ‖∂L/∂z‖ per hidden layer at initialisation. Right
     (when ``steps`` > 0): the training loss under SGD with momentum 0.9 and norm clipping at 1,
-    with ln 2 (chance) marked. ``steps=0`` only probes (fast)."""
+    with ln 2 (chance) marked. ``steps=0`` only probes (fast); in the UI every control change
+    redraws that view and training waits for the Run button."""
 
     title = "BatchNorm: gradient per layer at the start, and training"
     params = {
@@ -66,9 +68,11 @@ class BatchNormExplorer(Explorer):
         "lr": Param(0.1, low=0.01, high=1.0, log=True, step=0.25, label="learning rate"),
         "steps": Param(300, low=0, high=400, step=50, label="training steps (0 = probe only)"),
     }
+    manual = True
+    preview = {"steps": 0}
 
     def compute(self, depth, activation, batchnorm, batch_size, lr, steps) -> Result:
-        dataset = data.spirals(n=N_TRAIN, seed=0)
+        dataset = data.cached_spirals(N_TRAIN)
         model = models.mlp(depth, WIDTH, activation=activation, batchnorm=batchnorm, seed=0)
         grads, signal, _ = gradient_at_init(model, dataset)
         values = {
@@ -83,30 +87,25 @@ class BatchNormExplorer(Explorer):
         summary = (f"At the start the first layer's weight gradient is {values['grad_ratio']:.2g}× the "
                    f"last layer's; the signal changes by about {values['per_layer']:.2f}× per layer.")
         if steps:
+            full = batch_size >= N_TRAIN
             run = train.fit(model, dataset, steps=steps, lr=lr, momentum=0.9, clip=1.0, probe=False,
-                            batch_size=None if batch_size >= N_TRAIN else batch_size, progress=False)
+                            batch_size=None if full else batch_size, progress=self.progress)
             runs["run"] = run
-            values["final_loss"] = float(run.losses[-1])
+            values["last_batch_loss"] = float(run.losses[-1])
             values["test_accuracy"] = run.metrics.get("test_accuracy", float("nan"))
-            self._draw_loss(axes[0, 1], run, batchnorm)
+            kind = "with BN" if batchnorm else "without BN"
+            label = kind if full else f"{kind}: loss of each mini-batch of {batch_size}"
+            plots.draw_loss(axes[0, 1], {label: run}, baseline=math.log(2), baseline_label="chance, ln 2",
+                            colors={label: plots.COLORS[1 if batchnorm else 0]},
+                            title="Training loss (SGD + momentum, clip 1)")
             if run.diverged:
                 summary += f" Training hit NaN/Inf at step {run.diverged_at}."
             else:
-                summary += (f" After {steps} steps the loss is {values['final_loss']:.3g} (chance: "
-                            f"ln 2 ≈ 0.693) and the test accuracy in eval mode "
-                            f"{values['test_accuracy']:.0%}.")
+                values["final_loss"] = training_loss(run.model, dataset)
+                batches = "" if full else (f" (the last mini-batch of {batch_size} alone scored "
+                                           f"{values['last_batch_loss']:.3g})")
+                summary += (f" After {steps} steps the loss on the whole training set (eval mode) is "
+                            f"{values['final_loss']:.3g}{batches}; chance is ln 2 ≈ 0.693; the test "
+                            f"accuracy in eval mode {values['test_accuracy']:.0%}.")
         fig.suptitle(f"{depth} × (Linear → {'BN → ' if batchnorm else ''}{activation}), width {WIDTH}")
         return Result(figure=fig, values=values, runs=runs, summary=summary)
-
-    @staticmethod
-    @plots.styled
-    def _draw_loss(ax, run, batchnorm) -> None:
-        losses = run.losses[np.isfinite(run.losses)]
-        ax.plot(np.arange(len(losses)), losses, color=plots.COLORS[1 if batchnorm else 0],
-                label="with BN" if batchnorm else "without BN")
-        ax.axhline(math.log(2), color="grey", ls=":", label="chance, ln 2")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("loss (log scale)")
-        ax.set_title("Training loss (SGD + momentum, clip 1)")
-        ax.legend(fontsize="small")

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from .. import data, models, plots, theory, train
+from ..probes import probe_once
 from .base import Explorer, Param, Result
-from .lesson04 import gradient_at_init
 
 WIDTH = 32
 N_TRAIN = 256
@@ -56,6 +56,7 @@ class ResidualExplorer(Explorer):
 
     title = "Skip connections: gradient per layer at the start, and training"
     manual = True
+    preview = {"steps": 0}
     params = {
         "depth": Param(50, low=4, high=60, step=2, label="hidden layers (plain) / 2 × blocks"),
         "residual": Param(True, label="skip connections"),
@@ -68,10 +69,12 @@ class ResidualExplorer(Explorer):
             raise ValueError(f"depth must be even (two linear layers per residual block); got {params['depth']}")
 
     def compute(self, depth, residual, batchnorm, steps) -> Result:
-        dataset = data.spirals(n=N_TRAIN, seed=0)
+        dataset = data.cached_spirals(N_TRAIN)
         model = build(depth, residual, batchnorm)
-        grads, signal, layers = gradient_at_init(model, dataset)
-        n = len(layers) - 1                                  # hidden layers (the head is last)
+        trace = probe_once(model, dataset.x, dataset.y)
+        model.zero_grad(set_to_none=True)
+        grads, signal = trace.get("grad_norm")[0], trace.get("output_grad_norm")[0]
+        n = len(trace.layers) - 1                                 # hidden layers (the head is last)
         values = {"grad_ratio": float(grads[0] / grads[n - 1]),
                   "signal_ratio": float(signal[0] / signal[n - 1]),
                   "hidden_layers": n}
@@ -85,23 +88,15 @@ class ResidualExplorer(Explorer):
         runs = {}
         if steps:
             run = train.fit(model, dataset, steps=steps, lr=1e-3, optimizer="adam", probe=False,
-                            progress=None)
+                            progress=self.progress)
             runs["run"] = run
             values["final_loss"] = float(run.losses[-1])
-            self._draw_loss(axes[0, 1], run)
-            summary += f" After {steps} Adam steps the loss is {values['final_loss']:.3g} (ln 2 ≈ 0.693)."
+            plots.draw_loss(axes[0, 1], {f"{kind}, {n} hidden layers": run}, baseline=math.log(2),
+                            baseline_label="chance, ln 2", title="Training loss (Adam, lr 1e-3, full batch)")
+            if run.diverged:
+                summary += f" Training hit NaN/Inf at step {run.diverged_at}."
+            else:
+                summary += f" After {steps} Adam steps the loss is {values['final_loss']:.3g} (ln 2 ≈ 0.693)."
         fig.suptitle(f"{kind} ReLU network, {n} hidden layers, width {WIDTH}"
                      f"{', BatchNorm' if batchnorm else ''}")
         return Result(figure=fig, values=values, runs=runs, summary=summary)
-
-    @staticmethod
-    @plots.styled
-    def _draw_loss(ax, run) -> None:
-        losses = run.losses[np.isfinite(run.losses)]
-        ax.plot(np.arange(len(losses)), losses)
-        ax.axhline(math.log(2), color="grey", ls=":", label="chance, ln 2")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("loss (log scale)")
-        ax.set_title("Training loss (Adam, lr 1e-3)")
-        ax.legend(fontsize="small")

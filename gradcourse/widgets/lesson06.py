@@ -4,7 +4,8 @@ At initialisation it probes one forward/backward pass on the adding problem and 
 ‖∂L/∂h_t‖ against the time step t (log scale) with the Pascanu bound (λ₁γ)^(T−t) for the plain
 RNN, or the forget-gate guide σ(b_f)^(T−t) for the LSTM. With ``train=True`` (behind the Run
 button) it also trains the cell on the adding problem and shows the loss against the 1/6
-baseline and the gradient through time after training.
+baseline and the gradient through time after training. In the UI every control change redraws
+the view at initialisation; training waits for the Run button.
 
 >>> from gradcourse.widgets.lesson06 import RecurrentExplorer
 >>> result = RecurrentExplorer().run(cell="rnn", recurrent_scale=0.5)
@@ -21,7 +22,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import data, models, plots, theory
-from ..probes import Probe
+from ..probes import probe_once
 from ..train import fit
 from .base import Explorer, Param, Result
 
@@ -48,11 +49,26 @@ def build(cell: str, *, recurrent_scale: float | None = None, forget_bias: float
 def gradient_through_time(model: torch.nn.Module, dataset, *, batch: int = BATCH) -> np.ndarray:
     """‖∂L/∂h_t‖ for t = 1 … T from one probed forward/backward pass on the first ``batch``
     sequences (the model's weights are not changed; its gradients are cleared afterwards)."""
-    x, y = dataset.x[:batch], dataset.y[:batch]
-    with Probe(model) as probe:
-        torch.nn.functional.mse_loss(model(x), y).backward()
+    trace = probe_once(model, dataset.x[:batch], dataset.y[:batch])
     model.zero_grad(set_to_none=True)
-    return probe.trace.get("hidden_grad_norm")[0].astype(float)
+    return trace.get("hidden_grad_norm")[0].astype(float)
+
+
+def decay_factor(norms: np.ndarray) -> tuple[float, int]:
+    """:func:`gradcourse.theory.decay_per_step` of the time steps whose gradient is still a
+    positive finite number, counted back from the last one; and how many earlier steps received
+    exactly 0 (or inf/NaN): the gradient underflowed float32 there. The factor is NaN when fewer
+    than three steps are left to fit it.
+
+    >>> decay_factor(np.array([0.0, 0.0, 1e-3, 1e-2, 1e-1, 1.0]))
+    (0.1, 2)
+    """
+    norms = np.asarray(norms, dtype=float)
+    bad = np.flatnonzero(~(np.isfinite(norms) & (norms > 0)))
+    lost = int(bad[-1]) + 1 if len(bad) else 0
+    kept = norms[lost:]
+    factor = theory.decay_per_step(kept) if len(kept) >= 3 else float("nan")
+    return round(factor, 12), lost
 
 
 def manual_bptt(model: torch.nn.Module, dataset, *, batch: int = BATCH) -> np.ndarray:
@@ -105,12 +121,14 @@ class RecurrentExplorer(Explorer):
         "steps": Param(400, low=100, high=2000, step=100, label="training steps"),
     }
     manual = True
+    preview = {"train": False}
 
     def compute(self, cell, seq_len, recurrent_scale, forget_bias, clip, optimizer, train, steps):
         ds = adding_data(seq_len)
         model = build(cell, recurrent_scale=recurrent_scale, forget_bias=forget_bias)
         at_init = gradient_through_time(model, ds)
-        values = {"factor": theory.decay_per_step(at_init),
+        factor, lost = decay_factor(at_init)
+        values = {"factor": factor, "underflowed_steps": lost,
                   "first_over_last": float(at_init[0] / at_init[-1])}
         overlay = bound_overlay(model, at_init)
         if overlay is not None:
@@ -121,20 +139,23 @@ class RecurrentExplorer(Explorer):
                    "gru": "recurrent scale, forget bias"}[cell]
         summary = (f"{name}, T = {seq_len}: at initialisation ‖∂L/∂h_t‖ changes by a factor "
                    f"{values['factor']:.2f} per step back; the first step receives "
-                   f"{values['first_over_last']:.1e} of the last step's gradient. "
-                   f"(Not used by this cell: {ignored}.)")
+                   f"{values['first_over_last']:.1e} of the last step's gradient. ")
+        if lost:
+            summary += (f"The gradient vanished completely: it underflowed float32 (nothing below about 1e-45) "
+                        f"and is exactly 0 at the first {lost} of the {seq_len} steps (▼ on the figure). ")
+        summary += f"(Not used by this cell: {ignored}.)"
         run = None
         if train:
             run = fit(model, ds, steps=steps, lr=LEARNING_RATES[optimizer], optimizer=optimizer,
-                      clip=CLIP_THRESHOLD if clip else None, batch_size=BATCH, probe=False, seed=0)
+                      clip=CLIP_THRESHOLD if clip else None, batch_size=BATCH, probe=False, seed=0,
+                      progress=self.progress)
             tail = run.losses[-min(50, len(run.losses)):]
             values["diverged_at"] = run.diverged_at
             if run.diverged_at is None:
                 values["loss_over_baseline"] = float(tail.mean() / data.ADDING_BASELINE_MSE)
                 values["test_over_baseline"] = run.metrics["test_loss"] / data.ADDING_BASELINE_MSE
                 after = gradient_through_time(run.model, ds)
-                if np.all(np.isfinite(after)) and np.all(after > 0):
-                    values["factor_after"] = theory.decay_per_step(after)
+                values["factor_after"], values["underflowed_steps_after"] = decay_factor(after)
                 summary += (f" After {steps} steps ({optimizer}{', clipped' if clip else ''}) the "
                             f"loss is {values['loss_over_baseline']:.2f}× the baseline 1/6 "
                             f"({'solved' if values['loss_over_baseline'] < 0.1 else 'not solved'}).")
@@ -149,35 +170,20 @@ class RecurrentExplorer(Explorer):
     @plots.styled
     def _figure(name, at_init, overlay, run, after):
         fig, axes = plots.new_figure(2 if run is not None else 1, width=5.2)
-        ax = axes[0, 0]
-        t = np.arange(1, len(at_init) + 1)
-        ax.semilogy(t, at_init, color=plots.COLORS[0], label="measured at initialisation")
+        label = "measured at initialisation"
+        overlays, overlay_label = None, ""
         if overlay is not None:
             curve, eta = overlay
-            label = (f"bound (λ₁γ)^(T−t), λ₁γ = {eta:.2f}" if "RNN" in name
-                     else f"guide σ(b_f)^(T−t), σ(b_f) = {eta:.2f}")
-            ax.semilogy(t, curve, ":", color="black", lw=2, label=label)
-        if after is not None:
-            ax.semilogy(t, after, "--", color=plots.COLORS[1], label="measured after training")
-        ax.set_xlabel("time step t (the loss reads h_T)")
-        ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
-        ax.set_title(f"Gradient through time: {name}")
-        ax.legend(fontsize="small")
+            overlays = {label: curve}
+            overlay_label = (f"bound (λ₁γ)^(T−t), λ₁γ = {eta:.2f}" if "RNN" in name
+                             else f"guide σ(b_f)^(T−t), σ(b_f) = {eta:.2f}")
+        plots.draw_through_time(axes[0, 0], {label: at_init}, overlays=overlays, overlay_label=overlay_label,
+                                after={label: after} if after is not None else None,
+                                after_label="measured after training", title=f"Gradient through time: {name}")
         if run is not None:
-            ax = axes[0, 1]
-            losses = run.losses
-            finite = np.isfinite(losses)
-            ax.plot(np.arange(len(losses))[finite], losses[finite], color=plots.COLORS[0],
-                    label="training loss")
-            if run.diverged_at is not None:
-                ax.plot([run.diverged_at], [losses[finite][-1] if finite.any() else 1.0], "x",
-                        ms=12, mew=3, color=plots.COLORS[3], label=f"NaN/Inf at step {run.diverged_at}")
-            ax.axhline(data.ADDING_BASELINE_MSE, color="grey", ls=":", label="baseline 1/6 (predict 1)")
-            ax.set_yscale("log")
-            ax.set_xlabel("training step")
-            ax.set_ylabel("MSE (log scale)")
-            ax.set_title("Adding problem: loss against the baseline")
-            ax.legend(fontsize="small")
+            plots.draw_loss(axes[0, 1], {"training loss": run}, baseline=data.ADDING_BASELINE_MSE,
+                            baseline_label="baseline 1/6 (predict 1)", ylabel="MSE",
+                            title="Adding problem: loss against the baseline")
         return fig
 
 
@@ -201,25 +207,10 @@ def plot_through_time(curves: dict, *, overlays: dict | None = None, after: dict
                       overlay_label: str = "bound (λ₁γ)^(T−t)·‖∂L/∂h_T‖") -> Figure:
     """‖∂L/∂h_t‖ against t on a log axis: one solid line per entry of ``curves`` (name → array),
     the matching entry of ``overlays`` dotted (a bound or guide), of ``after`` dashed (after
-    training), in the same colour."""
+    training), in the same colour (:func:`gradcourse.plots.draw_through_time`)."""
     fig, axes = plots.new_figure(width=6.0, height=3.8)
-    ax = axes[0, 0]
-    for i, (name, values) in enumerate(curves.items()):
-        color = plots.COLORS[i % len(plots.COLORS)]
-        t = np.arange(1, len(values) + 1)
-        ax.semilogy(t, values, color=color, label=name)
-        if overlays and name in overlays:
-            ax.semilogy(t, overlays[name], ":", lw=2, color=color)
-        if after and name in after:
-            ax.semilogy(t, after[name], "--", color=color)
-    if overlays:
-        ax.plot([], [], ":", lw=2, color="grey", label=overlay_label)
-    if after:
-        ax.plot([], [], "--", color="grey", label="after training")
-    ax.set_xlabel("time step t (the loss reads h_T)")
-    ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
-    ax.set_title(title)
-    ax.legend(fontsize="small")
+    plots.draw_through_time(axes[0, 0], curves, overlays=overlays, after=after, title=title,
+                            overlay_label=overlay_label)
     return fig
 
 
@@ -229,7 +220,7 @@ def factor_over_training(run) -> tuple[np.ndarray, np.ndarray]:
     trace = run.trace
     if trace is None or trace.get("hidden_grad_norm") is None:
         raise ValueError("run must be a sequence-model Run made with probe=True")
-    return trace.steps, np.array([theory.decay_per_step(h) for h in trace.get("hidden_grad_norm")])
+    return trace.steps, np.array([decay_factor(h)[0] for h in trace.get("hidden_grad_norm")])
 
 
 @plots.styled
@@ -241,6 +232,7 @@ def plot_factor_over_training(runs: dict, *, title: str = "How open is the path 
         steps, factors = factor_over_training(run)
         ax.plot(steps, factors, "o-", ms=4, label=name)
     ax.axhline(1.0, color="grey", ls=":", label="1: nothing lost per step")
+    plots.integer_ticks(ax)
     ax.set_xlabel("training step")
     ax.set_ylabel("factor per step back of ‖∂L/∂h_t‖")
     ax.set_title(title)
