@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from . import doctor
+
 
 @dataclass(frozen=True)
 class Feedback:
@@ -732,22 +734,6 @@ PROBLEM_ALIASES = {
     "exploding gradient": "exploding", "exploding gradients": "exploding", "explosion": "exploding",
     "explode": "exploding", "saturated": "saturation", "saturating": "saturation",
 }
-#: The chaotic phase (lesson 02): a saturated run whose signal still grows at least this much from
-#: the last hidden layer to the first at the start is also, rightly, called "exploding".
-CHAOTIC_GROWTH = 100.0
-
-
-def _doctor():
-    """The doctor's module: ``gradcourse.doctor`` (``gradcourse.diagnose`` before it was renamed)."""
-    try:
-        from . import doctor
-    except ImportError:
-        import importlib
-
-        return importlib.import_module("gradcourse.diagnose")
-    return doctor
-
-
 def _first_signal(run) -> np.ndarray | None:
     """‖∂L/∂z‖ of every hidden layer at the run's first recorded step, or None if not recorded."""
     trace = getattr(run, "trace", None)
@@ -761,14 +747,9 @@ def _first_signal(run) -> np.ndarray | None:
 
 
 def accepted_diagnoses(run) -> tuple[str, ...]:
-    """The verdicts that count as right for ``run``: the doctor's, and also ``"exploding"`` for
-    a saturated run in the chaotic phase, whose signal grows toward layer 1 (lesson 02): it is both.
-    """
-    problem = _doctor().diagnose(run).problem
-    signal = _first_signal(run)
-    if problem == "saturation" and signal is not None and signal[0] / signal[-1] >= CHAOTIC_GROWTH:
-        return problem, "exploding"
-    return (problem,)
+    """The verdicts that count as right for ``run``: the doctor's problem and every problem it says
+    also holds (a saturated run in the chaotic phase is also exploding, lesson 02)."""
+    return doctor.diagnose(run).problems
 
 
 def _is_run(run) -> bool:
@@ -789,7 +770,7 @@ def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
     expected_runs = "the dict of mystery runs ({'A': Run, ...}, from mystery_runs())"
     if not isinstance(runs, dict) or not runs or not all(_is_run(r) for r in runs.values()):
         return cannot_check("runs", expected_runs, runs)
-    problems = _doctor().PROBLEMS
+    problems = doctor.PROBLEMS
     name = "the mystery diagnoses"
     example = "{'A': 'vanishing', 'B': ...}"
     if answer is None or (isinstance(answer, dict) and all(v is None for v in answer.values())):
@@ -899,7 +880,7 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
     except ValueError as error:
         return Feedback(False, f"Not quite: '{remedy.label}' does not apply to patient {patient} ({error}).")
     before = treat(patient, seed=seed)
-    verdict = _doctor().diagnose(after)
+    verdict = doctor.diagnose(after)
 
     def accuracy(run):
         return run.metrics.get("train_accuracy", math.nan)
