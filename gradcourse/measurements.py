@@ -75,7 +75,8 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | None = None) -> Act
     centred = a - shift
     saturated = unit_max = None
     if isinstance(activation, nn.Sigmoid):
-        saturated = torch.count_nonzero(a.sub(0.5).abs_() > 0.5 - SATURATION_MARGIN)
+        # Two comparisons with the asymptotes' margins, not |a − 0.5|: a − 0.5 rounds near 0.03.
+        saturated = torch.count_nonzero((a < SATURATION_MARGIN).logical_or_(a > 1 - SATURATION_MARGIN))
     elif isinstance(activation, nn.Tanh):
         saturated = torch.count_nonzero(a.abs() > 1 - SATURATION_MARGIN)
     elif isinstance(activation, RECTIFIERS):
