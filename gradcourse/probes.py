@@ -45,13 +45,14 @@ from .measurements import (
     ACTIVATIONS,
     SATURATION_MARGIN,  # noqa: F401  (re-exported: the probes' saturation margin)
     ActivationSums,
+    Scratch,
     activation_statistics,
     activation_sums,
     all_finite,
     log2_histogram,
     merge_activation_sums,
-    norm,
     norms,
+    sum_of_squares,
 )
 from .trace import LAYER_QUANTITIES, Trace
 
@@ -150,6 +151,7 @@ class Probe:
         self._in_step = False             # a forward pass has begun a step that no backward has ended
         self._backward_queued = False
         self._inputs: tuple = ()
+        self._scratch = Scratch()            # work buffers reused from step to step
         self._reset_forward()
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
@@ -224,7 +226,7 @@ class Probe:
             return
         out = _first_tensor(output)
         # One float64 sum is non-finite exactly when some output is (no overflow from float32 values).
-        if self.nonfinite is None and out is not None and not bool(out.detach().sum(dtype=torch.float64).isfinite()):
+        if self.nonfinite is None and out is not None and not math.isfinite(out.detach().sum(dtype=torch.float64)):
             self._locate_forward()
         if self._recording is not None:
             self._measure_unmatched()
@@ -253,7 +255,7 @@ class Probe:
         recording.grad_norms = [None] * len(self.layers)
         for i, value in zip(present, grad_norms):
             recording.grad_norms[i] = value
-        rows = log2_histogram(grads, *self._exponents)
+        rows = log2_histogram(grads, *self._exponents, scratch=self._scratch)
         recording.histogram = torch.zeros(len(self.layers), self.bins, dtype=torch.int64)
         recording.histogram[present] = rows
         if not all_finite(grad_norms):
@@ -265,7 +267,7 @@ class Probe:
         if role is None or not torch.is_grad_enabled():
             return
         kind, index = role
-        recording = self._recording
+        recording, scratch = self._recording, self._scratch
         if kind == _LAYER:
             self._final_layer = index
             if isinstance(module, _RECURRENT):
@@ -274,19 +276,21 @@ class Probe:
             self._last_layer = index
             self._unmatched[index] = output
             if output.requires_grad:
-                output.register_hook(lambda grad: _accumulate(recording.output_grad_sq, index, norm(grad).square()))
+                output.register_hook(
+                    lambda grad: _accumulate(recording.output_grad_sq, index, sum_of_squares(grad, scratch)))
         elif kind == _ACTIVATION:
             layer = self._last_layer if index is None else index
             if layer is None or self._unmatched.pop(layer, None) is None:
                 return
-            recording.activations[layer].append(activation_sums(output, module))
+            recording.activations[layer].append(activation_sums(output, module, scratch))
             self._last_layer = None
         elif kind == _TAP:
             if output.requires_grad:
                 t = self._time
                 if t == len(recording.hidden_grad_sq):
                     recording.hidden_grad_sq.append(None)
-                output.register_hook(lambda grad: _accumulate(recording.hidden_grad_sq, t, norm(grad).square()))
+                output.register_hook(
+                    lambda grad: _accumulate(recording.hidden_grad_sq, t, sum_of_squares(grad, scratch)))
             self._time += 1
         else:
             self._last_layer = None
@@ -294,7 +298,7 @@ class Probe:
     def _measure_unmatched(self) -> None:
         """Layers no activation followed in this forward pass: measure their output instead."""
         for index, output in self._unmatched.items():
-            self._recording.activations[index].append(activation_sums(output))
+            self._recording.activations[index].append(activation_sums(output, scratch=self._scratch))
             if index != self._final_layer:
                 self.unmeasured[self.layers[index]] = _NO_ACTIVATION
         self._unmatched = {}
