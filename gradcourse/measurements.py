@@ -50,22 +50,23 @@ class Scratch(dict):
             buffer = self[key] = torch.empty(key[0], dtype=dtype)
         return buffer
 
-    def ones_and(self, n: int) -> torch.Tensor:
-        """A ``(2, n)`` float64 buffer whose first row is all ones (the second is free to fill):
-        ``torch.mv`` of it with a vector d gives Σd and Σd² in one call."""
-        key = ("ones_and", n)
-        pair = self.get(key)
-        if pair is None:
-            pair = self[key] = torch.ones(2, n, dtype=torch.float64)
-        return pair
+    def float64_rows(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A ``(2, n)`` float64 buffer whose first row is all ones, for a tensor of n values:
+        ``torch.mv`` of it with a vector d gives Σd and Σd² in one call. Returns the buffer, its
+        second row flat, and that row shaped like ``like`` (to copy ``like`` into)."""
+        key = ("float64_rows", tuple(like.shape))
+        rows = self.get(key)
+        if rows is None:
+            pair = torch.ones(2, like.numel(), dtype=torch.float64)
+            rows = self[key] = (pair, pair[1], pair[1].view(like.shape))
+        return rows
 
 
 def _float64(tensor: torch.Tensor, scratch: Scratch | None) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``(2, n)`` float64 pair (ones, a copy of ``tensor`` flattened) and its second row."""
-    pair = torch.ones(2, tensor.numel(), dtype=torch.float64) if scratch is None else scratch.ones_and(tensor.numel())
-    values = pair[1]
-    values.copy_(tensor.detach().reshape(-1))
-    return pair, values
+    pair, flat, shaped = (Scratch() if scratch is None else scratch).float64_rows(tensor)
+    shaped.copy_(tensor.detach())
+    return pair, flat
 
 
 def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
@@ -97,9 +98,10 @@ def all_finite(values: list[torch.Tensor]) -> bool:
 _GRID = 2.0 ** -30
 
 
-def _count_above(values: torch.Tensor, threshold: float) -> torch.Tensor:
+def _count_above(values: torch.Tensor, threshold: float) -> tuple[torch.Tensor, float]:
     """How many of the float64 ``values`` (a float32 activation, or its distance to the centre)
-    exceed ``threshold``, exactly; ``values`` is overwritten.
+    exceed ``threshold``, exactly, as (Σ, n·t) with count = (Σ − n·t)/2**-30 (taken later, for
+    all layers at once); ``values`` is overwritten.
 
     Two vectorised operations instead of a comparison into a bool tensor (several times slower on
     CPU): with t = the multiple of 2**-30 at or below ``threshold`` and t⁺ = t + 2**-30, clamping
@@ -108,8 +110,7 @@ def _count_above(values: torch.Tensor, threshold: float) -> torch.Tensor:
     (and within 1e-7 beyond), and (Σ − n·t)/2**-30 is the count.
     """
     low = math.floor(threshold / _GRID) * _GRID
-    clamped = values.clamp_(low, low + _GRID).sum()
-    return (clamped - values.numel() * low) * (1.0 / _GRID)
+    return values.clamp_(low, low + _GRID).sum(), values.numel() * low
 
 
 class ActivationSums(NamedTuple):
@@ -118,7 +119,7 @@ class ActivationSums(NamedTuple):
     count: int                      # number of values
     shift: torch.Tensor             # the sums are taken around this value (0-d)
     moments: torch.Tensor           # [Σ(a − shift), Σ(a − shift)²], float64
-    saturated: torch.Tensor | None  # how many values lie within SATURATION_MARGIN of an asymptote
+    saturated: tuple[torch.Tensor, float] | None  # values within SATURATION_MARGIN of an asymptote (_count_above)
     unit_max: torch.Tensor | None   # per unit (feature, or channel × position), its largest value over the batch
 
 
@@ -173,7 +174,7 @@ def merge_activation_sums(calls: list[ActivationSums]) -> ActivationSums:
         sq = sq + c.moments[1] + 2 * offset * c.moments[0] + c.count * offset * offset
     saturated = unit_max = None
     if calls[0].saturated is not None:
-        saturated = sum(c.saturated for c in calls)
+        saturated = (sum(c.saturated[0] for c in calls), sum(c.saturated[1] for c in calls))
     if calls[0].unit_max is not None and len({c.unit_max.shape for c in calls}) == 1:
         unit_max = functools.reduce(torch.maximum, [c.unit_max for c in calls])
     return ActivationSums(sum(c.count for c in calls), shift, torch.stack([total, sq]), saturated, unit_max)
@@ -193,7 +194,9 @@ def activation_statistics(sums: list[ActivationSums | None]) -> torch.Tensor:
     total, sq = torch.stack([s.moments if s else nan2 for s in sums]).T
     mean = shift + total / count
     variance = ((sq - total * total / count) / (count - 1).clamp(min=1)).clamp(min=0)
-    saturated = torch.stack([s.saturated if s and s.saturated is not None else nan for s in sums]) / count
+    counted = [s.saturated if s and s.saturated is not None else (nan, _NAN) for s in sums]
+    saturated = (torch.stack([c[0] for c in counted]) - torch.tensor([c[1] for c in counted], dtype=torch.float64))
+    saturated = saturated / _GRID / count
     return torch.stack([mean, variance.sqrt(), saturated, dead_fractions(sums)])
 
 

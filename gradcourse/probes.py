@@ -336,31 +336,9 @@ class Probe:
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
-        """Name the first layer whose output (or activation) holds NaN/Inf, by replaying the step's
-        forward pass without gradients; the buffers (BatchNorm's running statistics) are restored
-        so that the replay leaves no trace."""
-        seen: list[tuple[int, torch.Tensor]] = []
-        last = [None]
-
-        def keep(module, args, output):
-            kind, index = self._roles.get(module, (None, None))
-            if kind == _LAYER:
-                last[0] = index
-                seen.append((index, output))
-            elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
-                seen.append((index if index is not None else last[0], output))
-
-        handle = register_module_forward_hook(keep)
-        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
-        try:
-            with torch.no_grad():
-                self.model(*self._inputs)
-        finally:
-            handle.remove()
-            with torch.no_grad():
-                for k, v in self.model.named_buffers():
-                    v.copy_(buffers[k])
-        bad = [i for i, out in seen if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all())]
+        """Name the first layer whose output (or activation) holds NaN/Inf, from a replay."""
+        outputs = _replay_outputs(self.model, self._inputs, self._roles)
+        bad = [i for i, out in outputs if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all())]
         layer = self.layers[min(bad)] if bad else "output"
         self.nonfinite = {"step": self.step, "layer": layer, "where": "forward"}
 
@@ -383,22 +361,52 @@ class Probe:
     @property
     def trace(self) -> Trace:
         """Everything recorded so far (a step still in flight appears once the next one starts)."""
-        records = self._records
-        n_records, n_layers = len(records), len(self.layers)
-        values = np.array([r.values for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
-        scalars = {q: values[:, i, :] for i, q in enumerate(LAYER_QUANTITIES)}
-        hists = np.array([r.histogram for r in records]).reshape(n_records, n_layers, self.bins)
-        hidden = None
-        if any(r.hidden is not None for r in records):
-            length = max(len(r.hidden) for r in records if r.hidden is not None)
-            hidden = np.full((n_records, length), np.nan)
-            for i, r in enumerate(records):
-                if r.hidden is not None:
-                    hidden[i, : len(r.hidden)] = r.hidden
-        return Trace(layers=list(self.layers), steps=np.array([r.step for r in records], dtype=int),
-                     scalars=scalars, grad_hist=hists, hist_edges=self.hist_edges,
-                     hidden_grad_norm=hidden, nonfinite=self.nonfinite,
-                     notes=list(self.notes), unmeasured=dict(self.unmeasured))
+        return _assemble_trace(self._records, self.layers, self.hist_edges, nonfinite=self.nonfinite,
+                               notes=list(self.notes), unmeasured=dict(self.unmeasured))
+
+
+def _assemble_trace(records: list[_Record], layers: list[str], hist_edges: np.ndarray, **info) -> Trace:
+    n_records, n_layers, bins = len(records), len(layers), len(hist_edges) - 1
+    values = np.array([r.values for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
+    hists = np.array([r.histogram for r in records]).reshape(n_records, n_layers, bins)
+    hidden = None
+    if any(r.hidden is not None for r in records):
+        length = max(len(r.hidden) for r in records if r.hidden is not None)
+        hidden = np.full((n_records, length), np.nan)
+        for i, r in enumerate(records):
+            if r.hidden is not None:
+                hidden[i, : len(r.hidden)] = r.hidden
+    return Trace(layers=list(layers), steps=np.array([r.step for r in records], dtype=int),
+                 scalars={q: values[:, i, :] for i, q in enumerate(LAYER_QUANTITIES)}, grad_hist=hists,
+                 hist_edges=hist_edges, hidden_grad_norm=hidden, **info)
+
+
+def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[int, torch.Tensor]]:
+    """Run a forward pass again without gradients and return (layer index, output) for every
+    tracked layer's output and activation, in call order. Only needed when a NaN/Inf appeared;
+    the buffers (BatchNorm's running statistics) are restored so that the replay leaves no trace."""
+    seen: list[tuple[int, torch.Tensor]] = []
+    last = [None]
+
+    def keep(module, args, output):
+        kind, index = roles.get(module, (None, None))
+        if kind == _LAYER:
+            last[0] = index
+            seen.append((index, output))
+        elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
+            seen.append((index if index is not None else last[0], output))
+
+    handle = register_module_forward_hook(keep)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    return seen
 
 
 def _accumulate(slots: list, index: int, value: torch.Tensor) -> None:
