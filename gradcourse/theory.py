@@ -13,13 +13,8 @@ import numpy as np
 import torch
 
 from . import _checks
+from .measurements import SATURATION_MARGIN  # one source: the probe's definition of a saturated unit
 from .models import INITS
-
-try:  # one source for the saturation margin: the probe's definition of a saturated unit
-    from .probes import SATURATION_MARGIN
-except ImportError:  # until branch `probe` makes the name public (remove this fallback then)
-    from .probes import _SATURATION_MARGIN as SATURATION_MARGIN
-
 
 # --- shared: the Gaussian expectation and erf every section uses ---
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import _checks, _runfile
 from .data import Dataset
+from .losses import loss_function
 from .probes import Probe
 from .remedies import Clipping, clip_norm
 from .trace import Trace
@@ -228,7 +229,7 @@ def fit(
     if progress is not None:
         progress = _flag("progress", progress)
     classify = not torch.is_floating_point(y)
-    loss_fn = nn.functional.cross_entropy if classify else nn.functional.mse_loss
+    loss_fn = loss_function(y)  # the one rule probe_once uses too
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

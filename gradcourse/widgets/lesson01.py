@@ -20,12 +20,13 @@ from matplotlib.figure import Figure
 
 from .. import data, models, plots, theory
 from ..activations import hidden_outputs
+from ..measurements import SATURATION_MARGIN
 from ..probes import probe_once
 from .base import Explorer, Param, Result
 
 WIDTH = 64
 #: An activation within this distance of an asymptote counts as saturated (as in the probes).
-MARGIN = 0.03
+MARGIN = SATURATION_MARGIN  # the probe's definition of a saturated unit
 
 
 def build(depth: int = 20, activation: str = "sigmoid", init: str = "default", *,

@@ -17,7 +17,6 @@ True
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from .base import Explorer, Param, Result
 
 #: Weight std (times √fan_in) at which each activation is critical: the signal neither grows nor
 #: shrinks (He for ReLU; the edge of chaos σ_w = 1 for tanh without bias; 1 for linear).
-CRITICAL_SIGMA_W = {"relu": math.sqrt(2.0), "tanh": 1.0, "linear": 1.0}
+CRITICAL_SIGMA_W = theory.CRITICAL_SIGMA_W  # σ_w at the edge: ReLU √2 (He), tanh and linear 1
 
 
 def probe_network(activation: str, depth: int, weight_scale: float, *, width: int = 64,
