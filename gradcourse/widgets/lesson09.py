@@ -45,16 +45,16 @@ def collapse(hidden: torch.Tensor) -> float:
     Computed as ½‖u_i − u_j‖² of the unit vectors, in float64, which equals 1 − cos but does not
     round to 0 when the vectors agree to 7 digits (float32's 1 − cos would).
 
-    >>> collapse(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))         # orthogonal: cos 0
+    >>> round(collapse(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])), 12)     # orthogonal: cos 0
     1.0
-    >>> collapse(torch.tensor([[[1.0, 2.0], [2.0, 4.0]]]))         # parallel: cos 1
+    >>> collapse(torch.tensor([[[1.0, 2.0], [2.0, 4.0]]]))                 # parallel: cos 1
     0.0
     """
     u = nn.functional.normalize(hidden.detach().double(), dim=-1)
     length = u.shape[1]
     if length < 2:
         raise ValueError(f"hidden must hold at least 2 positions; got shape {tuple(hidden.shape)}")
-    distance = torch.cdist(u, u) ** 2 / 2                  # (batch, T, T), 1 − cos on each pair
+    distance = (u[:, :, None] - u[:, None]).pow(2).sum(-1) / 2     # (batch, T, T): 1 − cos of each pair
     return float(distance.sum(dim=(1, 2)).mean() / (length * (length - 1)))
 
 
@@ -62,7 +62,7 @@ def attention_entropy(logits: torch.Tensor) -> float:
     """Mean entropy (nats) of the attention weights softmax(logits) over the last axis: ln T when
     a position attends evenly to all T, 0 when it looks at a single one.
 
-    >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(np.log(8), 4)
+    >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(float(np.log(8)), 4)
     True
     """
     return float(-(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean())
