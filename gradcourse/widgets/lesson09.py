@@ -21,7 +21,7 @@ from torch import nn
 from .. import _checks, data, exercises, models, plots, train
 from ..exercises import Feedback
 from ..probes import Probe
-from .base import Explorer, Param, Result
+from .base import Explorer, Param, Result, figure_png
 
 LR = 1e-2
 BETAS = (0.9, 0.98)
@@ -290,6 +290,22 @@ class TransformerExplorer(Explorer):
                    f"chance is ln 16 ≈ 2.77). Smallest 1 − cos between positions {values['min_collapse']:.1e}; "
                    f"largest attention logit {values['max_logit']:.3g}.")
         return Result(figure=fig, values=values, runs={"run": exp.run}, summary=summary)
+
+    def preview(self, norm="post", depth=6, **ignored) -> plots.Figure:
+        """The model at initialisation, before any training: its FFN gradient by block."""
+        grads = ffn_gradients(models.transformer(depth, norm=norm, seed=0))
+        return gradient_by_layer({f"{norm.capitalize()}-LN, {depth} layers": grads},
+                                 title="At initialisation (press Run to train)")
+
+    def _render_initial(self, **params) -> None:
+        """Before the first Run, show the untrained model (a fraction of a second) instead of training
+        at display time; the Run button trains (:meth:`Explorer._render_into_output`)."""
+        from IPython.display import HTML, Image
+
+        self.last_png = figure_png(self.preview(**params), self.dpi)
+        self.output.append_display_data(Image(data=self.last_png))
+        self.output.append_display_data(HTML("<p>Choose the settings and press <b>Run</b> to train for 300 steps "
+                                             "(a few seconds).</p>"))
 
     @staticmethod
     @plots.styled
