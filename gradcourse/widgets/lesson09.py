@@ -196,7 +196,7 @@ def perturbation_change(model: nn.Module, *, size: float = 1e-3, seed: int = 0, 
 @plots.styled
 def loss_grid(grid: dict[tuple[str, int], Experiment]) -> plots.Figure:
     """2 × 2 training losses: rows Post-LN / Pre-LN, columns without / with warmup."""
-    norms = sorted({norm for norm, _ in grid}, reverse=True)            # post first
+    norms = [norm for norm in ("post", "pre") if any(key[0] == norm for key in grid)]   # Post-LN on top
     warmups = sorted({w for _, w in grid})
     fig, axes = plots.new_figure(len(warmups), len(norms), width=4.2, height=2.9, sharex=True, sharey=True)
     for r, norm in enumerate(norms):
