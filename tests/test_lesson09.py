@@ -271,7 +271,7 @@ def test_explorer_rejects_bad_params(bad):
     (lesson09.check_shallow_post, "yes", "no", 3),
     (lesson09.check_first_step, 1e-4, 1e-2, "a lot"),
     (lesson09.check_deepnorm_alpha, 2.632, 2.213, [1]),
-    (lesson09.check_logit_remedy, "qk_norm", "radam", object()),
+    (lesson09.check_warmup_logits, "yes", "no", object()),
 ])
 def test_exercise_checks(check, right, wrong, odd):
     assert check(right).correct is True
@@ -281,8 +281,11 @@ def test_exercise_checks(check, right, wrong, odd):
 
 
 def test_exercise_answers_are_what_the_model_does():
-    """Exercise 1: 3-layer Post-LN without warmup solves the task (seed 0)."""
+    """Exercise 1: 3-layer Post-LN without warmup solves the task (seed 0). Exercise 4: with a
+    100-step warmup, Pre-LN at lr 0.1 learns, and its logits still pass 1000."""
     assert experiment("post", 3, seed=0).solved
+    warm = experiment("pre", 6, lr=0.1, warmup=100, seed=0)
+    assert warm.max_logit.max() > 1000 and warm.final_loss < lesson09.CHANCE - 1
     assert lesson09.check_deepnorm_alpha(models.transformer(24, deepnorm=True).blocks[0].alpha).correct
 
 

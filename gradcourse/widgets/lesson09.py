@@ -65,7 +65,12 @@ def attention_entropy(logits: torch.Tensor) -> float:
     >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(float(np.log(8)), 4)
     True
     """
-    return float(-(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean())
+    # H = −Σ p log p with p = e/s, e = exp(z), z = logits − max: H = log s − Σ e·z / s. Written out because
+    # torch's (log_)softmax over a last axis of 8 is several times slower on CPU than these few ops.
+    z = logits - logits.amax(-1, keepdim=True)
+    e = z.exp()
+    total = e.sum(-1)
+    return float((total.log() - (e * z).sum(-1) / total).mean())
 
 
 class Watch:
@@ -363,15 +368,16 @@ def check_deepnorm_alpha(answer: Any) -> Feedback:
                                   hint="α = (2N)^¼ with N the number of layers.")
 
 
-def check_logit_remedy(answer: Any) -> Feedback:
-    """Exercise 4: a Pre-LN run at lr 0.1 sits at chance while its largest attention logit passes
-    1000. Which single switch of the explorer lets it solve the task within 300 steps:
-    ``"qk_norm"``, ``"radam"`` or ``"depth 12"``?
+def check_warmup_logits(answer: Any) -> Feedback:
+    """Exercise 4: Pre-LN at lr 0.1 *with* a 100-step warmup and no qk-norm: does its largest attention
+    logit still pass 1000 within 300 steps? ``"yes"`` or ``"no"`` (measured: yes, about 10⁴, on seeds 0
+    and 1, although the loss falls to 0.26 and 0.51).
 
-    >>> check_logit_remedy("qk_norm").correct, check_logit_remedy("radam").correct
-    (True, False)
+    >>> check_warmup_logits("yes").correct, check_warmup_logits("no").correct, check_warmup_logits(None).correct
+    (True, False, None)
     """
-    return exercises.check_choice(answer, "qk_norm", name="the switch", options=("qk_norm", "radam", "depth 12"),
-                                  praise="LayerNorm on q and k fixes their length (√d times the LN gains), so the "
-                                         "logits cannot run away however large the weights grow.",
-                                  hint="Which switch puts a bound on |q·k|? Try each in the explorer.")
+    return exercises.check_choice(answer, "yes", name="logits above 1000 with warmup", options=("yes", "no"),
+                                  praise="Warmup delays the growth and lets the task be learned first, but "
+                                         "nothing bounds |q·k|: the logits still reach ~10⁴. qk-LayerNorm bounds them.",
+                                  hint="Set Pre-LN, lr 0.1, warmup 100, qk-LayerNorm off, press Run and read the "
+                                       "right-hand panel.")
