@@ -248,7 +248,7 @@ def test_post_ln_without_warmup_collapses_and_warmup_rescues():
     assert np.isfinite(cold.run.losses).all() and cold.collapse[50] < 1e-10
     assert abs(cold.final_loss - lesson09.CHANCE) < 0.05
     warm = experiment("post", 6, warmup=100, steps=60, seed=1)
-    assert warm.collapse.min() > 1e-4
+    assert warm.collapse.min() > 1e-5        # seed 1 dips to 8e-5 and recovers; without warmup: 1e-14
 
 
 def test_registered_and_explorer_defaults():
