@@ -133,3 +133,33 @@ def cached_spirals(n: int = 512, seed: int = 0) -> Dataset:
     True
     """
     return spirals(n, seed=seed)
+
+
+# --- lesson 09 ---
+
+def reversal(n: int = 4096, seed: int = 0, *, seq_len: int = 8, vocab: int = 16, n_test: int = 512) -> Dataset:
+    """Reverse a sequence of tokens: the Transformer task of lesson 09.
+
+    ``x`` holds ``n`` sequences of ``seq_len`` tokens drawn uniformly from ``0 … vocab-1``
+    (integers, shape ``(n, seq_len)``); the target ``y`` is each sequence reversed, so position
+    ``t`` must copy the token at position ``seq_len - 1 - t``. A model that ignores its input
+    can do no better than a uniform guess: its cross-entropy is ``ln vocab`` (ln 16 ≈ 2.773),
+    :data:`REVERSAL_CHANCE_LOSS`. Solving the task needs attention to the mirrored position.
+
+    >>> ds = reversal(n=3, seed=0, n_test=0)
+    >>> tuple(ds.x.shape), ds.x.dtype, bool((ds.y == ds.x.flip(1)).all())
+    ((3, 8), torch.int64, True)
+    """
+    n = _checks.integer("n", n, low=1)
+    n_test = _checks.integer("n_test", n_test, low=0)
+    seq_len = _checks.integer("seq_len", seq_len, low=1)
+    vocab = _checks.integer("vocab", vocab, low=2)
+    gen = _generator(seed)
+    x = torch.randint(0, vocab, (n, seq_len), generator=gen)
+    x_test = torch.randint(0, vocab, (n_test, seq_len), generator=gen)
+    return Dataset(x, x.flip(1), x_test, x_test.flip(1),
+                   f"reversal(n={n}, seed={seed}, seq_len={seq_len}, vocab={vocab})")
+
+
+#: Cross-entropy of a uniform guess over the 16 tokens of :func:`reversal`: ln 16.
+REVERSAL_CHANCE_LOSS = math.log(16)

@@ -352,3 +352,8 @@ def resnet_mlp(
         model = ResidualMLP(blocks, width, activation, batchnorm, residual, in_features, out_features)
     model.config = config
     return model
+
+
+# --- lesson 09 ---
+
+from .transformer import Transformer, transformer  # noqa: E402,F401  (models.transformer, written in its own module)

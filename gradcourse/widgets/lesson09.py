@@ -1,0 +1,384 @@
+"""Lesson 09 (Transformers): train the small encoder of ``models.transformer`` on the reversal
+task while watching what the probes do not record: how alike the positions' representations
+become (collapse), and the largest attention logit. Plus the measurements at initialisation,
+the figures, the explorer and the exercise checks.
+
+>>> from gradcourse.widgets.lesson09 import experiment
+>>> exp = experiment("pre", depth=2, steps=20, seed=0)
+>>> len(exp.collapse) == len(exp.max_logit) == len(exp.run.losses) == 20
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import _checks, data, exercises, models, plots, train
+from ..exercises import Feedback
+from ..probes import Probe
+from .base import Explorer, Param, Result, figure_png
+
+LR = 1e-2
+BETAS = (0.9, 0.98)
+STEPS = 300
+BATCH = 32
+#: The cross-entropy of a uniform guess over 16 tokens: a model that ignores its input.
+CHANCE = data.REVERSAL_CHANCE_LOSS
+#: A run counts as solved when its mean loss over the last 20 steps is below this.
+SOLVED_BELOW = 0.5
+
+
+def task() -> data.Dataset:
+    """The lesson's data: 1024 training and 256 held-out sequences of 8 tokens (vocabulary 16) and their
+    reversal. (``fit`` measures accuracy on the whole sets after every run; more would cost time, not insight.)"""
+    return data.reversal(1024, seed=0, n_test=256)
+
+
+def collapse(hidden: torch.Tensor) -> float:
+    """How different the positions of a sequence are: 1 − cos between the representations of two
+    distinct positions, averaged over pairs and over the batch. ``hidden`` is ``(batch, seq_len, D)``.
+
+    Computed as ½‖u_i − u_j‖² of the unit vectors, in float64, which equals 1 − cos but does not
+    round to 0 when the vectors agree to 7 digits (float32's 1 − cos would).
+
+    >>> round(collapse(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])), 12)     # orthogonal: cos 0
+    1.0
+    >>> collapse(torch.tensor([[[1.0, 2.0], [2.0, 4.0]]]))                 # parallel: cos 1
+    0.0
+    """
+    u = nn.functional.normalize(hidden.detach().double(), dim=-1)
+    length = u.shape[1]
+    if length < 2:
+        raise ValueError(f"hidden must hold at least 2 positions; got shape {tuple(hidden.shape)}")
+    distance = (u[:, :, None] - u[:, None]).pow(2).sum(-1) / 2     # (batch, T, T): 1 − cos of each pair
+    return float(distance.sum(dim=(1, 2)).mean() / (length * (length - 1)))
+
+
+def attention_entropy(logits: torch.Tensor) -> float:
+    """Mean entropy (nats) of the attention weights softmax(logits) over the last axis: ln T when
+    a position attends evenly to all T, 0 when it looks at a single one.
+
+    >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(float(np.log(8)), 4)
+    True
+    """
+    # H = −Σ p log p with p = e/s, e = exp(z), z = logits − max: H = log s − Σ e·z / s. Written out because
+    # torch's (log_)softmax over a last axis of 8 is several times slower on CPU than these few ops.
+    z = logits - logits.amax(-1, keepdim=True)
+    e = z.exp()
+    total = e.sum(-1)
+    return float((total.log() - (e * z).sum(-1) / total).mean())
+
+
+class Watch:
+    """Hooks on a :class:`~gradcourse.transformer.Transformer` that record, at every training
+    forward pass (gradients enabled), the :func:`collapse` of the representation the head reads,
+    the largest |attention logit| over all blocks and heads, and the mean attention entropy.
+    A context manager, like :class:`~gradcourse.probes.Probe`; it removes its hooks on exit.
+
+    >>> net = models.transformer(2, seed=0)
+    >>> with Watch(net) as watch:
+    ...     _ = net(torch.randint(0, 16, (4, 8)))
+    >>> len(watch.collapse), net.head._forward_pre_hooks
+    (1, OrderedDict())
+    """
+
+    def __init__(self, model: nn.Module):
+        if not hasattr(model, "attention_logits") or not hasattr(model, "head"):
+            raise ValueError("model must be a models.transformer(...)")
+        self.model = model
+        self.collapse: list[float] = []
+        self.max_logit: list[float] = []
+        self.entropy: list[float] = []
+        self._handles: list = []
+
+    def __enter__(self) -> Watch:
+        self._handles = [self.model.head.register_forward_pre_hook(self._on_head),
+                         self.model.register_forward_hook(self._on_output)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _on_head(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.collapse.append(collapse(args[0]))
+
+    def _on_output(self, module, args, output) -> None:
+        if torch.is_grad_enabled():
+            logits = torch.stack(self.model.attention_logits())      # (blocks, batch, heads, T, T)
+            self.max_logit.append(float(logits.abs().max()))
+            self.entropy.append(attention_entropy(logits))
+
+
+@dataclass
+class Experiment:
+    """One training run of the lesson and what :class:`Watch` saw, one value per step."""
+
+    run: train.Run
+    collapse: np.ndarray
+    max_logit: np.ndarray
+    entropy: np.ndarray
+    label: str = ""
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss over the last 20 steps (one batch's loss is noisy)."""
+        return float(np.mean(self.run.losses[-20:]))
+
+    @property
+    def solved(self) -> bool:
+        return self.final_loss < SOLVED_BELOW
+
+
+def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: int = 0, qk_norm: bool = False,
+               deepnorm: bool = False, optimizer: str = "adam", steps: int = STEPS, seed: int = 0,
+               probe: bool = False, progress: bool | None = False) -> Experiment:
+    """Build ``models.transformer(depth, norm=..., seed=seed)`` and train it on :func:`task` with
+    ``fit`` (Adam or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
+    ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step)."""
+    model = models.transformer(depth, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
+    with Watch(model) as watch:
+        run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
+                        batch_size=BATCH, seed=seed, probe=probe, every=10, progress=progress)
+    label = (f"{'DeepNorm ' if deepnorm else ''}{norm.capitalize()}-LN, {depth} layers"
+             f"{', qk-norm' if qk_norm else ''}, {optimizer}, lr {lr:g}, warmup {warmup}")
+    return Experiment(run, np.array(watch.collapse), np.array(watch.max_logit), np.array(watch.entropy), label)
+
+
+# --- measurements at initialisation ---------------------------------------------------------------
+
+def ffn_gradients(model: nn.Module, *, batch: int = 64) -> np.ndarray:
+    """‖∂L/∂W‖ of every block's second FFN matrix (``ffn2``) at initialisation, front to back:
+    one probed forward/backward pass on the first ``batch`` training sequences, no update
+    (Xiong et al. 2020, Fig. 3, measure the same weight)."""
+    batch = _checks.integer("batch", batch, low=1, high=4096)
+    ds = task()
+    names = [f"blocks.{i}.ffn2" for i in range(len(model.blocks))]
+    with Probe(model, layers=names) as probe:
+        nn.functional.cross_entropy(model(ds.x[:batch]), ds.y[:batch]).backward()
+    model.zero_grad(set_to_none=True)
+    return probe.trace.get("grad_norm")[0]
+
+
+def representation_at_init(model: nn.Module, *, batch: int = 64) -> torch.Tensor:
+    """The representation the head reads, ``(batch, seq_len, D)``, for the first training sequences."""
+    store = {}
+    handle = model.head.register_forward_pre_hook(lambda module, args: store.__setitem__("h", args[0]))
+    try:
+        with torch.no_grad():
+            model(task().x[:batch])
+    finally:
+        handle.remove()
+    return store["h"]
+
+
+def perturbation_change(model: nn.Module, *, size: float = 1e-3, seed: int = 0, batch: int = 64) -> float:
+    """Relative change of the output logits when every Linear weight moves by ±``size`` (random
+    signs drawn with ``seed``): ‖f(W + δ) − f(W)‖ / ‖f(W)‖. The model is restored afterwards.
+    Liu et al. (2020) trace Post-LN's trouble to this amplification of small updates."""
+    x = task().x[:batch]
+    generator = torch.Generator().manual_seed(seed)
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        before = model(x)
+        saved = [w.clone() for w in weights]
+        for w in weights:
+            w.add_(size * (torch.randint(0, 2, w.shape, generator=generator) * 2 - 1))
+        after = model(x)
+        for w, original in zip(weights, saved):
+            w.copy_(original)                      # exactly as it was ((w + δ) − δ can differ by rounding)
+    return float((after - before).norm() / before.norm())
+
+
+# --- figures ----------------------------------------------------------------------------------------
+
+@plots.styled
+def loss_grid(grid: dict[tuple[str, int], Experiment]) -> plots.Figure:
+    """2 × 2 training losses: rows Post-LN / Pre-LN, columns without / with warmup."""
+    norms = [norm for norm in ("post", "pre") if any(key[0] == norm for key in grid)]   # Post-LN on top
+    warmups = sorted({w for _, w in grid})
+    fig, axes = plots.new_figure(len(warmups), len(norms), width=4.2, height=2.9, sharex=True, sharey=True)
+    for r, norm in enumerate(norms):
+        for c, warmup in enumerate(warmups):
+            ax, exp = axes[r, c], grid[norm, warmup]
+            losses = exp.run.losses
+            ax.plot(np.arange(len(losses)), losses, color=plots.COLORS[0 if exp.solved else 1], lw=1)
+            ax.axhline(CHANCE, color="grey", ls=":", label="chance, ln 16")
+            if warmup:
+                ax.axvspan(0, warmup, color="grey", alpha=0.12, label=f"warmup ({warmup} steps)")
+            verdict = "solved" if exp.solved else "stuck at chance"
+            ax.set_title(f"{norm.capitalize()}-LN, warmup {warmup}: {verdict}", fontsize="medium")
+            ax.set_yscale("log")
+            if r == len(norms) - 1:
+                ax.set_xlabel("training step")
+            if c == 0:
+                ax.set_ylabel("loss (log scale)")
+            ax.legend(fontsize="x-small", loc="lower left")
+    fig.suptitle("Reversal task, 6 layers, Adam lr 1e-2: who needs warmup?")
+    return fig
+
+
+@plots.styled
+def collapse_figure(experiments: dict[str, Experiment], *,
+                    title: str = "Do the positions become identical?") -> plots.Figure:
+    """1 − cos between positions over training, log axis; the values that round to 0 are drawn at 1e-16."""
+    fig, axes = plots.new_figure(width=6.0)
+    ax = axes[0, 0]
+    for i, (name, exp) in enumerate(experiments.items()):
+        ax.semilogy(np.maximum(exp.collapse, 1e-16), color=plots.COLORS[i], label=name)
+    ax.set(xlabel="training step", ylabel="1 − cos between positions (log scale)", title=title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+@plots.styled
+def gradient_by_layer(profiles: dict[str, np.ndarray], *, title: str) -> plots.Figure:
+    """‖∂L/∂W_ffn2‖ by block at initialisation, one line per named profile (log axis)."""
+    fig, axes = plots.new_figure(width=6.0)
+    ax = axes[0, 0]
+    for i, (name, grads) in enumerate(profiles.items()):
+        ax.semilogy(np.arange(1, len(grads) + 1), grads, "o-", color=plots.COLORS[i], label=name)
+    ax.set(xlabel="block (1 = nearest the input)", ylabel="‖∂L/∂W‖ of the FFN's 2nd matrix (log scale)",
+           title=title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+@plots.styled
+def logits_figure(experiments: dict[str, Experiment]) -> plots.Figure:
+    """Left: the largest attention logit over training (log axis). Right: the loss."""
+    fig, axes = plots.new_figure(2, width=4.6)
+    for i, (name, exp) in enumerate(experiments.items()):
+        axes[0, 0].semilogy(exp.max_logit, color=plots.COLORS[i], label=name)
+        axes[0, 1].semilogy(exp.run.losses, color=plots.COLORS[i], lw=1, label=name)
+    axes[0, 0].set(xlabel="training step", ylabel="largest |q·k/√d| (log scale)",
+                   title="Largest attention logit")
+    axes[0, 1].axhline(CHANCE, color="grey", ls=":", label="chance, ln 16")
+    axes[0, 1].set(xlabel="training step", ylabel="loss (log scale)", title="Training loss")
+    for ax in axes[0]:
+        ax.legend(fontsize="small")
+    return fig
+
+
+# --- the explorer -----------------------------------------------------------------------------------
+
+class TransformerExplorer(Explorer):
+    """Norm placement, depth, learning rate, warmup, qk-norm and optimizer of the reversal
+    Transformer; **Run** trains it for 300 steps (seed 0) and shows the loss, the collapse of the
+    positions and the largest attention logit."""
+
+    title = "Transformer on the reversal task: where LayerNorm goes, warmup, qk-norm"
+    manual = True
+    params = {
+        "norm": Param("post", options=("post", "pre"), label="LayerNorm placement"),
+        "depth": Param(6, low=1, high=12, label="layers"),
+        "lr": Param(1e-2, low=1e-3, high=1e-1, log=True, step=0.25, label="learning rate"),
+        "warmup": Param(0, low=0, high=200, step=10, label="warmup steps"),
+        "qk_norm": Param(False, label="qk-LayerNorm"),
+        "optimizer": Param("adam", options=("adam", "radam"), label="optimizer"),
+    }
+
+    def compute(self, norm, depth, lr, warmup, qk_norm, optimizer) -> Result:
+        exp = experiment(norm, depth, lr=lr, warmup=warmup, qk_norm=qk_norm, optimizer=optimizer,
+                         progress=None)
+        values = {"final_loss": exp.final_loss, "solved": exp.solved,
+                  "min_collapse": float(exp.collapse.min()), "max_logit": float(exp.max_logit.max())}
+        fig = self._figure(exp)
+        verdict = "solved the task" if exp.solved else "did not solve the task"
+        summary = (f"{exp.label}: {verdict} (mean loss over the last 20 steps {exp.final_loss:.3g}; "
+                   f"chance is ln 16 ≈ 2.77). Smallest 1 − cos between positions {values['min_collapse']:.1e}; "
+                   f"largest attention logit {values['max_logit']:.3g}.")
+        return Result(figure=fig, values=values, runs={"run": exp.run}, summary=summary)
+
+    def preview(self, norm="post", depth=6, **ignored) -> plots.Figure:
+        """The model at initialisation, before any training: its FFN gradient by block."""
+        grads = ffn_gradients(models.transformer(depth, norm=norm, seed=0))
+        return gradient_by_layer({f"{norm.capitalize()}-LN, {depth} layers": grads},
+                                 title="At initialisation (press Run to train)")
+
+    def _render_initial(self, **params) -> None:
+        """Before the first Run, show the untrained model (a fraction of a second) instead of training
+        at display time; the Run button trains (:meth:`Explorer._render_into_output`)."""
+        from IPython.display import HTML, Image
+
+        self.last_png = figure_png(self.preview(**params), self.dpi)
+        self.output.append_display_data(Image(data=self.last_png))
+        self.output.append_display_data(HTML("<p>Choose the settings and press <b>Run</b> to train for 300 steps "
+                                             "(a few seconds).</p>"))
+
+    @staticmethod
+    @plots.styled
+    def _figure(exp: Experiment):
+        fig, axes = plots.new_figure(3, width=3.6, height=3.0)
+        steps = np.arange(len(exp.run.losses))
+        axes[0, 0].semilogy(steps, exp.run.losses, lw=1)
+        axes[0, 0].axhline(CHANCE, color="grey", ls=":", label="chance, ln 16")
+        axes[0, 0].set(xlabel="training step", ylabel="loss (log scale)", title="Training loss")
+        axes[0, 0].legend(fontsize="small")
+        axes[0, 1].semilogy(np.maximum(exp.collapse, 1e-16), color=plots.COLORS[1])
+        axes[0, 1].set(xlabel="training step", ylabel="1 − cos (log scale)", title="Positions alike? (collapse)")
+        axes[0, 2].semilogy(exp.max_logit, color=plots.COLORS[2])
+        axes[0, 2].set(xlabel="training step", ylabel="largest |logit| (log scale)", title="Attention logits")
+        fig.suptitle(exp.label)
+        return fig
+
+
+# --- exercise checks ----------------------------------------------------------------------------------
+
+def check_shallow_post(answer: Any) -> Feedback:
+    """Exercise 1: does Post-LN with 3 layers, lr 1e-2 and no warmup solve the task in 300 steps?
+    ``"yes"`` or ``"no"`` (measured: yes, seeds 0–2).
+
+    >>> check_shallow_post("yes").correct, check_shallow_post("no").correct, check_shallow_post(3).correct
+    (True, False, False)
+    """
+    return exercises.check_choice(answer, "yes", name="3-layer Post-LN without warmup", options=("yes", "no"),
+                                  praise="Shallow Post-LN trains without warmup: the trouble grows with depth.",
+                                  hint="Set layers to 3, warmup to 0, Post-LN, and press Run.")
+
+
+def check_first_step(answer: Any) -> Feedback:
+    """Exercise 2: with lr 1e-2 and warmup 100, by how much does Adam's first step move each weight
+    (ignoring ε)? Adam's first step is lr·sign(g), and step 0 of the warmup uses lr·1/100.
+
+    >>> check_first_step(1e-4).correct, check_first_step(1e-2).correct, check_first_step("x").correct
+    (True, False, False)
+    """
+    return exercises.check_number(answer, LR / 100, name="size of the first step", rel=0.01,
+                                  praise="m̂/√v̂ = g/|g| at step 1, so every weight moves by the learning rate "
+                                         "itself: 1e-2 · 1/100.",
+                                  hint="After one step Adam's m̂ = g and v̂ = g²; what is m̂/√v̂? Then which "
+                                       "learning rate does step 0 of a 100-step linear warmup use?")
+
+
+def check_deepnorm_alpha(answer: Any) -> Feedback:
+    """Exercise 3: DeepNorm's residual scale α for a 24-layer encoder.
+
+    >>> check_deepnorm_alpha(2.63).correct, check_deepnorm_alpha(1.0).correct
+    (True, False)
+    """
+    return exercises.check_number(answer, 48 ** 0.25, name="α", rel=0.01,
+                                  praise="α = (2N)^¼ = 48^¼: the residual stream outweighs each new branch.",
+                                  hint="α = (2N)^¼ with N the number of layers.")
+
+
+def check_warmup_logits(answer: Any) -> Feedback:
+    """Exercise 4: Pre-LN at lr 0.1 *with* a 100-step warmup and no qk-norm: does its largest attention
+    logit still pass 1000 within 300 steps? ``"yes"`` or ``"no"`` (measured: yes, above 10⁴, on seeds 0
+    and 1, although the loss falls to 0.9 and 0.4).
+
+    >>> check_warmup_logits("yes").correct, check_warmup_logits("no").correct, check_warmup_logits(None).correct
+    (True, False, None)
+    """
+    return exercises.check_choice(answer, "yes", name="logits above 1000 with warmup", options=("yes", "no"),
+                                  praise="Warmup delays the growth and lets the task be learned first, but "
+                                         "nothing bounds |q·k|: the logits still reach ~10⁴. qk-LayerNorm bounds them.",
+                                  hint="Set Pre-LN, lr 0.1, warmup 100, qk-LayerNorm off, press Run and read the "
+                                       "right-hand panel.")
