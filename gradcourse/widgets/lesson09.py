@@ -21,7 +21,7 @@ from torch import nn
 from .. import _checks, data, exercises, models, plots, train
 from ..exercises import Feedback
 from ..probes import Probe
-from .base import Explorer, Param, Result, figure_png
+from .base import Explorer, Param, Result
 
 LR = 1e-2
 BETAS = (0.9, 0.98)
@@ -283,11 +283,19 @@ class TransformerExplorer(Explorer):
         "warmup": Param(0, low=0, high=200, step=10, label="warmup steps"),
         "qk_norm": Param(False, label="qk-LayerNorm"),
         "optimizer": Param("adam", options=("adam", "radam"), label="optimizer"),
+        "steps": Param(STEPS, low=0, high=600, step=50, label="training steps (0 = at initialisation only)"),
     }
+    #: Moving a control redraws the untrained model at once; the Run button trains.
+    preview = {"steps": 0}
 
-    def compute(self, norm, depth, lr, warmup, qk_norm, optimizer) -> Result:
+    def compute(self, norm, depth, lr, warmup, qk_norm, optimizer, steps) -> Result:
+        if steps == 0:
+            grads = ffn_gradients(models.transformer(depth, norm=norm, qk_norm=qk_norm, seed=0))
+            return Result(figure=self.at_initialisation(norm, depth, grads), values={"ffn_grad": grads},
+                          summary=f"{norm.capitalize()}-LN, {depth} layers, untrained: the gradient of each "
+                                  "block's FFN weight at initialisation. Set the steps and press Run to train.")
         exp = experiment(norm, depth, lr=lr, warmup=warmup, qk_norm=qk_norm, optimizer=optimizer,
-                         progress=None)
+                         steps=steps, progress=self.progress)
         values = {"final_loss": exp.final_loss, "solved": exp.solved,
                   "min_collapse": float(exp.collapse.min()), "max_logit": float(exp.max_logit.max())}
         fig = self._figure(exp)
@@ -297,21 +305,10 @@ class TransformerExplorer(Explorer):
                    f"largest attention logit {values['max_logit']:.3g}.")
         return Result(figure=fig, values=values, runs={"run": exp.run}, summary=summary)
 
-    def preview(self, norm="post", depth=6, **ignored) -> plots.Figure:
-        """The model at initialisation, before any training: its FFN gradient by block."""
-        grads = ffn_gradients(models.transformer(depth, norm=norm, seed=0))
-        return gradient_by_layer({f"{norm.capitalize()}-LN, {depth} layers": grads},
-                                 title="At initialisation (press Run to train)")
-
-    def _render_initial(self, **params) -> None:
-        """Before the first Run, show the untrained model (a fraction of a second) instead of training
-        at display time; the Run button trains (:meth:`Explorer._render_into_output`)."""
-        from IPython.display import HTML, Image
-
-        self.last_png = figure_png(self.preview(**params), self.dpi)
-        self.output.append_display_data(Image(data=self.last_png))
-        self.output.append_display_data(HTML("<p>Choose the settings and press <b>Run</b> to train for 300 steps "
-                                             "(a few seconds).</p>"))
+    @staticmethod
+    def at_initialisation(norm: str, depth: int, grads: np.ndarray) -> plots.Figure:
+        """The model before any training: its FFN gradient by block."""
+        return gradient_by_layer({f"{norm.capitalize()}-LN, {depth} layers": grads}, title="At initialisation")
 
     @staticmethod
     @plots.styled
