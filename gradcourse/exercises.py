@@ -353,7 +353,7 @@ def depth_for_tiny_signal(answer) -> Feedback:
     (True, False)
     """
     return check_number(answer, 11, name="the depth", abs_tol=0.5, rel=0.0,
-                        praise="0.144^(L−1) < 1e-8 needs L − 1 ≥ 10. The measurement below agrees.",
+                        praise="0.144^(L−1) < 1e-8 needs L − 1 ≥ 10; the measuring cell agrees.",
                         hint="Each layer multiplies the signal by ≈ 0.144; solve 0.144^(L−1) < 1e-8 for the "
                              "smallest whole L (there are L − 1 factors between layer L and layer 1).")
 
@@ -402,8 +402,9 @@ def signal_probe(answer) -> Feedback:
     net = models.mlp(20, 64, activation="sigmoid", seed=0)
     try:
         result = answer(net, spirals.x, spirals.y)
-    except NotImplementedError:
-        return missing(name)
+    except NotImplementedError:                         # the skeleton, untouched
+        return Feedback(None, f"Fill in {name}: write its body, delete the `raise NotImplementedError` line, "
+                              "and run the cell again.")
     except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: feedback, not a traceback)
         left = " It also left hooks attached: remove them in a `finally:` block." if _hooks_left(net) else ""
         return Feedback(False, f"Your function raised {type(error).__name__}: {_show(str(error), 120)}. "
