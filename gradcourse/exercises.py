@@ -259,107 +259,182 @@ def check_choice(answer: Any, expected: str | Iterable[str], *, name: str, optio
 
 
 # --- lessons 00 and 01 ---
-# Expected answers come from gradcourse.theory, so they can never drift from the lessons.
+# Expected answers are literals measured with the course's own code (seed 0); the lessons assert
+# the same numbers, so a change in the package that moves them fails a notebook, not a learner.
+
+def _peek(answer: Any) -> float | None:
+    """The answer as a finite float when it reads as one (to spot a typical wrong answer), else None."""
+    value = None if answer is None else _read_number(answer, "the answer", "0.25")
+    return value if isinstance(value, float) else None
+
 
 @exercise
-def chain_gradient(answer) -> Feedback:
-    """Lesson 00: |∂h_L/∂h_0| for a sigmoid scalar chain with w = 2 and L = 10 links at z = 0.
+def chain_gradient_tanh(answer) -> Feedback:
+    """Lesson 00, Ex 1: |∂h_L/∂h_0| for a tanh scalar chain with w = 0.8 and L = 25 links at z = 0
+    (autograd gives 0.8²⁵ = 3.778e-3).
 
-    >>> chain_gradient(0.5 ** 10).correct, chain_gradient(0.25 ** 10).correct
+    >>> chain_gradient_tanh(0.8 ** 25).correct, chain_gradient_tanh(0.2 ** 25).correct
     (True, False)
     """
-    from . import theory
-
-    expected = float(theory.scalar_chain(2.0, 10, "sigmoid")[0])
-    return check_number(answer, expected, name="the gradient reaching the input", rel=0.02,
-                        praise="Ten factors of |w·σ'(0)| = 2 × 1/4 = 1/2 each: (1/2)^10 ≈ 0.001.",
-                        hint="Each link multiplies the gradient by |w·σ'(0)| with σ'(0) = 1/4; "
-                             "multiply ten such factors.")
+    value = _peek(answer)
+    if value is not None and math.isclose(value, 0.2 ** 25, rel_tol=0.05):
+        return Feedback(False, "Not quite: that uses the sigmoid's slope 1/4. tanh'(0) = 1 − tanh²(0) = 1, "
+                               "so each link multiplies the gradient by |w| alone.")
+    return check_number(answer, 0.00377789, name="the gradient at the input", rel=0.02,
+                        praise="tanh'(0) = 1, so each link gives |w·tanh'(0)| = 0.8, and 0.8²⁵ ≈ 3.8e-3: "
+                               "a factor that looks harmless still loses 99.6 % over 25 links.",
+                        hint="The factor per link is |w·tanh'(0)|, with tanh'(0) = 1 − tanh²(0); "
+                             "raise it to the power L = 25.")
 
 
 @exercise
-def critical_weight_sigmoid(answer) -> Feedback:
-    """Lesson 00: the |w| at which a sigmoid chain at z = 0 neither vanishes nor explodes.
+def critical_weight_offset(answer) -> Feedback:
+    """Lesson 00, Ex 2: the |w| at which a sigmoid chain whose units all sit at z = 2 neither vanishes
+    nor explodes: 1/σ'(2) = 9.5244.
 
-    >>> critical_weight_sigmoid(4).correct, critical_weight_sigmoid(1).correct
+    >>> [critical_weight_offset(a).correct for a in (9.52, "1/0.105", 4)]
+    [True, True, False]
+    """
+    value = _peek(answer)
+    if value is not None and math.isclose(abs(value), 4.0, rel_tol=0.02):
+        return Feedback(False, "Not quite: 4 is the boundary for units at z = 0, where σ' = 1/4. "
+                               "Here the units sit at z = 2: compute σ'(2) = σ(2)(1 − σ(2)) first.")
+    return check_number(answer, 9.5244, name="the critical |w| at z = 2", rel=0.02,
+                        praise="σ'(2) = σ(2)(1 − σ(2)) ≈ 0.105, so |w| = 1/0.105 ≈ 9.5: saturation moves the "
+                               "boundary up, and the weights must be larger to keep the gradient (lesson 01).",
+                        hint="The boundary is |w·σ'(z)| = 1 at the z where the units sit, here z = 2. "
+                             "Compute σ(2) ≈ 0.881, then σ'(2) = σ(2)(1 − σ(2)).")
+
+
+@exercise
+def half_he_curves(answer) -> Feedback:
+    """Lesson 00, Ex 3: a 20-layer ReLU network at HALF He's std. Which per-layer curve falls steeply
+    toward layer 1? Measured (seed 0): signal layer 1 / layer 20 = 1.7e-6, weight gradient
+    layer 2 / layer 20 = 1.76.
+
+    >>> half_he_curves("output_grad_norm").correct, half_he_curves("both").correct
     (True, False)
     """
-    from . import theory
-
-    return check_number(answer, theory.critical_weight("sigmoid"), name="the critical |w|", rel=0.01,
-                        praise="|w|·σ'(0) = |w|/4 = 1 exactly at |w| = 4.",
-                        hint="Solve |w·σ'(0)| = 1 with σ'(0) = 1/4.")
-
-
-@exercise
-def signal_quantity(answer) -> Feedback:
-    """Lesson 00: which probe quantity is the backpropagated signal ‖∂L/∂z‖?
-
-    >>> signal_quantity("output_grad_norm").correct, signal_quantity("grad_norm").correct
-    (True, False)
-    """
-    return check_choice(answer, "output_grad_norm", name="the probe quantity",
-                        options=("grad_norm", "output_grad_norm", "weight_norm", "update_ratio"),
-                        praise="output_grad_norm is ‖∂L/∂z‖, the signal arriving at a layer's output; "
-                               "grad_norm is ‖∂L/∂W‖, what the optimizer uses.",
-                        hint="grad_norm is the weight gradient ‖∂L/∂W‖; the signal is the gradient "
-                             "with respect to the layer's output z.")
+    return check_choice(answer, "output_grad_norm", name="the curve that falls",
+                        options=("output_grad_norm", "grad_norm", "both", "neither"),
+                        aliases={"signal": "output_grad_norm", "weight gradient": "grad_norm"},
+                        praise="The signal halves per layer going back (1.7e-6 over 19 layers), while the "
+                               "forward activations halve per layer going forward: in ∂L/∂W_k = δ_k h_{k−1}ᵀ "
+                               "the two cancel and the weight gradients stay level. Look at both curves.",
+                        hint="∂L/∂W_k pairs the signal δ_k with the layer's input h_{k−1}. With weights at half "
+                             "He's scale, which way does each of them shrink, and what does their product do?")
 
 
 @exercise
-def sigmoid_xavier_factor(answer) -> Feedback:
-    """Lesson 01: the per-layer factor φ'(0)·√(n·Var(w)) of a width-64 sigmoid MLP with Xavier init.
+def sigmoid_he_factor(answer) -> Feedback:
+    """Lesson 01, Ex 1: the per-layer factor of a width-64 sigmoid MLP with He's init, Var(w) = 2/n_in.
+    Small-z theory √2/4 = 0.354; measured 0.316 (σ' < 1/4 away from 0): both are right.
 
-    >>> sigmoid_xavier_factor(0.25).correct, sigmoid_xavier_factor(1.0).correct, sigmoid_xavier_factor(None).correct
-    (True, False, None)
+    >>> sigmoid_he_factor(0.354).correct, sigmoid_he_factor(0.316).correct, sigmoid_he_factor(0.5).correct
+    (True, True, False)
     """
-    from . import theory
-
-    # rel 0.07 also takes the measured 0.234 (lesson 01 measures it: pre-activations are not exactly 0)
-    return check_number(answer, theory.small_signal_factor("sigmoid", "xavier", 64),
-                        name="the per-layer factor", rel=0.07,
-                        praise="Xavier makes n·Var(w) = 1, but the sigmoid's 1/4 remains: still vanishing. "
-                               "(A measurement gives a little less, about 0.23: the pre-activations are "
-                               "not exactly 0, where σ' is largest.)",
-                        hint="n·Var(w) = 64 · 2/(64 + 64); then multiply its square root by σ'(0) = 1/4.")
+    value = _peek(answer)
+    if value is not None and math.isclose(value, math.sqrt(2), rel_tol=0.05):
+        return Feedback(False, "Not quite: √(n·Var(w)) = √2 is only the weights' part. Multiply by the sigmoid's "
+                               "slope σ'(0) = 1/4.")
+    return check_number(answer, 0.3536, name="the per-layer factor", rel=0.12,
+                        praise="¼·√(64·2/64) = √2/4 ≈ 0.354 (measured 0.316: σ' < ¼ away from 0). Still far "
+                               "below 1: He's init is built for ReLU's ½, not the sigmoid's ¼, and 19 layers "
+                               "lose about 10 orders of magnitude.",
+                        hint="χ ≈ σ'(0)·√(n·Var(w)) with σ'(0) = 1/4 and n·Var(w) = 64 · 2/64 = 2.")
 
 
 @exercise
 def depth_for_tiny_signal(answer) -> Feedback:
-    """Lesson 01: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
-    than 1e-8 of the last layer's signal to layer 1.
+    """Lesson 01, Ex 2: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
+    than 1e-8 of the last layer's signal to layer 1 (χ = 0.1443: 0.1443¹⁰ < 1e-8 < 0.1443⁹).
 
     >>> depth_for_tiny_signal(11).correct, depth_for_tiny_signal(20).correct
     (True, False)
     """
-    from . import theory
-
-    factor = theory.small_signal_factor("sigmoid", "default", 64)
-    return check_number(answer, theory.depth_for_ratio(1e-8, factor), name="the depth", abs_tol=0.5, rel=0.0,
-                        praise=f"{factor:.3f}^(L−1) < 1e-8 needs L − 1 ≥ 10. The measurement below agrees.",
-                        hint=f"Each layer multiplies the signal by ≈ {factor:.3f}; solve "
-                             f"{factor:.3f}^(L−1) < 1e-8 for the smallest whole L.")
+    return check_number(answer, 11, name="the depth", abs_tol=0.5, rel=0.0,
+                        praise="0.144^(L−1) < 1e-8 needs L − 1 ≥ 10; the measuring cell agrees.",
+                        hint="Each layer multiplies the signal by ≈ 0.144; solve 0.144^(L−1) < 1e-8 for the "
+                             "smallest whole L (there are L − 1 factors between layer L and layer 1).")
 
 
 @exercise
 def fix_for_tanh_default(answer) -> Feedback:
-    """Lesson 01: the one change that fixes a deep default-init tanh MLP's gradient at initialisation.
+    """Lesson 01, Ex 3: the one change that fixes a deep default-init tanh MLP's gradient at
+    initialisation (per-layer factors: xavier 1.0, relu 0.41, clip = tanh default 0.58).
 
     >>> fix_for_tanh_default("xavier").correct, fix_for_tanh_default("clip").correct
     (True, False)
     """
-    from . import theory
-
-    factors = {"xavier": theory.small_signal_factor("tanh", "xavier", 64),
-               "relu": theory.small_signal_factor("relu", "default", 64),
-               "clip": theory.small_signal_factor("tanh", "default", 64)}  # clipping changes nothing here
-    best = min(factors, key=lambda k: abs(math.log(factors[k])))
-    hints = {"relu": f"ReLU with the default init multiplies the signal by ≈ {factors['relu']:.2f} per layer: "
-                     f"even worse than default-init tanh's ≈ {factors['clip']:.2f}.",
+    hints = {"relu": "ReLU with the default init multiplies the signal by ≈ 0.41 per layer: even worse than "
+                     "default-init tanh's ≈ 0.58.",
              "clip": "Clipping only scales large gradients down; it cannot make a small gradient larger."}
-    return check_choice(answer, best, name="the fix", options=tuple(factors),
-                        praise=f"Xavier makes n·Var(w) = 1, so tanh's factor becomes ≈ {factors['xavier']:.2f}.",
+    return check_choice(answer, "xavier", name="the fix", options=("xavier", "relu", "clip"),
+                        praise="Xavier makes n·Var(w) = 1, so tanh's factor becomes ≈ 1.",
                         hint=hints.get(normalise(answer) if isinstance(answer, str) else "", ""))
+
+
+def _hooks_left(model) -> int:
+    """How many module hooks are still attached anywhere in ``model``."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+@exercise
+def signal_probe(answer) -> Feedback:
+    """Lesson 01, Ex 4 (code): ``answer(model, x, y)`` returns ‖∂L/∂z_k‖ for every hidden Linear layer,
+    front to back, from one cross-entropy forward and backward pass, and leaves no hook behind.
+    Checked on the lesson's 20-layer sigmoid network (seed 0) against ``probes.probe_once``'s
+    ``output_grad_norm``; layer 1 / layer 20 = 5.66e-17.
+
+    >>> signal_probe(None).correct, signal_probe(3).correct
+    (None, False)
+    """
+    from . import data, models
+    from .probes import probe_once
+
+    name = "your signal_per_layer function"
+    if answer is None:
+        return missing(name)
+    if not callable(answer):
+        return Feedback(False, f"Pass the function itself (its name, no parentheses); got {_show(answer)}.")
+    spirals = data.cached_spirals(512)
+    net = models.mlp(20, 64, activation="sigmoid", seed=0)
+    try:
+        result = answer(net, spirals.x, spirals.y)
+    except NotImplementedError:                         # the skeleton, untouched
+        return Feedback(None, f"Fill in {name}: write its body, delete the `raise NotImplementedError` line, "
+                              "and run the cell again.")
+    except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: feedback, not a traceback)
+        left = " It also left hooks attached: remove them in a `finally:` block." if _hooks_left(net) else ""
+        return Feedback(False, f"Your function raised {type(error).__name__}: {_show(str(error), 120)}. "
+                               f"Run it on its own to see where.{left}")
+    if _hooks_left(net):
+        return Feedback(False, "Your hooks are still attached to the model: keep the handle that each "
+                               "register_…_hook returns and call handle.remove() on it (a try/finally makes "
+                               "it safe).")
+    if result is None:
+        return Feedback(False, "Your function returned None: return the list of norms.")
+    try:
+        mine = np.asarray([float(v) for v in result], dtype=float)
+    except Exception:  # noqa: BLE001 (any object: feedback if it is not a list of numbers)
+        return Feedback(False, f"Return a list of 20 numbers, one per hidden layer; got {_show(result)}.")
+    if mine.shape != (20,):
+        extra = " (the hidden layers only, not the head)" if mine.size == 21 else ""
+        return Feedback(False, f"Return 20 numbers, one per hidden layer{extra}; got {mine.size}.")
+    reference = models.mlp(20, 64, activation="sigmoid", seed=0)
+    expected = probe_once(reference, spirals.x, spirals.y).get("output_grad_norm")[0][:20]
+    close = bool(np.all(np.isfinite(mine))) and np.allclose(mine, expected, rtol=1e-3, atol=0)
+    if not close and np.allclose(mine[::-1], expected, rtol=1e-3, atol=0):
+        return Feedback(False, "Right numbers, wrong order: return layer 1 first. Backward hooks fire from the "
+                               "output back, so store each norm at its layer's index, not in firing order.")
+    if not close:
+        return Feedback(False, "Not quite: your norms differ from the probe's (layer 1: "
+                               f"{mine[0]:.3g} against {expected[0]:.3g}). Record ‖∂L/∂z‖, the gradient of each "
+                               "Linear layer's OUTPUT (output.register_hook in a forward hook), not the weight's "
+                               "gradient, and take .norm() of the whole batch's gradient.")
+    return check_number(float(mine[0] / mine[19]), 5.66e-17, name="layer 1 / layer 20", rel=0.02,
+                        praise="Your hand-made probe agrees with the course's Probe, layer by layer.")
 
 
 # --- lesson 02 ---

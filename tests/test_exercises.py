@@ -71,7 +71,7 @@ ODD_ANSWERS = [
 
 
 def test_the_corpus_covers_every_check():
-    assert {"chain_gradient", "threshold_choice", "mystery_diagnoses", "signal_exponent",
+    assert {"chain_gradient_tanh", "threshold_choice", "mystery_diagnoses", "signal_exponent",
             "prescription", "resnet_plain_ratio"} <= set(_checks())
 
 
@@ -88,7 +88,7 @@ def test_every_check_answers_every_odd_answer_with_feedback(name, runs):
 
 @pytest.mark.parametrize("answer", [float("nan"), np.float32("nan"), torch.tensor(float("nan")), "0/0"])
 def test_nan_is_not_a_number_rather_than_too_small(answer):
-    feedback = exercises.chain_gradient(answer)
+    feedback = exercises.chain_gradient_tanh(answer)
     assert feedback.correct is False
     assert "not a number" in feedback.message or "divides by zero" in feedback.message
     assert "too small" not in feedback.message and "too large" not in feedback.message
@@ -106,7 +106,7 @@ def test_huge_numbers_say_so():
     np.float32(0.25), np.float64(0.25), Fraction(1, 4), Decimal("0.25"),
 ])
 def test_every_correct_form_of_a_number_is_accepted(answer):
-    assert exercises.sigmoid_xavier_factor(answer).correct is True          # φ'(0)·√1 = 1/4
+    assert exercises.check_number(answer, 0.25, name="σ'(0)").correct is True
 
 
 def test_arithmetic_strings_are_parsed_without_eval():
@@ -120,11 +120,11 @@ def test_arithmetic_strings_are_parsed_without_eval():
 # -- right, wrong and odd answers per check, expected values written out ----------------------
 CASES = [
     # lesson 00
-    ("chain_gradient", [0.0009765625, "(1/2)**10", "2**-10"], [0.5, 0.25**10]),
-    ("critical_weight_sigmoid", [4, "4.0", np.array([4])], [1, 0.25, -4]),
-    ("signal_quantity", ["output_grad_norm", "Output grad norm", "OUTPUT-GRAD-NORM"], ["grad_norm", "weight_norm"]),
+    ("chain_gradient_tanh", [0.0037778931862957215, "0.8**25", "0.8^25", 3.8e-3], [0.2**25, 0.8, 0.8**24, 1e-3]),
+    ("critical_weight_offset", [9.5244, "9.52", "1/0.105", np.array([9.5])], [4, 1, 0.105, -9.52, 10]),
+    ("half_he_curves", ["output_grad_norm", "Output grad norm", "signal"], ["grad_norm", "both", "neither"]),
     # lesson 01
-    ("sigmoid_xavier_factor", [0.25, "1/4", 0.234], [1.0, 0.144, 0.2]),   # 0.234: lesson 01's measurement
+    ("sigmoid_he_factor", [0.3536, "2**0.5/4", 0.316], [1.4142, 0.25, 0.5, 0.144]),   # 0.316: lesson 01 measures it
     ("depth_for_tiny_signal", [11, "11", 11.2], [10, 12, 20]),
     ("fix_for_tanh_default", ["xavier", "Xavier ", "XAVIER"], ["clip", "relu"]),
     # lesson 02
@@ -167,7 +167,8 @@ def test_right_and_wrong_answers(name, rights, wrongs):
 
 
 def test_every_check_has_literal_cases():
-    tested = {c[0] for c in CASES} | {"threshold_choice", "mystery_diagnoses", "signal_exponent", "prescription"}
+    tested = {c[0] for c in CASES} | {"threshold_choice", "mystery_diagnoses", "signal_exponent", "prescription",
+                                      "signal_probe"}   # signal_probe: tests/test_lesson01.py
     assert tested == set(_checks())
 
 

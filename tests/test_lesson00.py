@@ -57,3 +57,39 @@ def test_bad_params_raise_value_error_naming_them(params, name):
         ScalarChainExplorer().run(**params)
 
 
+
+
+# -- the lesson's exercise checks (expected values measured in the notebook) ----------------------
+
+def test_tanh_chain_check_and_its_measurement():
+    from gradcourse import exercises
+
+    assert chain_gradients(0.8, 25, "tanh")[0][0] == pytest.approx(0.0037778931862957215, rel=1e-9)
+    assert exercises.chain_gradient_tanh(0.0037778931862957215).correct is True
+    assert exercises.chain_gradient_tanh("0.8**25").correct is True
+    wrong = exercises.chain_gradient_tanh(0.2**25)          # σ'(0) = 1/4 used instead of tanh'(0) = 1
+    assert wrong.correct is False and "tanh'(0)" in wrong.message
+    assert exercises.chain_gradient_tanh(0.8).correct is False
+    assert exercises.chain_gradient_tanh(None).correct is None
+    assert exercises.chain_gradient_tanh("abc").correct is False
+
+
+def test_offset_boundary_check():
+    from gradcourse import exercises
+
+    assert exercises.critical_weight_offset(9.5244).correct is True
+    assert exercises.critical_weight_offset("1/0.105").correct is True
+    at_zero = exercises.critical_weight_offset(4)
+    assert at_zero.correct is False and "z = 0" in at_zero.message
+    assert exercises.critical_weight_offset(0.105).correct is False
+    assert exercises.critical_weight_offset([9.5, 1]).correct is False
+
+
+def test_half_he_curves_check():
+    from gradcourse import exercises
+
+    assert exercises.half_he_curves("Output grad norm").correct is True
+    assert exercises.half_he_curves("both").correct is False
+    assert exercises.half_he_curves("dead_frac").correct is False and "one of" in exercises.half_he_curves(
+        "dead_frac").message
+    assert exercises.half_he_curves(3).correct is False

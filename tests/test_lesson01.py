@@ -103,3 +103,117 @@ def test_explorer_draws_unhealthy_units_per_layer():
     bars = result.figure.axes[2]
     heights = [p.get_height() for p in bars.patches]
     assert np.allclose(heights, result.values["saturated"]) and max(heights) > 0.5
+
+
+# -- the lesson's exercise checks -------------------------------------------------------------
+
+def test_sigmoid_he_factor_accepts_theory_and_measurement():
+    from gradcourse import exercises
+
+    measured = measure(20, activation="sigmoid", init="kaiming")["factor"]
+    assert measured == pytest.approx(0.316, abs=0.002)
+    for right in (0.3536, "2**0.5/4", measured):
+        assert exercises.sigmoid_he_factor(right).correct is True, right
+    forgot_slope = exercises.sigmoid_he_factor(1.4142)
+    assert forgot_slope.correct is False and "1/4" in forgot_slope.message
+    for wrong in (0.25, 0.5, 1.0):
+        assert exercises.sigmoid_he_factor(wrong).correct is False
+
+
+def _signal_per_layer(model, x, y):
+    """The exercise's solution: forward hooks that register tensor hooks, removed in finally."""
+    import torch
+
+    layers = list(model.hidden_layers())
+    norms = [None] * len(layers)
+    handles = []
+
+    def watch(index):
+        def forward_hook(module, inputs, output):
+            def save(grad):
+                norms[index] = grad.norm().item()
+            output.register_hook(save)
+        return forward_hook
+
+    try:
+        for i, layer in enumerate(layers):
+            handles.append(layer.register_forward_hook(watch(i)))
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return norms
+
+
+def test_signal_probe_right_answer_matches_probe_once():
+    from gradcourse import exercises
+
+    feedback = exercises.signal_probe(_signal_per_layer)
+    assert feedback.correct is True and "5.66e-17" in feedback.message
+
+
+def test_signal_probe_full_backward_hooks_work_too():
+    import torch
+
+    from gradcourse import exercises
+
+    def backward_hooks(model, x, y):
+        layers = list(model.hidden_layers())
+        norms = [0.0] * len(layers)
+        handles = [layer.register_full_backward_hook(
+            lambda m, gi, go, i=i: norms.__setitem__(i, go[0].norm().item())) for i, layer in enumerate(layers)]
+        try:
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        finally:
+            for h in handles:
+                h.remove()
+        return norms
+
+    with pytest.warns(UserWarning):          # layer 1's input does not require grad: torch warns, values are right
+        assert exercises.signal_probe(backward_hooks).correct is True
+
+
+def test_signal_probe_wrong_answers_get_hints():
+    import torch
+
+    from gradcourse import exercises
+
+    def leaky(model, x, y):                  # never removes its hooks
+        out = []
+
+        def hook(module, inputs, output):
+            output.register_hook(lambda g: out.append(g.norm().item()))
+
+        for layer in model.hidden_layers():
+            layer.register_forward_hook(hook)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return out[::-1]
+
+    def weight_gradients(model, x, y):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return [layer.weight.grad.norm().item() for layer in model.hidden_layers()]
+
+    cases = {
+        "still attached": leaky,
+        "wrong order": lambda m, x, y: _signal_per_layer(m, x, y)[::-1],
+        "OUTPUT": weight_gradients,
+        "not the head": lambda m, x, y: _signal_per_layer(m, x, y) + [1.0],
+        "ZeroDivisionError": lambda m, x, y: 1 / 0,
+        "returned None": lambda m, x, y: None,
+        "list of 20 numbers": lambda m, x, y: "abc",
+    }
+    for words, fn in cases.items():
+        feedback = exercises.signal_probe(fn)
+        assert feedback.correct is False and words in feedback.message, (words, feedback)
+
+
+def test_signal_probe_unanswered_and_odd():
+    from gradcourse import exercises
+
+    def skeleton(model, x, y):
+        raise NotImplementedError("your code here")
+
+    assert exercises.signal_probe(None).correct is None
+    assert exercises.signal_probe(skeleton).correct is None      # the student's untouched skeleton
+    assert exercises.signal_probe(3).correct is False
+    assert exercises.signal_probe("signal_per_layer").correct is False
