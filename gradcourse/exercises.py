@@ -747,20 +747,21 @@ def rnn_bound_after_steps(answer: Any, *, spectral_norm: float = 0.8, steps_back
 
 
 @exercise
-def sigmoid_rnn_threshold(answer: Any) -> Feedback:
-    """Lesson 06: below which largest singular value λ₁ of the recurrent matrix must the
-    gradients of a *sigmoid* RNN vanish (Pascanu et al. 2013)?
+def rnn_ratio_t30(answer: Any) -> Feedback:
+    """Lesson 06, Exercise 2 (predict, then measure): the plain tanh RNN with λ₁ = 0.5 (orthogonal
+    × 0.5), on sequences of length 30 instead of 50. What is ‖∂L/∂h_1‖/‖∂L/∂h_30‖ at
+    initialisation? Measured 5.55e-10 (seed 0, 0.480 per step back); a factor 3 either way counts,
+    so the bound 0.5²⁹ = 1.9e-9 (3.4× too large) does not.
 
-    >>> sigmoid_rnn_threshold(4).correct, sigmoid_rnn_threshold(1).correct
-    (True, False)
+    >>> rnn_ratio_t30(0.48 ** 29).correct, rnn_ratio_t30(0.5 ** 30).correct, rnn_ratio_t30(0.5 ** 29).correct
+    (True, True, False)
     """
-    from . import theory
-
-    return check_number(answer, theory.pascanu_threshold("sigmoid"), name="the threshold 1/γ",
-                        rel=0.01,
-                        praise="σ' ≤ 1/4, so λ₁ < 4 already guarantees vanishing; λ₁ > 4 is "
-                               "needed (not enough) for exploding.",
-                        hint="The threshold is 1/γ with γ = max σ'. What is σ'(0)?")
+    return check_number(answer, 5.55e-10, name="the first/last ratio", rel=2 / 3,
+                        praise="29 steps back at the measured 0.48 per step: 0.48²⁹ ≈ 6e-10, a little "
+                               "below the bound 0.5²⁹ ≈ 2e-9 because tanh' < 1. The decay per step does "
+                               "not depend on T; only the number of steps does.",
+                        hint="Count the steps back from h_30 to h_1 (29 of them) and use the factor per "
+                             "step that section 1 measured at λ₁ = 0.5, not only the bound 0.5.")
 
 
 @exercise
@@ -791,9 +792,10 @@ def remedy_for_long_memory(answer: Any) -> Feedback:
     """
     return check_choice(answer, "gated cell", name="the remedy",
                         options=("clipping", "smaller learning rate", "gated cell"),
-                        praise="The plain RNN's gradient vanishes; only a path that keeps it "
-                               "(the LSTM's cell state, the GRU's update gate) helps. Clipping "
-                               "only shrinks large gradients.",
+                        praise="The plain RNN's gradient vanishes at initialisation; a gated path "
+                               "(the LSTM's cell state, the GRU's update gate) can learn to hold a "
+                               "value and carry the gradient back. Clipping only keeps an exploding "
+                               "run finite: the clipped runs never fit.",
                         hint="Is the plain RNN's problem at T = 50 a gradient that is too large, "
                              "or one that is too small?")
 

@@ -148,7 +148,7 @@ CASES = [
     ("resnet_degradation", ["overfitting", "Overfitting"], ["optimisation difficulty"]),
     # lesson 06
     ("rnn_bound_after_steps", [0.0115, 0.011529, "0.8**20"], [0.8, 0.16, 0.02]),
-    ("sigmoid_rnn_threshold", [4, "4"], [1, 0.25]),
+    ("rnn_ratio_t30", [5.55e-10, "0.48**29", "0.5**30", 1.9e-10], [1.9e-9, "0.5**29", 0.48, 1e-16, -5.55e-10]),
     ("forget_bias_memory", [95, 94.7, 100], [7, 50, 150]),
     ("remedy_for_long_memory", ["gated cell", "Gated cell", "gated_cell", "GATED-CELL"],
      ["clipping", "smaller learning rate"]),

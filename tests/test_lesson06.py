@@ -183,3 +183,44 @@ def test_decay_factor_skips_the_underflowed_steps():
     factor, lost = decay_factor(np.r_[np.zeros(5), 0.5 ** np.arange(20, 0, -1)])
     assert lost == 5 and factor == pytest.approx(0.5)
     assert math.isnan(decay_factor(np.array([0.0, 0.0, 1.0]))[0])
+
+
+# -- what the lesson asserts after training with clipping (issue 10, item 2) ----------------------
+@pytest.mark.parametrize("scale, lam_after", [(1.5, 1.70), (2.0, 2.24)])
+def test_clipped_exploding_rnn_keeps_its_gradient_but_never_fits(scale, lam_after):
+    """Clipping keeps the exploding RNN finite; after training its gradient through time does not
+    vanish (0.969 / 0.990 per step back), its recurrent matrix stays large, and it never fits."""
+    import torch
+
+    ds = adding_data(50)
+    run = fit(build("rnn", recurrent_scale=scale), ds, steps=300, clip=1.0, lr=0.1, optimizer="sgd",
+              batch_size=64, progress=False, seed=0)
+    g = gradient_through_time(run.model, ds)
+    lam = torch.linalg.matrix_norm(run.model.cell.weight_hh.detach(), 2).item()
+    assert run.diverged_at is None
+    assert 0.95 < theory.decay_per_step(g) < 1.0 and g[0] / g[-1] > 0.1     # not vanishing
+    assert lam == pytest.approx(lam_after, abs=0.02)                          # stays above 1
+    assert run.losses[-50:].mean() / data.ADDING_BASELINE_MSE > 1.1         # and never fits
+    slopes = marker_sensitivity(run.model, ds)
+    assert abs(slopes["first"]) < 0.01 and abs(slopes["second"]) < 0.01     # it stores nothing
+
+
+# -- the exercise checks ----------------------------------------------------------------------------
+def test_exercise2_literal_is_the_measured_ratio_at_t30():
+    g = gradient_through_time(build("rnn", recurrent_scale=0.5), adding_data(30))
+    assert g[0] / g[-1] == pytest.approx(5.55e-10, rel=0.01)
+    assert g[0] / g[-1] < 0.5 ** 29                                     # under the bound
+
+
+def test_exercise2_right_wrong_and_odd_answers():
+    from gradcourse import exercises
+
+    for right in (5.55e-10, "0.48**29", 0.5 ** 30, "6e-10", [5.55e-10]):
+        assert exercises.rnn_ratio_t30(right).correct is True, right
+    for wrong in (0.5 ** 29, 0.48 ** 49, 0.48, -5.55e-10, 1 / 0.48 ** 29):
+        feedback = exercises.rnn_ratio_t30(wrong)
+        assert feedback.correct is False and "29" in feedback.message, wrong
+    assert exercises.rnn_ratio_t30(None).correct is None
+    for odd in ("abc", float("nan"), {}, "1/0"):
+        feedback = exercises.rnn_ratio_t30(odd)
+        assert feedback.correct is False and isinstance(feedback.message, str)

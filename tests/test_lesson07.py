@@ -165,6 +165,11 @@ def test_patient_chart_draws_each_patients_probes():
     heights = [bar.get_height() for bar in unit_axes[0].patches]  # A: sigmoid, saturated units
     np.testing.assert_allclose(heights, runs["A"].trace.get("saturated_frac")[-1, :-1])
     assert unit_axes[3].get_title().startswith("dead units")  # D: ReLU
-    assert any("NaN at step" in t.get_text() for t in loss_axes[1].texts)  # B diverged
+    label = [t for t in loss_axes[1].texts if "NaN/Inf at step" in t.get_text()]  # B diverged
+    assert len(label) == 1 and label[0].get_text() == f"NaN/Inf at step {runs['B'].diverged_at}"
+    for ax in fig.axes:                        # every log axis labelled at two powers of ten or more
+        if ax.get_yscale() == "log":
+            low, high = np.log10(ax.get_ylim())
+            assert low == int(low) and high == int(high) and high - low >= 1
     with pytest.raises(ValueError, match="runs must be"):
         patient_chart({})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from .. import plots
 from ..doctor import diagnose
@@ -77,10 +78,23 @@ def before_after_figure(before: Run, after: Run, *, patient: str, remedy: str):
     return fig
 
 
+def _whole_decades(ax, values) -> None:
+    """A log y axis from the decade below the smallest positive finite value to the decade above the
+    largest, labelled at powers of ten only: two or more labelled ticks, none overlapping."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values):
+        low, high = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
+        ax.set_ylim(10.0 ** low, 10.0 ** max(high, low + 1))
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 @plots.styled
 def patient_chart(runs: dict[str, Run]):
     """The probes of several runs side by side, one column per run: the gradient signal per
-    layer at step 0, the saturated/dead units at the last step, and the loss curve."""
+    layer at step 0, the saturated/dead units at the last step, and the loss curve (a diverged
+    run's ✕ and its label inside the axes)."""
     if not runs or not all(isinstance(r, Run) and r.trace is not None for r in runs.values()):
         raise ValueError("runs must be a non-empty dict of name → Run made with probe=True")
     fig, axes = plots.new_figure(len(runs), 3, width=3.1, height=2.5)
@@ -92,6 +106,8 @@ def patient_chart(runs: dict[str, Run]):
         ax = axes[0, col]
         ax.semilogy(layers, signal, "s-", ms=3, label="signal ‖∂L/∂z‖")
         ax.semilogy(layers, weight, "o:", ms=3, label="weight grad ‖∂L/∂W‖")
+        _whole_decades(ax, np.r_[signal, weight])
+        plots.integer_ticks(ax)
         ax.set_title(f"Patient {name}: gradient at step 0")
         ax.set_xlabel("hidden layer")
         ax.set_ylabel("norm (log scale)")
@@ -104,21 +120,15 @@ def patient_chart(runs: dict[str, Run]):
         if values is not None:
             ax.bar(layers, values, color=plots.COLORS[1 if kind == "saturated" else 2])
         ax.set_ylim(0, 1)
+        ax.set_xlim(0.4, len(layers) + 0.6)
+        plots.integer_ticks(ax)
         ax.set_title(f"{kind} units, step {int(trace.steps[row])}")
         ax.set_xlabel("hidden layer")
         ax.set_ylabel("fraction of units")
         ax = axes[2, col]
-        finite = np.isfinite(run.losses)
-        ax.plot(np.arange(len(run.losses))[finite], run.losses[finite], color=plots.COLORS[3])
-        if run.diverged_at is not None:
-            last = run.losses[finite][-1] if finite.any() else 1.0
-            ax.plot([run.diverged_at], [last], "x", ms=10, mew=3, color=plots.COLORS[3])
-            ax.annotate(f"NaN at step {run.diverged_at}", (run.diverged_at, last), fontsize="small",
-                        textcoords="offset points", xytext=(6, -4))
-        ax.set_yscale("log")
-        ax.set_title("training loss")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("loss (log scale)")
+        plots.draw_loss(ax, {"loss": run}, colors={"loss": plots.COLORS[3]}, title="training loss")
+        ax.get_legend().remove()
+        _whole_decades(ax, ax.get_ylim())    # draw_loss's finite range, out to whole decades
     axes[0, 0].legend(fontsize="x-small")
     fig.suptitle("The mystery patients' probes")
     return fig
