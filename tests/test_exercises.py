@@ -110,7 +110,7 @@ def test_every_correct_form_of_a_number_is_accepted(answer):
 
 
 def test_arithmetic_strings_are_parsed_without_eval():
-    assert exercises.relu_first_to_last("2**10").correct is True
+    assert exercises.relu_first_to_last("1.5**14.5").correct is True
     assert exercises.as_number("2**10") == 1024.0 and exercises.as_number("1e-3") == 0.001
     for unsafe in ("__import__('os')", "open('x')", "(1).__class__", "a", "1 if 1 else 2", "[1][0]"):
         with pytest.raises(exercises._Unreadable):
@@ -128,15 +128,18 @@ CASES = [
     ("depth_for_tiny_signal", [11, "11", 11.2], [10, 12, 20]),
     ("fix_for_tanh_default", ["xavier", "Xavier ", "XAVIER"], ["clip", "relu"]),
     # lesson 02
-    ("relu_growth_per_layer", [2, "2", "4**0.5"], [4, 1.41]),
-    ("relu_first_to_last", [1024, "2**10", "2^10"], [512, 2048, 2**20]),
+    ("relu_growth_per_layer", [1.2247, "1.5**0.5", "(3/2)^0.5"], [1.5, 2, 1.41]),
+    ("relu_first_to_last", [357.5, "1.5**14.5", 249, 317], [1.5**29, 100, 1.2247, 2**10 * 2]),
     ("explosion_probe", ["output_grad_norm", "output grad norm"], ["grad_norm"]),
-    ("largest_learning_rate", [0.05, "1/20", "2/40"], [0.1, 0.025, 0.5]),
+    ("largest_learning_rate", [0.16, "2/12.5", "0.16"], [0.08, 0.05, 0.5]),
     ("tanh_phase", ["chaotic", "Chaotic"], ["ordered"]),
     # lesson 03
     ("value_clip_angle", [31, 30.96, "30.96"], [45, 14, 0]),
     ("norm_clip_component", [3, "3.0", "6/2"], [6, 5, 0.6]),
-    ("clipping_cures_vanishing", ["no", "No", " NO "], ["yes"]),
+    ("clip_by_norm",   # by hand: the norm of all gradients, then g.mul_(min(1, t/norm)) in place
+     [lambda ps, t: (lambda n: [p.grad.mul_(min(1.0, t / (n + 1e-6))) for p in ps] and n)(
+         float(torch.sqrt(sum((p.grad ** 2).sum() for p in ps))))],
+     [lambda ps, t: 26.18, lambda ps, t: torch.nn.utils.clip_grad_norm_(ps, t)]),
     # lesson 04
     ("bn_sigmoid_factor", [0.1443, 0.144, "0.25/3**0.5"], [0.25, 0.5]),
     ("bn_relu_growth_ratio", [259, 260, 240], [30, 1.21, 1000]),

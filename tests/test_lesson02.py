@@ -4,9 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 
-from gradcourse import data, models, theory
+from gradcourse import data, exercises, models, theory
 from gradcourse.probes import probe_once as probe_batch
 from gradcourse.widgets.lesson02 import ExplosionExplorer
 
@@ -83,3 +84,29 @@ def test_edge_of_chaos_and_stable_lr():
     with pytest.raises(ValueError, match="c"):
         theory.relu_signal_factor(-1.0)
     assert np.allclose(theory.relu_signal_profile(1.0, 4), 1.0)
+
+
+# -- the exercise checks: right, wrong and odd answers, literal values -------------------------------
+@pytest.mark.parametrize("check, rights, wrongs, hint", [
+    (exercises.relu_growth_per_layer, [1.2247, "1.5**0.5", np.array([1.22])], [1.5, 3.0], "√c"),
+    (exercises.relu_first_to_last, [357.5, "1.5**14.5", 249, 317], [1.5 ** 29, 1.2247, 10.0], "√1.5"),
+    (exercises.largest_learning_rate, [0.16, "2/12.5", torch.tensor(0.16)], [0.08, 0.05, 0.3], "|1 − αh| < 1"),
+    (exercises.tanh_phase, ["chaotic", " Chaotic "], ["ordered"], "edge of chaos"),
+])
+def test_lesson02_checks(check, rights, wrongs, hint):
+    for right in rights:
+        assert check(right).correct is True, (right, check(right))
+    for wrong in wrongs:
+        feedback = check(wrong)
+        assert feedback.correct is False and hint in feedback.message, (wrong, feedback)
+    for odd in (None, "", "two", [1, 2], float("nan"), {}):
+        assert check(odd).correct in (None, False)
+
+
+def test_ex2_measurement_lies_within_the_accepted_range():
+    """Exercise 2's measuring cell: Var(w) = 3/n, 30 layers; 249 / 102 / 317 over seeds 0-2."""
+    ds = data.spirals(512, seed=0)
+    net = models.mlp(30, 64, activation="relu", init="normal", weight_std=math.sqrt(3), seed=0)
+    signal = probe_once(net, ds).get("output_grad_norm")[0]
+    assert signal[0] / signal[29] == pytest.approx(249.0, rel=0.02)
+    assert exercises.relu_first_to_last(signal[0] / signal[29]).correct is True

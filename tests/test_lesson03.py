@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from gradcourse import data, models, remedies, theory
+from gradcourse import data, exercises, models, remedies, theory
 from gradcourse.widgets.lesson03 import ClippingExplorer, cliff_figure, descend
 
 
@@ -65,3 +65,65 @@ def test_clipping_never_enlarges_a_vanishing_gradient():
         before = net.layer1.weight.grad.norm().item()
         remedies.clip_norm(1e-3).apply(list(net.parameters()))
         assert net.layer1.weight.grad.norm().item() <= before
+
+
+# -- exercise 4 (code): clip by norm by hand, checked against torch.nn.utils.clip_grad_norm_ ----------
+def _by_hand(parameters, max_norm):
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads)).item()
+    for g in grads:
+        g.mul_(min(1.0, max_norm / (total + 1e-6)))
+    return total
+
+
+def test_clip_by_norm_exercise_accepts_a_hand_written_clip():
+    feedback = exercises.clip_by_norm(_by_hand)
+    assert feedback.correct is True and "26.18" in feedback.message      # lesson 02's patient at step 0
+
+
+def test_clip_by_norm_exercise_explains_each_wrong_answer():
+    def always_scales(parameters, max_norm):             # forgets min(1, ...): shrinks even below the threshold
+        grads = [p.grad for p in parameters]
+        total = torch.sqrt(sum((g ** 2).sum() for g in grads)).item()
+        for g in grads:
+            g.mul_(max_norm / total)
+        return total
+
+    def per_parameter(parameters, max_norm):              # clips each tensor on its own, adds the norms
+        norms = [p.grad.norm().item() for p in parameters]
+        for p, n in zip(parameters, norms):
+            p.grad.mul_(min(1.0, max_norm / (n + 1e-6)))
+        return sum(norms)
+
+    def after_clipping(parameters, max_norm):
+        _by_hand(parameters, max_norm)
+        return torch.sqrt(sum((p.grad ** 2).sum() for p in parameters)).item()
+
+    def not_in_place(parameters, max_norm):
+        total = torch.sqrt(sum((p.grad ** 2).sum() for p in parameters)).item()
+        for p in parameters:
+            g = p.grad * min(1.0, max_norm / total)        # a new tensor: p.grad is unchanged
+            del g
+        return total
+
+    cases = {always_scales: "min(1, max_norm", per_parameter: "ALL gradients",
+             after_clipping: "after clipping", not_in_place: "in place",
+             (lambda ps, t: torch.nn.utils.clip_grad_norm_(ps, t)): "by hand",
+             (lambda ps, t: 1 / 0): "ZeroDivisionError", (lambda ps, t: "big"): "one number"}
+    for function, words in cases.items():
+        feedback = exercises.clip_by_norm(function)
+        assert feedback.correct is False and words in feedback.message, (words, feedback)
+    assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"     # the spy is gone again
+
+
+def test_clip_by_norm_exercise_skeleton_and_odd_answers():
+    def skeleton(parameters, max_norm):
+        grads = [p.grad for p in parameters if p.grad is not None]  # noqa: F841
+        total = ...
+        return total
+
+    assert exercises.clip_by_norm(skeleton).correct is None
+    assert "Fill in" in exercises.clip_by_norm(None).message
+    for odd in (3.0, "clip_by_norm", [_by_hand], 26.18):
+        feedback = exercises.clip_by_norm(odd)
+        assert feedback.correct is False and "without brackets" in feedback.message
