@@ -62,7 +62,8 @@ VANISHING_SIGNAL_RATIO = 1e-4
 #: layers and ~1e5 over 20.
 EXPLODING_SIGNAL_RATIO = 1e2
 #: Exploding: the total gradient norm ‖∇L‖ of some step exceeds this. With He or Xavier init on
-#: the course's data it starts near 1 and only falls; 100 is two orders of magnitude above that.
+#: the course's data it starts between about 0.5 (patient B at He's scale) and 2.5 (a 10-layer
+#: ReLU network, lesson 02); 100 is well over an order of magnitude above that.
 EXPLODING_GRAD_NORM = 1e2
 #: Exploding: the loss rose to more than this multiple of its first value (training made it worse).
 LOSS_BLOWUP = 10.0
@@ -568,8 +569,8 @@ def _explosion_evidence(m: dict, *, before_nan: bool, batchnorm: bool = False) -
                      f"going backward (threshold {_num(EXPLODING_SIGNAL_RATIO)}).")
     if not math.isnan(m["grad_norm_max"]) and m["grad_norm_max"] > EXPLODING_GRAD_NORM:
         signs.append(f"The total gradient norm reached {_num(m['grad_norm_max'])} at step "
-                     f"{m['grad_norm_max_step']} (threshold {_num(EXPLODING_GRAD_NORM)}; a healthy "
-                     "start is about 1).")
+                     f"{m['grad_norm_max_step']} (threshold {_num(EXPLODING_GRAD_NORM)}; with He "
+                     "or Xavier init the course's networks start between about 0.5 and 3).")
     if not math.isnan(m["loss_max"]) and m["loss_max"] > LOSS_BLOWUP * m["loss_start"] and m["steps"] > 1:
         signs.append(f"The loss rose from {_num(m['loss_start'])} to {_num(m['loss_max'])}, more "
                      f"than {LOSS_BLOWUP:g} times its first value.")
