@@ -773,8 +773,9 @@ def resnet_he_branch_factor(answer: Any) -> Feedback:
     (False, False)
     """
     return check_number(answer, math.sqrt(3.0), name="the factor per block", rel=0.1,
-                        praise="√(1 + ½·(n·Var(w))²) = √3: over 10 blocks about ×140. Skips are not magic: a branch "
-                               "as loud as the stream makes the gradient grow block after block. Residual networks "
+                        praise="√(1 + ½·(n·Var(w))²) = √3: over the 9 steps between 10 blocks about ×140. Skips are "
+                               "not magic: a branch as loud as the stream makes the gradient grow block after block. "
+                               "Residual networks "
                                "keep their branches small (default-scale or scaled-down branches, a zero-initialised "
                                "last BN γ, Fixup).",
                         hint="Use the lesson's χ_block = √(1 + ½·(n·Var(w))²), now with n·Var(w) = 2 (He), and "
