@@ -699,41 +699,69 @@ def clip_by_norm(answer: Any) -> Feedback:
 
 
 # --- lesson 04 ---
+# Expected values are literals measured in the lesson (seed 0 unless said), with the theory beside them.
+
+def _ratio_within(answer: Any, expected: float, factor: float, *, name: str, example: str,
+                  praise: str, hint: str) -> Feedback:
+    """Right if a positive ``answer`` is within ``factor`` of ``expected`` either way (a log scale:
+    ratios that span orders of magnitude scatter by a factor between seeds)."""
+    if answer is None:
+        return missing(name)
+    value = _read_number(answer, name, example)
+    if isinstance(value, Feedback):
+        return value
+    if value <= 0:
+        return Feedback(False, f"Not quite: {value:.3g} cannot be a ratio of two norms, which is positive. {hint}")
+    if expected / factor <= value <= expected * factor:
+        return Feedback(True, f"Right: {name} ≈ {expected:.2g}. {praise}".strip())
+    direction = "too large" if value > expected else "too small"
+    return Feedback(False, f"Not quite: {value:.3g} is {direction} (more than a factor {factor:g} off). {hint}")
+
 
 @exercise
-def bn_sigmoid_factor(answer: Any, *, width: int = 32) -> Feedback:
-    """Lesson 04: the factor by which each layer of the sigmoid MLP *without* BatchNorm (PyTorch's
-    default init, ``width`` units) multiplies the backpropagated signal at the start.
+def bn_tanh_default_ratio(answer: Any) -> Feedback:
+    """Lesson 04 Ex 1: a width-32 tanh MLP with PyTorch's default init and no BN, 10 hidden layers:
+    ‖∂L/∂z₁‖/‖∂L/∂z₁₀‖ at initialisation. Theory (1/√3)⁹ = 7.1e-3; measured 5.0e-3 (seed 0;
+    3.1e-3 and 4.7e-3 for seeds 1, 2). Right within a factor 2.5.
 
-    >>> bn_sigmoid_factor(0.144).correct, bn_sigmoid_factor(0.25).correct
-    (True, False)
+    >>> bn_tanh_default_ratio(0.0071).correct, bn_tanh_default_ratio("3**-4.5").correct
+    (True, True)
+    >>> bn_tanh_default_ratio(0.144 ** 9).correct, bn_tanh_default_ratio(0.25 ** 9).correct
+    (False, False)
     """
-    from . import theory
-
-    expected = theory.small_signal_factor("sigmoid", "default", width)
-    return check_number(answer, expected, name="the per-layer factor", rel=0.05,
-                        praise="σ'(0) = 1/4 times √(width·Var(w)) = √(1/3): ten layers of that and "
-                               "the first layer hears almost nothing.",
-                        hint="Multiply σ'(0) by √(width·Var(w)), with Var(w) = 1/(3·width) for "
-                             "PyTorch's default uniform init.")
+    return _ratio_within(answer, 0.0071, 2.5, name="the first/last signal ratio", example='0.007 or "0.5**9"',
+                         praise="tanh'(0) = 1, so χ = √(n·Var(w)) = √(1/3) ≈ 0.577 per layer and 0.577⁹ ≈ 7e-3 "
+                                "(measured 5e-3): tanh vanishes too, only far more slowly than the sigmoid's "
+                                "0.144 per layer.",
+                         hint="Use χ = φ'(0)·√(n·Var(w)) with tanh'(0) = 1 (not the sigmoid's 1/4) and "
+                              "n·Var(w) = 1/3, over the 9 steps from layer 10 back to layer 1.")
 
 
 @exercise
-def bn_relu_growth_ratio(answer: Any, *, depth: int = 30) -> Feedback:
-    """Lesson 04: the predicted ratio ‖∂L/∂W₁‖/‖∂L/∂W_depth‖ in a ReLU+BatchNorm MLP of ``depth``
-    layers at initialisation, growing by √(π/(π−1)) per layer (Yang et al. 2019).
+def bn_relu_growth_ratio(answer: Any) -> Feedback:
+    """Lesson 04 Ex 2: ‖∂L/∂W₁‖/‖∂L/∂W₃₀‖ of a 30-layer ReLU+BN MLP (width 64) at initialisation.
+    Yang et al.'s factor gives 1.211²⁹ ≈ 259; measured 88, 99, 101 (seeds 0–2): layer 1 and the last
+    layer sit off the line. Right from 80 to 300, so both the formula and the measurement count.
 
-    >>> bn_relu_growth_ratio(260).correct, bn_relu_growth_ratio(30).correct
-    (True, False)
+    >>> bn_relu_growth_ratio(259).correct, bn_relu_growth_ratio(95).correct, bn_relu_growth_ratio("1.211**29").correct
+    (True, True, True)
+    >>> bn_relu_growth_ratio(35).correct, bn_relu_growth_ratio(1.211 ** 39).correct
+    (False, False)
     """
-    from . import theory
-
-    expected = theory.batchnorm_relu_growth() ** (depth - 1)
-    return check_number(answer, expected, name=f"the first/last ratio at depth {depth}", rel=0.1,
-                        praise="A factor of 1.21 looks harmless, but compounded over the layers it "
-                               "is an explosion: BN alone does not make a deep plain net safe.",
-                        hint=f"There are {depth - 1} layer-to-layer steps between the last layer "
-                             "and the first; raise the per-layer factor to that power.")
+    name = "the first/last ratio at depth 30"
+    if answer is None:
+        return missing(name)
+    value = _read_number(answer, name, '259 or "1.2**29"')
+    if isinstance(value, Feedback):
+        return value
+    if 80 <= value <= 300:
+        return Feedback(True, f"Right: {value:.3g}. The formula gives 1.211²⁹ ≈ 259; the measured ratio is "
+                              "88–101 over three seeds, because the first layer (it reads the raw 2-D input) and "
+                              "the last (it feeds the head) sit below the line the middle layers follow. "
+                              "Either way the first layer starts with ~100× the last one's gradient.")
+    direction = "too large" if value > 300 else "too small"
+    return Feedback(False, f"Not quite: {value:.3g} is {direction}. There are 29 layer-to-layer steps between "
+                           "layer 30 and layer 1, each multiplying by √(π/(π−1)) ≈ 1.21.")
 
 
 @exercise
@@ -745,8 +773,10 @@ def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
     >>> bn_running_mean(0.542).correct, bn_running_mean(2.0).correct
     (True, False)
     """
-    from . import theory
+    from . import _checks, theory
 
+    passes = _checks.integer("passes", passes, low=1)
+    batch_mean = _checks.number("batch_mean", batch_mean)
     expected = 0.0
     for _ in range(passes):
         expected = theory.batchnorm_running_update(expected, batch_mean, momentum)
@@ -772,47 +802,163 @@ def bn_mode_for_testing(answer: Any) -> Feedback:
                              "of its batch. What happens with a batch of one, or of one class?")
 
 
+def _bn_cases():
+    """The batches the BatchNorm coding exercise is checked on: (z, γ, β, running mean, running var,
+    training). The lesson's worked batch on a fresh layer, then a random batch with random γ, β and
+    running statistics, in training mode and in eval mode."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    worked = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [6.0, 0.0]])
+    z = 3 * torch.randn(16, 5, generator=generator) + 2
+    gamma, beta = torch.rand(5, generator=generator) + 0.5, torch.randn(5, generator=generator)
+    mean, var = torch.randn(5, generator=generator), torch.rand(5, generator=generator) + 0.5
+    return [(worked, torch.ones(2), torch.zeros(2), torch.zeros(2), torch.ones(2), True),
+            (z, gamma, beta, mean, var, True), (z, gamma, beta, mean, var, False)]
+
+
+def _bn_reference(z, gamma, beta, mean, var, training):
+    """What ``nn.BatchNorm1d`` returns for the case, and its running statistics afterwards."""
+    import torch
+
+    bn = torch.nn.BatchNorm1d(z.shape[1])
+    with torch.no_grad():
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.train(training)
+        out = bn(z)
+    return out, bn.running_mean.clone(), bn.running_var.clone()
+
+
+def _bn_diagnose(out, new_mean, new_var, case) -> str:
+    """A hint naming the usual mistake that reproduces the learner's wrong result."""
+    import torch
+
+    z, gamma, beta, mean, var, training = case
+    close = functools.partial(torch.allclose, atol=1e-4, rtol=1e-4)
+    batch_mean, biased, unbiased = z.mean(0), z.var(0, unbiased=False), z.var(0, unbiased=True)
+    if not training:
+        if close(out, gamma * (z - batch_mean) / torch.sqrt(biased + 1e-5) + beta):
+            return ("in eval mode you normalised with the batch's own statistics: eval mode uses the running "
+                    "mean and variance, so a prediction does not depend on the rest of the batch.")
+        return "in eval mode the output is γ·(z − running mean)/√(running var + eps) + β."
+    if close(out, gamma * (z - batch_mean) / torch.sqrt(unbiased + 1e-5) + beta):
+        return ("you normalised with the unbiased variance: BatchNorm normalises with the BIASED one (divide by "
+                "B, unbiased=False); the unbiased one only goes into the running variance.")
+    row_mean, row_var = z.mean(1, keepdim=True), z.var(1, unbiased=False, keepdim=True)
+    if close(out, gamma * (z - row_mean) / torch.sqrt(row_var + 1e-5) + beta):
+        return ("you normalised each example over its features (that is LayerNorm). BatchNorm takes the mean and "
+                "variance of each feature over the batch: dim=0.")
+    expected_out, expected_mean, expected_var = _bn_reference(*case)
+    if not close(out, expected_out):
+        return ("the training-mode output differs: subtract each feature's batch mean, divide by √(batch variance "
+                "+ eps), then multiply by γ and add β.")
+    if close(new_mean, 0.1 * mean + 0.9 * batch_mean):
+        return "the momentum goes the other way: running ← (1 − 0.1)·running + 0.1·batch value."
+    if not close(new_mean, expected_mean):
+        return "the running mean should move a tenth of the way to the batch mean: 0.9·running + 0.1·batch mean."
+    if close(new_var, 0.9 * var + 0.1 * biased):
+        return ("the running variance takes the UNBIASED batch variance (divide by B − 1), although the output is "
+                "normalised with the biased one.")
+    return "the running variance should be 0.9·running var + 0.1·(the unbiased batch variance)."
+
+
+@exercise
+def batchnorm_forward(fn: Any) -> Feedback:
+    """Lesson 04 coding exercise: ``fn(z, gamma, beta, running_mean, running_var, training)`` returns
+    ``(output, new running_mean, new running_var)`` as ``nn.BatchNorm1d`` (momentum 0.1, eps 1e-5)
+    does: in training mode on the lesson's worked batch (feature 0 → −1.069, −0.535, 0.0, 1.604) and
+    on a random batch with random γ, β and running statistics, then in eval mode on that batch.
+
+    >>> import torch
+    >>> def solution(z, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    ...     if training:
+    ...         mean, var = z.mean(dim=0), z.var(dim=0, unbiased=False)
+    ...         running_mean = (1 - momentum) * running_mean + momentum * mean
+    ...         running_var = (1 - momentum) * running_var + momentum * z.var(dim=0, unbiased=True)
+    ...     else:
+    ...         mean, var = running_mean, running_var
+    ...     return gamma * (z - mean) / torch.sqrt(var + eps) + beta, running_mean, running_var
+    >>> batchnorm_forward(solution).correct, batchnorm_forward(lambda *args: args[0]).correct
+    (True, False)
+    """
+    import torch
+
+    name = "your batchnorm_forward function"
+    if fn is None:
+        return missing(name)
+    if not callable(fn):
+        return Feedback(False, f"Not quite: pass the function itself, without brackets; got {_show(fn)}.")
+    for case in _bn_cases():
+        z, gamma, beta, mean, var, training = case
+        mode = "training" if training else "eval"
+        try:
+            returned = fn(z.clone(), gamma.clone(), beta.clone(), mean.clone(), var.clone(), training)
+        except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
+            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)} "
+                                   f"(in {mode} mode). Run it on its own to see where.")
+        parts = returned if isinstance(returned, (tuple, list)) else ()
+        if len(parts) != 3 or not all(isinstance(p, torch.Tensor) for p in parts):
+            return Feedback(False, "Not quite: return three tensors, (output, new running_mean, new running_var); "
+                                   f"got {_show(returned)}.")
+        out, new_mean, new_var = parts
+        expected_out, expected_mean, expected_var = _bn_reference(*case)
+        shapes = (out.shape, new_mean.shape, new_var.shape)
+        if shapes != (expected_out.shape, expected_mean.shape, expected_var.shape):
+            return Feedback(False, f"Not quite: the output should have z's shape {tuple(z.shape)} and each running "
+                                   f"statistic one value per feature ({z.shape[1]},); got "
+                                   f"{', '.join(str(tuple(s)) for s in shapes)}.")
+        close = functools.partial(torch.allclose, atol=1e-4, rtol=1e-4)
+        if not (close(out.detach().float(), expected_out) and close(new_mean.detach().float(), expected_mean)
+                and close(new_var.detach().float(), expected_var)):
+            hint = _bn_diagnose(out.detach().float(), new_mean.detach().float(), new_var.detach().float(), case)
+            return Feedback(False, f"Not quite ({mode} mode): {hint}")
+    return Feedback(True, "Right: the same output and running statistics as nn.BatchNorm1d, in training mode "
+                          "(the batch's own mean and biased variance; the running ones move 10 % of the way, the "
+                          "variance with B − 1) and in eval mode (the running statistics).")
+
+
 # --- lesson 05 ---
 
 @exercise
-def resnet_plain_ratio(answer: Any, *, depth: int = 50, width: int = 32) -> Feedback:
-    """Lesson 05: the predicted signal ratio ‖∂L/∂z₁‖/‖∂L/∂z_depth‖ of a plain ReLU MLP of
-    ``depth`` hidden layers with PyTorch's default init, no BN. Right within a factor 3 (the
-    answer spans twenty orders of magnitude, so the check is on a log scale).
+def resnet_plain30_ratio(answer: Any) -> Feedback:
+    """Lesson 05 Ex 1: plain-30 (ReLU, width 32, PyTorch's default init, no BN):
+    ‖∂L/∂z₁‖/‖∂L/∂z₃₀‖ at initialisation. Theory √(1/6)²⁹ = 5.2e-12; measured 1.8e-11, 4.6e-13,
+    7.1e-13 (seeds 0–2). Right within a factor 4.
 
-    >>> resnet_plain_ratio(8e-20).correct, resnet_plain_ratio(1e-5).correct
-    (True, False)
+    >>> resnet_plain30_ratio(5.2e-12).correct, resnet_plain30_ratio("(1/6)**14.5").correct
+    (True, True)
+    >>> resnet_plain30_ratio(8.6e-20).correct, resnet_plain30_ratio(0.41 * 29).correct
+    (False, False)
     """
-    from . import theory
-
-    expected = theory.small_signal_factor("relu", "default", width) ** (depth - 1)
-    if answer is None:
-        return missing("the first/last signal ratio")
-    value = _read_number(answer, "the first/last signal ratio", '1e-10 or "0.5**30"')
-    if isinstance(value, Feedback):
-        return value
-    if value > 0 and abs(math.log10(value / expected)) < math.log10(3):
-        return Feedback(True, f"Right: about {expected:.1e}. No optimiser step can use a gradient "
-                              "twenty orders of magnitude below the last layer's.")
-    return Feedback(False, "Not quite. Each plain ReLU layer multiplies the signal by "
-                           "√(width·Var(w)/2) = √(1/6) with the default init; raise that to the "
-                           f"{depth - 1}th power.")
+    return _ratio_within(answer, 5.21e-12, 4.0, name="the first/last signal ratio", example='5e-12 or "0.4**29"',
+                         praise="√(1/6)²⁹ ≈ 5e-12 (measured 1.8e-11 at seed 0; one draw at width 32 scatters by a "
+                                "factor of a few): twelve orders of magnitude after 30 layers, where res-50 keeps ×2.",
+                         hint="Each plain ReLU layer multiplies the signal by √(n·Var(w)/2) = √(1/6) ≈ 0.41 with the "
+                              "default init; plain-30 has 29 steps between layer 30 and layer 1.")
 
 
 @exercise
-def resnet_block_factor(answer: Any, *, width: int = 32) -> Feedback:
-    """Lesson 05: the per-block factor of the signal in a residual MLP without BN (default init).
+def resnet_he_branch_factor(answer: Any) -> Feedback:
+    """Lesson 05 Ex 2: residual blocks whose two branch layers use He's init (n·Var(w) = 2) instead
+    of the default 1/3: the factor per block. Theory √(1 + ½·2²) = √3 ≈ 1.73; measured 1.84, 1.59,
+    1.62 per block over 10 blocks (seeds 0–2). Right within 10 %.
 
-    >>> resnet_block_factor(1.027).correct, resnet_block_factor(0.41).correct
-    (True, False)
+    >>> resnet_he_branch_factor(1.73).correct, resnet_he_branch_factor("3**0.5").correct
+    (True, True)
+    >>> resnet_he_branch_factor(1.027).correct, resnet_he_branch_factor(3).correct
+    (False, False)
     """
-    from . import theory
-
-    expected = theory.residual_block_factor(width)
-    return check_number(answer, expected, name="the per-block factor", rel=0.005,
-                        praise="The 1 comes from the identity path; the branch only adds a little.",
-                        hint="‖δ_in‖² ≈ (1 + (n·Var(w))²/2)·‖δ_out‖², with n·Var(w) = 1/3; take the "
-                             "square root.")
+    return check_number(answer, math.sqrt(3.0), name="the factor per block", rel=0.1,
+                        praise="√(1 + ½·(n·Var(w))²) = √3: over the 9 steps between 10 blocks about ×140. Skips are "
+                               "not magic: a branch as loud as the stream makes the gradient grow block after block. "
+                               "Residual networks "
+                               "keep their branches small (default-scale or scaled-down branches, a zero-initialised "
+                               "last BN γ, Fixup).",
+                        hint="Use the lesson's χ_block = √(1 + ½·(n·Var(w))²), now with n·Var(w) = 2 (He), and "
+                             "take the square root at the end.")
 
 
 @exercise

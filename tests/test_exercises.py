@@ -72,7 +72,7 @@ ODD_ANSWERS = [
 
 def test_the_corpus_covers_every_check():
     assert {"chain_gradient_tanh", "threshold_choice", "mystery_diagnoses", "signal_exponent",
-            "prescription", "resnet_plain_ratio"} <= set(_checks())
+            "prescription", "resnet_plain30_ratio", "batchnorm_forward"} <= set(_checks())
 
 
 @pytest.mark.parametrize("name", sorted(_checks()))
@@ -141,13 +141,17 @@ CASES = [
          float(torch.sqrt(sum((p.grad ** 2).sum() for p in ps))))],
      [lambda ps, t: 26.18, lambda ps, t: torch.nn.utils.clip_grad_norm_(ps, t)]),
     # lesson 04
-    ("bn_sigmoid_factor", [0.1443, 0.144, "0.25/3**0.5"], [0.25, 0.5]),
-    ("bn_relu_growth_ratio", [259, 260, 240], [30, 1.21, 1000]),
+    ("bn_tanh_default_ratio", [0.0071, 0.005, "3**-4.5", 0.0031], [0.144 ** 9, 0.25 ** 9, 0.5, 0.02, -0.0071]),
+    ("bn_relu_growth_ratio", [259, 260, 95, 88, "1.211**29"], [30, 1.21, 1000, 35, 1758]),
     ("bn_running_mean", [0.542, "0.542"], [0.6, 2.0, 0.2]),
     ("bn_mode_for_testing", ["eval", "Eval"], ["train"]),
+    ("batchnorm_forward",                        # right: torch's functional batch_norm (it updates m, v in place)
+     [lambda z, g, b, m, v, t: (lambda m, v: (torch.nn.functional.batch_norm(z, m, v, g, b, t, 0.1, 1e-5), m, v))(
+         m.clone(), v.clone())],
+     [lambda *a: a[0], lambda z, g, b, m, v, t: (z, m, v)]),
     # lesson 05
-    ("resnet_plain_ratio", [8.6e-20, 5e-20, 2e-19], [1e-5, 1.0, 1e-30, -8.6e-20]),
-    ("resnet_block_factor", [1.0274, "1.027"], [0.41, 1.0, 2.0]),
+    ("resnet_plain30_ratio", [5.21e-12, 1.8e-11, "(1/6)**14.5", 2e-12], [8.6e-20, 1e-5, 1.0, -5.2e-12, 1e-13]),
+    ("resnet_he_branch_factor", [1.7321, "3**0.5", 1.84, 1.59], [1.0274, 2.0, 3.0, 1.0]),
     ("resnet_degradation", ["overfitting", "Overfitting"], ["optimisation difficulty"]),
     # lesson 06
     ("rnn_bound_after_steps", [0.0115, 0.011529, "0.8**20"], [0.8, 0.16, 0.02]),
@@ -194,9 +198,9 @@ def test_threshold_choice_and_its_measured_mean_norm():
 
 
 def test_keyword_arguments_of_the_notebook_are_checked_too():
-    feedback = exercises.bn_sigmoid_factor(0.144, width="wide")
-    assert feedback.correct is None and "width" in feedback.message
-    assert exercises.bn_relu_growth_ratio(5.58, depth=10).correct is True               # 1.2107**9 = 5.58
+    feedback = exercises.bn_running_mean(0.542, passes="three")
+    assert feedback.correct is None and "passes" in feedback.message
+    assert exercises.bn_running_mean(0.2, passes=1).correct is True                     # 0.9·0 + 0.1·2
 
 
 # -- lesson 07 -----------------------------------------------------------------------------------

@@ -103,3 +103,99 @@ def test_training_waits_for_run_in_the_ui_preview():
     result = BatchNormExplorer().run_preview(depth=40, steps=400)
     assert result.params["steps"] == 0 and not result.runs and len(result.figure.axes) == 1
     assert "press Run" in result.figure.get_supxlabel()
+
+
+# -- the exercise checks (expected values are literals measured in the lesson) -----------------
+
+def test_tanh_default_ratio_check_right_wrong_odd():
+    from gradcourse import exercises
+
+    spirals = data.spirals(256, seed=0)
+    _, signal, _ = gradient_at_init(models.mlp(10, 32, activation="tanh", seed=0), spirals)
+    measured = signal[0] / signal[9]
+    assert measured == pytest.approx(5.0e-3, rel=0.05)                     # what the notebook measures
+    for right in (measured, 0.0071, "(1/3)**4.5", 3.1e-3):
+        assert exercises.bn_tanh_default_ratio(right).correct is True
+    for wrong in (0.144**9, 0.25**9, 0.0625, 0.02):
+        feedback = exercises.bn_tanh_default_ratio(wrong)
+        assert feedback.correct is False and "tanh'(0) = 1" in feedback.message
+    assert exercises.bn_tanh_default_ratio(None).correct is None
+    assert exercises.bn_tanh_default_ratio("abc").correct is False
+    assert "positive" in exercises.bn_tanh_default_ratio(-0.007).message
+
+
+def test_bn_relu_growth_ratio_accepts_the_formula_and_the_measurement():
+    from gradcourse import exercises
+
+    spirals = data.spirals(256, seed=0)
+    grads, _, _ = gradient_at_init(models.mlp(30, 64, activation="relu", batchnorm=True, seed=0), spirals)
+    assert grads[0] / grads[29] == pytest.approx(87.9, rel=0.02)
+    for right in (grads[0] / grads[29], 259, "1.211**29", 101):
+        assert exercises.bn_relu_growth_ratio(right).correct is True
+    assert "29 layer-to-layer steps" in exercises.bn_relu_growth_ratio(1.211**39).message
+    assert "too small" in exercises.bn_relu_growth_ratio(30).message
+    assert exercises.bn_relu_growth_ratio([259, 95]).correct is False
+
+
+def _bn_solution(z, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    if training:
+        mean, var = z.mean(dim=0), z.var(dim=0, unbiased=False)
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var = (1 - momentum) * running_var + momentum * z.var(dim=0, unbiased=True)
+    else:
+        mean, var = running_mean, running_var
+    return gamma * (z - mean) / torch.sqrt(var + eps) + beta, running_mean, running_var
+
+
+def _bn_variant(**mistake):
+    """The solution with one classic mistake."""
+    def forward(z, gamma, beta, running_mean, running_var, training):
+        if training or mistake.get("batch_stats_in_eval"):
+            dim = 1 if mistake.get("layernorm") else 0
+            mean = z.mean(dim=dim, keepdim=True)
+            var = z.var(dim=dim, unbiased=bool(mistake.get("unbiased")), keepdim=True)
+            if training:
+                m = 0.9 if mistake.get("momentum_reversed") else 0.1
+                running_mean = (1 - m) * running_mean + m * z.mean(dim=0)
+                running_var = (1 - m) * running_var + m * z.var(dim=0, unbiased=not mistake.get("biased_running"))
+        else:
+            mean, var = running_mean, running_var
+        return gamma * (z - mean) / torch.sqrt(var + 1e-5) + beta, running_mean, running_var
+    return forward
+
+
+def test_batchnorm_forward_check_right():
+    from gradcourse import exercises
+
+    feedback = exercises.batchnorm_forward(_bn_solution)
+    assert feedback.correct is True and "eval mode" in feedback.message
+    assert exercises.batchnorm_forward(_bn_variant()).correct is True
+    z = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [6.0, 0.0]])        # the lesson's worked batch
+    out, mean, var = _bn_solution(z, torch.ones(2), torch.zeros(2), torch.zeros(2), torch.ones(2), True)
+    assert out[:, 0].tolist() == pytest.approx([-1.069, -0.535, 0.0, 1.604], abs=1e-3)
+    assert mean.tolist() == pytest.approx([0.3, 1.5])
+    assert var.tolist() == pytest.approx([0.9 + 0.1 * 14 / 3, 0.9 + 50 / 3])     # unbiased: 14/3 and 500/3
+
+
+@pytest.mark.parametrize("mistake, words", [
+    ({"unbiased": True}, "BIASED"),
+    ({"layernorm": True}, "LayerNorm"),
+    ({"momentum_reversed": True}, "other way"),
+    ({"biased_running": True}, "UNBIASED batch variance"),
+    ({"batch_stats_in_eval": True}, "running mean and variance"),
+])
+def test_batchnorm_forward_check_names_the_mistake(mistake, words):
+    from gradcourse import exercises
+
+    feedback = exercises.batchnorm_forward(_bn_variant(**mistake))
+    assert feedback.correct is False and feedback.message.startswith("Not quite") and words in feedback.message
+
+
+def test_batchnorm_forward_check_odd_answers():
+    from gradcourse import exercises
+
+    assert exercises.batchnorm_forward(None).correct is None
+    assert "without brackets" in exercises.batchnorm_forward(3).message
+    assert "raised ZeroDivisionError" in exercises.batchnorm_forward(lambda *a: 1 / 0).message
+    assert "three tensors" in exercises.batchnorm_forward(lambda *a: a[0]).message
+    assert "shape" in exercises.batchnorm_forward(lambda z, g, b, m, v, t: (z[:1], m, v)).message

@@ -164,3 +164,37 @@ def test_a_control_change_redraws_the_preview_and_says_training_waits():
     parts["Run"].click()                                       # the Run button trains
     assert explorer.last_result.params["steps"] == 100 and "run" in explorer.last_result.runs
     assert not explorer.last_result.figure.get_supxlabel()
+
+
+# -- the exercise checks (expected values are literals measured in the lesson) -----------------
+
+def test_plain30_ratio_check_against_the_measurement(spirals):
+    from gradcourse import exercises
+
+    signal = probe_once(models.mlp(30, 32, activation="relu", seed=0), spirals.x, spirals.y).get("output_grad_norm")[0]
+    measured = signal[0] / signal[29]
+    assert measured == pytest.approx(1.82e-11, rel=0.05)
+    for right in (measured, 5.21e-12, "(1/6)**14.5", 7.05e-13 * 2):
+        assert exercises.resnet_plain30_ratio(right).correct is True
+    for wrong in (8.6e-20, 0.41**49, 1e-5, 0.41 * 29):
+        feedback = exercises.resnet_plain30_ratio(wrong)
+        assert feedback.correct is False and "29 steps" in feedback.message
+    assert exercises.resnet_plain30_ratio(None).correct is None
+    assert exercises.resnet_plain30_ratio("1e-12, 2e-12").correct is False
+
+
+def test_he_branch_factor_check_against_the_measurement(spirals):
+    from gradcourse import exercises
+
+    net = models.resnet_mlp(10, 32, seed=0)
+    for m in [m for m in net.modules() if isinstance(m, nn.Linear)][1:-1]:   # the branch layers
+        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        nn.init.zeros_(m.bias)
+    signal = probe_once(net, spirals.x, spirals.y).get("output_grad_norm")[0]
+    per_block = (signal[2] / signal[20]) ** (1 / 9)       # the stream: each block's second layer
+    assert per_block == pytest.approx(1.836, rel=0.01)
+    for right in (per_block, 1.7321, "3**0.5"):
+        assert exercises.resnet_he_branch_factor(right).correct is True
+    for wrong in (1.0274, 2, 3, "sqrt(3)"):
+        assert exercises.resnet_he_branch_factor(wrong).correct is False
+    assert "n·Var(w) = 2" in exercises.resnet_he_branch_factor(1.0274).message

@@ -96,7 +96,8 @@ class ResidualExplorer(Explorer):
             if run.diverged:
                 summary += f" Training hit NaN/Inf at step {run.diverged_at}."
             else:
-                summary += f" After {steps} Adam steps the loss is {values['final_loss']:.3g} (ln 2 ≈ 0.693)."
+                summary += (f" After {steps} Adam steps the loss of the last step (full batch, training mode) is "
+                            f"{values['final_loss']:.3g} (ln 2 ≈ 0.693).")
         fig.suptitle(f"{kind} ReLU network, {n} hidden layers, width {WIDTH}"
                      f"{', BatchNorm' if batchnorm else ''}")
         return Result(figure=fig, values=values, runs=runs, summary=summary)
