@@ -159,6 +159,11 @@ CASES = [
     ("forget_bias_memory", [95, 94.7, 100], [7, 50, 150]),
     ("remedy_for_long_memory", ["gated cell", "Gated cell", "gated_cell", "GATED-CELL"],
      ["clipping", "smaller learning rate"]),
+    # lesson 09
+    ("shallow_post_ln", ["yes", "Yes", " YES "], ["no"]),
+    ("adam_first_step", [1e-4, "1e-2/100", "0.0001"], [1e-2, 1e-3, 1e-6]),
+    ("deepnorm_alpha", [2.632, "48**0.25", 2.63], [1.0, 2.213, 48]),
+    ("warmup_logits", ["yes", "YES"], ["no"]),
 ]
 
 

@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from gradcourse import data, models
+from gradcourse import data, exercises, models
 from gradcourse.transformer import Block
 from gradcourse.widgets import EXPLORERS, lesson09
 from gradcourse.widgets.lesson09 import TransformerExplorer, Watch, experiment
@@ -268,10 +268,10 @@ def test_explorer_rejects_bad_params(bad):
 
 
 @pytest.mark.parametrize("check, right, wrong, odd", [
-    (lesson09.check_shallow_post, "yes", "no", 3),
-    (lesson09.check_first_step, 1e-4, 1e-2, "a lot"),
-    (lesson09.check_deepnorm_alpha, 2.632, 2.213, [1]),
-    (lesson09.check_warmup_logits, "yes", "no", object()),
+    (exercises.shallow_post_ln, "yes", "no", 3),
+    (exercises.adam_first_step, 1e-4, 1e-2, "a lot"),
+    (exercises.deepnorm_alpha, 2.632, 2.213, [1]),
+    (exercises.warmup_logits, "yes", "no", object()),
 ])
 def test_exercise_checks(check, right, wrong, odd):
     assert check(right).correct is True
@@ -286,7 +286,7 @@ def test_exercise_answers_are_what_the_model_does():
     assert experiment("post", 3, seed=0).solved
     warm = experiment("pre", 6, lr=0.1, warmup=100, seed=0)
     assert warm.max_logit.max() > 1000 and warm.final_loss < lesson09.CHANCE - 1
-    assert lesson09.check_deepnorm_alpha(models.transformer(24, deepnorm=True).blocks[0].alpha).correct
+    assert exercises.deepnorm_alpha(models.transformer(24, deepnorm=True).blocks[0].alpha).correct
 
 
 def test_show_builds_the_ui_with_its_first_figure():

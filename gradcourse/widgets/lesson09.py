@@ -12,14 +12,12 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import _checks, data, exercises, models, plots, train
-from ..exercises import Feedback
+from .. import _checks, data, models, plots, train
 from ..probes import Probe
 from .base import Explorer, Param, Result
 
@@ -325,57 +323,3 @@ class TransformerExplorer(Explorer):
         axes[0, 2].set(xlabel="training step", ylabel="largest |logit| (log scale)", title="Attention logits")
         fig.suptitle(exp.label)
         return fig
-
-
-# --- exercise checks ----------------------------------------------------------------------------------
-
-def check_shallow_post(answer: Any) -> Feedback:
-    """Exercise 1: does Post-LN with 3 layers, lr 1e-2 and no warmup solve the task in 300 steps?
-    ``"yes"`` or ``"no"`` (measured: yes, seeds 0–2).
-
-    >>> check_shallow_post("yes").correct, check_shallow_post("no").correct, check_shallow_post(3).correct
-    (True, False, False)
-    """
-    return exercises.check_choice(answer, "yes", name="3-layer Post-LN without warmup", options=("yes", "no"),
-                                  praise="Shallow Post-LN trains without warmup: the trouble grows with depth.",
-                                  hint="Set layers to 3, warmup to 0, Post-LN, and press Run.")
-
-
-def check_first_step(answer: Any) -> Feedback:
-    """Exercise 2: with lr 1e-2 and warmup 100, by how much does Adam's first step move each weight
-    (ignoring ε)? Adam's first step is lr·sign(g), and step 0 of the warmup uses lr·1/100.
-
-    >>> check_first_step(1e-4).correct, check_first_step(1e-2).correct, check_first_step("x").correct
-    (True, False, False)
-    """
-    return exercises.check_number(answer, LR / 100, name="size of the first step", rel=0.01,
-                                  praise="m̂/√v̂ = g/|g| at step 1, so every weight moves by the learning rate "
-                                         "itself: 1e-2 · 1/100.",
-                                  hint="After one step Adam's m̂ = g and v̂ = g²; what is m̂/√v̂? Then which "
-                                       "learning rate does step 0 of a 100-step linear warmup use?")
-
-
-def check_deepnorm_alpha(answer: Any) -> Feedback:
-    """Exercise 3: DeepNorm's residual scale α for a 24-layer encoder.
-
-    >>> check_deepnorm_alpha(2.63).correct, check_deepnorm_alpha(1.0).correct
-    (True, False)
-    """
-    return exercises.check_number(answer, 48 ** 0.25, name="α", rel=0.01,
-                                  praise="α = (2N)^¼ = 48^¼: the residual stream outweighs each new branch.",
-                                  hint="α = (2N)^¼ with N the number of layers.")
-
-
-def check_warmup_logits(answer: Any) -> Feedback:
-    """Exercise 4: Pre-LN at lr 0.1 *with* a 100-step warmup and no qk-norm: does its largest attention
-    logit still pass 1000 within 300 steps? ``"yes"`` or ``"no"`` (measured: yes, above 10⁴, on seeds 0
-    and 1, although the loss falls to 0.9 and 0.4).
-
-    >>> check_warmup_logits("yes").correct, check_warmup_logits("no").correct, check_warmup_logits(None).correct
-    (True, False, None)
-    """
-    return exercises.check_choice(answer, "yes", name="logits above 1000 with warmup", options=("yes", "no"),
-                                  praise="Warmup delays the growth and lets the task be learned first, but "
-                                         "nothing bounds |q·k|: the logits still reach ~10⁴. qk-LayerNorm bounds them.",
-                                  hint="Set Pre-LN, lr 0.1, warmup 100, qk-LayerNorm off, press Run and read the "
-                                       "right-hand panel.")
