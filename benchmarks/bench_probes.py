@@ -1,7 +1,9 @@
 """Cost of the probes: a training step bare vs with every instrument on, and memory over a long run.
 
 Run: ``.venv/bin/python benchmarks/bench_probes.py`` (one CPU thread, as on Binder); add
-``--quick`` for fewer repeats. Prints Markdown tables; ``run_all.py`` copies them into RESULTS.md.
+``--quick`` for fewer repeats, or ``--breakdown`` for where a recorded step's time goes (CPU time
+inside each part of the probe, per step). Prints Markdown tables; ``run_all.py`` copies them into
+RESULTS.md.
 
 The overhead is measured as ratios to a bare step *in the same process, interleaved*: each
 repeat times ``STEPS`` bare steps, then ``STEPS`` steps probed every step, then every 10th, on
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from gradcourse import data, models
+from gradcourse import probes as probes_module
 from gradcourse.losses import loss_function
 from gradcourse.probes import Probe
 
@@ -101,6 +104,50 @@ def overhead(repeats: int) -> dict:
     return results
 
 
+#: The parts of a probe timed by ``--breakdown`` (times are inclusive: a method's includes the
+#: measurements it calls).
+PROBE_METHODS = ("_on_forward_start", "_start_recording", "_on_module_output", "_on_forward_end",
+                 "_on_backward_end", "_commit")
+MEASUREMENTS = ("activation_sums", "sum_of_squares", "log2_histogram", "activation_statistics", "norms")
+
+
+def breakdown(every: int = 1) -> str:
+    """A Markdown table per case: CPU µs per step spent inside each part of the probe, and the bare step."""
+    torch.set_num_threads(1)
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.thread_time() - start
+        return wrapper
+
+    originals = {**{("Probe", n): getattr(Probe, n) for n in PROBE_METHODS},
+                 **{("probes", n): getattr(probes_module, n) for n in MEASUREMENTS if hasattr(probes_module, n)}}
+    lines = []
+    for name, (model, batch, lr) in cases().items():
+        bare = statistics.median(train_seconds(copy.deepcopy(model), batch, lr, None) for _ in range(3))
+        for (owner, attr), fn in originals.items():
+            setattr(Probe if owner == "Probe" else probes_module, attr, timed(attr, fn))
+        try:
+            spent.clear()
+            probed = train_seconds(copy.deepcopy(model), batch, lr, every)
+        finally:
+            for (owner, attr), fn in originals.items():
+                setattr(Probe if owner == "Probe" else probes_module, attr, fn)
+        lines += [f"**{name}**, every={every}: bare {bare * 1e6:.0f} µs, probed {probed * 1e6:.0f} µs per step", "",
+                  "| part | µs per step |", "|---|---|"]
+        lines += [f"| `{part}` | {seconds / (STEPS + 1) * 1e6:.0f} |"
+                  for part, seconds in sorted(spent.items(), key=lambda kv: -kv[1])]
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 MEMORY_CHILD = """
 import json, resource, sys, torch
 from gradcourse import data, models
@@ -167,5 +214,7 @@ if __name__ == "__main__":
         print(json.dumps(overhead(int(sys.argv[2]))))
     elif sys.argv[1:2] == ["--quick"]:
         main(repeats=5, memory=False)
+    elif sys.argv[1:2] == ["--breakdown"]:
+        breakdown()
     else:
         main()

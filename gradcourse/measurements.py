@@ -117,13 +117,13 @@ class ActivationSums(NamedTuple):
     """What one forward call of a layer contributes: mergeable over several calls of one step."""
 
     count: int                      # number of values
-    shift: torch.Tensor             # the sums are taken around this value (0-d)
+    shift: torch.Tensor             # the sums are taken around this value (0-d, float64)
     moments: torch.Tensor           # [Σ(a − shift), Σ(a − shift)²], float64
     saturated: tuple[torch.Tensor, float] | None  # values within SATURATION_MARGIN of an asymptote (_count_above)
     unit_max: torch.Tensor | None   # per unit (feature, or channel × position), its largest value over the batch
 
 
-_HALF, _ZERO = torch.tensor(0.5), torch.tensor(0.0)
+_HALF, _ZERO = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
 
 
 def activation_sums(a: torch.Tensor, activation: nn.Module | None = None,
@@ -148,7 +148,7 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | None = None,
     elif saturating or isinstance(activation, RECTIFIERS):
         shift = _ZERO  # ReLU outputs start at 0: their mean is of the order of their spread
     else:
-        shift = a.reshape(-1)[0]
+        shift = d[0].clone()  # the first value, already in float64
     if shift is not _ZERO:
         d -= shift
     moments = torch.mv(pair, d)
@@ -169,7 +169,7 @@ def merge_activation_sums(calls: list[ActivationSums]) -> ActivationSums:
     shift = calls[0].shift
     total = sq = 0.0
     for c in calls:
-        offset = c.shift.double() - shift.double()  # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and so for the squares
+        offset = c.shift - shift  # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and so for the squares
         total = total + c.moments[0] + c.count * offset
         sq = sq + c.moments[1] + 2 * offset * c.moments[0] + c.count * offset * offset
     saturated = unit_max = None
@@ -190,7 +190,7 @@ def activation_statistics(sums: list[ActivationSums | None]) -> torch.Tensor:
     nan = torch.tensor(_NAN, dtype=torch.float64)
     nan2 = torch.full((2,), _NAN, dtype=torch.float64)
     count = torch.tensor([s.count if s else _NAN for s in sums], dtype=torch.float64)
-    shift = torch.stack([s.shift.double() if s else nan for s in sums])
+    shift = torch.stack([s.shift if s else nan for s in sums])
     total, sq = torch.stack([s.moments if s else nan2 for s in sums]).T
     mean = shift + total / count
     variance = ((sq - total * total / count) / (count - 1).clamp(min=1)).clamp(min=0)
