@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import _checks
+from .losses import loss_function
 from .trace import LAYER_QUANTITIES, Trace
 
 _RECURRENT = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
@@ -390,3 +391,30 @@ class Probe:
                      scalars=scalars, grad_hist=hists,
                      hist_edges=self.hist_edges,
                      hidden_grad_norm=hidden, nonfinite=self.nonfinite)
+
+
+def probe_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **probe_options) -> Trace:
+    """One forward and backward pass of ``model`` on the batch ``(x, y)`` under a :class:`Probe`.
+
+    The loss follows the target exactly as :func:`gradcourse.train.fit` chooses it
+    (:func:`gradcourse.losses.loss_function`: integer labels → cross-entropy, float targets →
+    MSE). No update is made. The model's gradients are cleared first (so that earlier ones do not
+    add in) and this batch's are left in ``.grad`` (``model.zero_grad()`` clears them); the model's
+    train/eval mode is left as it is. ``probe_options`` go to :class:`Probe` (``layers=``,
+    ``hist_range=``). Returns the trace of the one recorded step; ``trace.loss`` is the loss.
+
+    >>> import torch
+    >>> from gradcourse.models import mlp
+    >>> net = mlp(depth=3, width=8, seed=0)
+    >>> trace = probe_once(net, torch.randn(16, 2), torch.randint(0, 2, (16,)))
+    >>> trace.steps.tolist(), trace.get("grad_norm").shape, trace.loss > 0
+    ([0], (1, 4), True)
+    """
+    loss_fn = loss_function(y)
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad(), Probe(model, **probe_options) as probe:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+    trace = probe.trace
+    trace.loss = loss.item()
+    return trace

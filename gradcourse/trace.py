@@ -36,6 +36,7 @@ class Trace:
     ``"grad_hist"`` (histogram of log10|∂L/∂W| over ``hist_edges``) and ``(steps, seq_len)`` for
     ``"hidden_grad_norm"`` (‖∂L/∂h_t‖ of a sequence model). ``nonfinite`` says where the first
     NaN/Inf appeared: ``{"step": int, "layer": str, "where": "forward" | "gradient"}`` or ``None``.
+    ``loss`` is the loss of the batch when :func:`~gradcourse.probes.probe_once` made the trace.
     """
 
     layers: list[str]
@@ -45,6 +46,7 @@ class Trace:
     hist_edges: np.ndarray | None = None
     hidden_grad_norm: np.ndarray | None = None
     nonfinite: dict | None = None
+    loss: float | None = None  # the probed batch's loss, set by probes.probe_once
 
     def get(self, name: str) -> np.ndarray:
         """The recorded array called ``name`` (see the class docstring for shapes)."""
@@ -71,7 +73,7 @@ class Trace:
         for key in ("grad_hist", "hist_edges", "hidden_grad_norm"):
             if getattr(self, key) is not None:
                 arrays[f"trace_{key}"] = getattr(self, key)
-        return arrays, {"layers": list(self.layers), "nonfinite": self.nonfinite}
+        return arrays, {"layers": list(self.layers), "nonfinite": self.nonfinite, "loss": self.loss}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trace:
@@ -81,4 +83,4 @@ class Trace:
                    grad_hist=arrays.get("trace_grad_hist"),
                    hist_edges=arrays.get("trace_hist_edges"),
                    hidden_grad_norm=arrays.get("trace_hidden_grad_norm"),
-                   nonfinite=meta.get("nonfinite"))
+                   nonfinite=meta.get("nonfinite"), loss=meta.get("loss"))

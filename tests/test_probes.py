@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from gradcourse import data, models
-from gradcourse.probes import Probe
+from gradcourse.losses import loss_function
+from gradcourse.probes import Probe, probe_once
 
 REL = 1e-5
 
@@ -203,3 +204,38 @@ def test_locates_nonfinite_values_on_a_step_that_was_not_recorded():
         net(x)                                 # step 1, not recorded: found by a replay
     assert probe.trace.nonfinite == {"step": 1, "layer": "layer2", "where": "forward"}
     assert hooks_left(net) == 0
+
+
+def test_probe_once_picks_the_loss_from_the_target_like_fit():
+    x, y = data.spirals(64, seed=5)
+    net = models.mlp(4, 10, activation="tanh", seed=2)
+    twin = copy.deepcopy(net)
+    net(x).sum().backward()  # stale gradients that probe_once must not add in
+    trace = probe_once(net, x, y)
+    loss = nn.functional.cross_entropy(twin(x), y)
+    loss.backward()
+    assert trace.steps.tolist() == [0]
+    close(trace.loss, loss.item())
+    linears = twin.hidden_layers() + [twin.head]
+    close(trace.get("grad_norm")[0], [lin.weight.grad.norm().item() for lin in linears])
+    # this batch's gradients are left in .grad
+    close(net.head.weight.grad.norm().item(), twin.head.weight.grad.norm().item())
+
+    ds = data.adding_problem(seq_len=6, n=8, seed=1, n_test=0)
+    model = models.sequence_model("gru", hidden=5, seed=0)
+    twin = copy.deepcopy(model)
+    trace = probe_once(model, ds.x, ds.y, layers=["readout"])
+    loss = nn.functional.mse_loss(twin(ds.x), ds.y)
+    loss.backward()
+    assert trace.layers == ["readout"]
+    close(trace.loss, loss.item())
+    close(trace.get("grad_norm")[0], [twin.readout.weight.grad.norm().item()])
+
+
+def test_loss_function_follows_the_target():
+    assert loss_function(torch.tensor([1, 0])) is nn.functional.cross_entropy
+    assert loss_function(torch.tensor([[0.5]])) is nn.functional.mse_loss
+    with pytest.raises(ValueError, match="y must"):
+        loss_function([1, 0])
+    with pytest.raises(ValueError, match="y must"):
+        loss_function(torch.tensor([True]))
