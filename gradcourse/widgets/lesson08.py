@@ -253,9 +253,12 @@ def loop_figure(outcome: Outcome, *, title: str = ""):
         ax.annotate(f"NaN at step {step}", (step, last), fontsize="small", textcoords="offset points",
                     xytext=(-6, 8), ha="right")
     ax.axhline(math.log(10), color="grey", ls=":", label="ln 10: a guess among 10 digits")
-    ax.set_yscale("log")
+    shown = losses[finite]
+    log = len(shown) > 0 and shown.min() > 0 and shown.max() / shown.min() > 10
+    if log:  # a log axis only where the loss spans more than a decade (a plateau reads better linear)
+        ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("cross-entropy loss (log scale)")
+    ax.set_ylabel("cross-entropy loss" + (" (log scale)" if log else ""))
     ax.set_title("Training loss")
     ax.legend(fontsize="small")
     ax = axes[0, 2]
@@ -264,8 +267,12 @@ def loop_figure(outcome: Outcome, *, title: str = ""):
     median = np.median(ratios[rows], axis=0) if rows.any() else np.full(len(layers), np.nan)
     ax.bar(layers, np.where(median > 0, median, np.nan), color=plots.COLORS[1])
     ax.set_yscale("log")
+    ax.set_xlim(0.4, len(layers) + 0.6)
+    for layer in layers[median == 0]:  # no bar on a log axis: say that the weights did not move
+        ax.annotate("0", (layer, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize="small")
     ax.set_xlabel("layer (1 = nearest the input)")
-    ax.set_ylabel("median ‖ΔW‖/‖W‖ per step (log scale)")
+    ax.set_ylabel("‖ΔW‖/‖W‖ per step, median (log)")
     ax.set_title("How much each layer learns")
     fig.suptitle(title or f"Doctor: {outcome.diagnosis.problem}")
     return fig
@@ -373,8 +380,8 @@ def check_fixed_model(answer, *, seed: int = 0) -> Feedback:
         return Feedback(False, f"{name} should return 10 logits per image, shape (n, 10); got {shape}.")
     try:
         outcome = train_loop(answer, ds, lr=LR, steps=CHECK_STEPS, seed=seed)
-    except ValueError as error:
-        return Feedback(False, f"{name} could not be probed and trained: {error}")
+    except Exception as error:  # noqa: BLE001 - e.g. in-place activations the probe refuses
+        return Feedback(False, f"{name} could not be probed and trained: {type(error).__name__}: {error}")
     d = outcome.diagnosis
     if outcome.diverged:
         return Feedback(False, f"Training {name} diverged: {d.headline} Look at the init scale.")
