@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from .. import _checks, data, plots
 from ..diagnose import VANISHING_SIGNAL_RATIO, Diagnosis, diagnose
@@ -159,8 +160,8 @@ def train_loop(model: nn.Module, dataset: data.Dataset, *, lr: float = LR, steps
                progress: bool = False) -> Outcome:
     """Train ``model`` on ``dataset`` with a plain PyTorch loop under a probe; stop at the first NaN.
 
-    Mini-batches of ``batch_size`` are drawn epoch by epoch from a permutation seeded by ``seed``
-    (what ``DataLoader(shuffle=True)`` does); SGD with momentum 0.9; cross-entropy. ``subset``
+    The loop of the lesson's notebook: a ``DataLoader`` shuffling with a generator seeded by
+    ``seed``, mini-batches of ``batch_size``, cross-entropy, SGD with momentum 0.9. ``subset``
     trains on the first ``subset`` training images only. ``progress`` shows a ``tqdm.auto`` bar.
 
     >>> out = train_loop(build("mlp", 3, activation="relu", init="he"), data.digits(0), steps=20)
@@ -180,7 +181,8 @@ def train_loop(model: nn.Module, dataset: data.Dataset, *, lr: float = LR, steps
     if subset is not None:
         subset = _checks.integer("subset", subset, low=batch_size, high=len(x))
         x, y = x[:subset], y[:subset]
-    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
     losses: list[float] = []
     bar = None
@@ -191,20 +193,19 @@ def train_loop(model: nn.Module, dataset: data.Dataset, *, lr: float = LR, steps
     model.train()
     try:
         with Probe(model, every=every) as probe:
-            batches: list[torch.Tensor] = []
-            for _ in range(steps):
-                if not batches:
-                    batches = list(torch.randperm(len(x), generator=generator).split(batch_size))
-                index = batches.pop(0)
-                loss = nn.functional.cross_entropy(model(x[index]), y[index])
-                losses.append(loss.item())
-                if not math.isfinite(losses[-1]):
-                    break
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                if bar is not None:
-                    bar.update()
+            while len(losses) < steps and (not losses or math.isfinite(losses[-1])):
+                for xb, yb in loader:  # one epoch
+                    loss = nn.functional.cross_entropy(model(xb), yb)
+                    losses.append(loss.item())
+                    if not math.isfinite(losses[-1]):
+                        break  # stop cleanly at the first NaN/Inf
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    if bar is not None:
+                        bar.update()
+                    if len(losses) == steps:
+                        break
     finally:
         if bar is not None:
             bar.close()
@@ -348,7 +349,11 @@ def check_vanishing_depth(answer) -> Feedback:
         return missing(name)
     if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
         return Feedback(False, f"{name} should be a whole number of hidden layers, like 8; got {answer!r}.")
-    if not math.isfinite(float(answer)) or float(answer) != round(float(answer)) or answer < 1:
+    try:
+        value = float(answer)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value != round(value) or value < 1:
         return Feedback(False, f"{name} should be a whole number of hidden layers (1 or more); got {answer!r}.")
     expected = vanishing_depth()
     return check_number(int(answer), expected, name=name, rel=0.0, abs_tol=1,
