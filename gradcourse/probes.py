@@ -1,9 +1,18 @@
-"""Gradient probes: module and tensor hooks that record what flows through a model.
+"""Gradient probes: hooks that record what flows through a model, step by step.
 
-A probe is a context manager. Inside the ``with`` block every forward pass made with gradients
-enabled counts as one step; on every ``every``-th step it records, per layer, the quantities of
-:data:`~gradcourse.trace.LAYER_QUANTITIES` and a histogram of the weight gradient. On exit every
-hook it added is removed, even when the block raised.
+A probe is a context manager. Inside the ``with`` block it counts training steps and, on every
+``every``-th one, records per layer the quantities of :data:`~gradcourse.trace.LAYER_QUANTITIES`
+and a histogram of the weight gradient. The measurements themselves are the plain functions of
+:mod:`gradcourse.measurements`; this module decides when to call them. On exit every hook it
+added is removed, even when the block raised.
+
+**What a step is.** A step ends with a backward pass that reaches the model's output: every
+forward pass made with gradients enabled since the previous backward pass belongs to it (a
+model called twice before one ``backward()`` makes one step, its activations measured as one
+batch). The update ``ΔW`` of a step is read when the next step begins (after the optimizer has
+run) or when the probe exits. Forward passes under ``torch.no_grad()`` (evaluation) are not
+steps. Gradient accumulation (several backward passes per optimizer step) therefore counts one
+step per backward pass, and the steps without an update record ``update_ratio`` 0.
 
 >>> import torch
 >>> from gradcourse.models import mlp
@@ -21,25 +30,41 @@ hook it added is removed, even when the block raised.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules import batchnorm, dropout, pooling
+from torch.nn.modules.module import register_module_forward_hook
 
 from . import _checks
 from .losses import loss_function
+from .measurements import (
+    ACTIVATIONS,
+    SATURATION_MARGIN,  # noqa: F401  (re-exported: the probes' saturation margin)
+    ActivationSums,
+    activation_statistics,
+    activation_sums,
+    all_finite,
+    log2_histogram,
+    merge_activation_sums,
+    norm,
+    norms,
+)
 from .trace import LAYER_QUANTITIES, Trace
 
 _RECURRENT = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
 _TRACKED = (nn.Linear, nn.Conv1d, nn.Conv2d, *_RECURRENT)
-_SATURATION_MARGIN = 0.03  # an output within 0.03 of an asymptote (0, 1 or ±1) counts as saturated
+#: Modules that may sit between a layer and its activation without hiding it (Linear → BN → ReLU).
+_TRANSPARENT = (batchnorm._BatchNorm, dropout._DropoutNd, nn.Identity, nn.Flatten, nn.LayerNorm, nn.GroupNorm,
+                pooling._MaxPoolNd, pooling._AvgPoolNd, pooling._AdaptiveAvgPoolNd, pooling._AdaptiveMaxPoolNd)
 _LOG10_2 = math.log10(2.0)
-
-
-def _norm(tensor: torch.Tensor) -> torch.Tensor:
-    """‖tensor‖ accumulated in float64, returned as float32: a float32 sum of squares underflows to
-    0 (or loses precision) once the entries fall below ~1e-19, which deep vanishing gradients reach."""
-    return torch.linalg.vector_norm(tensor, dtype=torch.float64).float()
+# What a module is to the probe (see Probe._roles).
+_LAYER, _ACTIVATION, _TAP, _OTHER = range(4)
+_NO_ACTIVATION = "no activation module follows it (a functional one cannot be seen): saturation/dead not measured"
+_RECURRENT_NOTE = "recurrent cell: activation statistics are not measured"
 
 
 def tracked_weight(module: nn.Module) -> torch.Tensor:
@@ -47,326 +72,305 @@ def tracked_weight(module: nn.Module) -> torch.Tensor:
     return module.weight_hh if isinstance(module, _RECURRENT) else module.weight
 
 
+class _Recording:
+    """What one recorded step gathers, as tensors, until it is committed (numpy once, at the end)."""
+
+    def __init__(self, step: int, weight_norms: list[torch.Tensor]):
+        n = len(weight_norms)
+        self.step = step
+        self.weight_norms = weight_norms
+        self.activations: list[list[ActivationSums]] = [[] for _ in range(n)]  # one entry per forward call
+        self.output_grad_sq: list[torch.Tensor | None] = [None] * n           # Σ‖∂L/∂z‖² over the calls
+        self.hidden_grad_sq: list[torch.Tensor] = []                           # Σ‖∂L/∂h_t‖², per t
+        self.grad_norms: list[torch.Tensor] | None = None
+        self.histogram: torch.Tensor | None = None
+
+
+class _Record(NamedTuple):
+    step: int
+    values: np.ndarray           # (len(LAYER_QUANTITIES), layers), float64
+    histogram: np.ndarray        # (layers, bins) counts
+    hidden: np.ndarray | None    # (seq_len,) for sequence models
+
+
 class Probe:
     """Record per-layer gradient and activation statistics while a model trains.
 
-    Parameters: ``every`` records one step in ``every`` (the others cost one finiteness check);
-    the gradient histogram has one bin per power of two of |g| between ``10**hist_range[0]``
-    and ``10**hist_range[1]`` (smaller values, zeros included, land in the first bin, larger ones
-    and NaN/Inf in the last; ``trace.hist_edges`` are the edges in log10 units);
-    ``max_records`` bounds the history: when it fills, every other record is dropped and
-    ``every`` doubles, so memory stays flat however long the run. ``layers`` restricts the
-    probe to some module names (default: every linear, convolutional and recurrent layer).
+    Parameters: ``every`` records one step in ``every`` (the others cost a finiteness check of
+    the model's output); the gradient histogram has one bin per power of two of |g| between
+    ``10**hist_range[0]`` and ``10**hist_range[1]`` (smaller values, zeros included, land in
+    the first bin, larger ones and NaN/Inf in the last; ``trace.hist_edges`` are the edges in
+    log10 units); ``max_records`` bounds the history: when it fills, every other record is
+    dropped and ``every`` doubles, so memory stays flat however long the run. ``layers``
+    restricts the probe to a list of module names (default: every linear, convolutional and
+    recurrent layer).
 
-    Step numbering starts at 0 with the first forward pass made with gradients enabled inside
-    the ``with`` block; forward passes under ``torch.no_grad()`` (evaluation) are not steps.
+    Step numbering starts at 0 (see the module docstring for what a step is). A layer's
+    activation is the module the model names in ``probe_activations``, else the first activation
+    module (ReLU, Sigmoid, …) called after the layer, past BatchNorm, dropout or pooling; a layer
+    without one is measured at its output and listed in ``trace.unmeasured``. A layer whose
+    weight is frozen (``requires_grad=False``) records NaN gradient quantities and a note in
+    ``trace.notes``.
     """
 
     def __init__(self, model: nn.Module, *, every: int = 1,
                  hist_range: tuple[float, float] = (-12.0, 2.0), max_records: int = 1000,
-                 layers: list[str] | None = None):
+                 layers: Sequence[str] | None = None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
         self.every = _checks.integer("every", every, low=1)
-        lo, hi = (_checks.number("hist_range", v, low=-37.0, high=38.0) for v in hist_range)
-        if lo >= hi:
-            raise ValueError(f"hist_range must be (low, high) with low < high; got {hist_range!r}")
-        # One bin per power of two between 10**lo and 10**hi (float32 exponents are biased by 127).
-        self._exponent_range = (math.floor(lo / _LOG10_2) + 127, math.ceil(hi / _LOG10_2) + 127)
-        self.bins = self._exponent_range[1] - self._exponent_range[0]
-        self.hist_edges = (np.arange(self._exponent_range[0], self._exponent_range[1] + 1) - 127) * _LOG10_2
-        self._hist_offsets_key = None
         self.max_records = _checks.integer("max_records", max_records, low=2)
+        lo, hi = _log10_range(hist_range)
+        # One bin per power of two between 10**lo and 10**hi.
+        self._exponents = (math.floor(lo / _LOG10_2), math.ceil(hi / _LOG10_2))
+        self.bins = self._exponents[1] - self._exponents[0]
+        self.hist_edges = np.arange(self._exponents[0], self._exponents[1] + 1) * _LOG10_2
         modules = dict(model.named_modules())
-        names = [n for n, m in modules.items() if isinstance(m, _TRACKED)]
-        if layers is not None:
-            unknown = [n for n in layers if n not in names]
-            if unknown:
-                raise ValueError(f"layers must name tracked layers ({names}); got unknown {unknown}")
-            names = [n for n in names if n in layers]
-        if not names:
-            raise ValueError("model must contain a Linear, Conv or RNN-cell layer for a probe to watch")
         inplace = [n for n, m in modules.items() if getattr(m, "inplace", False)]
         if inplace:
             raise ValueError(f"model has in-place activations {inplace}: a probe needs their inputs "
                              "intact; build them with inplace=False")
-        self.layers = names
-        self._modules = [modules[n] for n in names]
-        activation_names = getattr(model, "probe_activations", {})
-        self._activations = {n: modules[activation_names[n]] for n in names if n in activation_names}
-        self._tap = getattr(model, "hidden_tap", None)
-        self._handles: list = []       # the model's own hooks, on while the probe is attached
-        self._step_handles: list = []  # per-layer hooks, on only during a recorded step
-        self._inputs: tuple = ()
-        self._records: list[dict[str, np.ndarray]] = []
+        self.layers = _layer_names(modules, layers)
+        self._modules = [modules[n] for n in self.layers]
+        self._weights = [tracked_weight(m) for m in self._modules]
+        self._roles = self._assign_roles(modules, getattr(model, "probe_activations", None),
+                                         getattr(model, "hidden_tap", None))
+        self.notes = [f"{name}: weight frozen (requires_grad=False); grad_norm and its histogram not recorded"
+                      for name, w in zip(self.layers, self._weights) if not w.requires_grad]
+        self.unmeasured = {name: _RECURRENT_NOTE for name, m in zip(self.layers, self._modules)
+                           if isinstance(m, _RECURRENT)}
         self.step = -1
         self.nonfinite: dict | None = None
-        self._pending: dict | None = None
-        self._outputs: dict[str, torch.Tensor] = {}
+        self._records: list[_Record] = []
+        self._handles: list = []          # the model's own hooks, on while the probe is attached
+        self._recorder = None             # the global forward hook, on only during a recorded step
+        self._recording: _Recording | None = None
+        self._before: list[torch.Tensor] | None = None  # weights at the start of the recorded step
+        self._in_step = False             # a forward pass has begun a step that no backward has ended
+        self._backward_queued = False
+        self._inputs: tuple = ()
+        self._reset_forward()
+
+    def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
+        """Map each module the probe listens to onto (role, layer index or None)."""
+        roles = {m: (_LAYER, i) for i, m in enumerate(self._modules)}
+        if tap is not None:
+            roles[tap] = (_TAP, None)
+        if named is not None:  # the model says which module is each layer's activation
+            for i, name in enumerate(self.layers):
+                if name in named:
+                    roles[modules[named[name]]] = (_ACTIVATION, i)
+            return roles
+        for m in modules.values():  # else: the next activation module called after a layer is its own
+            if m not in roles and next(m.children(), None) is None and not isinstance(m, _TRANSPARENT):
+                roles[m] = (_ACTIVATION, None) if isinstance(m, ACTIVATIONS) else (_OTHER, None)
+        return roles
 
     # -- attaching and detaching -------------------------------------------------------------
     def __enter__(self) -> Probe:
         if self._handles:
             raise RuntimeError("this probe is already attached; use a new Probe or exit first")
-        try:
-            self._attach()
-        except BaseException:
-            self.remove()
-            raise
+        self._handles = [self.model.register_forward_pre_hook(self._on_forward_start),
+                         self.model.register_forward_hook(self._on_forward_end)]
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            if self._pending is not None:
+            if self._recording is not None:
                 self._commit()
         finally:
             self.remove()
 
     def remove(self) -> None:
         """Remove every hook this probe added. Safe to call more than once."""
-        self._detach_step_hooks()
+        if self._recorder is not None:
+            self._recorder.remove()
+            self._recorder = None
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
-    def _attach(self) -> None:
-        # Only the model's own two hooks stay on between recorded steps: a step that is not
-        # recorded then costs one counter increment and one finiteness check.
-        self._handles.append(self.model.register_forward_pre_hook(self._on_step_start))
-        self._handles.append(self.model.register_forward_hook(self._on_model_output))
+    # -- the schedule: steps begin with a forward pass and end with a backward pass ---------------
+    def _reset_forward(self) -> None:
+        self._last_layer = None   # the layer whose activation the next activation module is
+        self._final_layer = None  # the last layer called: the output layer, which needs no activation
+        self._unmatched: dict[int, torch.Tensor] = {}  # layer outputs still waiting for an activation
+        self._time = 0            # hidden-state index of a sequence model
 
-    def _attach_step_hooks(self) -> None:
-        add = self._step_handles.append
-        for index, (name, module) in enumerate(zip(self.layers, self._modules)):
-            if not isinstance(module, _RECURRENT):
-                add(module.register_forward_hook(self._layer_output_hook(index, name)))
-            add(tracked_weight(module).register_post_accumulate_grad_hook(self._weight_grad_hook(index)))
-            if name in self._activations:
-                add(self._activations[name].register_forward_hook(self._activation_hook(name)))
-        if self._tap is not None:
-            add(self._tap.register_forward_hook(self._on_hidden_state))
-
-    def _detach_step_hooks(self) -> None:
-        for handle in self._step_handles:
-            handle.remove()
-        self._step_handles.clear()
-        self._outputs.clear()
-
-    # -- per step: hooks only keep references; the numbers are computed in batches -------------
-    def _on_step_start(self, module, args) -> None:
+    def _on_forward_start(self, module, args) -> None:
         if not torch.is_grad_enabled():
             return
-        if self._pending is not None:
-            self._commit()
-        self.step += 1
+        if not self._in_step:
+            if self._recording is not None:
+                self._commit()
+            self.step += 1
+            self._in_step = True
+            if self.step % self.every == 0:
+                self._start_recording()
         self._inputs = args
-        if self.step % self.every:
-            return
-        weights = [tracked_weight(m).detach() for m in self._modules]
-        n = len(self.layers)
-        self._pending = {
-            "step": self.step,
-            "scalars": {q: [None] * n for q in LAYER_QUANTITIES},
-            "grads": [None] * n,
-            "grads_done": False,
-            "hidden": [],
-            "before": [w.clone() for w in weights],
-        }
-        self._pending["scalars"]["weight_norm"] = list(torch._foreach_norm(weights))
-        self._attach_step_hooks()
+        self._reset_forward()
 
-    def _recording(self) -> dict | None:
-        pending = self._pending
-        if pending is None or pending["step"] != self.step or not torch.is_grad_enabled():
-            return None
-        return pending
+    def _start_recording(self) -> None:
+        weights = [w.detach() for w in self._weights]
+        if self._before is None:
+            self._before = [torch.empty_like(w) for w in weights]
+        torch._foreach_copy_(self._before, weights)
+        self._recording = _Recording(self.step, norms(weights))
+        self._recorder = register_module_forward_hook(self._on_module_output)
 
-    def _on_model_output(self, module, args, output) -> None:
+    def _on_forward_end(self, module, args, output) -> None:
         if not torch.is_grad_enabled():
             return
-        if self.nonfinite is None and isinstance(output, torch.Tensor):
-            if not bool(torch.isfinite(output).all()):
-                self._locate_forward()
-        pending = self._recording()
-        if pending is not None:
-            self._activation_statistics(pending)
+        out = _first_tensor(output)
+        # One float64 sum is non-finite exactly when some output is (no overflow from float32 values).
+        if self.nonfinite is None and out is not None and not bool(out.detach().sum(dtype=torch.float64).isfinite()):
+            self._locate_forward()
+        if self._recording is not None:
+            self._measure_unmatched()
+        if out is not None and out.requires_grad:
+            out.register_hook(self._on_backward_start)
+        else:  # no backward pass can end this step
+            self._in_step = False
 
-    def _layer_output_hook(self, index: int, name: str):
-        def hook(module, args, output):
-            if not torch.is_grad_enabled():
-                return
-            self._outputs[name] = output
-            pending = self._recording()
-            if pending is not None and output.requires_grad:
-                def grad_hook(grad):
-                    # float64 accumulation: squares of tiny float32 entries (< 1e-19) would underflow.
-                    pending["scalars"]["output_grad_norm"][index] = _norm(grad)
-                output.register_hook(grad_hook)
+    def _on_backward_start(self, grad) -> None:
+        if not self._backward_queued:
+            self._backward_queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
 
-        return hook
-
-    def _activation_hook(self, name: str):
-        def hook(module, args, output):
-            if torch.is_grad_enabled():
-                self._outputs[name + ":activation"] = output
-
-        return hook
-
-    def _activation_statistics(self, pending: dict) -> None:
-        """Mean, std and saturated/dead fractions of every layer's activation (its output if none)."""
-        scalars = pending["scalars"]
-        for index, name in enumerate(self.layers):
-            out = self._outputs.get(name + ":activation", self._outputs.get(name))
-            if out is None:
-                continue
-            a = out.detach()
-            mean = a.mean()
-            scalars["act_mean"][index] = mean
-            # Centring first keeps the float32 std exact when the mean dwarfs the spread.
-            scalars["act_std"][index] = torch.linalg.vector_norm(a - mean) / math.sqrt(max(a.numel() - 1, 1))
-            kind = type(self._activations.get(name))
-            if kind is nn.Sigmoid:
-                scalars["saturated_frac"][index] = (
-                    torch.count_nonzero((a - 0.5).abs_() > 0.5 - _SATURATION_MARGIN) / a.numel())
-            elif kind is nn.Tanh:
-                scalars["saturated_frac"][index] = (
-                    torch.count_nonzero(a.abs() > 1 - _SATURATION_MARGIN) / a.numel())
-            elif kind in (nn.ReLU, nn.LeakyReLU):
-                units = a.reshape(a.shape[0], -1).amax(dim=0)
-                scalars["dead_frac"][index] = torch.count_nonzero(units <= 0) / units.numel()
-
-    def _weight_grad_hook(self, index: int):
-        def hook(param):
-            # Backward runs with grad mode off, so check the step alone here.
-            pending = self._pending
-            if pending is None or pending["step"] != self.step or param.grad is None:
-                return
-            pending["grads"][index] = param.grad.detach()
-            if all(g is not None for g in pending["grads"]):
-                # Every layer's gradient is in: measure now, before any clipping rescales them.
-                self._gradient_statistics(pending)
-
-        return hook
-
-    def _gradient_statistics(self, pending: dict) -> None:
-        present = [i for i, g in enumerate(pending["grads"]) if g is not None]
-        if pending["grads_done"] or not present:
+    def _on_backward_end(self) -> None:
+        """After the whole backward pass, before any clipping: the weight gradients of the step."""
+        self._backward_queued = False
+        self._in_step = False
+        recording = self._recording
+        if recording is None or recording.step != self.step:
             return
-        pending["grads_done"] = True
-        grads = [pending["grads"][i] for i in present]
-        # float64 accumulation, as in _norm: tiny (vanishing) gradients must not underflow to 0.
-        for i, norm in zip(present, torch._foreach_norm(grads, dtype=torch.float64)):
-            pending["scalars"]["grad_norm"][i] = norm.float()
-        pending["hist"] = self._histograms(present, grads)
-        pending["grads"] = [None] * len(self.layers)
-
-    def _histograms(self, present: list[int], grads: list[torch.Tensor]) -> torch.Tensor:
-        """Count |g| per power of two: the float32 exponent bits are log2|g|, read exactly."""
-        sizes = [g.numel() for g in grads]
-        key = (tuple(present), tuple(sizes))
-        if self._hist_offsets_key != key:
-            owner = torch.repeat_interleave(torch.tensor(present), torch.tensor(sizes))
-            self._hist_offsets = owner * 256
-            self._hist_ones = torch.ones(len(owner), dtype=torch.int64)
-            self._hist_offsets_key = key
-        bits = torch.cat([g.reshape(-1).float() for g in grads]).view(torch.int32)
-        exponent = bits.bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23).add_(self._hist_offsets)
-        # index_add_ into a fixed-size buffer: memory stays 256 counts per layer whatever the values.
-        counts = torch.zeros(256 * len(self.layers), dtype=torch.int64)
-        counts.index_add_(0, exponent.long(), self._hist_ones)
-        counts = counts.view(len(self.layers), 256)
-        lo, hi = self._exponent_range
-        folded = counts[:, lo:hi].clone()
-        folded[:, 0] += counts[:, :lo].sum(dim=1)
-        folded[:, -1] += counts[:, hi:].sum(dim=1)
-        return folded
-
-    def _on_hidden_state(self, module, args, output):
-        pending = self._recording()
-        if pending is None or not output.requires_grad:
+        present = [i for i, w in enumerate(self._weights) if w.grad is not None]
+        if not present:
             return
-        slot = len(pending["hidden"])
-        pending["hidden"].append(None)
+        grads = [self._weights[i].grad for i in present]
+        grad_norms = norms(grads)
+        recording.grad_norms = [None] * len(self.layers)
+        for i, value in zip(present, grad_norms):
+            recording.grad_norms[i] = value
+        rows = log2_histogram(grads, *self._exponents)
+        recording.histogram = torch.zeros(len(self.layers), self.bins, dtype=torch.int64)
+        recording.histogram[present] = rows
+        if not all_finite(grad_norms):
+            self.locate_nonfinite_gradient()
 
-        def grad_hook(grad):
-            pending["hidden"][slot] = _norm(grad)
+    # -- during a recorded step: one global forward hook measures while the tensors are hot --------
+    def _on_module_output(self, module, args, output) -> None:
+        role = self._roles.get(module)
+        if role is None or not torch.is_grad_enabled():
+            return
+        kind, index = role
+        recording = self._recording
+        if kind == _LAYER:
+            self._final_layer = index
+            if isinstance(module, _RECURRENT):
+                self._last_layer = None
+                return
+            self._last_layer = index
+            self._unmatched[index] = output
+            if output.requires_grad:
+                output.register_hook(lambda grad: _accumulate(recording.output_grad_sq, index, norm(grad).square()))
+        elif kind == _ACTIVATION:
+            layer = self._last_layer if index is None else index
+            if layer is None or self._unmatched.pop(layer, None) is None:
+                return
+            recording.activations[layer].append(activation_sums(output, module))
+            self._last_layer = None
+        elif kind == _TAP:
+            if output.requires_grad:
+                t = self._time
+                if t == len(recording.hidden_grad_sq):
+                    recording.hidden_grad_sq.append(None)
+                output.register_hook(lambda grad: _accumulate(recording.hidden_grad_sq, t, norm(grad).square()))
+            self._time += 1
+        else:
+            self._last_layer = None
 
-        output.register_hook(grad_hook)
+    def _measure_unmatched(self) -> None:
+        """Layers no activation followed in this forward pass: measure their output instead."""
+        for index, output in self._unmatched.items():
+            self._recording.activations[index].append(activation_sums(output))
+            if index != self._final_layer:
+                self.unmeasured[self.layers[index]] = _NO_ACTIVATION
+        self._unmatched = {}
 
     # -- turning a step's tensors into numpy, once ---------------------------------------------
     def _commit(self) -> None:
-        pending, self._pending = self._pending, None
-        self._detach_step_hooks()
-        self._gradient_statistics(pending)
-        after = [tracked_weight(m).detach() for m in self._modules]
-        deltas = torch._foreach_sub(after, pending["before"])
-        ratios = torch._foreach_div(torch._foreach_norm(deltas), pending["scalars"]["weight_norm"])
-        pending["scalars"]["update_ratio"] = list(ratios)
-        nan = torch.tensor(math.nan)
-        flat = [v if v is not None else nan for q in LAYER_QUANTITIES for v in pending["scalars"][q]]
-        values = torch.stack(flat).reshape(len(LAYER_QUANTITIES), len(self.layers)).numpy()
-        record = {q: values[i] for i, q in enumerate(LAYER_QUANTITIES)}
-        record["step"] = pending["step"]
-        hist = pending.get("hist")
-        record["grad_hist"] = (hist.numpy() if hist is not None
-                               else np.zeros((len(self.layers), self.bins), dtype=np.int64))
-        hidden = [h if h is not None else nan for h in pending["hidden"]]
-        record["hidden"] = torch.stack(hidden).numpy() if hidden else None
-        self._records.append(record)
+        recording, self._recording = self._recording, None
+        if self._recorder is not None:
+            self._recorder.remove()
+            self._recorder = None
+        n = len(self.layers)
+        nan = torch.tensor(math.nan, dtype=torch.float64)
+        torch._foreach_sub_(self._before, [w.detach() for w in self._weights])  # now −ΔW
+        updates = torch._foreach_div(norms(self._before), recording.weight_norms)
+        grad_norms = recording.grad_norms or [None] * n
+        activations = activation_statistics(
+            [merge_activation_sums(calls) if calls else None for calls in recording.activations])
+        rows = {
+            "grad_norm": torch.stack([nan if g is None else g for g in grad_norms]),
+            "output_grad_norm": torch.stack([nan if s is None else s.sqrt() for s in recording.output_grad_sq]),
+            "weight_norm": torch.stack(recording.weight_norms),
+            "update_ratio": torch.stack(updates),
+            **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activations)),
+        }
+        values = torch.stack([rows[q] for q in LAYER_QUANTITIES])
+        histogram = (recording.histogram if recording.histogram is not None
+                     else torch.zeros(n, self.bins, dtype=torch.int64))
+        hidden = None
+        if recording.hidden_grad_sq:
+            hidden = torch.stack([nan if s is None else s.sqrt() for s in recording.hidden_grad_sq]).numpy()
+        self._records.append(_Record(recording.step, values.numpy(), histogram.numpy(), hidden))
         if len(self._records) > self.max_records:
             self._records = self._records[::2]
             self.every *= 2
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
-        outputs = self._outputs
-        if not outputs:
-            outputs = self._replay_forward()
-        for name in self.layers:
-            for key in (name, name + ":activation"):
-                out = outputs.get(key)
-                if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
-                    self.nonfinite = {"step": self.step, "layer": name, "where": "forward"}
-                    return
-        self.nonfinite = {"step": self.step, "layer": "output", "where": "forward"}
+        """Name the first layer whose output (or activation) holds NaN/Inf, by replaying the step's
+        forward pass without gradients; the buffers (BatchNorm's running statistics) are restored
+        so that the replay leaves no trace."""
+        seen: list[tuple[int, torch.Tensor]] = []
+        last = [None]
 
-    def _replay_forward(self) -> dict[str, torch.Tensor]:
-        """Run this step's forward pass again, without gradients, keeping every layer's output.
+        def keep(module, args, output):
+            kind, index = self._roles.get(module, (None, None))
+            if kind == _LAYER:
+                last[0] = index
+                seen.append((index, output))
+            elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
+                seen.append((index if index is not None else last[0], output))
 
-        Only needed when a NaN/Inf appears on a step that was not recorded; the buffers
-        (BatchNorm's running statistics) are restored so that the replay leaves no trace.
-        """
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
-        for name, module in zip(self.layers, self._modules):
-            handles.append(module.register_forward_hook(
-                lambda m, a, out, name=name: captured.__setitem__(name, out)))
-            if name in self._activations:
-                handles.append(self._activations[name].register_forward_hook(
-                    lambda m, a, out, name=name: captured.__setitem__(name + ":activation", out)))
+        handle = register_module_forward_hook(keep)
         buffers = {k: v.clone() for k, v in self.model.named_buffers()}
         try:
             with torch.no_grad():
                 self.model(*self._inputs)
         finally:
-            for handle in handles:
-                handle.remove()
+            handle.remove()
             with torch.no_grad():
                 for k, v in self.model.named_buffers():
                     v.copy_(buffers[k])
-        return captured
+        bad = [i for i, out in seen if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all())]
+        layer = self.layers[min(bad)] if bad else "output"
+        self.nonfinite = {"step": self.step, "layer": layer, "where": "forward"}
 
     def locate_nonfinite_gradient(self) -> dict | None:
         """Name the layer nearest the loss whose weight gradient holds NaN/Inf (call after backward).
 
-        Returns the ``nonfinite`` record (also kept on the probe and in its trace), or ``None`` if
-        every weight gradient is finite. A non-finite value already seen in the forward pass wins.
+        The probe calls it itself at the end of a recorded step's backward pass; a loop that
+        finds a non-finite gradient on another step calls it (as ``fit`` does). Returns the
+        ``nonfinite`` record (also kept on the probe and in its trace), or ``None`` if every
+        weight gradient is finite. A non-finite value already seen in the forward pass wins.
         """
         if self.nonfinite is None:
-            for name, module in reversed(list(zip(self.layers, self._modules))):
-                grad = tracked_weight(module).grad
-                if grad is not None and not bool(torch.isfinite(grad).all()):
+            for name, weight in reversed(list(zip(self.layers, self._weights))):
+                if weight.grad is not None and not bool(torch.isfinite(weight.grad).all()):
                     self.nonfinite = {"step": self.step, "layer": name, "where": "gradient"}
                     break
         return self.nonfinite
@@ -376,21 +380,61 @@ class Probe:
     def trace(self) -> Trace:
         """Everything recorded so far (a step still in flight appears once the next one starts)."""
         records = self._records
-        n_layers = len(self.layers)
-        scalars = {q: np.array([r[q] for r in records]).reshape(len(records), n_layers)
-                   for q in LAYER_QUANTITIES}
-        hists = np.array([r["grad_hist"] for r in records]).reshape(len(records), n_layers, self.bins)
+        n_records, n_layers = len(records), len(self.layers)
+        values = np.array([r.values for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
+        scalars = {q: values[:, i, :] for i, q in enumerate(LAYER_QUANTITIES)}
+        hists = np.array([r.histogram for r in records]).reshape(n_records, n_layers, self.bins)
         hidden = None
-        if any(r["hidden"] is not None for r in records):
-            length = max(len(r["hidden"]) for r in records if r["hidden"] is not None)
-            hidden = np.full((len(records), length), np.nan, dtype=np.float32)
+        if any(r.hidden is not None for r in records):
+            length = max(len(r.hidden) for r in records if r.hidden is not None)
+            hidden = np.full((n_records, length), np.nan)
             for i, r in enumerate(records):
-                if r["hidden"] is not None:
-                    hidden[i, : len(r["hidden"])] = r["hidden"]
-        return Trace(layers=list(self.layers), steps=np.array([r["step"] for r in records], dtype=int),
-                     scalars=scalars, grad_hist=hists,
-                     hist_edges=self.hist_edges,
-                     hidden_grad_norm=hidden, nonfinite=self.nonfinite)
+                if r.hidden is not None:
+                    hidden[i, : len(r.hidden)] = r.hidden
+        return Trace(layers=list(self.layers), steps=np.array([r.step for r in records], dtype=int),
+                     scalars=scalars, grad_hist=hists, hist_edges=self.hist_edges,
+                     hidden_grad_norm=hidden, nonfinite=self.nonfinite,
+                     notes=list(self.notes), unmeasured=dict(self.unmeasured))
+
+
+def _accumulate(slots: list, index: int, value: torch.Tensor) -> None:
+    slots[index] = value if slots[index] is None else slots[index] + value
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    """The model's output tensor (the first one, if it returns a tuple, list or dict)."""
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+    return output if isinstance(output, torch.Tensor) else None
+
+
+def _log10_range(hist_range) -> tuple[float, float]:
+    if isinstance(hist_range, (str, bytes)) or not hasattr(hist_range, "__len__") or len(hist_range) != 2:
+        raise ValueError(f"hist_range must be a pair (low, high) of log10 |gradient| values, "
+                         f"e.g. (-12, 2); got {hist_range!r}")
+    lo, hi = (_checks.number("hist_range", v, low=-37.0, high=38.0) for v in hist_range)
+    if lo >= hi:
+        raise ValueError(f"hist_range must be (low, high) with low < high; got {hist_range!r}")
+    return lo, hi
+
+
+def _layer_names(modules: dict[str, nn.Module], layers) -> list[str]:
+    names = [n for n, m in modules.items() if isinstance(m, _TRACKED)]
+    if not names:
+        raise ValueError("model must contain a Linear, Conv1d, Conv2d or RNN-cell layer for a probe to watch")
+    if layers is None:
+        return names
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise ValueError(f"layers must be a list of layer names such as [{names[0]!r}]; got {layers!r}")
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"layers must name at least one of the tracked layers {names}; got []")
+    unknown = [n for n in layers if n not in names]
+    if unknown:
+        raise ValueError(f"layers must name tracked layers ({names}); got unknown {unknown}")
+    return [n for n in names if n in layers]
 
 
 def probe_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **probe_options) -> Trace:

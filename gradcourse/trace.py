@@ -37,6 +37,10 @@ class Trace:
     ``"hidden_grad_norm"`` (‖∂L/∂h_t‖ of a sequence model). ``nonfinite`` says where the first
     NaN/Inf appeared: ``{"step": int, "layer": str, "where": "forward" | "gradient"}`` or ``None``.
     ``loss`` is the loss of the batch when :func:`~gradcourse.probes.probe_once` made the trace.
+    ``notes`` says what the probe skipped and why (e.g. a frozen layer's gradient);
+    ``unmeasured`` maps a layer to why its ``saturated_frac``/``dead_frac`` are NaN although its
+    activation may well saturate or die (no activation module could be found after it): read NaN
+    there as "not measured", never as "healthy".
     """
 
     layers: list[str]
@@ -47,6 +51,8 @@ class Trace:
     hidden_grad_norm: np.ndarray | None = None
     nonfinite: dict | None = None
     loss: float | None = None  # the probed batch's loss, set by probes.probe_once
+    notes: list[str] = field(default_factory=list)
+    unmeasured: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> np.ndarray:
         """The recorded array called ``name`` (see the class docstring for shapes)."""
@@ -73,7 +79,8 @@ class Trace:
         for key in ("grad_hist", "hist_edges", "hidden_grad_norm"):
             if getattr(self, key) is not None:
                 arrays[f"trace_{key}"] = getattr(self, key)
-        return arrays, {"layers": list(self.layers), "nonfinite": self.nonfinite, "loss": self.loss}
+        return arrays, {"layers": list(self.layers), "nonfinite": self.nonfinite, "loss": self.loss,
+                        "notes": list(self.notes), "unmeasured": dict(self.unmeasured)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trace:
@@ -83,4 +90,5 @@ class Trace:
                    grad_hist=arrays.get("trace_grad_hist"),
                    hist_edges=arrays.get("trace_hist_edges"),
                    hidden_grad_norm=arrays.get("trace_hidden_grad_norm"),
-                   nonfinite=meta.get("nonfinite"), loss=meta.get("loss"))
+                   nonfinite=meta.get("nonfinite"), loss=meta.get("loss"),
+                   notes=list(meta.get("notes", [])), unmeasured=dict(meta.get("unmeasured", {})))

@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from gradcourse import data, models
+from gradcourse import data, measurements, models
 from gradcourse.losses import loss_function
 from gradcourse.probes import Probe, probe_once
+from gradcourse.trace import LAYER_QUANTITIES
+from gradcourse.train import fit
 
 REL = 1e-5
 
@@ -239,3 +241,322 @@ def test_loss_function_follows_the_target():
         loss_function([1, 0])
     with pytest.raises(ValueError, match="y must"):
         loss_function(torch.tensor([True]))
+
+
+# -- the measurements alone -------------------------------------------------------------------
+
+def test_measurements_alone_match_float64():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(300, 40, generator=gen) * 0.2 + 1e3  # the mean dwarfs the spread
+    sums = measurements.activation_sums(a)
+    mean, std, saturated, dead = measurements.activation_statistics([sums])[:, 0].tolist()
+    close(mean, a.double().mean().item(), rel=1e-12)
+    close(std, a.double().std().item(), rel=1e-9)
+    assert math.isnan(saturated) and math.isnan(dead)
+    # two calls merge as one batch
+    b = torch.sigmoid(torch.randn(50, 40, generator=gen) * 4)
+    c = torch.sigmoid(torch.randn(70, 40, generator=gen) * 4)
+    merged = measurements.merge_activation_sums([measurements.activation_sums(b, nn.Sigmoid()),
+                                                 measurements.activation_sums(c, nn.Sigmoid())])
+    both = torch.cat([b, c]).double()
+    stats = measurements.activation_statistics([merged, None])
+    close(stats[:, 0][:3], [both.mean(), both.std(), ((both < 0.03) | (both > 0.97)).double().mean()], rel=1e-7)
+    assert torch.isnan(stats[:, 1]).all()
+    r = torch.relu(torch.randn(8, 3, 5, generator=gen))
+    r[:, 1, 2] = 0.0
+    dead = measurements.activation_statistics([measurements.activation_sums(r, nn.ReLU())])[3, 0]
+    close(dead, (r.amax(dim=0) <= 0).double().mean())
+    assert measurements.log2_histogram([torch.tensor([0.0, 0.3, 1.0, 5.0, math.nan])], -2, 2).tolist() == [[2, 0, 1, 2]]
+    assert measurements.all_finite([torch.tensor(1.0), torch.tensor(2.0)])
+    assert not measurements.all_finite([torch.tensor(1.0), torch.tensor(math.inf)])
+
+
+# -- ordinary and convolutional models --------------------------------------------------------
+
+ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU)
+TRANSPARENT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Flatten, nn.MaxPool1d, nn.MaxPool2d)
+
+
+def sequential_reference(model: nn.Sequential, x, y, lr):
+    """Every probe quantity of a Sequential model by plain autograd, summed in float64: the
+    activation of a layer is the first activation module after it (past BN, pooling, flatten)."""
+    model = copy.deepcopy(model)
+    tracked = [m for m in model if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    before = [m.weight.detach().clone() for m in tracked]
+    zs, acts, kinds, h, current = [], {}, {}, x, None
+    for module in model:
+        h = module(h)
+        if module in tracked:
+            h.retain_grad()
+            zs.append(h)
+            current = len(zs) - 1
+        elif isinstance(module, ACTIVATION_TYPES) and current is not None:
+            acts[current], kinds[current] = h, type(module)
+            current = None
+        elif not isinstance(module, TRANSPARENT):
+            current = None
+    loss_function(y)(h, y).backward()
+    expected = {q: [] for q in ("grad_norm", "output_grad_norm", "weight_norm", "update_ratio", "act_mean",
+                                "act_std", "saturated_frac", "dead_frac")}
+    for i, (m, z, w0) in enumerate(zip(tracked, zs, before)):
+        g, a = m.weight.grad.double(), acts.get(i, z).detach().double()
+        w1 = w0 - lr * m.weight.grad
+        expected["grad_norm"].append(g.norm().item())
+        expected["output_grad_norm"].append(z.grad.double().norm().item())
+        expected["weight_norm"].append(w0.double().norm().item())
+        expected["update_ratio"].append((w1.double() - w0.double()).norm().item() / w0.double().norm().item())
+        expected["act_mean"].append(a.mean().item())
+        expected["act_std"].append(a.std().item())
+        kind = kinds.get(i)
+        expected["saturated_frac"].append(((a < 0.03) | (a > 0.97)).double().mean().item() if kind is nn.Sigmoid
+                                          else (a.abs() > 0.97).double().mean().item() if kind is nn.Tanh
+                                          else math.nan)
+        expected["dead_frac"].append((a.reshape(len(a), -1).amax(dim=0) <= 0).double().mean().item()
+                                     if kind in (nn.ReLU, nn.LeakyReLU) else math.nan)
+    return expected
+
+
+def probed_sgd_step(model, x, y, lr, **options):
+    with Probe(model, **options) as probe:
+        loss_function(y)(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p -= lr * p.grad
+    return probe.trace
+
+
+def assert_matches(trace, expected, rel):
+    for quantity, values in expected.items():
+        measured = trace.get(quantity)[0]
+        np.testing.assert_array_equal(np.isnan(measured), np.isnan(values), err_msg=quantity)
+        keep = ~np.isnan(np.asarray(values))
+        close(measured[keep], np.asarray(values)[keep], rel=rel)
+
+
+def conv2d_net():
+    return nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1),
+                         nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(5 * 3 * 3, 4))
+
+
+def conv1d_net():
+    return nn.Sequential(nn.Conv1d(2, 7, 5), nn.Sigmoid(), nn.Conv1d(7, 4, 3), nn.LeakyReLU(), nn.Flatten(),
+                         nn.Linear(4 * 10, 1))
+
+
+@pytest.mark.parametrize("make,shape,target", [
+    (conv2d_net, (16, 3, 8, 8), "labels"),
+    (conv1d_net, (12, 2, 16), "floats"),
+    (lambda: nn.Sequential(nn.Linear(2, 9), nn.Sigmoid(), nn.Linear(9, 9), nn.Dropout(0.0), nn.ReLU(),
+                           nn.Linear(9, 3)), (32, 2), "labels"),
+])
+def test_conv_and_sequential_models_match_autograd(make, shape, target):
+    torch.manual_seed(4)
+    model = make()
+    with torch.no_grad():  # large enough weights that something saturates or dies
+        for m in model:
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)
+    x = torch.randn(*shape)
+    y = torch.randint(0, 3, (shape[0],)) if target == "labels" else torch.randn(shape[0], 1)
+    expected = sequential_reference(model, x, y, lr=0.05)
+    trace = probed_sgd_step(model, x, y, lr=0.05)
+    assert trace.unmeasured == {}
+    assert_matches(trace, expected, rel=1e-6)
+    assert np.isfinite(trace.get("saturated_frac")[0][0]) or np.isfinite(trace.get("dead_frac")[0][0])
+
+
+def test_a_shared_activation_module_is_found_after_each_layer():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(2, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+            self.act = nn.Tanh()
+
+        def forward(self, x):
+            return self.out(self.act(self.b(self.act(self.a(x)))))
+
+    torch.manual_seed(0)
+    net = Shared()
+    x = torch.randn(20, 2) * 5
+    trace = probe_once(net, x, torch.randint(0, 2, (20,)))
+    h1 = torch.tanh(net.a(x))
+    h2 = torch.tanh(net.b(h1))
+    close(trace.get("saturated_frac")[0][:2], [(h.abs() > 0.97).float().mean().item() for h in (h1, h2)])
+    close(trace.get("act_std")[0][:2], [h.double().std().item() for h in (h1, h2)])
+    assert trace.unmeasured == {}
+
+
+def test_functional_activations_are_reported_unmeasured_not_healthy():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(torch.sigmoid(self.a(x)))
+
+    net = Functional()
+    x = torch.randn(10, 2)
+    trace = probe_once(net, x, torch.randint(0, 2, (10,)))
+    assert list(trace.unmeasured) == ["a"]          # b is the output layer: it needs no activation
+    assert np.isnan(trace.get("saturated_frac")[0]).all() and np.isnan(trace.get("dead_frac")[0]).all()
+    close(trace.get("act_mean")[0][0], net.a(x).double().mean().item())  # measured at the layer's output
+
+
+# -- frozen layers, non-finite gradients, models called twice ------------------------------
+
+def test_frozen_layers_are_skipped_with_a_note():
+    x, y = data.spirals(64, seed=1)
+    net = models.mlp(4, 8, activation="relu", batchnorm=True, seed=0)
+    net.layer2.weight.requires_grad_(False)
+    net.layer3.bias.requires_grad_(False)
+    net.bn1.requires_grad_(False)
+    twin = copy.deepcopy(net)
+    trace = probe_once(net, x, y)
+    nn.functional.cross_entropy(twin(x), y).backward()
+    grad_norm = trace.get("grad_norm")[0]
+    assert np.isnan(grad_norm[1]) and trace.get("grad_hist")[0, 1].sum() == 0
+    linears = twin.hidden_layers() + [twin.head]
+    keep = [0, 2, 3, 4]
+    close(grad_norm[keep], [linears[i].weight.grad.norm().item() for i in keep])
+    assert len(trace.notes) == 1 and "layer2" in trace.notes[0] and "frozen" in trace.notes[0]
+    run = fit(_frozen_mlp(), (x, y), steps=3, lr=0.1)
+    assert run.diverged_at is None and "layer1" in run.trace.notes[0]
+    assert np.isnan(run.trace.get("grad_norm")[:, 0]).all() and (run.trace.get("update_ratio")[:, 0] == 0).all()
+    assert (run.trace.get("update_ratio")[:, 1:] > 0).all()
+
+
+def _frozen_mlp():
+    net = models.mlp(3, 8, seed=0)
+    net.layer1.requires_grad_(False)
+    return net
+
+
+class NaNGradient(torch.autograd.Function):
+    """Identity forward; its backward returns NaN: a gradient that breaks inside one layer."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, math.nan)
+
+
+def break_gradient_at(module: nn.Module):
+    return module.register_forward_hook(lambda m, args, out: NaNGradient.apply(out))
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_nan_gradient_is_traced_to_its_layer(every):
+    x, y = data.spirals(32, seed=0)
+    net = models.mlp(5, 8, activation="tanh", seed=0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with Probe(net, every=every) as probe:
+        for step in range(4):
+            if step == 3:
+                break_gradient_at(net.layer3)
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            if every == 1:
+                assert (probe.nonfinite is None) == (step < 3)  # found by the probe itself
+            elif step == 3:
+                probe.locate_nonfinite_gradient()                 # an unrecorded step: the loop asks
+            opt.step()
+    # layers 1-3 all have NaN weight gradients: the one nearest the loss is where it began
+    assert probe.trace.nonfinite == {"step": 3, "layer": "layer3", "where": "gradient"}
+
+
+def test_fit_names_the_layer_of_a_nan_gradient():
+    x, y = data.spirals(32, seed=0)
+    net = models.mlp(5, 8, activation="tanh", seed=0)
+    break_gradient_at(net.layer4)
+    run = fit(net, (x, y), steps=5, lr=0.1, every=2)
+    assert run.diverged_at == 0 and run.diverged_layer == "layer4"
+    assert run.trace.nonfinite == {"step": 0, "layer": "layer4", "where": "gradient"}
+
+
+def test_a_model_called_twice_per_step_makes_one_step():
+    x, y = data.spirals(64, seed=2)
+    net = models.mlp(3, 8, activation="sigmoid", seed=0)
+    twin = copy.deepcopy(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    with Probe(net) as probe:
+        for _ in range(4):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(x[:40]), y[:40]) + nn.functional.cross_entropy(net(x[40:]), y[40:])
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                net(x)  # evaluation is not a step
+    trace = probe.trace
+    assert trace.steps.tolist() == [0, 1, 2, 3]
+    for q in LAYER_QUANTITIES:
+        if q != "dead_frac":  # sigmoid: no dead units; the head: no activation
+            values = trace.get(q) if q not in ("saturated_frac",) else trace.get(q)[:, :-1]
+            assert np.isfinite(values).all(), q
+    assert (trace.get("update_ratio") > 0).all()
+    # step 0 measured as one batch of both calls
+    out, zs, acts = manual_forward(twin, x)
+    halves = [nn.functional.cross_entropy(twin(x[:40]), y[:40]), nn.functional.cross_entropy(twin(x[40:]), y[40:])]
+    sum(halves).backward()
+    close(trace.get("act_mean")[0][:-1], [a.double().mean().item() for a in acts])
+    close(trace.get("act_std")[0][:-1], [a.double().std().item() for a in acts])
+    close(trace.get("grad_norm")[0], [lin.weight.grad.norm().item() for lin in twin.hidden_layers() + [twin.head]])
+
+
+def test_output_grad_norm_of_two_calls_is_the_norm_of_both():
+    net = models.mlp(2, 4, seed=0)
+    x = torch.randn(6, 2)
+    with Probe(net) as probe:
+        (net(x[:3]).square().sum() + 2 * net(x[3:]).sum()).backward()
+    z1, z2 = net.layer1(x[:3]).detach().requires_grad_(), net.layer1(x[3:]).detach().requires_grad_()
+
+    def rest(z):
+        return net.head(net.act2(net.layer2(net.act1(z))))
+
+    (rest(z1).square().sum() + 2 * rest(z2).sum()).backward()
+    close(probe.trace.get("output_grad_norm")[0][0], math.hypot(z1.grad.norm().item(), z2.grad.norm().item()))
+
+
+# -- arguments ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options,words", [
+    ({"layers": "layer1"}, "layers must be a list"),
+    ({"layers": []}, "layers must name at least one"),
+    ({"layers": 3}, "layers must be a list"),
+    ({"hist_range": (1,)}, r"hist_range must be a pair"),
+    ({"hist_range": (-12,)}, r"hist_range must be a pair"),
+    ({"hist_range": "ab"}, r"hist_range must be a pair"),
+    ({"hist_range": (-12, "x")}, r"hist_range must be a number"),
+    ({"max_records": 1}, "max_records"),
+])
+def test_bad_arguments_name_themselves(options, words):
+    with pytest.raises(ValueError, match=words):
+        Probe(models.mlp(2, 3), **options)
+
+
+def test_no_tracked_layer_is_refused():
+    with pytest.raises(ValueError, match="model must contain"):
+        Probe(nn.Sequential(nn.ReLU()))
+
+
+# -- accuracy on large layers -------------------------------------------------------------------
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.Sequential(nn.Linear(256, 1024), nn.Sigmoid(), nn.Linear(1024, 1024), nn.ReLU(),
+                           nn.Linear(1024, 10)), (256, 256)),
+    (lambda: nn.Sequential(nn.Conv2d(32, 128, 3, padding=1), nn.Tanh(), nn.Conv2d(128, 128, 3, padding=1),
+                           nn.ReLU(), nn.Flatten(), nn.Linear(128 * 8 * 8, 10)), (32, 32, 8, 8)),
+])
+def test_every_quantity_within_1e_6_of_float64_on_large_layers(make, shape):
+    torch.manual_seed(0)
+    model = make()
+    with torch.no_grad():
+        model[0].bias.add_(2.0)  # a large mean beside the spread: float32 sums would drift here
+    x = torch.randn(*shape)
+    y = torch.randint(0, 10, (shape[0],))
+    expected = sequential_reference(model, x, y, lr=0.1)
+    assert_matches(probed_sgd_step(model, x, y, lr=0.1), expected, rel=1e-6)
