@@ -1,6 +1,25 @@
-"""The fixes the course teaches, as small named functions. Each docstring names its lesson.
+"""The fixes the course teaches: one registry, :data:`REMEDIES`, and the functions behind it.
+
+Every fix the course names (the gradient doctor's advice, the lesson 07 explorer's menu, the
+exercise checks) is one :class:`Remedy` in :data:`REMEDIES`: its ``name`` (the key), a short
+``label`` for a menu, the ``lesson`` (notebook) that teaches it, the advice as a ``sentence``, and
+``apply``, which turns a run's recipe (the keyword arguments of the model factory and of ``fit``)
+into the treated recipe.
 
 >>> from gradcourse import models, remedies
+>>> cure = remedies.REMEDIES["relu_he"]
+>>> cure
+Swap the sigmoid/tanh activation for ReLU and initialise with He (kaiming) init (lesson 01).
+>>> cure.label, cure.lesson
+('ReLU + He init', '01_sigmoid_saturation')
+>>> model, training = cure.apply({"depth": 20, "width": 32, "activation": "sigmoid"}, {"lr": 0.1})
+>>> model["activation"], model["init"], training
+('relu', 'kaiming', {'lr': 0.1})
+>>> remedies.lookup("Lower learning rate").name    # a name or a label, in any case
+'lower_lr'
+
+The functions below apply the same fixes to a built MLP:
+
 >>> net = models.mlp(depth=10, width=32, activation="sigmoid", seed=0)
 >>> better = remedies.swap_activation(net, "relu")          # lesson 01
 >>> better = remedies.reinitialise(better, "kaiming")        # lessons 01 and 02
@@ -10,7 +29,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -114,3 +135,150 @@ def make_residual(model: nn.Module) -> models.MLP:
     True
     """
     return _rebuilt(model, residual=True)
+
+
+# -- the registry ------------------------------------------------------------------------------
+#: "lower learning rate" divides the recipe's learning rate by this.
+LR_DIVISOR = 10.0
+#: "clip gradient norm" clips the total gradient norm at this value.
+CLIP_THRESHOLD = 1.0
+_RELU_FAMILY = ("relu", "leaky_relu", "gelu")
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One fix: ``name`` (its key in :data:`REMEDIES`), ``label`` (a few words for a menu),
+    ``lesson`` (the notebook that teaches it, e.g. ``"01_sigmoid_saturation"``), ``sentence``
+    (the advice) and ``kinds``, the model kinds (``"mlp"``, ``"sequence"``) whose recipe
+    :meth:`apply` can change. It displays as its sentence and lesson, so a list of remedies
+    reads as advice in a notebook.
+    """
+
+    name: str
+    label: str
+    lesson: str
+    sentence: str
+    kinds: tuple[str, ...]
+    change: Callable[[dict, dict], None] = field(repr=False, compare=False)
+
+    @property
+    def lesson_number(self) -> str:
+        """The lesson's two-digit number, e.g. ``"01"``."""
+        return self.lesson[:2]
+
+    def apply(self, model: dict, training: dict) -> tuple[dict, dict]:
+        """The recipe after this remedy: new copies of ``model`` (the keyword arguments of
+        :func:`gradcourse.models.mlp` or :func:`~gradcourse.models.sequence_model`) and
+        ``training`` (those of :func:`gradcourse.train.fit`); the inputs are not changed.
+
+        >>> REMEDIES["lower_lr"].apply({"depth": 6}, {"lr": 0.3})
+        ({'depth': 6}, {'lr': 0.03})
+        """
+        if not isinstance(model, dict) or not isinstance(training, dict):
+            raise ValueError("model and training must be dicts of keyword arguments (the model factory's "
+                             f"and fit's); got {type(model).__name__} and {type(training).__name__}")
+        kind = model.get("kind") or ("sequence" if "cell" in model else "mlp")
+        if kind not in self.kinds:
+            raise ValueError(f"model must be a {' or '.join(self.kinds)} recipe for remedy {self.name!r}; "
+                             f"got a {kind} recipe")
+        model, training = dict(model), dict(training)
+        self.change(model, training)
+        return model, training
+
+    def __str__(self) -> str:
+        return f"{self.sentence} (lesson {self.lesson_number})."
+
+    __repr__ = __str__
+
+
+def _set(**values) -> Callable[[dict, dict], None]:
+    return lambda model, training: model.update(values)
+
+
+def _leaky(model: dict, training: dict) -> None:
+    model["activation"] = "leaky_relu"
+    if model.get("init", "default") == "default":
+        model["init"] = "kaiming"  # leaky ReLU is a ReLU: He's scale keeps its signal's size
+
+
+def _lower_lr(model: dict, training: dict) -> None:
+    if "lr" not in training:
+        raise ValueError("training must hold the learning rate 'lr' for remedy 'lower_lr'")
+    training["lr"] = training["lr"] / LR_DIVISOR
+
+
+def _clip(model: dict, training: dict) -> None:
+    training["clip"] = clip_norm(CLIP_THRESHOLD)
+
+
+def _gated(model: dict, training: dict) -> None:
+    model.update(cell="lstm", recurrent_scale=None, forget_bias=1.0)
+
+
+_ENTRIES = [
+    Remedy("relu_he", "ReLU + He init", "01_sigmoid_saturation",
+           "Swap the sigmoid/tanh activation for ReLU and initialise with He (kaiming) init",
+           ("mlp",), _set(activation="relu", init="kaiming", weight_std=None)),
+    Remedy("xavier_init", "Xavier init", "01_sigmoid_saturation",
+           "Initialise with Xavier (Glorot) init: it keeps each unit's input in the steep middle of "
+           "the sigmoid/tanh and the signal's size from layer to layer",
+           ("mlp",), _set(init="xavier", weight_std=None)),
+    Remedy("he_init", "He init", "02_weight_explosion",
+           "Initialise at the critical scale with He (kaiming) init, std √2/√fan_in for ReLU, and zero "
+           "biases: the signal then keeps its size from layer to layer",
+           ("mlp",), _set(init="kaiming", weight_std=None)),
+    Remedy("leaky_relu", "leaky ReLU", "01_sigmoid_saturation",
+           "Use leaky ReLU, whose small negative slope keeps every unit passing some gradient, so no "
+           "unit can die", ("mlp",), _leaky),
+    Remedy("lower_lr", "lower learning rate", "02_weight_explosion",
+           f"Lower the learning rate (e.g. by {LR_DIVISOR:g}×): the step is −lr·∂L/∂W, so a large "
+           "gradient times a large rate is a huge step", ("mlp", "sequence"), _lower_lr),
+    Remedy("clip_norm", "clip gradient norm", "03_gradient_clipping",
+           f"Clip the total gradient norm (fit(..., clip=remedies.clip_norm({CLIP_THRESHOLD:g}))) to bound "
+           "every step; it treats the symptom and leaves the network as it is",
+           ("mlp", "sequence"), _clip),
+    Remedy("batchnorm", "BatchNorm", "04_batchnorm",
+           "Add BatchNorm between each linear layer and its activation: it re-centres and re-scales "
+           "every layer's input", ("mlp",), _set(batchnorm=True)),
+    Remedy("skip_connections", "skip connections", "05_resnet",
+           "Add skip connections (a residual network), h ← h + f(h), so the signal has a short way back",
+           ("mlp",), _set(residual=True)),
+    Remedy("gated_cell", "LSTM or GRU", "06_lstm_gru",
+           "Use an LSTM (or a GRU): the additive cell-state path carries the gradient across many "
+           "time steps", ("sequence",), _gated),
+    Remedy("forget_bias", "forget-gate bias 1", "06_lstm_gru",
+           "Give the LSTM a positive forget-gate bias (forget_bias=1) so the cell state, and its "
+           "gradient path, start open", ("sequence",), _set(forget_bias=1.0)),
+    Remedy("recurrent_scale", "recurrent scale 1", "06_lstm_gru",
+           "Keep the recurrent matrix's spectral radius at or below 1 (recurrent_scale=1): above 1 the "
+           "gradient grows by that factor per time step", ("sequence",), _set(recurrent_scale=1.0)),
+]
+#: Every remedy the course teaches, by name.
+REMEDIES: dict[str, Remedy] = {r.name: r for r in _ENTRIES}
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", text).strip().lower()
+
+
+def lookup(remedy: Remedy | str) -> Remedy:
+    """The registry entry for ``remedy``: a :class:`Remedy`, its name or its label, in any case and
+    with spaces, underscores or hyphens alike (``"Lower learning rate"``, ``"lower_lr"``).
+
+    >>> lookup("BatchNorm") is lookup("batchnorm") is REMEDIES["batchnorm"]
+    True
+    >>> lookup("aspirin")
+    Traceback (most recent call last):
+    ...
+    ValueError: remedy must be one of 'relu_he', 'xavier_init', 'he_init', 'leaky_relu', 'lower_lr', \
+'clip_norm', 'batchnorm', 'skip_connections', 'gated_cell', 'forget_bias', 'recurrent_scale' (or its label); \
+got 'aspirin'
+    """
+    if isinstance(remedy, Remedy) and REMEDIES.get(remedy.name) is remedy:
+        return remedy
+    if isinstance(remedy, str):
+        wanted = _key(remedy)
+        for entry in REMEDIES.values():
+            if wanted in (_key(entry.name), _key(entry.label)):
+                return entry
+    raise ValueError(f"remedy must be one of {', '.join(map(repr, REMEDIES))} (or its label); got {remedy!r}")

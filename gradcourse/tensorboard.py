@@ -16,7 +16,9 @@
 
 Look at it with ``tensorboard --logdir <logdir>`` in a terminal, or in Jupyter with
 ``%load_ext tensorboard`` then ``%tensorboard --logdir <logdir>``. Give every run its own
-sub-directory of one parent logdir and TensorBoard overlays them.
+sub-directory of one parent logdir and TensorBoard overlays them. A directory that already holds
+events is refused (two runs in one directory would be drawn as one, jumping between them), unless
+``overwrite=True`` replaces its old event files.
 
 >>> import tempfile, pathlib
 >>> from gradcourse import data, models
@@ -39,13 +41,14 @@ from .trace import LAYER_QUANTITIES
 from .train import Run
 
 
-def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True) -> Path:
+def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True, overwrite: bool = False) -> Path:
     """Write ``run`` (made with probes on) to a TensorBoard event file in ``logdir``.
 
-    ``logdir`` is created if needed. With ``diagnosis=True`` the verdict of
-    :func:`gradcourse.diagnose` is stored as text too. Non-finite values (the NaN that stopped
-    a diverged run) are not written: TensorBoard's charts cannot draw them, and the diagnosis
-    text says where the run diverged. Returns the path of the event file.
+    ``logdir`` is created if needed; if it already holds event files, ``export`` refuses
+    (a ValueError) unless ``overwrite=True``, which deletes those event files first. With
+    ``diagnosis=True`` the verdict of :func:`gradcourse.diagnose` is stored as text too.
+    Non-finite values (the NaN that stopped a diverged run) are not written: TensorBoard's charts
+    cannot draw them, and the diagnosis text says where the run diverged. Returns the path of the event file.
     """
     if not isinstance(run, Run):
         raise ValueError(f"run must be a gradcourse Run (from gradcourse.train.fit); got {type(run).__name__}")
@@ -55,19 +58,28 @@ def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True) -> Pa
         raise ValueError(f"logdir must be a directory path (str or pathlib.Path); got {logdir!r}")
     if not isinstance(diagnosis, bool):
         raise ValueError(f"diagnosis must be True or False; got {diagnosis!r}")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
     from torch.utils.tensorboard import SummaryWriter
 
     logdir = Path(logdir)
+    if logdir.exists() and not logdir.is_dir():
+        raise ValueError(f"logdir must be a directory; {str(logdir)!r} is a file")
     logdir.mkdir(parents=True, exist_ok=True)
-    before = set(logdir.glob("events.out.tfevents.*"))
+    old = sorted(logdir.glob("events.out.tfevents.*"))
+    if old and not overwrite:
+        raise ValueError(f"logdir {str(logdir)!r} already holds {len(old)} TensorBoard event file(s) of another "
+                         "run, and TensorBoard would mix them with this one: give each run its own "
+                         "directory, or pass overwrite=True to replace them")
+    for path in old:
+        path.unlink()
     trace = run.trace
     writer = SummaryWriter(log_dir=str(logdir))
     try:
-        for step, (loss, total) in enumerate(zip(run.losses, run.grad_norm_total)):
-            if np.isfinite(loss):
-                writer.add_scalar("loss", float(loss), step)
-            if np.isfinite(total):
-                writer.add_scalar("grad_norm_total", float(total), step)
+        for tag, values in (("loss", run.losses), ("grad_norm_total", run.grad_norm_total)):
+            for step, value in enumerate(values):
+                if np.isfinite(value):
+                    writer.add_scalar(tag, float(value), step)
         steps = [int(s) for s in trace.steps]
         for quantity in LAYER_QUANTITIES:
             values = trace.get(quantity)
@@ -89,14 +101,13 @@ def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True) -> Pa
                                trace.grad_hist[row, j], step)
         writer.add_text("params", "```\n" + json.dumps(run.params, indent=2, default=str) + "\n```")
         if diagnosis:
-            from .diagnose import diagnose
+            from .doctor import diagnose
 
             writer.add_text("diagnosis", diagnose(run)._repr_markdown_())
         writer.flush()
     finally:
         writer.close()
-    written = sorted(set(logdir.glob("events.out.tfevents.*")) - before)
-    return written[-1] if written else max(logdir.glob("events.out.tfevents.*"), key=os.path.getmtime)
+    return max(logdir.glob("events.out.tfevents.*"), key=os.path.getmtime)
 
 
 def _histogram(writer, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:

@@ -1,27 +1,40 @@
-"""The gradient doctor on real runs of each kind, and the TensorBoard export read back."""
+"""The gradient doctor: its verdicts at every threshold on synthetic Traces, on real runs of each
+kind, on hand-written training loops (an MLP and a CNN), and the TensorBoard export read back."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import gradcourse
-from gradcourse import data, models
-from gradcourse import diagnose as diagnose_function
-from gradcourse.diagnose import (
+from gradcourse import data, doctor, models
+from gradcourse.doctor import (
     DEAD_FRACTION,
+    DEAD_LAYER_FRACTION,
+    ERRATIC_FRACTION,
+    EXPLODING_GRAD_NORM,
     EXPLODING_SIGNAL_RATIO,
+    LARGE_UPDATE_RATIO,
+    LOSS_BLOWUP,
     PROBLEMS,
     SATURATION_FRACTION,
     VANISHING_SIGNAL_RATIO,
     Diagnosis,
     _num,
     diagnose,
+    from_trace,
 )
+from gradcourse.probes import Probe
+from gradcourse.remedies import REMEDIES, Remedy
+from gradcourse.trace import LAYER_QUANTITIES, Trace
 from gradcourse.train import Run, fit
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 HE = math.sqrt(2.0)
 
@@ -52,16 +65,53 @@ def runs(spirals):
                               optimizer="adam", steps=100),
         "dead_born": _train(spirals, depth=6, activation="relu", init="kaiming", bias=-1.0, steps=30),
         "healthy": _train(spirals, depth=6, activation="relu", init="kaiming", steps=150),
+        "bad_data": fit(models.mlp(4, 16, activation="relu", init="kaiming", seed=0),
+                        (_with_nan(spirals.x, 3), spirals.y), steps=10, lr=0.1),
+        "inconclusive": _own_loop(_sequential(nn.ReLU), spirals.x, spirals.y, steps=30, lr=0.1)[0],
     }
+
+
+def _with_nan(tensor, row):
+    tensor = tensor.clone()
+    tensor[row, 0] = float("nan")
+    return tensor
+
+
+def _sequential(activation, *, depth=4, width=32, tell_probe=False, seed=0):
+    """An ordinary nn.Sequential (not a gradcourse model); with ``tell_probe`` it carries a
+    probe_activations map naming the activation after each hidden Linear."""
+    torch.manual_seed(seed)
+    layers, sizes = [], [2] + [width] * depth
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    net = nn.Sequential(*layers, nn.Linear(width, 2))
+    if tell_probe:
+        net.probe_activations = {str(2 * k): str(2 * k + 1) for k in range(depth)}
+    return net
+
+
+def _own_loop(net, x, y, *, steps, lr, scale=1.0):
+    """A hand-written training loop with a probe attached: returns (Run built from the trace, losses)."""
+    opt, losses = torch.optim.SGD(net.parameters(), lr=lr), []
+    with Probe(net) as probe:
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(x * scale), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return from_trace(probe.trace, losses, model=net), losses
 
 
 def _text(d: Diagnosis) -> str:
     return " ".join(d.evidence)
 
 
-def test_package_exports_the_doctor():
-    assert gradcourse.diagnose is diagnose_function is diagnose
+def test_package_exports_the_doctor_and_its_module():
+    assert gradcourse.diagnose is doctor.diagnose is diagnose
     assert gradcourse.Diagnosis is Diagnosis
+    assert gradcourse.doctor.PROBLEMS == PROBLEMS  # the module is reachable by its own name
+    assert {"bad_data", "inconclusive"} < set(PROBLEMS)
 
 
 def test_vanishing_sigmoid_stack(runs):
@@ -75,9 +125,16 @@ def test_vanishing_sigmoid_stack(runs):
     assert ratio == pytest.approx(expected, rel=1e-6)
     assert _num(ratio) in _text(d) and "layer1" in _text(d) and "layer20" in _text(d)
     assert "plateau" in _text(d)  # the loss stayed at ln 2
-    assert "ReLU" in d.remedies[0] and "(lesson 01)" in d.remedies[0]
-    assert any("clipping" in r and "lesson 03" in r for r in d.remedies)  # ...as what NOT to do
-    assert all("lesson" in r for r in d.remedies)
+    assert [r.name for r in d.remedies] == ["relu_he", "xavier_init", "batchnorm", "skip_connections"]
+    assert all(isinstance(r, Remedy) and r is REMEDIES[r.name] for r in d.remedies)
+    assert str(d.remedies[0]).endswith("(lesson 01).") and "ReLU" in repr(d.remedies[0])
+    assert any("clipping" in n and "lesson 03" in n for n in d.notes)  # ...as what NOT to do
+
+
+def test_every_remedy_points_to_a_lesson_that_exists():
+    for remedy in REMEDIES.values():
+        assert (NOTEBOOKS / f"{remedy.lesson}.ipynb").exists(), remedy.name
+        assert str(remedy) == f"{remedy.sentence} (lesson {remedy.lesson[:2]})."
 
 
 def test_diverged_run_is_exploding_and_says_where(runs):
@@ -89,8 +146,8 @@ def test_diverged_run_is_exploding_and_says_where(runs):
     assert run.trace.nonfinite["layer"] in d.evidence[0]
     assert d.numbers["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO
     assert _num(d.numbers["signal_ratio_start"]) in _text(d)
-    assert "critical scale" in d.remedies[0] and "5.66" in d.remedies[0]  # 4·√2 ≈ 5.66
-    assert any("Clip" in r and "lesson 03" in r for r in d.remedies)
+    assert [r.name for r in d.remedies] == ["he_init", "lower_lr", "clip_norm", "batchnorm"]
+    assert "std 5.66/√fan_in" in _text(d) and "√2" in _text(d)  # 4·√2 ≈ 5.66, against He's √2
 
 
 def test_exploding_without_nan(runs):
@@ -109,7 +166,12 @@ def test_saturated_tanh(runs):
     saturated = max(d.numbers["saturated_mean_start"], d.numbers["saturated_mean_end"])
     assert saturated >= SATURATION_FRACTION
     assert f"{100 * d.numbers['saturated_mean_end']:.0f}%" in _text(d)
-    assert "Xavier" in d.remedies[0] and "lesson 01" in d.remedies[0]
+    assert d.remedies[0].name == "xavier_init" and "std 4/√fan_in" in _text(d)
+    # 10 tanh layers at 4/√fan_in: the chaotic phase, where the saturated network's signal still
+    # grows going back (DESIGN: ~500×); the doctor says both
+    assert d.also == ["exploding"] and d.problems == ("saturation", "exploding")
+    assert d.numbers["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO
+    assert "chaotic phase" in d.headline and "chaotic phase" in _text(d)
 
 
 def test_dead_relus_killed_by_a_large_learning_rate(runs):
@@ -118,7 +180,8 @@ def test_dead_relus_killed_by_a_large_learning_rate(runs):
     assert d.numbers["dead_mean_end"] >= DEAD_FRACTION > d.numbers["dead_mean_start"]
     assert f"{100 * d.numbers['dead_mean_end']:.0f}%" in _text(d)
     assert "training killed them" in _text(d)
-    assert d.remedies[0].startswith("Lower the learning rate (it was 0.3)")
+    assert [r.name for r in d.remedies] == ["lower_lr", "leaky_relu", "he_init", "batchnorm"]
+    assert "The learning rate was 0.3 (adam)." in _text(d)
 
 
 def test_dead_relus_from_negative_biases(runs):
@@ -126,13 +189,13 @@ def test_dead_relus_from_negative_biases(runs):
     assert d.problem == "dead_relu"
     assert d.numbers["dead_mean_start"] >= DEAD_FRACTION
     assert "already dead at step 0" in _text(d)
-    assert "He (kaiming)" in d.remedies[0]
+    assert [r.name for r in d.remedies[:3]] == ["he_init", "leaky_relu", "lower_lr"]
 
 
 def test_healthy_relu_he(runs):
     run = runs["healthy"]
     d = diagnose(run)
-    assert d.problem == "healthy" and d.remedies == []
+    assert d.problem == "healthy" and d.remedies == [] and d.notes == [] and d.also == []
     assert VANISHING_SIGNAL_RATIO < d.numbers["signal_ratio_start"] < EXPLODING_SIGNAL_RATIO
     assert d.numbers["dead_mean_end"] < DEAD_FRACTION
     assert run.metrics["train_accuracy"] > 0.95
@@ -146,8 +209,8 @@ def test_every_problem_has_a_headline_and_repr(runs):
         seen.add(d.problem)
         text, markdown = repr(d), d._repr_markdown_()
         assert text.startswith(f"Diagnosis: {d.problem}") and d.headline in text
-        assert all(e in markdown for e in d.evidence)
-        assert all(r in text for r in d.remedies)
+        assert all(e in markdown for e in d.evidence) and all(n in markdown for n in d.notes)
+        assert all(str(r) in text and str(r) in markdown for r in d.remedies)
     assert seen == set(PROBLEMS)
 
 
@@ -163,10 +226,10 @@ def test_sequence_models():
     rnn = fit(models.sequence_model("rnn", 16, recurrent_scale=0.5, seed=0), adding, steps=10, lr=0.05)
     d = diagnose(rnn)
     assert d.problem == "vanishing" and d.numbers["signal_ratio_start"] < 1e-6
-    assert "LSTM or GRU" in d.remedies[0] and "lesson 06" in d.remedies[0]
+    assert d.remedies == [REMEDIES["gated_cell"]] and d.remedies[0].lesson == "06_lstm_gru"
     wild = fit(models.sequence_model("rnn", 16, recurrent_scale=3.0, seed=0), adding, steps=10, lr=0.05)
     assert diagnose(wild).problem == "exploding"
-    assert "Clip" in diagnose(wild).remedies[0]
+    assert [r.name for r in diagnose(wild).remedies] == ["clip_norm", "recurrent_scale", "lower_lr"]
 
 
 def test_bad_input():
@@ -175,6 +238,295 @@ def test_bad_input():
     bare = fit(models.mlp(2, 4), data.spirals(32), steps=2, lr=0.1, probe=False)
     with pytest.raises(ValueError, match="probe=True"):
         diagnose(bare)
+    with pytest.raises(ValueError, match="losses and model are for a probe's Trace"):
+        diagnose(fit(models.mlp(2, 4), data.spirals(32), steps=2, lr=0.1), losses=[1.0])
+    trace = _synthetic()
+    with pytest.raises(ValueError, match="losses must be a list of numbers"):
+        diagnose(trace, losses="0.7")
+    with pytest.raises(ValueError, match="losses must be a list of numbers"):
+        diagnose(trace, losses=[0.7, "high"])
+    with pytest.raises(ValueError, match="model must be a torch.nn.Module"):
+        diagnose(trace, losses=[0.7], model="mlp")
+    with pytest.raises(ValueError, match="trace must be a probe's Trace"):
+        from_trace(None)
+
+
+# -- bad data: its own verdict, not an explosion (issue 13) --------------------------------------
+def test_nan_in_the_inputs_is_bad_data_not_exploding(runs):
+    run = runs["bad_data"]
+    assert run.diverged_at == 0 and run.trace.nonfinite["layer"] == "layer1"
+    d = diagnose(run)
+    assert d.problem == "bad_data" and d.diverged_at == 0 and d.remedies == []
+    assert "came in with the inputs" in _text(d) and "Check the inputs x" in d.notes[0]
+    assert "learning rate" not in repr(d)
+
+
+def test_nan_in_the_targets_is_bad_data(spirals):
+    y = spirals.y.float()[:, None]
+    y[5] = float("nan")
+    run = fit(models.mlp(4, 16, activation="relu", init="kaiming", out_features=1, seed=0),
+              (spirals.x, y), steps=10, lr=0.1)
+    d = diagnose(run)
+    assert d.problem == "bad_data" and "came from the targets" in _text(d) and "targets y" in d.notes[0]
+
+
+def test_nan_in_a_later_mini_batch_is_bad_data(spirals):
+    """Only some examples hold a NaN: the run trains until a mini-batch draws one."""
+    x = _with_nan(spirals.x, 0)
+    run = fit(models.mlp(4, 16, activation="relu", init="kaiming", seed=0), (x, spirals.y), steps=50,
+              lr=0.1, batch_size=8)
+    assert run.diverged_at is not None and run.diverged_at > 0
+    assert diagnose(run).problem == "bad_data"
+
+
+def test_a_nan_made_by_training_is_still_exploding(runs):
+    d = diagnose(runs["diverged"])
+    assert d.problem == "exploding" and d.numbers["bad_data"] is None
+
+
+# -- the verdict logic at every threshold, on synthetic Traces -----------------------------------
+HIDDEN = 4  # hidden layers of the synthetic network, plus one output layer "head"
+
+
+def _synthetic(*, signal_ratio=1.0, saturated=math.nan, dead=0.1, dead_worst=None, grad=1.0,
+               update=1e-3, steps=2, nonfinite=None, weight_norm=1.0):
+    """A Trace whose every quantity is set by hand. The signal ‖∂L/∂z‖ falls (or grows)
+    geometrically from 1 at the last hidden layer to ``signal_ratio`` at the first; every layer has
+    weight gradient grad/√5, so the total gradient norm is ``grad``."""
+    layers = [f"layer{k}" for k in range(1, HIDDEN + 1)] + ["head"]
+    signal = signal_ratio ** (np.arange(HIDDEN)[::-1] / (HIDDEN - 1))
+    per_layer = {
+        "output_grad_norm": np.append(signal, 1.0),
+        "grad_norm": np.full(HIDDEN + 1, grad / math.sqrt(HIDDEN + 1)),
+        "weight_norm": np.full(HIDDEN + 1, weight_norm),
+        "update_ratio": np.full(HIDDEN + 1, update),
+        "act_mean": np.zeros(HIDDEN + 1),
+        "act_std": np.ones(HIDDEN + 1),
+        "saturated_frac": np.append(np.full(HIDDEN, saturated), math.nan),
+        "dead_frac": np.append(np.full(HIDDEN, dead), math.nan),
+    }
+    if dead_worst is not None:
+        per_layer["dead_frac"][1] = dead_worst
+    scalars = {q: np.tile(per_layer[q], (steps, 1)).astype(np.float64) for q in LAYER_QUANTITIES}
+    return Trace(layers=layers, steps=np.arange(steps), scalars=scalars, nonfinite=nonfinite)
+
+
+FALLING = list(np.linspace(0.7, 0.35, 20))  # a loss that learns: no plateau, no jump
+
+
+def _verdict(**trace_options) -> Diagnosis:
+    losses = trace_options.pop("losses", FALLING)
+    return diagnose(_synthetic(**trace_options), losses=losses)
+
+
+def test_synthetic_healthy_trace():
+    d = _verdict()
+    assert d.problem == "healthy" and d.remedies == [] and d.notes == []
+    assert d.numbers["signal_ratio_start"] == pytest.approx(1.0)
+    assert d.numbers["grad_norm_max"] == pytest.approx(1.0)  # from the per-layer weight gradients
+
+
+@pytest.mark.parametrize("below, above, problem, option", [
+    (1.01 * VANISHING_SIGNAL_RATIO, 0.99 * VANISHING_SIGNAL_RATIO, "vanishing", "signal_ratio"),
+    (0.99 * EXPLODING_SIGNAL_RATIO, 1.01 * EXPLODING_SIGNAL_RATIO, "exploding", "signal_ratio"),
+    (0.99 * EXPLODING_GRAD_NORM, 1.01 * EXPLODING_GRAD_NORM, "exploding", "grad"),
+    (0.99 * LARGE_UPDATE_RATIO, 1.01 * LARGE_UPDATE_RATIO, "exploding", "update"),
+    (0.99 * SATURATION_FRACTION, 1.01 * SATURATION_FRACTION, "saturation", "saturated"),
+    (0.99 * DEAD_FRACTION, 1.01 * DEAD_FRACTION, "dead_relu", "dead"),
+    (0.99 * DEAD_LAYER_FRACTION, 1.01 * DEAD_LAYER_FRACTION, "dead_relu", "dead_worst"),
+])
+def test_each_threshold_just_below_and_just_above(below, above, problem, option):
+    extra = {"dead": math.nan} if option == "saturated" else {}
+    healthy, sick = _verdict(**{option: below, **extra}), _verdict(**{option: above, **extra})
+    assert healthy.problem == "healthy", healthy
+    assert sick.problem == problem, sick
+    assert healthy.also == sick.also == []
+
+
+def test_loss_blowup_threshold():
+    rising = [1.0, 2.0, 5.0]
+    assert _verdict(losses=rising + [0.99 * LOSS_BLOWUP]).problem == "healthy"
+    d = _verdict(losses=rising + [1.01 * LOSS_BLOWUP])
+    assert d.problem == "exploding" and "more than 10 times its first value" in _text(d)
+
+
+def _jumpy(jumps: int) -> list[float]:
+    """101 losses whose first ``jumps`` cycles of three steps start with a 20% rise (a jump)."""
+    losses, value = [1.0], 1.0
+    for i in range(100):
+        value *= 1.2 if i % 3 == 0 and i // 3 < jumps else 0.9
+        losses.append(value)
+    return losses
+
+
+def test_erratic_loss_threshold_on_a_healthy_run():
+    calm, erratic = _verdict(losses=_jumpy(24)), _verdict(losses=_jumpy(26))
+    assert calm.numbers["loss_jump_fraction"] == pytest.approx(0.24) and 0.24 < ERRATIC_FRACTION < 0.26
+    assert erratic.numbers["loss_jump_fraction"] == pytest.approx(0.26)
+    assert calm.problem == erratic.problem == "healthy"
+    assert calm.remedies == [] and erratic.remedies == [REMEDIES["lower_lr"]]
+    assert "erratic" in _text(erratic) and "erratic" not in _text(calm)
+
+
+def test_plateau_note_on_a_healthy_run():
+    flat = _verdict(losses=[0.7] * 12 + [0.67])  # 4.3% below the start: under the 5% line
+    assert flat.problem == "healthy" and "plateau" in _text(flat)
+    assert any("train for more steps" in n for n in flat.notes)
+    assert not any("train for more" in n for n in _verdict(losses=[0.7] * 12 + [0.66]).notes)
+
+
+def test_saturated_and_exploding_says_both():
+    """Issue 10 item 3: a saturated network whose signal grows toward layer 1 (tanh in the
+    chaotic phase) is both, and the doctor says so."""
+    both = _verdict(saturated=0.9, dead=math.nan, signal_ratio=1.01 * EXPLODING_SIGNAL_RATIO)
+    assert both.problem == "saturation" and both.also == ["exploding"]
+    assert both.problems == ("saturation", "exploding") and "chaotic phase" in both.headline
+    assert repr(both).startswith("Diagnosis: saturation + exploding")
+    only = _verdict(saturated=0.9, dead=math.nan, signal_ratio=0.99 * EXPLODING_SIGNAL_RATIO)
+    assert only.problem == "saturation" and only.also == [] and "chaotic" not in only.headline
+
+
+def test_order_dead_before_saturation_before_exploding_before_vanishing():
+    assert _verdict(dead=0.9, signal_ratio=1e-9).problem == "dead_relu"
+    assert _verdict(saturated=0.9, dead=math.nan, signal_ratio=1e-9).problem == "saturation"
+    assert _verdict(grad=1e3, signal_ratio=1e-9).problem == "exploding"
+
+
+def test_unmeasured_units_are_never_healthy():
+    """Issue 13: saturated and dead fractions that were not measured (NaN) must not read as 0."""
+    d = _verdict(dead=math.nan)
+    assert d.problem == "inconclusive" and d.problem != "healthy"
+    assert "were not measured" in _text(d) and "probe_activations" in d.notes[0]
+    # every other verdict still stands, with the same warning in its evidence
+    vanishing = _verdict(dead=math.nan, signal_ratio=1e-9)
+    assert vanishing.problem == "vanishing" and "were not measured" in _text(vanishing)
+    # a linear (or GELU) network has no unit that can saturate or die: healthy is right there
+    linear = diagnose(_synthetic(dead=math.nan), losses=FALLING, model=models.mlp(4, 8, activation="linear"))
+    assert linear.problem == "healthy" and "not measured" not in _text(linear)
+
+
+def test_the_probe_notes_reach_the_evidence():
+    trace = _synthetic()
+    trace.notes = ["layer2's weight is frozen: skipped"]
+    assert "The probe noted: layer2's weight is frozen: skipped" in _text(diagnose(trace, losses=FALLING))
+
+
+def test_synthetic_nan_made_by_training_and_by_data():
+    # a forward NaN in a later layer, after the weights blew up: an explosion
+    blown = _synthetic(nonfinite={"step": 1, "layer": "layer3", "where": "forward"})
+    d = diagnose(blown, losses=[0.7, float("nan")])
+    assert d.problem == "exploding" and d.diverged_at == 1
+    # in the first layer while every weight is finite: the inputs
+    bad = _synthetic(nonfinite={"step": 1, "layer": "layer1", "where": "forward"})
+    assert diagnose(bad, losses=[0.7, float("nan")]).problem == "bad_data"
+    # in the first layer but the weights were already infinite: training did it
+    inf = _synthetic(nonfinite={"step": 1, "layer": "layer1", "where": "forward"}, weight_norm=math.inf)
+    assert diagnose(inf, losses=[0.7, float("nan")]).problem == "exploding"
+    # a NaN loss from a finite output (no non-finite record): the targets; an Inf loss: an overflow
+    assert diagnose(_synthetic(), losses=[0.7, float("nan")]).problem == "bad_data"
+    assert diagnose(_synthetic(), losses=[0.7, float("inf")]).problem == "exploding"
+
+
+def test_from_trace_builds_a_run():
+    trace = _synthetic(grad=2.0, steps=3)
+    trace.steps = np.array([0, 5, 10])  # recorded every 5th step
+    run = from_trace(trace, [torch.tensor(0.7), 0.6, np.float32(0.5)])
+    assert isinstance(run, Run) and run.losses.tolist() == pytest.approx([0.7, 0.6, 0.5])
+    assert len(run.grad_norm_total) == 11  # one per step up to the last recorded one
+    np.testing.assert_allclose(run.grad_norm_total[[0, 5, 10]], 2.0)
+    assert np.isnan(run.grad_norm_total[[1, 2, 3, 4, 6]]).all()
+    assert run.diverged_at is None and run.params["source"] == "trace"
+    assert from_trace(trace).losses.size == 0
+    d = diagnose(trace)  # no losses: the gradient checks still run
+    assert d.problem == "healthy" and "No losses were given" in _text(d)
+
+
+# -- bring your own loop: a probe in a hand-written loop, an MLP and a CNN -----------------------
+def test_own_loop_matches_fit_on_the_same_model(spirals):
+    """The doctor reads the Trace of a plain loop exactly as it reads fit's Run."""
+    run = _train(spirals, depth=20, activation="sigmoid", lr=0.5, steps=20)
+    mine = diagnose(run.trace, losses=list(run.losses), model=run.model)
+    theirs = diagnose(run)
+    assert mine.problem == theirs.problem == "vanishing"
+    assert mine.remedies == theirs.remedies
+    for key in ("signal_ratio_start", "signal_ratio_end", "saturated_mean_end", "loss_drop"):
+        assert mine.numbers[key] == pytest.approx(theirs.numbers[key], rel=1e-12)
+
+
+def test_own_loop_on_a_sequential_mlp(spirals):
+    run, losses = _own_loop(_sequential(nn.ReLU, tell_probe=True), spirals.x, spirals.y, steps=60, lr=0.5)
+    d = diagnose(run.trace, losses=losses)
+    assert d.problem == "healthy" and losses[-1] < 0.8 * losses[0]
+    signal = run.trace.get("output_grad_norm")[0]
+    assert d.numbers["signal_ratio_start"] == pytest.approx(signal[0] / signal[HIDDEN - 1], rel=1e-9)
+    assert 0 <= d.numbers["dead_mean_end"] < DEAD_FRACTION  # measured through probe_activations
+    assert "model[0]" in _text(d) and "model[6]" in _text(d)  # the Sequential's own layer names
+
+
+def test_own_loop_without_activations_is_inconclusive(runs):
+    d = diagnose(runs["inconclusive"])
+    assert d.problem == "inconclusive" and "were not measured" in _text(d)
+
+
+def test_own_saturated_sigmoid_sequential_is_not_healthy(spirals):
+    """Issue 13's case: a learner's nn.Sequential of saturated sigmoids (about 90% of the units
+    on their tails here) must not be called healthy, whether or not the probe sees its activations."""
+    net = _sequential(nn.Sigmoid, depth=3)
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(30)
+    run, losses = _own_loop(net, spirals.x, spirals.y, steps=10, lr=0.1, scale=10.0)
+    with torch.no_grad():
+        first = torch.sigmoid(net[0](spirals.x * 10))
+    assert ((first - 0.5).abs() > 0.47).float().mean() > 0.85  # measured independently
+    assert diagnose(run.trace, losses=losses).problem != "healthy"
+    net.probe_activations = {"0": "1", "2": "3", "4": "5"}
+    run, losses = _own_loop(net, spirals.x, spirals.y, steps=10, lr=0.1, scale=10.0)
+    assert diagnose(run.trace, losses=losses).problem == "saturation"
+
+
+class _SmallCNN(nn.Sequential):
+    def __init__(self, weight_scale=1.0):
+        torch.manual_seed(0)
+        super().__init__(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 8 * 8, 2))
+        self.probe_activations = {"0": "1", "2": "3", "4": "5"}
+        with torch.no_grad():
+            for layer in self:
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    layer.weight.mul_(weight_scale)
+
+
+@pytest.fixture(scope="module")
+def images():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 8, 8, generator=gen)
+    return x, (x[:, :, :4].mean(dim=(1, 2, 3)) > x[:, :, 4:].mean(dim=(1, 2, 3))).long()
+
+
+def test_own_loop_on_a_small_cnn(images):
+    x, y = images
+    run, losses = _own_loop(_SmallCNN(), x, y, steps=40, lr=0.05)
+    d = diagnose(run.trace, losses=losses)
+    assert run.trace.layers == ["0", "2", "4", "7"] and d.problem == "healthy"
+    assert losses[-1] < losses[0]
+    dead = run.trace.get("dead_frac")[-1, :3]
+    assert np.isfinite(dead).all() and d.numbers["dead_mean_end"] == pytest.approx(dead.mean())
+
+
+def test_own_loop_on_an_exploding_cnn(images):
+    x, y = images
+    run, losses = _own_loop(_SmallCNN(weight_scale=16.0), x, y, steps=5, lr=1e-4)
+    d = diagnose(run.trace, losses=losses)
+    assert d.problem == "exploding"
+    first = run.trace.get("grad_norm")[0]
+    assert d.numbers["grad_norm_start"] == pytest.approx(np.sqrt((first.astype(float) ** 2).sum()), rel=1e-6)
+    assert d.numbers["grad_norm_max"] > EXPLODING_GRAD_NORM and "total gradient norm reached" in _text(d)
+    signal = run.trace.get("output_grad_norm")[0]
+    assert d.numbers["signal_ratio_start"] == pytest.approx(signal[0] / signal[2], rel=1e-6)
+    assert signal[0] > signal[1] > signal[2]  # the signal grows going back through the convolutions
 
 
 # -- TensorBoard export --------------------------------------------------------------------------
@@ -227,4 +579,28 @@ def test_tensorboard_export_of_a_diverged_run(runs, tmp_path):
     with pytest.raises(ValueError, match="logdir"):
         export(run, None)
     with pytest.raises(ValueError, match="run must be"):
-        export("run", tmp_path)
+        export("run", tmp_path / "other")
+
+
+def test_tensorboard_export_never_mixes_two_runs(runs, tmp_path):
+    from gradcourse.tensorboard import export
+
+    first = export(runs["healthy"], tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds 1 TensorBoard event file"):
+        export(runs["vanishing"], tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == [first]  # the refusal left the old run alone
+    second = export(runs["vanishing"], tmp_path / "run", overwrite=True)
+    assert list((tmp_path / "run").iterdir()) == [second]
+    loss = [e.value for e in _events(tmp_path / "run").Scalars("loss")]
+    np.testing.assert_allclose(loss, runs["vanishing"].losses, rtol=1e-6)  # only the new run
+    with pytest.raises(ValueError, match="overwrite must be True or False"):
+        export(runs["healthy"], tmp_path / "x", overwrite="yes")
+
+
+def test_tensorboard_export_of_an_own_loop_run(runs, tmp_path):
+    from gradcourse.tensorboard import export
+
+    run = runs["inconclusive"]
+    events = _events(export(run, tmp_path / "mine").parent)
+    np.testing.assert_allclose([e.value for e in events.Scalars("loss")], run.losses, rtol=1e-6)
+    assert len(events.Scalars("grad_norm/0")) == len(run.trace.steps)

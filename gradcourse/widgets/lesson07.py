@@ -1,9 +1,7 @@
-"""Lesson 07's patients and explorer: mystery runs to diagnose, remedies to try on the same seed.
+"""Lesson 07's explorer and figures: a mystery patient before and after a remedy, on the same seed.
 
-``mystery_runs(seed)`` trains four small networks whose configurations the lesson keeps hidden
-(each has one of the course's problems); the learner reads their probes, names the problem,
-asks :func:`gradcourse.diagnose`, and then treats each patient with a remedy from
-:data:`REMEDIES` (``treat``), on the same seed, to see the problem go away.
+The patients and their recipes live in :mod:`gradcourse.patients`, the remedies in
+:data:`gradcourse.remedies.REMEDIES` (the explorer's menu shows their labels).
 
 >>> from gradcourse.widgets.lesson07 import DoctorExplorer
 >>> result = DoctorExplorer().run(patient="A", remedy="ReLU + He init")
@@ -13,122 +11,19 @@ asks :func:`gradcourse.diagnose`, and then treats each patient with a remedy fro
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import _checks, data, models, plots
-from ..diagnose import diagnose
-from ..remedies import clip_norm
-from ..train import Run, fit
+from .. import plots
+from ..doctor import diagnose
+from ..patients import PATIENTS, treat
+from ..remedies import REMEDIES
+from ..train import Run
 from .base import Explorer, Param, Result
 
-
-@dataclass(frozen=True)
-class Patient:
-    """A mystery run's hidden recipe: the ``mlp`` arguments and the ``fit`` arguments."""
-
-    name: str
-    model: dict
-    training: dict
-    problem: str  # what the lesson expects the doctor to find (the tests check it)
-    cure: str     # the remedy (a key of REMEDIES) the lesson applies
-    story: str = field(default="", compare=False)
-
-
-#: The patients. Learners are asked not to read this before they have made their diagnosis.
-PATIENTS = {
-    "A": Patient("A", dict(depth=20, width=32, activation="sigmoid", init="default"),
-                 dict(steps=100, lr=0.1), "vanishing", "ReLU + He init",
-                 "20 sigmoid layers with PyTorch's default init: each layer multiplies the signal "
-                 "by about σ'(0)·(weight scale) ≈ 1/4 · 0.58."),
-    "B": Patient("B", dict(depth=10, width=32, activation="relu", init="normal",
-                           weight_std=2 * math.sqrt(2.0)),
-                 dict(steps=100, lr=0.1), "exploding", "He init",
-                 "10 ReLU layers drawn at twice He's scale: the signal doubles per layer "
-                 "going back, and lr = 0.1 turns the huge gradient into a NaN within a few steps."),
-    "C": Patient("C", dict(depth=20, width=32, activation="tanh", init="normal", weight_std=4.0),
-                 dict(steps=100, lr=0.2), "saturation", "Xavier init",
-                 "20 tanh layers with weight std 4/√fan_in: the chaotic phase, where most units "
-                 "sit at ±1."),
-    "D": Patient("D", dict(depth=6, width=32, activation="relu", init="kaiming"),
-                 dict(steps=100, lr=0.3, optimizer="adam"), "dead_relu", "lower learning rate",
-                 "6 ReLU layers with He init, trained with Adam at lr = 0.3: the first large "
-                 "steps push most units below 0 for every input."),
-}
-
-#: What the learner can prescribe (the explorer's menu; ``treat`` applies it).
-REMEDIES = ("none", "ReLU + He init", "He init", "Xavier init", "leaky ReLU",
-            "lower learning rate", "clip gradient norm", "BatchNorm", "skip connections")
-#: "lower learning rate" divides the patient's learning rate by this.
-LR_DIVISOR = 10.0
-#: "clip gradient norm" clips the total gradient norm at this value.
-CLIP_THRESHOLD = 1.0
-
-
-def recipe(patient: str, remedy: str = "none", *, seed: int = 0) -> tuple[dict, dict]:
-    """The (mlp kwargs, fit kwargs) of ``patient`` after ``remedy`` (see :data:`REMEDIES`)."""
-    _checks.choice("patient", patient, PATIENTS)
-    _checks.choice("remedy", remedy, REMEDIES)
-    seed = _checks.integer("seed", seed, low=0)
-    p = PATIENTS[patient]
-    model = {**p.model, "seed": seed}
-    training = {**p.training, "seed": seed}
-    if remedy == "ReLU + He init":
-        model.update(activation="relu", init="kaiming", weight_std=None)
-    elif remedy == "He init":
-        model.update(init="kaiming", weight_std=None)
-    elif remedy == "Xavier init":
-        model.update(init="xavier", weight_std=None)
-    elif remedy == "leaky ReLU":
-        model.update(activation="leaky_relu")
-        if model["init"] == "default":
-            model.update(init="kaiming")
-    elif remedy == "lower learning rate":
-        training["lr"] = training["lr"] / LR_DIVISOR
-    elif remedy == "clip gradient norm":
-        training["clip"] = clip_norm(CLIP_THRESHOLD)
-    elif remedy == "BatchNorm":
-        model["batchnorm"] = True
-    elif remedy == "skip connections":
-        model["residual"] = True
-    return model, training
-
-
-@functools.lru_cache(maxsize=8)
-def _spirals(seed: int) -> data.Dataset:
-    return data.spirals(256, seed=seed)
-
-
-@functools.lru_cache(maxsize=64)
-def treat(patient: str, remedy: str = "none", seed: int = 0) -> Run:
-    """Train ``patient`` with ``remedy`` applied (``"none"``: the mystery run itself) on the
-    spirals of ``seed``. Cached: the same call returns the same Run object.
-
-    >>> treat("B", "He init").diverged_at is None
-    True
-    """
-    model_kwargs, fit_kwargs = recipe(patient, remedy, seed=seed)
-    model = models.mlp(**model_kwargs)
-    return fit(model, _spirals(seed), progress=False, **fit_kwargs)
-
-
-def mystery_runs(seed: int = 0) -> dict[str, Run]:
-    """The four mystery patients, trained on the spirals of ``seed``: ``{"A": Run, ...}``.
-
-    Their configurations are in :data:`PATIENTS` and in each ``run.params`` (no peeking before
-    you have made your diagnosis).
-    """
-    seed = _checks.integer("seed", seed, low=0)
-    return {name: treat(name, "none", seed) for name in PATIENTS}
-
-
-def reveal(patient: str) -> str:
-    """What was wrong with ``patient``, in one sentence (for after the diagnosis)."""
-    _checks.choice("patient", patient, PATIENTS)
-    return PATIENTS[patient].story
+#: The explorer's menu: the untreated run, then every remedy that applies to an MLP, by label.
+MENU = ("none", *(r.label for r in REMEDIES.values() if "mlp" in r.kinds))
 
 
 def unhealthy_fraction(run: Run, row: int = -1) -> np.ndarray:
@@ -235,7 +130,7 @@ class DoctorExplorer(Explorer):
     title = "Lesson 07: the gradient doctor"
     params = {
         "patient": Param("A", options=tuple(PATIENTS), label="mystery patient"),
-        "remedy": Param("ReLU + He init", options=REMEDIES, label="remedy"),
+        "remedy": Param(REMEDIES["relu_he"].label, options=MENU, label="remedy"),
         "seed": Param(0, low=0, high=4, label="seed"),
     }
     manual = False  # a change trains at most two small networks (≈2 s; cached afterwards)

@@ -1,0 +1,716 @@
+"""The gradient doctor: read a probed run, name its problem, show why, and say what to do.
+
+``diagnose(run)`` looks at what the probes recorded (the backpropagated signal per layer, the
+weight gradients, the update sizes, saturated and dead units, the loss curve, where a NaN
+appeared) and returns a :class:`Diagnosis`: one ``problem``, the ``evidence`` (sentences with
+the numbers that led there) and ranked ``remedies``, entries of
+:data:`gradcourse.remedies.REMEDIES`, each pointing to the lesson that teaches it.
+
+>>> from gradcourse import data, models
+>>> from gradcourse.doctor import diagnose
+>>> from gradcourse.train import fit
+>>> run = fit(models.mlp(20, 32, activation="sigmoid", seed=0), data.spirals(256), steps=30, lr=0.5)
+>>> verdict = diagnose(run)
+>>> verdict.problem
+'vanishing'
+>>> verdict.remedies[0]
+Swap the sigmoid/tanh activation for ReLU and initialise with He (kaiming) init (lesson 01).
+>>> verdict.remedies[0].name, verdict.remedies[0].lesson
+('relu_he', '01_sigmoid_saturation')
+
+It reads your own training loop too: a probe's :class:`~gradcourse.trace.Trace` and the losses
+you kept (see :func:`diagnose` and :func:`from_trace`).
+
+The order of the checks matters, because the problems cause one another. Bad data (a NaN in the
+inputs or targets) is named first: no gradient remedy can fix it. A NaN that training made is the
+end point of an explosion, so it comes next. A dead ReLU layer sends back an exactly-zero signal,
+so dead units are named before "vanishing". A saturated unit has a slope near 0, but the signal a
+layer sends back is its slope *times its weights*: with ordinary weights saturation starves the
+layers below, while with large weights (tanh in the chaotic phase, lesson 02) the units saturate
+*and* the signal grows on its way back. Saturation is named before the size of the signal because
+it is what the remedy must treat (the initialisation); when the signal explodes as well the
+diagnosis says both (``also``). An explosion is named before "vanishing": a run that explodes
+first often ends saturated and silent. "Vanishing" is what is left when the units are alive but
+each layer still shrinks the signal; "healthy" is said only when the saturated and dead units
+were measured (or cannot occur), else the verdict is "inconclusive".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from .remedies import REMEDIES, Remedy
+from .trace import Trace
+from .train import Run
+
+PROBLEMS = ("healthy", "vanishing", "exploding", "saturation", "dead_relu", "bad_data", "inconclusive")
+
+# -- thresholds ---------------------------------------------------------------------------------
+#: Vanishing: the signal ‖∂L/∂z‖ reaching the first hidden layer is below this fraction of the one
+#: reaching the last hidden layer. 1e-4 means the first layer hears ten thousand times less than
+#: the last: with plain SGD it then learns about that much more slowly. Healthy ReLU/He and
+#: tanh/Xavier networks of 6 to 20 layers measure 0.3 to 15; a 20-layer sigmoid network with
+#: PyTorch's default init about 1e-16.
+VANISHING_SIGNAL_RATIO = 1e-4
+#: Exploding: the signal grows more than this factor from the last hidden layer back to the first.
+#: Healthy networks stay below ~15 (see above); ReLU at twice He's scale reaches ~4e2 over 10
+#: layers and ~1e5 over 20.
+EXPLODING_SIGNAL_RATIO = 1e2
+#: Exploding: the total gradient norm ‖∇L‖ of some step exceeds this. With He or Xavier init on
+#: the course's data it starts near 1 and only falls; 100 is two orders of magnitude above that.
+EXPLODING_GRAD_NORM = 1e2
+#: Exploding: the loss rose to more than this multiple of its first value (training made it worse).
+LOSS_BLOWUP = 10.0
+#: Exploding: a median update ‖ΔW‖/‖W‖ above this means every step rewrites a tenth of the weight;
+#: a well-tuned run moves its weights by about 1e-3 to 1e-2 of their size per step.
+LARGE_UPDATE_RATIO = 0.1
+#: Saturation: at least this fraction of the hidden sigmoid/tanh units (averaged over the hidden
+#: layers, at the start or at the end of training) sit within 0.03 of an asymptote, where the
+#: slope is below ~0.06: half of the network passes almost no gradient.
+SATURATION_FRACTION = 0.5
+#: Dead ReLUs: at least this fraction of the hidden ReLU units (averaged over the hidden layers,
+#: at the last recorded step) output 0 for every input of the batch. A He-initialised ReLU
+#: network on 2-D data already has 10-40% silent units in its later layers; half is too many.
+DEAD_FRACTION = 0.5
+#: Dead ReLUs: or a single hidden layer has at least this fraction of dead units: almost no signal
+#: passes that layer, in either direction.
+DEAD_LAYER_FRACTION = 0.9
+#: Plateau: the loss never fell below (1 - this) times its first value: less than a 5% improvement.
+PLATEAU_DROP = 0.05
+#: Erratic: a step counts as a jump when it raises the loss by more than 10%; the loss is called
+#: erratic when at least this fraction of the steps are jumps (a good full-batch run has almost none).
+ERRATIC_JUMP = 0.10
+ERRATIC_FRACTION = 0.25
+#: The loss curve's shape (plateau, erratic) is only judged on runs of at least this many steps.
+MIN_STEPS_FOR_SHAPE = 10
+
+#: Activations whose units cannot saturate or die: for these "not measured" means "does not apply".
+_NO_UNHEALTHY_UNITS = ("linear", "gelu")
+_RELU_FAMILY = ("relu", "leaky_relu", "gelu")
+
+_HEADLINES = {
+    "healthy": "Healthy: the gradients reach every layer at a sensible size.",
+    "vanishing": "Vanishing gradients: the signal dies out on its way back to the first layers.",
+    "exploding": "Exploding gradients: the gradient grows out of control.",
+    "saturation": "Saturation: many sigmoid/tanh units sit on their flat tails and pass almost no "
+                  "gradient through their own slope.",
+    "dead_relu": "Dead ReLUs: many ReLU units output 0 for every input, so they pass no gradient "
+                 "and never recover.",
+    "bad_data": "Bad data: the inputs or targets hold NaN/Inf, which no gradient remedy can fix: "
+                "check the data.",
+    "inconclusive": "Inconclusive: the gradient signal looks sound, but the saturated and dead units "
+                    "were not measured, so the doctor cannot call this run healthy.",
+}
+
+
+@dataclass
+class Diagnosis:
+    """The doctor's verdict on one run.
+
+    ``problem`` is one of :data:`PROBLEMS`. A run whose loss or gradient became NaN/Inf during
+    training is ``"exploding"`` with ``diverged_at`` set to that step (a NaN is where an explosion
+    ends; the evidence says so); one whose data held the NaN is ``"bad_data"``. ``also`` lists
+    other problems that hold at the same time (a saturated tanh network whose signal also explodes:
+    ``problem="saturation"``, ``also=["exploding"]``). ``evidence`` are sentences with the numbers
+    behind the verdict (and the other checks); ``remedies`` the ranked
+    :class:`~gradcourse.remedies.Remedy` entries, each naming the lesson that teaches it;
+    ``notes`` advice that is not a remedy (what *not* to do, what to check); ``numbers`` the
+    measurements themselves (for asserts and plots).
+    """
+
+    problem: str
+    evidence: list[str] = field(default_factory=list)
+    remedies: list[Remedy] = field(default_factory=list)
+    numbers: dict = field(default_factory=dict)
+    diverged_at: int | None = None
+    also: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """The verdict and every problem that also holds, e.g. ``("saturation", "exploding")``."""
+        return (self.problem, *self.also)
+
+    @property
+    def headline(self) -> str:
+        """One line: the verdict in words."""
+        words = _HEADLINES[self.problem]
+        if self.problem == "exploding" and self.diverged_at is not None:
+            words = f"Exploding gradients: training diverged (NaN/Inf) at step {self.diverged_at}."
+        if self.problem == "saturation" and "exploding" in self.also:
+            words = ("Saturation and exploding gradients (the chaotic phase): most sigmoid/tanh units "
+                     "sit on their flat tails, yet the weights are so large that the signal grows on "
+                     "its way back.")
+        return words
+
+    def __repr__(self) -> str:
+        lines = [f"Diagnosis: {self.problem}" + "".join(f" + {p}" for p in self.also),
+                 f"  {self.headline}", "Evidence:"]
+        lines += [f"  - {e}" for e in self.evidence]
+        lines.append("Remedies (best first):" if self.remedies else f"Remedies: {self._no_remedy()}")
+        lines += [f"  {i}. {r}" for i, r in enumerate(self.remedies, 1)]
+        if self.notes:
+            lines.append("Notes:")
+            lines += [f"  - {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        also = "".join(f" + `{p}`" for p in self.also)
+        lines = [f"**Diagnosis: `{self.problem}`**{also}: {self.headline}", "", "*Evidence*", ""]
+        lines += [f"- {e}" for e in self.evidence]
+        lines += ["", "*Remedies, best first*" if self.remedies else f"*Remedies: {self._no_remedy()}*", ""]
+        lines += [f"{i}. {r}" for i, r in enumerate(self.remedies, 1)]
+        if self.notes:
+            lines += ["", "*Notes*", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _no_remedy(self) -> str:
+        return "none needed." if self.problem == "healthy" else "none from the course's list (see the notes)."
+
+
+def diagnose(run: Run | Trace, losses: Sequence[float] | None = None, *, model: nn.Module | None = None
+             ) -> Diagnosis:
+    """Name the gradient problem of ``run``.
+
+    ``run`` is a :class:`~gradcourse.train.Run` made by :func:`gradcourse.train.fit` with probes
+    on, or, for a training loop of your own, the :class:`~gradcourse.trace.Trace` of a
+    :class:`~gradcourse.probes.Probe` (``probe.trace``) with ``losses``, the loss of every step
+    (floats or 0-d tensors), and optionally the ``model`` (a model built by
+    :mod:`gradcourse.models` lets the doctor name its activation and init in the advice).
+
+    Checks, in this order (the first that fires is the verdict; every check adds its numbers
+    to the evidence): NaN/Inf in the data → ``"bad_data"``; NaN/Inf made by training →
+    ``"exploding"``; many dead ReLU units → ``"dead_relu"``; many saturated sigmoid/tanh units
+    → ``"saturation"`` (with ``also=["exploding"]`` if the signal grows too); signal growth,
+    gradient norm, loss blow-up or update size beyond their thresholds → ``"exploding"``; the
+    first layer's signal below :data:`VANISHING_SIGNAL_RATIO` of the last layer's →
+    ``"vanishing"``; else ``"healthy"``, or ``"inconclusive"`` when the saturated and dead units
+    were not measured (a model whose activations the probe could not see).
+
+    >>> from gradcourse import data, models
+    >>> from gradcourse.train import fit
+    >>> net = models.mlp(6, 32, activation="relu", init="kaiming", seed=0)
+    >>> diagnose(fit(net, data.spirals(256), steps=100, lr=0.1)).problem
+    'healthy'
+
+    Your own loop: keep the losses, attach a probe, and hand both to the doctor.
+
+    >>> import torch
+    >>> from gradcourse.probes import Probe
+    >>> ds = data.spirals(256)
+    >>> net = models.mlp(20, 32, activation="sigmoid", seed=0)
+    >>> opt, losses = torch.optim.SGD(net.parameters(), lr=0.5), []
+    >>> with Probe(net) as probe:
+    ...     for step in range(20):
+    ...         opt.zero_grad()
+    ...         loss = torch.nn.functional.cross_entropy(net(ds.x), ds.y)
+    ...         loss.backward()
+    ...         opt.step()
+    ...         losses.append(loss.item())
+    >>> diagnose(probe.trace, losses=losses, model=net).problem
+    'vanishing'
+    >>> diagnose("my run")
+    Traceback (most recent call last):
+    ...
+    ValueError: run must be a gradcourse Run (from gradcourse.train.fit) or a probe's Trace (probe.trace, \
+with losses=[...]); got str
+    """
+    if isinstance(run, Trace):
+        run = from_trace(run, losses, model=model)
+    elif not isinstance(run, Run):
+        raise ValueError("run must be a gradcourse Run (from gradcourse.train.fit) or a probe's Trace "
+                         f"(probe.trace, with losses=[...]); got {type(run).__name__}")
+    elif losses is not None or model is not None:
+        raise ValueError("losses and model are for a probe's Trace; a Run carries its own (leave them out)")
+    if run.trace is None:
+        raise ValueError("run must carry a probe trace: train it with fit(..., probe=True)")
+    if len(run.trace.steps) == 0:
+        raise ValueError("run must hold at least one recorded step")
+    m = _measure(run)
+    params = run.params if isinstance(run.params, dict) else {}
+    config = params.get("model") or {}
+    evidence: list[str] = []
+
+    def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
+        remedies, notes = _remedies(problem, m, config, params)
+        return Diagnosis(problem, evidence + _recipe_evidence(problem, remedies, m, config, params),
+                         remedies, m, m["diverged_at"] if problem in ("exploding", "bad_data") else None,
+                         list(also), notes)
+
+    # 1. NaN / Inf: bad data, or an explosion that went all the way.
+    if m["diverged_at"] is not None:
+        if m["bad_data"]:
+            return verdict("bad_data", _bad_data_evidence(m) + _loss_evidence(m))
+        where = m["nonfinite_layer"]
+        place = f", starting in {where}" if where not in (None, "loss", "gradient", "output", "input") else ""
+        kind = "loss" if m["nonfinite_where"] != "gradient" else "gradient"
+        evidence.append(f"The {kind} became NaN/Inf at step {m['diverged_at']}{place}; training "
+                        "stopped there.")
+        evidence += _explosion_evidence(m, before_nan=True)
+        return verdict("exploding", evidence + _loss_evidence(m))
+
+    unmeasured = _unmeasured_evidence(m, config)
+
+    # 2. Dead ReLUs (their zero signal would otherwise read as vanishing).
+    dead = m["dead_mean_end"]
+    if not math.isnan(dead) and config.get("activation") == "leaky_relu":
+        evidence.append(f"{_pct(dead)} of the leaky ReLU units were negative for every input at the "
+                        "last step, but a leaky unit still passes 1% of its gradient, so it cannot die.")
+    elif not math.isnan(dead):
+        layer, worst = m["dead_worst_layer"], m["dead_worst"]
+        if dead >= DEAD_FRACTION or worst >= DEAD_LAYER_FRACTION:
+            evidence.append(f"At the last step {_pct(dead)} of the hidden ReLU units were dead "
+                            f"(0 for every input), {_pct(worst)} in {layer} (thresholds "
+                            f"{_pct(DEAD_FRACTION)} on average, {_pct(DEAD_LAYER_FRACTION)} in one layer).")
+            start = m["dead_mean_start"]
+            if dead > start + 0.2:
+                evidence.append(f"At step 0 only {_pct(start)} were dead: training killed them "
+                                "(a step too large pushes a unit's input below 0 for every example).")
+            else:
+                evidence.append(f"They were already dead at step 0 ({_pct(start)}): the "
+                                "initialisation (weights or biases) switched them off.")
+            return verdict("dead_relu", evidence + _signal_evidence(m) + _loss_evidence(m))
+        evidence.append(f"Dead ReLU units: {_pct(dead)} on average at the last step, at most "
+                        f"{_pct(worst)} in one layer (below the {_pct(DEAD_FRACTION)} threshold).")
+
+    # 3. Saturation (sigmoid/tanh units on their flat tails), and whether the signal grows anyway.
+    saturated = max(m["saturated_mean_start"], m["saturated_mean_end"])
+    if not math.isnan(saturated):
+        if saturated >= SATURATION_FRACTION:
+            evidence.append(f"{_pct(m['saturated_mean_start'])} of the hidden units were saturated "
+                            f"at step 0 and {_pct(m['saturated_mean_end'])} at the last step, "
+                            f"{_pct(m['saturated_worst'])} in {m['saturated_worst_layer']} "
+                            f"(threshold {_pct(SATURATION_FRACTION)}): their slope is near 0.")
+            signs = _explosion_evidence(m, before_nan=False, batchnorm=bool(config.get("batchnorm")))
+            if signs:
+                evidence += signs + [
+                    "Saturated and exploding at once: each unit's slope is small, but the weights are so "
+                    "large that slope × weights, the factor each layer applies to the signal, is above 1 "
+                    "(the chaotic phase of lesson 02). The cure is the same: a smaller weight scale."]
+                return verdict("saturation", evidence + _loss_evidence(m), also=("exploding",))
+            return verdict("saturation", evidence + _signal_evidence(m) + _loss_evidence(m))
+        evidence.append(f"Saturated units: {_pct(m['saturated_mean_start'])} at step 0, "
+                        f"{_pct(m['saturated_mean_end'])} at the last step (below the "
+                        f"{_pct(SATURATION_FRACTION)} threshold).")
+
+    # 4. Exploding without a NaN (yet). Checked before vanishing: a run that starts by exploding
+    #    can end with a vanishing signal once its units saturate, but the explosion came first.
+    signs = _explosion_evidence(m, before_nan=False, batchnorm=bool(config.get("batchnorm")))
+    if signs:
+        return verdict("exploding", signs + evidence + unmeasured + _loss_evidence(m))
+
+    # 5. Vanishing: the signal shrinks on its way back.
+    low = _nanmin(m["signal_ratio_start"], m["signal_ratio_end"])
+    if not math.isnan(low) and low < VANISHING_SIGNAL_RATIO:
+        return verdict("vanishing", _signal_evidence(m, verdict="vanishing") + evidence + unmeasured
+                       + _loss_evidence(m))
+
+    # 6. Nothing wrong with the gradients: healthy, if the units could be seen.
+    evidence = _signal_evidence(m) + [
+        f"The largest total gradient norm was {_num(m['grad_norm_max'])} (threshold "
+        f"{_num(EXPLODING_GRAD_NORM)}), the median update moved the weights by "
+        f"{_num(m['update_ratio_median'])} of their size per step (threshold {_num(LARGE_UPDATE_RATIO)})."
+    ] + evidence + unmeasured + _loss_evidence(m)
+    needs_units = not m["sequence"] and config.get("activation") not in _NO_UNHEALTHY_UNITS
+    if needs_units and math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"]):
+        return verdict("inconclusive", evidence)
+    return verdict("healthy", evidence)
+
+
+def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn.Module | None = None) -> Run:
+    """A :class:`~gradcourse.train.Run` built from a probe's ``trace`` and the ``losses`` of your
+    own training loop, for :func:`diagnose`, :mod:`gradcourse.plots` and
+    :func:`gradcourse.tensorboard.export`.
+
+    ``losses`` holds one loss per step (floats or 0-d tensors; a NaN marks where the run
+    diverged), or ``None`` if you did not keep them (the loss checks are then skipped). The total
+    gradient norm of each recorded step is the norm over the tracked layers' weights (the probe
+    does not see biases); steps that were not recorded hold NaN. ``model`` (optional) fills
+    ``run.params["model"]`` with its ``config`` (models from :mod:`gradcourse.models`) or its
+    class name.
+
+    >>> import numpy as np
+    >>> t = Trace(layers=["0", "2"], steps=np.array([0, 1]),
+    ...           scalars={"grad_norm": np.array([[3.0, 4.0], [0.6, 0.8]])})
+    >>> run = from_trace(t, losses=[0.7, 0.6])
+    >>> run.grad_norm_total.tolist(), run.diverged_at
+    ([5.0, 1.0], None)
+    """
+    if not isinstance(trace, Trace):
+        raise ValueError(f"trace must be a probe's Trace (probe.trace); got {type(trace).__name__}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module or None; got {type(model).__name__}")
+    if losses is None:
+        values = np.array([], dtype=np.float64)
+    else:
+        if isinstance(losses, (str, bytes)) or not isinstance(losses, (Sequence, np.ndarray)):
+            raise ValueError(f"losses must be a list of numbers (one loss per step); got {type(losses).__name__}")
+        try:
+            values = np.array([float(v) for v in losses], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("losses must be a list of numbers (one loss per step, e.g. loss.item()); "
+                             f"got {list(losses)[:3]!r}...") from None
+    steps = np.asarray(trace.steps, dtype=int)
+    length = max(len(values), int(steps.max()) + 1 if len(steps) else 0)
+    totals = np.full(length, np.nan)
+    if "grad_norm" in trace.scalars and len(steps):
+        with np.errstate(invalid="ignore"):
+            totals[steps] = np.sqrt(np.nansum(trace.get("grad_norm").astype(np.float64) ** 2, axis=1))
+    diverged_at = None
+    nonfinite = trace.nonfinite or {}
+    if nonfinite.get("step") is not None:
+        diverged_at = int(nonfinite["step"])
+    elif len(values) and not np.isfinite(values).all():
+        diverged_at = int(np.flatnonzero(~np.isfinite(values))[0])
+    config = None if model is None else getattr(model, "config", {"kind": type(model).__name__})
+    metrics = {"final_loss": float(values[-1])} if len(values) else {}
+    return Run(losses=values, grad_norm_total=totals, clipped=np.zeros(length, dtype=bool),
+               metrics=metrics, params={"model": config, "source": "trace"}, trace=trace,
+               diverged_at=diverged_at, diverged_layer=nonfinite.get("layer"), model=model)
+
+
+# -- measurements ------------------------------------------------------------------------------
+def _measure(run: Run) -> dict:
+    """Every number the verdict uses, as plain floats (NaN where it does not apply)."""
+    trace = run.trace
+    layers = list(trace.layers)
+    hidden = list(range(max(len(layers) - 1, 1)))  # every layer but the output layer
+    sequence = trace.hidden_grad_norm is not None
+    m: dict = {"layers": layers, "sequence": sequence}
+
+    signal = (trace.get("hidden_grad_norm") if sequence
+              else _scalar(trace, "output_grad_norm")[:, hidden]).astype(float)
+    rows = [i for i in range(len(signal)) if np.isfinite(signal[i]).all()]
+    ratio = lambda row: _ratio(signal[row, 0], signal[row, -1])  # noqa: E731
+    m["signal_first"] = "h_1" if sequence else _display(layers[hidden[0]])
+    m["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[hidden[-1]])
+    m["signal_ratio_start"] = ratio(0) if 0 in rows and signal.shape[1] > 1 else math.nan
+    m["signal_ratio_end"] = ratio(rows[-1]) if rows and signal.shape[1] > 1 else math.nan
+    m["step_end"] = int(trace.steps[rows[-1]]) if rows else int(trace.steps[-1])
+    m["signal_ratio_max"] = (max(ratio(r) for r in rows) if rows and signal.shape[1] > 1
+                             else math.nan)
+
+    totals = np.asarray(run.grad_norm_total, dtype=float)
+    finite = totals[np.isfinite(totals)]
+    m["grad_norm_start"] = float(totals[0]) if len(totals) else math.nan
+    m["grad_norm_max"] = float(finite.max()) if len(finite) else math.nan
+    m["grad_norm_max_step"] = int(np.flatnonzero(totals == finite.max())[0]) if len(finite) else None
+
+    clipped = np.asarray(run.clipped, dtype=bool)
+    m["clipped_fraction"] = float(clipped.mean()) if len(clipped) else 0.0
+
+    updates = _scalar(trace, "update_ratio")[:, hidden].astype(float)
+    updates = updates[np.isfinite(updates).all(axis=1)]
+    m["update_ratio_median"] = float(np.median(updates)) if updates.size else math.nan
+    m["update_ratio_first"] = float(np.median(updates[:, 0])) if updates.size else math.nan
+    m["update_ratio_last"] = float(np.median(updates[:, -1])) if updates.size else math.nan
+
+    for name in ("saturated", "dead"):
+        values = _scalar(trace, f"{name}_frac")[:, hidden].astype(float)
+        end = rows[-1] if rows else len(values) - 1
+        m[f"{name}_mean_start"] = m[f"{name}_mean_end"] = m[f"{name}_worst"] = math.nan
+        m[f"{name}_worst_layer"] = None
+        if not (np.isfinite(values[0]).all() and np.isfinite(values[end]).all()):
+            continue  # not a sigmoid/tanh (saturation) or ReLU (dead units) network
+        m[f"{name}_mean_start"] = float(values[0].mean())
+        m[f"{name}_mean_end"] = float(values[end].mean())
+        # Dead units are judged at the end (training kills them); saturation at either end.
+        worst_row = values[end] if name == "dead" else np.maximum(values[0], values[end])
+        k = int(np.argmax(worst_row))
+        m[f"{name}_worst"] = float(worst_row[k])
+        m[f"{name}_worst_layer"] = _display(layers[hidden[k]])
+
+    losses = np.asarray(run.losses, dtype=float)
+    good = losses[np.isfinite(losses)]
+    m["loss_start"] = float(losses[0]) if len(losses) else math.nan
+    m["loss_end"] = float(good[-1]) if len(good) else math.nan
+    m["loss_min"] = float(good.min()) if len(good) else math.nan
+    m["loss_max"] = float(good.max()) if len(good) else math.nan
+    m["loss_drop"] = (1 - m["loss_min"] / m["loss_start"]) if len(good) and m["loss_start"] > 0 else math.nan
+    jumps = good[1:] > (1 + ERRATIC_JUMP) * good[:-1]
+    m["loss_jump_fraction"] = float(jumps.mean()) if len(jumps) else 0.0
+    m["steps"] = len(losses)
+
+    nonfinite = trace.nonfinite or {}
+    m["diverged_at"] = run.diverged_at
+    if m["diverged_at"] is None and not np.isfinite(losses).all():
+        m["diverged_at"] = int(np.flatnonzero(~np.isfinite(losses))[0])
+    m["nonfinite_layer"] = nonfinite.get("layer", run.diverged_layer)
+    m["nonfinite_where"] = nonfinite.get("where")
+    m["bad_data"] = _bad_data(run, m)
+    notes = getattr(trace, "notes", None) or []
+    m["probe_notes"] = [str(n) for n in (notes.values() if isinstance(notes, dict) else notes)]
+    return m
+
+
+def _bad_data(run: Run, m: dict) -> str | None:
+    """``"inputs"`` or ``"targets"`` when the NaN/Inf came with the data rather than from training.
+
+    The probe checks every forward pass: a non-finite output of the *first* layer on a step whose
+    weights were all finite can only come from the inputs (overflowing ``W·x`` would take weights
+    near 1e38). A NaN loss from a finite model output can only come from the targets (cross-entropy
+    of finite logits is finite; a squared error of finite numbers overflows to Inf, not NaN).
+    """
+    step, trace = m["diverged_at"], run.trace
+    if step is None:
+        return None
+    where, layer = m["nonfinite_where"], m["nonfinite_layer"]
+    if layer in ("input", "data") or where in ("input", "data"):
+        return "inputs"
+    rows = np.flatnonzero(np.asarray(trace.steps) == step)
+    weights = trace.scalars.get("weight_norm")
+    finite_weights = bool(len(rows)) and weights is not None and bool(np.isfinite(weights[rows[0]]).all())
+    if where == "forward" and layer == trace.layers[0] and finite_weights:
+        return "inputs"
+    losses = np.asarray(run.losses, dtype=float)
+    nan_loss = step < len(losses) and np.isnan(losses[step])
+    if trace.nonfinite is None and run.diverged_layer in (None, "loss") and nan_loss and finite_weights:
+        return "targets"
+    return None
+
+
+def _display(layer: str) -> str:
+    """A layer's name as a sentence can say it: ``layer3``, or ``model[2]`` for a Sequential's ``"2"``."""
+    return f"model[{layer}]" if layer.isdigit() else layer
+
+
+def _scalar(trace: Trace, name: str) -> np.ndarray:
+    """A per-layer quantity of ``trace``, all NaN if it was not recorded."""
+    if name in trace.scalars:
+        return np.asarray(trace.scalars[name], dtype=float)
+    return np.full((len(trace.steps), len(trace.layers)), np.nan)
+
+
+def _ratio(a: float, b: float) -> float:
+    if b == 0:
+        return math.nan if a == 0 else math.inf
+    return float(a / b)
+
+
+def _nanmin(*values: float) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return min(finite) if finite else math.nan
+
+
+# -- evidence sentences ------------------------------------------------------------------------
+def _num(x: float) -> str:
+    """A number as a learner reads it: 0.5, 11, 4.3e-4, 1.7e5 (two significant digits)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if x == 0:
+        return "0"
+    if math.isinf(x):
+        return "infinite"
+    if 1e-3 <= abs(x) < 1e4:
+        rounded = float(f"{x:.2g}")
+        return f"{rounded:.0f}" if abs(rounded) >= 10 else f"{rounded:g}"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    mantissa = mantissa.removesuffix(".0")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _relative(ratio: float) -> str:
+    """'3e-12 of' or '490 times' (a ratio said the way it reads best)."""
+    if math.isnan(ratio):
+        return "not measurable against"
+    return f"{_num(ratio)} times" if ratio > 1 else f"{_num(ratio)} of"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.0f}%"
+
+
+def _signal_evidence(m: dict, verdict: str = "") -> list[str]:
+    start, end = m["signal_ratio_start"], m["signal_ratio_end"]
+    if math.isnan(start) and math.isnan(end):
+        return []
+    first, last = m["signal_first"], m["signal_last"]
+    what = "the gradient signal ‖∂L/∂h‖ at the first time step" if m["sequence"] else \
+        f"the gradient signal ‖∂L/∂z‖ reaching {first}"
+    text = (f"At step 0 {what} was {_relative(start)} the one at {last}; at the last step "
+            f"(step {m['step_end']}) {_relative(end)} it.")
+    if verdict == "vanishing":
+        text += f" Threshold for vanishing: {_num(VANISHING_SIGNAL_RATIO)}."
+        extra = []
+        if not math.isnan(m["update_ratio_first"]) and m["update_ratio_last"] > 0:
+            first = m["update_ratio_first"]
+            moved = (f"moved by {_num(first)} of their size per step (median)" if first > 0 else
+                     "did not move at all (each update was too small to change a float32 weight)")
+            extra.append(f"The first layer's weights {moved}; the last hidden layer's moved by "
+                         f"{_num(m['update_ratio_last'])}: the first layers barely learn.")
+        return [text, *extra]
+    return [text]
+
+
+def _explosion_evidence(m: dict, *, before_nan: bool, batchnorm: bool = False) -> list[str]:
+    """Every explosion sign that fires. In a BatchNorm network the raw signal ratio is not one:
+    BN divides each layer's backward signal by the batch std of that layer's input, so the ratio
+    reflects the weights' scale, which BN makes irrelevant to the forward pass."""
+    signs = []
+    if (not batchnorm and not math.isnan(m["signal_ratio_start"])
+            and m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO):
+        signs.append(f"At step 0 the gradient signal reaching {m['signal_first']} was "
+                     f"{_num(m['signal_ratio_start'])} times the one at {m['signal_last']}: it grows "
+                     f"going backward (threshold {_num(EXPLODING_SIGNAL_RATIO)}).")
+    if not math.isnan(m["grad_norm_max"]) and m["grad_norm_max"] > EXPLODING_GRAD_NORM:
+        signs.append(f"The total gradient norm reached {_num(m['grad_norm_max'])} at step "
+                     f"{m['grad_norm_max_step']} (threshold {_num(EXPLODING_GRAD_NORM)}; a healthy "
+                     "start is about 1).")
+    if not math.isnan(m["loss_max"]) and m["loss_max"] > LOSS_BLOWUP * m["loss_start"] and m["steps"] > 1:
+        signs.append(f"The loss rose from {_num(m['loss_start'])} to {_num(m['loss_max'])}, more "
+                     f"than {LOSS_BLOWUP:g} times its first value.")
+    if not math.isnan(m["update_ratio_median"]) and m["update_ratio_median"] > LARGE_UPDATE_RATIO:
+        signs.append(f"A typical step changed the weights by {_num(m['update_ratio_median'])} of "
+                     f"their size (threshold {_num(LARGE_UPDATE_RATIO)}): the steps are far too big.")
+    if signs and m["clipped_fraction"] > 0:
+        signs.append(f"Gradient clipping was on and cut {_pct(m['clipped_fraction'])} of the steps: "
+                     "it keeps each step bounded, but the gradients it measures are still this large "
+                     "(clipping treats the symptom, lesson 03).")
+    if before_nan and not signs and m["steps"] > 1 and not math.isnan(m["grad_norm_max"]):
+        signs.append(f"The total gradient norm went from {_num(m['grad_norm_start'])} to "
+                     f"{_num(m['grad_norm_max'])} before the NaN.")
+    return signs
+
+
+def _bad_data_evidence(m: dict) -> list[str]:
+    step = m["diverged_at"]
+    if m["bad_data"] == "targets":
+        return [f"The loss was NaN at step {step} although the model's output was finite and its weights "
+                "were finite: the NaN came from the targets."]
+    return [f"The first layer, {_display(m['layers'][0])}, produced NaN/Inf at step {step} although every weight was "
+            "finite: the NaN came in with the inputs, not from the gradients."]
+
+
+def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
+    out = [f"The probe noted: {note}" for note in m["probe_notes"]]
+    if (not m["sequence"] and config.get("activation") not in _NO_UNHEALTHY_UNITS
+            and math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"])):
+        out.append("Saturated (sigmoid/tanh) and dead (ReLU) units were not measured: the probe did not "
+                   "see the activation after each layer. The doctor cannot rule out saturation or dead "
+                   "ReLUs.")
+    return out
+
+
+def _loss_evidence(m: dict) -> list[str]:
+    if m["steps"] == 0:
+        return ["No losses were given, so the loss curve was not judged."]
+    if math.isnan(m["loss_min"]):
+        return [f"The loss was never finite (its first value was {m['loss_start']})."]
+    end = "at its last finite step" if m["diverged_at"] is not None else "at the end"
+    text = f"Loss: {_num(m['loss_start'])} at step 0, {_num(m['loss_end'])} {end}"
+    if m["steps"] < MIN_STEPS_FOR_SHAPE:
+        return [text + f" (too few steps, {m['steps']}, to judge the loss curve's shape)."]
+    if m["loss_drop"] < PLATEAU_DROP:
+        text += (f"; it never improved by more than {_pct(max(m['loss_drop'], 0.0))} (a plateau: "
+                 f"threshold {_pct(PLATEAU_DROP)}).")
+    else:
+        text += f" (best {_num(m['loss_min'])}, {_pct(m['loss_drop'])} below the start)."
+    out = [text]
+    if m["loss_jump_fraction"] >= ERRATIC_FRACTION:
+        out.append(f"The loss is erratic: {_pct(m['loss_jump_fraction'])} of the steps raised it by "
+                   f"more than {_pct(ERRATIC_JUMP)} (threshold {_pct(ERRATIC_FRACTION)} of the steps): "
+                   "the learning rate is probably too large.")
+    return out
+
+
+# -- remedies ----------------------------------------------------------------------------------
+def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[Remedy], list[str]]:
+    """The ranked registry entries for ``problem``, and the notes (advice that is no remedy)."""
+    if config.get("kind") == "sequence":
+        return _sequence_remedies(problem, config)
+    activation = config.get("activation", "")
+    init = config.get("init", "")
+    std = config.get("weight_std")
+    batchnorm, residual = config.get("batchnorm", False), config.get("residual", False)
+    names: list[str] = []
+    notes: list[str] = []
+    no_clipping = ("Do not reach for gradient clipping: it only makes large gradients smaller, never "
+                   "small ones larger (lesson 03).")
+    if problem == "vanishing":
+        if activation in _RELU_FAMILY:
+            names.append("he_init")
+        elif activation == "linear":
+            names.append("xavier_init")
+        else:  # sigmoid, tanh, or a model of your own whose activation the doctor does not know
+            names.append("relu_he")
+            if init != "xavier":
+                names.append("xavier_init")
+        names += [] if batchnorm else ["batchnorm"]
+        names += [] if residual else ["skip_connections"]
+        notes.append(no_clipping)
+    elif problem == "exploding":
+        critical = "he_init" if activation in _RELU_FAMILY or not activation else "xavier_init"
+        too_wide = init == "normal" and std is not None and std > _critical_std(activation) * 1.2
+        if too_wide or m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO:
+            names.append(critical)
+        names.append("lower_lr")
+        names += [] if params.get("clip") else ["clip_norm"]
+        names += [] if batchnorm else ["batchnorm"]
+    elif problem == "saturation":
+        names += ["xavier_init", "relu_he"] + ([] if batchnorm else ["batchnorm"]) + ["lower_lr"]
+        notes.append("Large steps also grow the weights into saturation during training: a smaller "
+                     "learning rate keeps them in range (lesson 02).")
+    elif problem == "dead_relu":
+        killed = m["dead_mean_end"] > m["dead_mean_start"] + 0.2
+        names += ["lower_lr", "leaky_relu", "he_init"] if killed else ["he_init", "leaky_relu", "lower_lr"]
+        names += [] if batchnorm else ["batchnorm"]
+    elif problem == "healthy":
+        if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_jump_fraction"] >= ERRATIC_FRACTION:
+            names.append("lower_lr")
+            notes.append("The gradients are fine but the loss jumps around: the learning rate is "
+                         "probably too large.")
+        if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_drop"] < PLATEAU_DROP:
+            notes.append("The gradients are fine but the loss has not moved yet: train for more "
+                         "steps or with a larger learning rate.")
+    elif problem == "bad_data":
+        what = "targets y" if m["bad_data"] == "targets" else "inputs x"
+        notes.append(f"Check the {what}: torch.isfinite(x).all() and torch.isfinite(y).all() must both "
+                     "be True. Remove or fill the missing values, then train again.")
+    elif problem == "inconclusive":
+        notes.append("Let the probe see the activations: build the model with gradcourse.models, or "
+                     "give it a probe_activations dict mapping each layer's name to the name of the "
+                     "activation module that follows it. Then ask the doctor again.")
+    return [REMEDIES[n] for n in names], notes
+
+
+def _sequence_remedies(problem: str, config: dict) -> tuple[list[Remedy], list[str]]:
+    cell = config.get("cell", "rnn")
+    if problem == "vanishing":
+        names = {"rnn": ["gated_cell"], "lstm": ["forget_bias"]}.get(cell, [])
+        return [REMEDIES[n] for n in names], ["Do not reach for gradient clipping: it cannot make small "
+                                               "gradients larger (lesson 03)."]
+    if problem == "exploding":
+        names = ["clip_norm", *(["recurrent_scale"] if cell == "rnn" else []), "lower_lr"]
+        return [REMEDIES[n] for n in names], []
+    return [], []
+
+
+def _recipe_evidence(problem: str, remedies: list[Remedy], m: dict, config: dict, params: dict) -> list[str]:
+    """What in the run's recipe the first remedies answer (its weight scale, its learning rate)."""
+    out = []
+    activation, std = config.get("activation", ""), config.get("weight_std")
+    names = [r.name for r in remedies[:2]]
+    if (config.get("init") == "normal" and std is not None and std > _critical_std(activation)
+            and {"he_init", "xavier_init"} & set(names)):
+        out.append(f"The weights were drawn with std {std:.3g}/√fan_in, {_critical_name(activation)}.")
+    lr = params.get("lr")
+    if "lower_lr" in names and lr:
+        out.append(f"The learning rate was {lr:g}" + (f" ({params['optimizer']})." if params.get("optimizer")
+                                                      else "."))
+    return out
+
+
+def _critical_std(activation: str) -> float:
+    """The weight_std (in units of 1/√fan_in) that keeps the signal's size: √2 for ReLU, 1 else."""
+    return math.sqrt(2.0) if activation in ("relu", "leaky_relu", "gelu") else 1.0
+
+
+def _critical_name(activation: str) -> str:
+    if activation in ("relu", "leaky_relu", "gelu"):
+        return "while He's critical scale for ReLU is √2 ≈ 1.41 (init='kaiming')"
+    return "while the critical scale is about 1 (init='xavier')"
