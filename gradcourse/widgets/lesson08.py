@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .. import _checks, data, plots
-from ..diagnose import VANISHING_SIGNAL_RATIO, Diagnosis, diagnose
+from ..doctor import VANISHING_SIGNAL_RATIO, Diagnosis, diagnose
 from ..exercises import Feedback, check_number, missing
 from ..probes import Probe, probe_once
 from ..trace import Trace
@@ -211,25 +211,12 @@ def train_loop(model: nn.Module, dataset: data.Dataset, *, lr: float = LR, steps
             bar.close()
     trace = probe.trace
     score = math.nan if not math.isfinite(losses[-1]) else accuracy(model, dataset.x_test, dataset.y_test)
-    return Outcome(losses, trace, doctor(trace, losses), score, model)
+    return Outcome(losses, trace, doctor(trace, losses, model), score, model)
 
 
-def doctor(trace: Trace, losses: list[float]) -> Diagnosis:
-    """The doctor on a hand-written loop: ``diagnose(trace, losses=losses)``."""
-    try:
-        return diagnose(trace, losses=losses)
-    except TypeError:  # TEMPORARY: until branch doctor lands diagnose(trace, losses=...)
-        from ..train import Run
-
-        losses = np.asarray(losses, dtype=float)
-        totals = np.full(len(losses), np.nan)
-        grads = np.sqrt(np.nansum(trace.get("grad_norm").astype(float) ** 2, axis=1))
-        totals[trace.steps[trace.steps < len(totals)]] = grads[trace.steps < len(totals)]
-        if not np.isfinite(losses[-1]):
-            totals[-1] = np.nan
-        run = Run(losses=losses, grad_norm_total=totals, clipped=np.zeros(len(losses), bool), metrics={},
-                  params={}, trace=trace)
-        return diagnose(run)
+def doctor(trace: Trace, losses: list[float], model: nn.Module | None = None) -> Diagnosis:
+    """The doctor on a hand-written loop: ``diagnose(trace, losses=losses, model=model)``."""
+    return diagnose(trace, losses=losses, model=model)
 
 
 # -- figures ---------------------------------------------------------------------------------------
