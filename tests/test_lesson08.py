@@ -149,6 +149,10 @@ def test_explorer_remedy_and_divergence():
     assert fixed.values["problem"] == "healthy" and fixed.values["test_accuracy"] > 0.9
     cnn = DigitsExplorer().run(kind="cnn", depth=4, activation="relu", init="he", batchnorm=True)
     assert cnn.values["problem"] == "healthy" and cnn.values["test_accuracy"] > 0.9
+    sigmoid_bn = DigitsExplorer().run(batchnorm=True)
+    assert sigmoid_bn.values["problem"] == "healthy" and sigmoid_bn.values["test_accuracy"] > 0.85
+    deep = DigitsExplorer().run(depth=30, activation="relu", init="he", batchnorm=True)
+    assert deep.values["problem"] == "exploding" and deep.values["signal_ratio"] > 1e2
     blown = DigitsExplorer().run(activation="relu", init="he", lr=3.0)
     assert blown.values["problem"] == "exploding" and blown.values["diverged_at"] < 10
     assert "diverged" in blown.summary
