@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,12 @@ def test_checklist_in_the_notebook_is_the_one_in_the_repository():
     for row in rows[2:]:
         for number in row.rstrip(" |").rsplit("|", 1)[1].split(","):
             assert number.strip() in lessons, f"checklist points to a lesson that does not exist: {row}"
+
+
+def test_lesson08_keeps_the_import_rules():
+    # a notebook imports from widgets only its own lesson's module; a lesson module no other lesson
+    notebook = json.loads((ROOT / "notebooks" / "08_your_own_model.ipynb").read_text(encoding="utf-8"))
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert re.findall(r"gradcourse\.widgets[.\w]*", code) == ["gradcourse.widgets.lesson08"]
+    module = (ROOT / "gradcourse" / "widgets" / "lesson08.py").read_text(encoding="utf-8")
+    assert not re.search(r"^from \.lesson\d\d|^from \.\.widgets|import lesson\d\d", module, re.M)
