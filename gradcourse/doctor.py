@@ -410,20 +410,28 @@ def _measure(run: Run) -> dict:
     m["update_ratio_first"] = float(np.median(updates[:, 0])) if updates.size else math.nan
     m["update_ratio_last"] = float(np.median(updates[:, -1])) if updates.size else math.nan
 
+    # Saturated/dead fractions are averaged over the hidden layers where the probe measured them
+    # (it needs to see the activation after the layer); the evidence says when some were not.
+    measured = np.zeros(len(hidden), dtype=bool)
     for name in ("saturated", "dead"):
         values = _scalar(trace, f"{name}_frac")[:, hidden].astype(float)
         end = rows[-1] if rows else len(values) - 1
         m[f"{name}_mean_start"] = m[f"{name}_mean_end"] = m[f"{name}_worst"] = math.nan
         m[f"{name}_worst_layer"] = None
-        if not (np.isfinite(values[0]).all() and np.isfinite(values[end]).all()):
-            continue  # not a sigmoid/tanh (saturation) or ReLU (dead units) network
+        columns = np.flatnonzero(np.isfinite(values[0]) & np.isfinite(values[end]))
+        measured[columns] = True
+        if not len(columns):
+            continue  # not a sigmoid/tanh (saturation) or ReLU (dead units) network, or not seen
+        values = values[:, columns]
         m[f"{name}_mean_start"] = float(values[0].mean())
         m[f"{name}_mean_end"] = float(values[end].mean())
         # Dead units are judged at the end (training kills them); saturation at either end.
         worst_row = values[end] if name == "dead" else np.maximum(values[0], values[end])
         k = int(np.argmax(worst_row))
         m[f"{name}_worst"] = float(worst_row[k])
-        m[f"{name}_worst_layer"] = _display(layers[hidden[k]])
+        m[f"{name}_worst_layer"] = _display(layers[hidden[columns[k]]])
+    m["unit_layers_measured"] = int(measured.sum())
+    m["unit_layers_unmeasured"] = [_display(layers[hidden[i]]) for i in np.flatnonzero(~measured)]
 
     losses = np.asarray(run.losses, dtype=float)
     good = losses[np.isfinite(losses)]
@@ -588,11 +596,18 @@ def _bad_data_evidence(m: dict) -> list[str]:
 
 def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
     out = [f"The probe noted: {note}" for note in m["probe_notes"]]
-    if (not m["sequence"] and config.get("activation") not in _NO_UNHEALTHY_UNITS
-            and math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"])):
+    if m["sequence"] or config.get("activation") in _NO_UNHEALTHY_UNITS:
+        return out
+    missing = m["unit_layers_unmeasured"]
+    if math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"]):
         out.append("Saturated (sigmoid/tanh) and dead (ReLU) units were not measured: the probe did not "
                    "see the activation after each layer. The doctor cannot rule out saturation or dead "
                    "ReLUs.")
+    elif missing:
+        shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+        out.append(f"Saturated or dead units were measured in {m['unit_layers_measured']} of "
+                   f"{m['unit_layers_measured'] + len(missing)} hidden layers; not in {shown} (the probe "
+                   "saw no sigmoid, tanh or ReLU after them).")
     return out
 
 

@@ -67,7 +67,8 @@ def runs(spirals):
         "healthy": _train(spirals, depth=6, activation="relu", init="kaiming", steps=150),
         "bad_data": fit(models.mlp(4, 16, activation="relu", init="kaiming", seed=0),
                         (_with_nan(spirals.x, 3), spirals.y), steps=10, lr=0.1),
-        "inconclusive": _own_loop(_sequential(nn.ReLU), spirals.x, spirals.y, steps=30, lr=0.1)[0],
+        # SiLU has neither a flat tail the probe counts nor dead units: nothing to measure them with
+        "inconclusive": _own_loop(_sequential(nn.SiLU), spirals.x, spirals.y, steps=30, lr=0.1)[0],
     }
 
 
@@ -403,6 +404,18 @@ def test_unmeasured_units_are_never_healthy():
     # a linear (or GELU) network has no unit that can saturate or die: healthy is right there
     linear = diagnose(_synthetic(dead=math.nan), losses=FALLING, model=models.mlp(4, 8, activation="linear"))
     assert linear.problem == "healthy" and "not measured" not in _text(linear)
+
+
+def test_units_measured_in_some_layers_only():
+    trace = _synthetic(dead=0.1)
+    trace.scalars["dead_frac"][:, 2] = math.nan  # the probe saw no activation after layer3
+    d = diagnose(trace, losses=FALLING)
+    assert d.problem == "healthy" and d.numbers["unit_layers_measured"] == HIDDEN - 1
+    assert "measured in 3 of 4 hidden layers; not in layer3" in _text(d)
+    trace.scalars["dead_frac"][:, 0] = 0.95  # one measured layer almost all dead: the verdict stands
+    assert diagnose(trace, losses=FALLING).problem == "dead_relu"
+    trace.scalars["dead_frac"][:, 0] = 0.5  # averaged over the measured layers: (0.5 + 0.1 + 0.1) / 3
+    assert diagnose(trace, losses=FALLING).numbers["dead_mean_end"] == pytest.approx(0.7 / 3)
 
 
 def test_the_probe_notes_reach_the_evidence():
