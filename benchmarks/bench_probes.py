@@ -1,56 +1,104 @@
 """Cost of the probes: a training step bare vs with every instrument on, and memory over a long run.
 
-Run: ``.venv/bin/python benchmarks/bench_probes.py`` (one CPU thread, as on Binder).
-Prints a Markdown table; ``run_all.py`` copies it into RESULTS.md.
+Run: ``.venv/bin/python benchmarks/bench_probes.py`` (one CPU thread, as on Binder); add
+``--quick`` for fewer repeats. Prints Markdown tables; ``run_all.py`` copies them into RESULTS.md.
+
+The overhead is measured as ratios to a bare step *in the same process, interleaved*: each
+repeat times ``STEPS`` bare steps, then ``STEPS`` steps probed every step, then every 10th, on
+fresh copies of one model, and the ratio is taken within the repeat; the table gives the
+median ratio over the repeats (and the median step times). Interleaving cancels the slow drifts
+of a shared machine that a best-of-N of each mode measured apart does not. Each table is
+measured twice, in fresh processes: with glibc's default heap trimming, which returns freed
+memory to the system and page-faults it back in (it swings the bare step by up to 25 %), and
+with ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set so that the heap stays put.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import statistics
 import subprocess
 import sys
 import time
 
 import torch
+from torch import nn
 
 from gradcourse import data, models
-from gradcourse.train import fit
+from gradcourse.losses import loss_function
+from gradcourse.probes import Probe
 
-STEPS = 100
-REPEATS = 5
-
-
-def step_time(make_model, dataset, **fit_kwargs) -> float:
-    """Best-of-REPEATS seconds per training step (best-of filters out the other core's noise)."""
-    best = float("inf")
-    for _ in range(REPEATS):
-        model = make_model()
-        start = time.perf_counter()
-        fit(model, dataset, steps=STEPS, progress=False, **fit_kwargs)
-        best = min(best, (time.perf_counter() - start) / STEPS)
-    return best
+STEPS = 50
+REPEATS = 15
+STEADY_HEAP = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "268435456"}
 
 
-def overhead_rows() -> list[tuple[str, float, float, float]]:
-    cases = {
-        "MLP 20×64, sigmoid, 512 points": (
-            lambda: models.mlp(20, 64, activation="sigmoid", seed=0), data.spirals(512, seed=0),
-            dict(lr=0.1)),
-        "MLP 20×64, ReLU + He, 512 points": (
-            lambda: models.mlp(20, 64, activation="relu", init="kaiming", seed=0), data.spirals(512, seed=0),
-            dict(lr=0.01)),
-        "LSTM 32, seq_len 50, batch 64": (
-            lambda: models.sequence_model("lstm", 32, seed=0), data.adding_problem(50, 64, seed=0),
-            dict(lr=1e-2, optimizer="adam")),
+def small_cnn() -> nn.Module:
+    """Three 3×3 convolutions (16, 32, 32 channels) and a linear head, for 1×8×8 images."""
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(32 * 4 * 4, 10))
+
+
+def cases() -> dict:
+    torch.manual_seed(0)
+    images = torch.randn(128, 1, 8, 8), torch.randint(0, 10, (128,))
+    spirals = data.spirals(512, seed=0)
+    return {
+        "MLP 20×64, sigmoid, 512 points": (models.mlp(20, 64, activation="sigmoid", seed=0),
+                                           (spirals.x, spirals.y), 0.1),
+        "MLP 20×64, ReLU + He, 512 points": (models.mlp(20, 64, activation="relu", init="kaiming", seed=0),
+                                             (spirals.x, spirals.y), 0.01),
+        "CNN 3 conv, 8×8 images, batch 128": (small_cnn(), images, 0.01),
+        "LSTM 32, seq_len 50, batch 64": (models.sequence_model("lstm", 32, seed=0),
+                                          tuple(data.adding_problem(50, 64, seed=0, n_test=0))[:2], 0.01),
     }
-    rows = []
-    for name, (make, dataset, kwargs) in cases.items():
-        step_time(make, dataset, probe=False, **kwargs)  # warm-up
-        bare = step_time(make, dataset, probe=False, **kwargs)
-        every1 = step_time(make, dataset, probe=True, every=1, **kwargs)
-        every10 = step_time(make, dataset, probe=True, every=10, **kwargs)
-        rows.append((name, bare, every1, every10))
-    return rows
+
+
+def train_seconds(model: nn.Module, batch, lr: float, every: int | None) -> float:
+    """CPU seconds per step of STEPS plain SGD steps on ``model`` (probed every ``every``-th step).
+
+    The clock is this thread's CPU time: on one torch thread the forward and backward passes run
+    here, and time spent waiting for a core that other processes hold is not counted.
+    """
+    x, y = batch
+    loss_fn = loss_function(y)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    probe = Probe(model, every=every) if every else None
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    if probe is not None:
+        probe.__enter__()
+    try:
+        step()  # first step outside the clock (lazy allocations)
+        start = time.thread_time()
+        for _ in range(STEPS):
+            step()
+        return (time.thread_time() - start) / STEPS
+    finally:
+        if probe is not None:
+            probe.__exit__(None, None, None)
+
+
+def overhead(repeats: int) -> dict:
+    """{case: {"bare": s, "every1": s, "every10": s, "ratio1": x, "ratio10": x}} (medians)."""
+    torch.set_num_threads(1)
+    results = {}
+    for name, (model, batch, lr) in cases().items():
+        times = {"bare": [], "every1": [], "every10": []}
+        for _ in range(repeats):
+            for mode, every in (("bare", None), ("every1", 1), ("every10", 10)):
+                times[mode].append(train_seconds(copy.deepcopy(model), batch, lr, every))
+        ratios = {f"ratio{k}": statistics.median(p / b for p, b in zip(times[f"every{k}"], times["bare"]))
+                  for k in (1, 10)}
+        results[name] = {mode: statistics.median(t) for mode, t in times.items()} | ratios
+    return results
 
 
 MEMORY_CHILD = """
@@ -80,24 +128,44 @@ def memory_rows() -> list[tuple[int, dict, dict]]:
     return rows
 
 
-def main() -> str:
-    torch.set_num_threads(1)
-    lines = ["### Probe overhead (seconds per training step, best of "
-             f"{REPEATS} × {STEPS} steps, 1 thread)", "",
-             "| model | bare | every=1 | ratio | every=10 | ratio |", "|---|---|---|---|---|---|"]
-    for name, bare, every1, every10 in overhead_rows():
-        lines.append(f"| {name} | {bare * 1e3:.2f} ms | {every1 * 1e3:.2f} ms | {every1 / bare:.2f}× "
-                     f"| {every10 * 1e3:.2f} ms | {every10 / bare:.2f}× |")
-    lines += ["", "### Memory of a probed run (MLP 20×64 sigmoid, every=1, max_records=1000)", "",
-              "| steps | peak RSS bare | peak RSS probed | records kept | trace arrays |",
-              "|---|---|---|---|---|"]
-    for steps, bare, probed in memory_rows():
-        lines.append(f"| {steps} | {bare['rss_mb']:.0f} MB | {probed['rss_mb']:.0f} MB | {probed['records']} "
-                     f"| {probed['trace_mb']:.2f} MB |")
+def overhead_in_child(steady_heap: bool, repeats: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in STEADY_HEAP}
+    if steady_heap:
+        env.update(STEADY_HEAP)
+    out = subprocess.run([sys.executable, __file__, "--child", str(repeats)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(repeats: int = REPEATS, memory: bool = True) -> str:
+    lines = []
+    for steady in (False, True):
+        heap = (f"heap steadied: {' '.join(f'{k}={v}' for k, v in STEADY_HEAP.items())}" if steady
+                else "glibc's default heap trimming")
+        lines += [f"### Probe overhead, {heap}", "",
+                  f"Median over {repeats} interleaved repeats of {STEPS} SGD steps each (bare, probed every "
+                  "step, probed every 10th; 1 thread); the ratio is taken within each repeat.", "",
+                  "| model | bare | every=1 | ratio | every=10 | ratio |", "|---|---|---|---|---|---|"]
+        for name, r in overhead_in_child(steady, repeats).items():
+            lines.append(f"| {name} | {r['bare'] * 1e3:.2f} ms | {r['every1'] * 1e3:.2f} ms | {r['ratio1']:.2f}× "
+                         f"| {r['every10'] * 1e3:.2f} ms | {r['ratio10']:.3f}× |")
+        lines.append("")
+    if memory:
+        lines += ["### Memory of a probed run (MLP 20×64 sigmoid, every=1, max_records=1000)", "",
+                  "| steps | peak RSS bare | peak RSS probed | records kept | trace arrays |",
+                  "|---|---|---|---|---|"]
+        for steps, bare, probed in memory_rows():
+            lines.append(f"| {steps} | {bare['rss_mb']:.0f} MB | {probed['rss_mb']:.0f} MB | {probed['records']} "
+                         f"| {probed['trace_mb']:.2f} MB |")
     text = "\n".join(lines)
     print(text)
     return text
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        print(json.dumps(overhead(int(sys.argv[2]))))
+    elif sys.argv[1:2] == ["--quick"]:
+        main(repeats=5, memory=False)
+    else:
+        main()

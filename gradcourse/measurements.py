@@ -34,9 +34,50 @@ ACTIVATIONS = (*SATURATING, *RECTIFIERS, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.S
 _NAN = math.nan
 
 
+class Scratch(dict):
+    """Reusable work buffers, one per shape and dtype, owned by a caller that measures repeatedly.
+
+    Temporary tensors of a few hundred kB are exactly the size glibc serves with ``mmap`` and
+    gives back on free: every step would page-fault them in again. A probe keeps one ``Scratch``
+    and the measurements write their temporaries into it (each result is a new, small tensor).
+    """
+
+    def buffer(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """A buffer of this shape and dtype, contents undefined."""
+        key = (tuple(shape), dtype)
+        buffer = self.get(key)
+        if buffer is None:
+            buffer = self[key] = torch.empty(key[0], dtype=dtype)
+        return buffer
+
+    def float64_rows(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A ``(2, n)`` float64 buffer whose first row is all ones, for a tensor of n values:
+        ``torch.mv`` of it with a vector d gives Σd and Σd² in one call. Returns the buffer, its
+        second row flat, and that row shaped like ``like`` (to copy ``like`` into)."""
+        key = ("float64_rows", tuple(like.shape))
+        rows = self.get(key)
+        if rows is None:
+            pair = torch.ones(2, like.numel(), dtype=torch.float64)
+            rows = self[key] = (pair, pair[1], pair[1].view(like.shape))
+        return rows
+
+
+def _float64(tensor: torch.Tensor, scratch: Scratch | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``(2, n)`` float64 pair (ones, a copy of ``tensor`` flattened) and its second row."""
+    pair, flat, shaped = (Scratch() if scratch is None else scratch).float64_rows(tensor)
+    shaped.copy_(tensor.detach())
+    return pair, flat
+
+
+def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+    """Σ tensor² accumulated in float64 (0-d float64): a float64 copy and one dot product."""
+    _, values = _float64(tensor, scratch)
+    return torch.dot(values, values)
+
+
 def norm(tensor: torch.Tensor) -> torch.Tensor:
     """‖tensor‖ (Frobenius) accumulated in float64, as a 0-d float64 tensor."""
-    return torch.linalg.vector_norm(tensor, dtype=torch.float64)
+    return sum_of_squares(tensor).sqrt()
 
 
 def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -49,40 +90,75 @@ def all_finite(values: list[torch.Tensor]) -> bool:
 
     Meant for norms (non-negative, float64: no overflow from adding finite float32 norms).
     """
-    return bool(torch.stack(values).sum().isfinite())
+    return math.isfinite(torch.stack(values).sum().item())
+
+
+#: Every float32 at or above 2**-7 is a multiple of this: so are |a − 0.5| and |a| for the float32
+#: activations near a saturation threshold, which lets :func:`_count_above` count them exactly.
+_GRID = 2.0 ** -30
+
+
+def _count_above(values: torch.Tensor, threshold: float) -> tuple[torch.Tensor, float]:
+    """How many of the float64 ``values`` (a float32 activation, or its distance to the centre)
+    exceed ``threshold``, exactly, as (Σ, n·t) with count = (Σ − n·t)/2**-30 (taken later, for
+    all layers at once); ``values`` is overwritten.
+
+    Two vectorised operations instead of a comparison into a bool tensor (several times slower on
+    CPU): with t = the multiple of 2**-30 at or below ``threshold`` and t⁺ = t + 2**-30, clamping
+    to [t, t⁺] leaves t for every value ≤ ``threshold`` and t⁺ for every value above (no value
+    lies strictly between: see ``_GRID``). The float64 sum of those is exact up to 2**23 values
+    (and within 1e-7 beyond), and (Σ − n·t)/2**-30 is the count.
+    """
+    low = math.floor(threshold / _GRID) * _GRID
+    return values.clamp_(low, low + _GRID).sum(), values.numel() * low
 
 
 class ActivationSums(NamedTuple):
     """What one forward call of a layer contributes: mergeable over several calls of one step."""
 
     count: int                      # number of values
-    shift: torch.Tensor             # one of the values: sums are taken around it (0-d, float32)
-    sum: torch.Tensor               # Σ(a − shift), float64
-    sum_sq: torch.Tensor            # Σ(a − shift)², float64
-    saturated: torch.Tensor | None  # how many values lie within SATURATION_MARGIN of an asymptote
+    shift: torch.Tensor             # the sums are taken around this value (0-d)
+    moments: torch.Tensor           # [Σ(a − shift), Σ(a − shift)²], float64
+    saturated: tuple[torch.Tensor, float] | None  # values within SATURATION_MARGIN of an asymptote (_count_above)
     unit_max: torch.Tensor | None   # per unit (feature, or channel × position), its largest value over the batch
 
 
-def activation_sums(a: torch.Tensor, activation: nn.Module | None = None) -> ActivationSums:
+_HALF, _ZERO = torch.tensor(0.5), torch.tensor(0.0)
+
+
+def activation_sums(a: torch.Tensor, activation: nn.Module | None = None,
+                    scratch: Scratch | None = None) -> ActivationSums:
     """The sums behind :func:`activation_statistics` for one output ``a`` of a layer's ``activation``.
 
-    Sums are taken around one of the values (a shifted sum): the variance is then exact even when
-    the mean dwarfs the spread, in one pass. ``saturated`` is counted for sigmoid and tanh,
-    ``unit_max`` kept for ReLU-like activations (a unit is dead when it is ≤ 0 for the whole batch).
+    The values are copied to float64 and shifted (exactly, in float64) before Σd and Σd² are
+    taken, so that the variance does not cancel away when the mean dwarfs the spread (the
+    relative error of the variance is about 1e-16·(mean − shift)²/variance). Sigmoid and tanh
+    outputs are shifted by the centre of their range (0.5, 0), which also gives the distance
+    |a − centre| that decides saturation; ReLU-like outputs by 0; other outputs by one of their
+    values. ``saturated`` is
+    counted for sigmoid and tanh, ``unit_max`` kept for ReLU-like activations (a unit is dead
+    when it is ≤ 0 for the whole batch). ``scratch`` lends the temporaries (see :class:`Scratch`).
+    The arithmetic on the sums waits for :func:`activation_statistics`.
     """
     a = a.detach()
-    shift = a.reshape(-1)[0]
-    centred = a - shift
-    saturated = unit_max = None
+    pair, d = _float64(a, scratch)
+    saturating = isinstance(activation, SATURATING)
     if isinstance(activation, nn.Sigmoid):
-        # Two comparisons with the asymptotes' margins, not |a − 0.5|: a − 0.5 rounds near 0.03.
-        saturated = torch.count_nonzero((a < SATURATION_MARGIN).logical_or_(a > 1 - SATURATION_MARGIN))
-    elif isinstance(activation, nn.Tanh):
-        saturated = torch.count_nonzero(a.abs() > 1 - SATURATION_MARGIN)
+        shift = _HALF
+    elif saturating or isinstance(activation, RECTIFIERS):
+        shift = _ZERO  # ReLU outputs start at 0: their mean is of the order of their spread
+    else:
+        shift = a.reshape(-1)[0]
+    if shift is not _ZERO:
+        d -= shift
+    moments = torch.mv(pair, d)
+    saturated = unit_max = None
+    if saturating:  # |a − centre| > half the range − margin
+        half_range = 0.5 if isinstance(activation, nn.Sigmoid) else 1.0
+        saturated = _count_above(d.abs_(), half_range - SATURATION_MARGIN)
     elif isinstance(activation, RECTIFIERS):
         unit_max = a.reshape(a.shape[0], -1).amax(dim=0)
-    return ActivationSums(a.numel(), shift, centred.sum(dtype=torch.float64),
-                          norm(centred).square(), saturated, unit_max)
+    return ActivationSums(a.numel(), shift, moments, saturated, unit_max)
 
 
 def merge_activation_sums(calls: list[ActivationSums]) -> ActivationSums:
@@ -93,15 +169,15 @@ def merge_activation_sums(calls: list[ActivationSums]) -> ActivationSums:
     shift = calls[0].shift
     total = sq = 0.0
     for c in calls:
-        offset = (c.shift - shift).double()   # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and the same for squares
-        total = total + c.sum + c.count * offset
-        sq = sq + c.sum_sq + 2 * offset * c.sum + c.count * offset * offset
+        offset = c.shift.double() - shift.double()  # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and so for the squares
+        total = total + c.moments[0] + c.count * offset
+        sq = sq + c.moments[1] + 2 * offset * c.moments[0] + c.count * offset * offset
     saturated = unit_max = None
     if calls[0].saturated is not None:
-        saturated = sum(c.saturated for c in calls)
+        saturated = (sum(c.saturated[0] for c in calls), sum(c.saturated[1] for c in calls))
     if calls[0].unit_max is not None and len({c.unit_max.shape for c in calls}) == 1:
         unit_max = functools.reduce(torch.maximum, [c.unit_max for c in calls])
-    return ActivationSums(sum(c.count for c in calls), shift, total, sq, saturated, unit_max)
+    return ActivationSums(sum(c.count for c in calls), shift, torch.stack([total, sq]), saturated, unit_max)
 
 
 def activation_statistics(sums: list[ActivationSums | None]) -> torch.Tensor:
@@ -111,14 +187,16 @@ def activation_statistics(sums: list[ActivationSums | None]) -> torch.Tensor:
     float64 tensor of shape ``(4, len(sums))``, NaN where a layer was not measured or its
     activation has no such notion. Computed for all layers at once (a handful of tensor ops).
     """
-    nan64 = torch.tensor(_NAN, dtype=torch.float64)
+    nan = torch.tensor(_NAN, dtype=torch.float64)
+    nan2 = torch.full((2,), _NAN, dtype=torch.float64)
     count = torch.tensor([s.count if s else _NAN for s in sums], dtype=torch.float64)
-    shift = torch.stack([s.shift.double() if s else nan64 for s in sums])
-    total = torch.stack([s.sum if s else nan64 for s in sums])
-    sq = torch.stack([s.sum_sq if s else nan64 for s in sums])
+    shift = torch.stack([s.shift.double() if s else nan for s in sums])
+    total, sq = torch.stack([s.moments if s else nan2 for s in sums]).T
     mean = shift + total / count
     variance = ((sq - total * total / count) / (count - 1).clamp(min=1)).clamp(min=0)
-    saturated = torch.stack([s.saturated if s and s.saturated is not None else nan64 for s in sums]) / count
+    counted = [s.saturated if s and s.saturated is not None else (nan, _NAN) for s in sums]
+    saturated = (torch.stack([c[0] for c in counted]) - torch.tensor([c[1] for c in counted], dtype=torch.float64))
+    saturated = saturated / _GRID / count
     return torch.stack([mean, variance.sqrt(), saturated, dead_fractions(sums)])
 
 
@@ -135,7 +213,7 @@ def dead_fractions(sums: list[ActivationSums | None]) -> torch.Tensor:
     return dead
 
 
-def log2_histogram(tensors: list[torch.Tensor], low: int, high: int) -> torch.Tensor:
+def log2_histogram(tensors: list[torch.Tensor], low: int, high: int, scratch: Scratch | None = None) -> torch.Tensor:
     """Count |g| per power of two, one row per tensor: bin ``k`` holds 2**(low+k) ≤ |g| < 2**(low+k+1).
 
     The float32 exponent bits are log2|g|, read exactly (no logarithm). Smaller values, zeros
@@ -147,7 +225,9 @@ def log2_histogram(tensors: list[torch.Tensor], low: int, high: int) -> torch.Te
     """
     bins = high - low
     sizes = tuple(t.numel() for t in tensors)
-    bits = torch.cat([t.detach().reshape(-1).float() for t in tensors]).view(torch.int32)
+    flat = [t.detach().reshape(-1).float() for t in tensors]
+    out = None if scratch is None else scratch.buffer((sum(sizes),), torch.float32)
+    bits = torch.cat(flat, out=out).view(torch.int32)
     # biased exponent − 127 = floor(log2|g|); clamp into [low, high) and move each tensor's
     # values to its own row, so that one bincount counts every tensor.
     exponent = bits.bitwise_and_(0x7FFFFFFF).bitwise_right_shift_(23).clamp_(low + 127, high + 126)

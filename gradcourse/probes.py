@@ -45,13 +45,14 @@ from .measurements import (
     ACTIVATIONS,
     SATURATION_MARGIN,  # noqa: F401  (re-exported: the probes' saturation margin)
     ActivationSums,
+    Scratch,
     activation_statistics,
     activation_sums,
     all_finite,
     log2_histogram,
     merge_activation_sums,
-    norm,
     norms,
+    sum_of_squares,
 )
 from .trace import LAYER_QUANTITIES, Trace
 
@@ -150,6 +151,7 @@ class Probe:
         self._in_step = False             # a forward pass has begun a step that no backward has ended
         self._backward_queued = False
         self._inputs: tuple = ()
+        self._scratch = Scratch()            # work buffers reused from step to step
         self._reset_forward()
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
@@ -224,7 +226,7 @@ class Probe:
             return
         out = _first_tensor(output)
         # One float64 sum is non-finite exactly when some output is (no overflow from float32 values).
-        if self.nonfinite is None and out is not None and not bool(out.detach().sum(dtype=torch.float64).isfinite()):
+        if self.nonfinite is None and out is not None and not math.isfinite(out.detach().sum(dtype=torch.float64)):
             self._locate_forward()
         if self._recording is not None:
             self._measure_unmatched()
@@ -253,7 +255,7 @@ class Probe:
         recording.grad_norms = [None] * len(self.layers)
         for i, value in zip(present, grad_norms):
             recording.grad_norms[i] = value
-        rows = log2_histogram(grads, *self._exponents)
+        rows = log2_histogram(grads, *self._exponents, scratch=self._scratch)
         recording.histogram = torch.zeros(len(self.layers), self.bins, dtype=torch.int64)
         recording.histogram[present] = rows
         if not all_finite(grad_norms):
@@ -265,7 +267,7 @@ class Probe:
         if role is None or not torch.is_grad_enabled():
             return
         kind, index = role
-        recording = self._recording
+        recording, scratch = self._recording, self._scratch
         if kind == _LAYER:
             self._final_layer = index
             if isinstance(module, _RECURRENT):
@@ -274,19 +276,21 @@ class Probe:
             self._last_layer = index
             self._unmatched[index] = output
             if output.requires_grad:
-                output.register_hook(lambda grad: _accumulate(recording.output_grad_sq, index, norm(grad).square()))
+                output.register_hook(
+                    lambda grad: _accumulate(recording.output_grad_sq, index, sum_of_squares(grad, scratch)))
         elif kind == _ACTIVATION:
             layer = self._last_layer if index is None else index
             if layer is None or self._unmatched.pop(layer, None) is None:
                 return
-            recording.activations[layer].append(activation_sums(output, module))
+            recording.activations[layer].append(activation_sums(output, module, scratch))
             self._last_layer = None
         elif kind == _TAP:
             if output.requires_grad:
                 t = self._time
                 if t == len(recording.hidden_grad_sq):
                     recording.hidden_grad_sq.append(None)
-                output.register_hook(lambda grad: _accumulate(recording.hidden_grad_sq, t, norm(grad).square()))
+                output.register_hook(
+                    lambda grad: _accumulate(recording.hidden_grad_sq, t, sum_of_squares(grad, scratch)))
             self._time += 1
         else:
             self._last_layer = None
@@ -294,7 +298,7 @@ class Probe:
     def _measure_unmatched(self) -> None:
         """Layers no activation followed in this forward pass: measure their output instead."""
         for index, output in self._unmatched.items():
-            self._recording.activations[index].append(activation_sums(output))
+            self._recording.activations[index].append(activation_sums(output, scratch=self._scratch))
             if index != self._final_layer:
                 self.unmeasured[self.layers[index]] = _NO_ACTIVATION
         self._unmatched = {}
@@ -332,31 +336,9 @@ class Probe:
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
-        """Name the first layer whose output (or activation) holds NaN/Inf, by replaying the step's
-        forward pass without gradients; the buffers (BatchNorm's running statistics) are restored
-        so that the replay leaves no trace."""
-        seen: list[tuple[int, torch.Tensor]] = []
-        last = [None]
-
-        def keep(module, args, output):
-            kind, index = self._roles.get(module, (None, None))
-            if kind == _LAYER:
-                last[0] = index
-                seen.append((index, output))
-            elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
-                seen.append((index if index is not None else last[0], output))
-
-        handle = register_module_forward_hook(keep)
-        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
-        try:
-            with torch.no_grad():
-                self.model(*self._inputs)
-        finally:
-            handle.remove()
-            with torch.no_grad():
-                for k, v in self.model.named_buffers():
-                    v.copy_(buffers[k])
-        bad = [i for i, out in seen if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all())]
+        """Name the first layer whose output (or activation) holds NaN/Inf, from a replay."""
+        outputs = _replay_outputs(self.model, self._inputs, self._roles)
+        bad = [i for i, out in outputs if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all())]
         layer = self.layers[min(bad)] if bad else "output"
         self.nonfinite = {"step": self.step, "layer": layer, "where": "forward"}
 
@@ -379,22 +361,52 @@ class Probe:
     @property
     def trace(self) -> Trace:
         """Everything recorded so far (a step still in flight appears once the next one starts)."""
-        records = self._records
-        n_records, n_layers = len(records), len(self.layers)
-        values = np.array([r.values for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
-        scalars = {q: values[:, i, :] for i, q in enumerate(LAYER_QUANTITIES)}
-        hists = np.array([r.histogram for r in records]).reshape(n_records, n_layers, self.bins)
-        hidden = None
-        if any(r.hidden is not None for r in records):
-            length = max(len(r.hidden) for r in records if r.hidden is not None)
-            hidden = np.full((n_records, length), np.nan)
-            for i, r in enumerate(records):
-                if r.hidden is not None:
-                    hidden[i, : len(r.hidden)] = r.hidden
-        return Trace(layers=list(self.layers), steps=np.array([r.step for r in records], dtype=int),
-                     scalars=scalars, grad_hist=hists, hist_edges=self.hist_edges,
-                     hidden_grad_norm=hidden, nonfinite=self.nonfinite,
-                     notes=list(self.notes), unmeasured=dict(self.unmeasured))
+        return _assemble_trace(self._records, self.layers, self.hist_edges, nonfinite=self.nonfinite,
+                               notes=list(self.notes), unmeasured=dict(self.unmeasured))
+
+
+def _assemble_trace(records: list[_Record], layers: list[str], hist_edges: np.ndarray, **info) -> Trace:
+    n_records, n_layers, bins = len(records), len(layers), len(hist_edges) - 1
+    values = np.array([r.values for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
+    hists = np.array([r.histogram for r in records]).reshape(n_records, n_layers, bins)
+    hidden = None
+    if any(r.hidden is not None for r in records):
+        length = max(len(r.hidden) for r in records if r.hidden is not None)
+        hidden = np.full((n_records, length), np.nan)
+        for i, r in enumerate(records):
+            if r.hidden is not None:
+                hidden[i, : len(r.hidden)] = r.hidden
+    return Trace(layers=list(layers), steps=np.array([r.step for r in records], dtype=int),
+                 scalars={q: values[:, i, :] for i, q in enumerate(LAYER_QUANTITIES)}, grad_hist=hists,
+                 hist_edges=hist_edges, hidden_grad_norm=hidden, **info)
+
+
+def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[int, torch.Tensor]]:
+    """Run a forward pass again without gradients and return (layer index, output) for every
+    tracked layer's output and activation, in call order. Only needed when a NaN/Inf appeared;
+    the buffers (BatchNorm's running statistics) are restored so that the replay leaves no trace."""
+    seen: list[tuple[int, torch.Tensor]] = []
+    last = [None]
+
+    def keep(module, args, output):
+        kind, index = roles.get(module, (None, None))
+        if kind == _LAYER:
+            last[0] = index
+            seen.append((index, output))
+        elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
+            seen.append((index if index is not None else last[0], output))
+
+    handle = register_module_forward_hook(keep)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    return seen
 
 
 def _accumulate(slots: list, index: int, value: torch.Tensor) -> None:

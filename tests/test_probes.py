@@ -560,3 +560,19 @@ def test_every_quantity_within_1e_6_of_float64_on_large_layers(make, shape):
     y = torch.randint(0, 10, (shape[0],))
     expected = sequential_reference(model, x, y, lr=0.1)
     assert_matches(probed_sgd_step(model, x, y, lr=0.1), expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("activation", [nn.Sigmoid(), nn.Tanh()])
+def test_saturation_is_counted_exactly_at_the_margins(activation):
+    gen = torch.Generator().manual_seed(1)
+    edges = torch.tensor([0.03, 0.97, -0.97, 0.5, 1.0, 0.0, -1.0])  # float32: each a hair off the margin
+    near = torch.cat([edges + k * torch.finfo(torch.float32).eps for k in (-2, -1, 0, 1, 2)])
+    a = torch.cat([near, torch.rand(5000, generator=gen) * 2 - 1]).reshape(-1, 5)
+    if isinstance(activation, nn.Sigmoid):
+        a = a.abs()
+    a64 = a.double()
+    expected = (((a64 - 0.5).abs() > 0.47) if isinstance(activation, nn.Sigmoid) else (a64.abs() > 0.97)).sum()
+    stats = measurements.activation_statistics([measurements.activation_sums(a, activation)])
+    assert stats[2, 0].item() * a.numel() == pytest.approx(expected.item(), abs=1e-6)
+    close(stats[0, 0], a64.mean().item(), rel=1e-12)
+    close(stats[1, 0], a64.std().item(), rel=1e-12)
