@@ -13,6 +13,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import _checks
@@ -163,3 +164,47 @@ def reversal(n: int = 4096, seed: int = 0, *, seq_len: int = 8, vocab: int = 16,
 
 #: Cross-entropy of a uniform guess over the 16 tokens of :func:`reversal`: ln 16.
 REVERSAL_CHANCE_LOSS = math.log(16)
+
+
+# -- real data: the handwritten digits scikit-learn ships ------------------------------------------
+#: Pixels of the digits images take the integer values 0 … 16 (4×4 blocks of a 32×32 bitmap counted).
+DIGITS_MAX_PIXEL = 16.0
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # Imported here: scikit-learn takes a second to import and only lesson 08 needs it. load_digits
+    # reads a file inside the scikit-learn package, so nothing is downloaded.
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    return images.astype(np.float32), labels.astype(np.int64)
+
+
+def digits(seed: int = 0, *, n_test: int = 360, flatten: bool = False) -> Dataset:
+    """The 1,797 handwritten digits (8×8 images, labels 0–9) that scikit-learn ships, split at random.
+
+    Real data with no download: ``sklearn.datasets.load_digits`` (the UCI "optical recognition of
+    handwritten digits" test set) lives inside the scikit-learn package. Pixels are scaled from
+    0 … 16 to 0 … 1. ``x`` has shape ``(n, 1, 8, 8)`` (one channel, ready for ``nn.Conv2d``), or
+    ``(n, 64)`` with ``flatten=True``; ``y`` holds int64 class labels. ``seed`` draws which
+    ``n_test`` images are held out; the same seed gives the same split.
+
+    >>> ds = digits(seed=0)
+    >>> tuple(ds.x.shape), tuple(ds.x_test.shape), ds.y.dtype, float(ds.x.max())
+    ((1437, 1, 8, 8), (360, 1, 8, 8), torch.int64, 1.0)
+    >>> digits(seed=0, flatten=True).x.shape
+    torch.Size([1437, 64])
+    """
+    seed = _checks.integer("seed", seed, low=0)
+    images, labels = _digits_arrays()
+    n_test = _checks.integer("n_test", n_test, low=0, high=len(images) - 1)
+    if not isinstance(flatten, bool):
+        raise ValueError(f"flatten must be True or False; got {flatten!r}")
+    order = torch.randperm(len(images), generator=_generator(seed))
+    x = torch.from_numpy(images / DIGITS_MAX_PIXEL)
+    x = x if flatten else x.reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(labels)
+    test, train = order[:n_test], order[n_test:]
+    return Dataset(x[train], y[train], x[test], y[test],
+                   f"digits(seed={seed}, n_test={n_test}{', flatten=True' if flatten else ''})")

@@ -20,6 +20,7 @@ _LESSONS = {
     "05_resnet": ("lesson05", "ResidualExplorer"),
     "06_lstm_gru": ("lesson06", "RecurrentExplorer"),
     "07_gradient_doctor": ("lesson07", "DoctorExplorer"),
+    "08_your_own_model": ("lesson08", "DigitsExplorer"),
     "09_transformers": ("lesson09", "TransformerExplorer"),
 }
 
