@@ -71,6 +71,7 @@ SERVER_START_TIMEOUT = 90  # s, JupyterLab answering /api/status
 RUN_ALL_TIMEOUT = 300  # s, every cell of the notebook executed
 FIGURE_CHANGE_TIMEOUT = 90  # s, the explorer's figure redrawn after a slider move
 VOILA_LOAD_TIMEOUT = 120  # s, the dashboard page executed and its first explorer drawn
+VOILA_FIRST_TRY_TIMEOUT = 60  # s, before the one reload (a page is normally up in 3-10 s)
 
 # An error output renders with the stderr renderer, exactly like a stderr stream (JupyterLab
 # gives it no class or mime attribute of its own), so the test finds errors two ways: every
@@ -569,9 +570,20 @@ def test_dashboard_in_voila(lab, browser, tmp_path):
     if not DASHBOARD.exists():
         skip_or_fail("dashboard/dashboard.ipynb does not exist")
     with browser_page(browser, lab, tmp_path) as (page, kernel_errors):
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        url = f"{lab.url}/voila/render/dashboard/dashboard.ipynb?token={lab.token}"
         started = time.monotonic()
-        page.goto(f"{lab.url}/voila/render/dashboard/dashboard.ipynb?token={lab.token}",
-                  wait_until="domcontentloaded", timeout=VOILA_LOAD_TIMEOUT * 1000)
+        try:
+            page.goto(url, wait_until="domcontentloaded", timeout=VOILA_FIRST_TRY_TIMEOUT * 1000)
+        except PlaywrightTimeout:
+            # Seen 2 times in 4 on a machine loaded by other jobs (load 5+), never when quiet: the
+            # kernel goes idle after the cell yet its execute_reply never reaches Voilà, which waits
+            # for it (the nbclient stall widgets/base.py describes). A learner would reload the page;
+            # so does the test, once, and says so.
+            _report(f"dashboard: no page after {VOILA_FIRST_TRY_TIMEOUT} s (kernel stalled); reloading once")
+            started = time.monotonic()
+            page.goto(url, wait_until="domcontentloaded", timeout=VOILA_LOAD_TIMEOUT * 1000)
         page.wait_for_function(FIND_VISIBLE_EXPLORER, arg="0", timeout=VOILA_LOAD_TIMEOUT * 1000)
         loaded = time.monotonic() - started
         assert not page.locator(".jp-CodeCell .jp-InputArea-editor, .cm-editor, .CodeMirror").count(), (
