@@ -31,6 +31,7 @@ KEY_PACKAGES = {
     "jupyterlab": "jupyterlab",
     "jupyterlab-rise": "jupyterlab-rise",  # conda-forge spells it jupyterlab_rise
     "voila": "voila",
+    "scikit-learn": "scikit-learn",  # lesson 08's digits
     "ipykernel": "ipykernel",
     "nbval": "nbval",
     "tqdm": "tqdm",
