@@ -6,26 +6,17 @@ The rules are tested on small cells; the lessons are tested for being up to date
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from _tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("gradcourse_tools_slides", ROOT / "tools" / "slides.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-slides = _load_tool()
+slides = load_tool("slides")
 v4 = nbformat.v4
 
 

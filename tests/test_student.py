@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from _tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -31,15 +30,7 @@ NOT_ANSWERED, RIGHT, WRONG = "✏️", "✅", "❌"
 CHECK_CALL = re.compile(r"^(?:exercises\.\w+|(?:lesson\d\d\.)?check_\w+)\(", re.M)
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("gradcourse_tools_student", ROOT / "tools" / "student.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-student = _load_tool()
+student = load_tool("student")
 
 
 def _output(text: str) -> dict:
