@@ -146,6 +146,19 @@ def _note(ax, text: str) -> None:
             color="#b2182b", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
 
 
+def _label_profile(ax, xlabel: str, ylabel: str, title: str, notes: list[str]) -> str:
+    """Finish a per-layer or per-step profile: integer ticks, labels, the overflow/underflow note
+    inside the axes (the legend moves out of its way); returns the note."""
+    integer_ticks(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if notes:
+        _note(ax, "; ".join(notes) + " (▲/▼ at the edge)")
+    ax.legend(fontsize="small", loc="lower right" if notes else "best")
+    return "; ".join(notes)
+
+
 def draw_layer_gradients(ax, weight_grads, signal, *, theory=None, title: str,
                          xlabel: str = "hidden layer (1 = nearest the input)", markersize: float = 6,
                          labels: tuple[str, str] = ("weight gradient ‖∂L/∂W‖",
@@ -175,14 +188,7 @@ def draw_layer_gradients(ax, weight_grads, signal, *, theory=None, title: str,
             layers = np.arange(1, len(theory) + 1)
             shown = np.isfinite(theory) & (theory > 0)
             ax.semilogy(layers[shown], theory[shown], ":", color="black", lw=2, label=theory_label)
-        integer_ticks(ax)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("norm (log scale)")
-        ax.set_title(title)
-        if notes:
-            _note(ax, "; ".join(notes) + " (▲/▼ at the edge)")
-        ax.legend(fontsize="small", loc="lower right" if notes else "best")
-    return "; ".join(notes)
+        return _label_profile(ax, xlabel, "norm (log scale)", title, notes)
 
 
 def draw_loss(ax, runs: Mapping[str, Run], *, log: bool = True, baseline: float | None = None,
@@ -308,14 +314,7 @@ def draw_through_time(ax, curves: Mapping[str, np.ndarray], *, overlays: Mapping
             ax.plot([], [], ":", lw=2, color="grey", label=overlay_label)
         if after:
             ax.plot([], [], "--", color="grey", label=after_label)
-        integer_ticks(ax)
-        ax.set_xlabel("time step t (the loss reads h_T)")
-        ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
-        ax.set_title(title)
-        if notes:
-            _note(ax, "; ".join(notes) + " (▲/▼ at the edge)")
-        ax.legend(fontsize="small", loc="lower right" if notes else "best")
-    return "; ".join(notes)
+        return _label_profile(ax, "time step t (the loss reads h_T)", "‖∂L/∂h_t‖ (log scale)", title, notes)
 
 
 # -- figures -----------------------------------------------------------------------------------------
