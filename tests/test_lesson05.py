@@ -113,16 +113,6 @@ def test_residual_profile_matches_measurement(spirals, seed):
     assert np.all(np.abs(np.log10(measured / signal_theory(50, True))) < math.log10(3))
 
 
-def test_show_builds_the_ui_with_its_first_figure():
-    """The Run-button explorer shows its default (probe-only) figure before any click, both in
-    the Output widget and as the PNG fallback of the notebook display."""
-    pytest.importorskip("ipywidgets")
-    explorer = ResidualExplorer()
-    explorer.show()
-    assert explorer.last_png.startswith(b"\x89PNG")
-    assert any("image/png" in out.get("data", {}) for out in explorer.output.outputs)
-    assert "image/png" in explorer._repr_mimebundle_()
-
 
 def _parts(widget):
     """The view's controls by description and its Run button, found in the widget tree."""

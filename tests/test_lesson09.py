@@ -288,11 +288,3 @@ def test_exercise_answers_are_what_the_model_does():
     assert warm.max_logit.max() > 1000 and warm.final_loss < lesson09.CHANCE - 1
     assert exercises.deepnorm_alpha(models.transformer(24, deepnorm=True).blocks[0].alpha).correct
 
-
-def test_show_builds_the_ui_with_its_first_figure():
-    pytest.importorskip("ipywidgets")
-    explorer = TransformerExplorer()
-    explorer.show()
-    assert explorer.last_png.startswith(b"\x89PNG")
-    assert any("image/png" in out.get("data", {}) for out in explorer.output.outputs)
-    assert "image/png" in explorer._repr_mimebundle_()

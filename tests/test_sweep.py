@@ -112,3 +112,15 @@ def test_sweep_covers_every_control_of_every_explorer():
         explorer = EXPLORERS[lesson]()
         touched = set().union(*settings(explorer, corners=lesson not in ENDS_ONLY))
         assert touched == set(explorer.params), lesson
+
+
+@pytest.mark.parametrize("lesson", [n for n in LESSONS if EXPLORERS[n].manual])
+def test_run_button_explorer_shows_its_first_figure(lesson):
+    """A Run-button explorer shows its default figure before any click, both in its Output widget
+    and as the PNG fallback of the notebook display (what GitHub and nbviewer show)."""
+    pytest.importorskip("ipywidgets")
+    explorer = EXPLORERS[lesson]()
+    explorer.show()
+    assert explorer.last_png.startswith(b"\x89PNG")
+    assert any("image/png" in out.get("data", {}) for out in explorer.output.outputs)
+    assert "image/png" in explorer._repr_mimebundle_()
