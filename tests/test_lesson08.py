@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gradcourse import data
+from gradcourse.probes import probe_once
 from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson08 import (
     DigitsExplorer,
@@ -253,3 +254,15 @@ def test_lesson08_keeps_the_import_rules():
     assert re.findall(r"gradcourse\.widgets[.\w]*", code) == ["gradcourse.widgets.lesson08"]
     module = (ROOT / "gradcourse" / "widgets" / "lesson08.py").read_text(encoding="utf-8")
     assert not re.search(r"^from \.lesson\d\d|^from \.\.widgets|import lesson\d\d", module, re.M)
+
+
+def test_a_control_change_shows_the_untrained_model_without_training():
+    """The explorer's preview (what a control change draws) probes the untrained model once: the
+    signal ratio equals probe_once's on the same 512 images, and nothing is trained."""
+    preview = DigitsExplorer().run_preview(depth=12)
+    model = build("mlp", 12, activation="sigmoid", init="default", seed=0)
+    ds = data.digits(0)
+    signal = probe_once(model, ds.x[:512], ds.y[:512]).get("output_grad_norm")[0, :-1]
+    assert preview.values["signal_ratio"] == pytest.approx(signal[0] / signal[-1], rel=1e-6)
+    assert preview.values["signal_ratio"] < 1e-6 and not preview.runs
+    assert "press Run" in preview.summary

@@ -281,14 +281,27 @@ class DigitsExplorer(Explorer):
         "batchnorm": Param(False, label="BatchNorm"),
         "lr": Param(LR, low=3e-4, high=3.0, step=0.25, log=True, label="learning rate"),  # 0.03 and 3 on the grid
         "seed": Param(0, low=0, high=4, label="seed"),
+        "steps": Param(EXPLORER_STEPS, low=0, high=400, step=50, label="training steps (0 = at initialisation only)"),
     }
     manual = True  # a run trains for 1–5 s: it starts on the Run button, with a progress bar
-    _show_progress = False
+    #: A control change redraws the untrained model's gradients at once; the Run button trains.
+    preview = {"steps": 0}
 
-    def compute(self, kind, depth, activation, init, batchnorm, lr, seed) -> Result:
+    def compute(self, kind, depth, activation, init, batchnorm, lr, seed, steps) -> Result:
         model = build(kind, depth, activation=activation, init=init, batchnorm=batchnorm, seed=seed)
-        outcome = train_loop(model, data.digits(seed), lr=lr, steps=EXPLORER_STEPS, seed=seed,
-                             subset=EXPLORER_SUBSET, progress=self._show_progress)
+        name = (f"{depth}-layer {kind.upper()}, {activation}, {init} init"
+                f"{', BatchNorm' if batchnorm else ''}")
+        ds = data.digits(seed)
+        if steps == 0:
+            trace = probe_once(model, ds.x[:EXPLORER_SUBSET], ds.y[:EXPLORER_SUBSET])
+            signal = trace.get("output_grad_norm")[0, :-1]
+            ratio = float(signal[0] / signal[-1]) if len(signal) > 1 else math.nan
+            summary = (f"<b>{name}</b>, untrained: the first hidden layer receives {ratio:.2g} times the "
+                       "gradient signal of the last. Set the steps and press Run to train and ask the doctor.")
+            return Result(figure=plots.grad_norms(trace, title=f"{name}: gradient per layer at initialisation"),
+                          values={"signal_ratio": ratio}, summary=summary)
+        outcome = train_loop(model, ds, lr=lr, steps=steps, seed=seed, subset=EXPLORER_SUBSET,
+                             progress=self.progress)
         d = outcome.diagnosis
         signal = outcome.trace.get("output_grad_norm")[0, :-1]
         values = {
@@ -298,20 +311,11 @@ class DigitsExplorer(Explorer):
         }
         accuracy = ("diverged" if math.isnan(outcome.test_accuracy)
                     else f"{outcome.test_accuracy:.0%}")
-        name = (f"{depth}-layer {kind.upper()}, {activation}, {init} init"
-                f"{', BatchNorm' if batchnorm else ''}, lr {lr:.3g}")
+        name += f", lr {lr:.3g}"
         summary = (f"<b>{name}</b>: {d.headline} {d.evidence[0] if d.evidence else ''}<br>"
                    f"Test accuracy after {len(outcome.losses)} steps: <b>{accuracy}</b> (chance: 10%).")
         figure = loop_figure(outcome, title=f"{name}: the doctor says {d.problem}")
         return Result(figure=figure, values=values, runs={"outcome": outcome}, summary=summary)
-
-    def _render_into_output(self, **params) -> None:
-        # A Run click trains in view: the progress bar goes to the explorer's output area.
-        self._show_progress = True
-        try:
-            super()._render_into_output(**params)
-        finally:
-            self._show_progress = False
 
 
 # -- exercise checks ---------------------------------------------------------------------------
