@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python benchmarks/bench_probes.py`` (one CPU thread, as on Binder); add
 ``--quick`` for fewer repeats, or ``--breakdown`` for where a recorded step's time goes (CPU time
-inside each part of the probe, per step). Prints Markdown tables; ``run_all.py`` copies them into
-RESULTS.md.
+inside each part of the probe, per step), or ``--against REV`` for this tree's probe against the
+probe of git revision REV (e.g. ``main``), side by side in one process. Prints Markdown tables;
+``run_all.py`` copies them into RESULTS.md.
 
 The overhead is measured as ratios to a bare step *in the same process, interleaved*: each
 repeat times ``STEPS`` bare steps, then ``STEPS`` steps probed every step, then every 10th, on
@@ -60,7 +61,7 @@ def cases() -> dict:
     }
 
 
-def train_seconds(model: nn.Module, batch, lr: float, every: int | None) -> float:
+def train_seconds(model: nn.Module, batch, lr: float, every: int | None, probe_class=None) -> float:
     """CPU seconds per step of STEPS plain SGD steps on ``model`` (probed every ``every``-th step).
 
     The clock is this thread's CPU time: on one torch thread the forward and backward passes run
@@ -69,7 +70,7 @@ def train_seconds(model: nn.Module, batch, lr: float, every: int | None) -> floa
     x, y = batch
     loss_fn = loss_function(y)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    probe = Probe(model, every=every) if every else None
+    probe = (probe_class or Probe)(model, every=every) if every else None
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -209,6 +210,49 @@ def main(repeats: int = REPEATS, memory: bool = True) -> str:
     return text
 
 
+def probe_at(revision: str, where: str):
+    """The ``Probe`` class of git ``revision``: its ``gradcourse/`` exported under ``where`` as the
+    package ``gradcourse_at_revision`` (relative imports keep it apart from this tree's)."""
+    import importlib
+    import io
+    import tarfile
+
+    archive = subprocess.run(["git", "archive", revision, "gradcourse"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    os.rename(os.path.join(where, "gradcourse"), os.path.join(where, "gradcourse_at_revision"))
+    sys.path.insert(0, where)
+    return importlib.import_module("gradcourse_at_revision.probes").Probe
+
+
+def against(revision: str, repeats: int = 11) -> str:
+    """This tree's probe against the probe of git ``revision``, side by side in one process: each
+    repeat times a bare step, then both probes in a random order (every step, then every 10th)."""
+    import random
+    import tempfile
+
+    torch.set_num_threads(1)
+    random.seed(0)
+    with tempfile.TemporaryDirectory() as where:
+        variants = (("old", probe_at(revision, where)), ("new", Probe))
+        lines = [f"| model | bare | every=1, {revision} | every=1, this tree | every=10, {revision} "
+                 "| every=10, this tree |", "|---|---|---|---|---|---|"]
+        print("\n".join(lines), flush=True)
+        for name, (model, batch, lr) in cases().items():
+            times = {k: [] for k in ("bare", "old1", "new1", "old10", "new10")}
+            for _ in range(repeats):
+                times["bare"].append(train_seconds(copy.deepcopy(model), batch, lr, None))
+                for every in (1, 10):
+                    for label, probe_class in random.sample(variants, 2):
+                        times[f"{label}{every}"].append(
+                            train_seconds(copy.deepcopy(model), batch, lr, every, probe_class))
+            r = {k: statistics.median(t / b for t, b in zip(v, times["bare"])) for k, v in times.items() if k != "bare"}
+            lines.append(f"| {name} | {statistics.median(times['bare']) * 1e3:.2f} ms | {r['old1']:.2f}× "
+                         f"| {r['new1']:.2f}× | {r['old10']:.3f}× | {r['new10']:.3f}× |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         print(json.dumps(overhead(int(sys.argv[2]))))
@@ -216,5 +260,7 @@ if __name__ == "__main__":
         main(repeats=5, memory=False)
     elif sys.argv[1:2] == ["--breakdown"]:
         breakdown()
+    elif sys.argv[1:2] == ["--against"] and len(sys.argv) == 3:
+        against(sys.argv[2])
     else:
         main()

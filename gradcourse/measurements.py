@@ -1,15 +1,21 @@
 """The quantities a probe measures, as small functions of tensors (a probe only decides when to call them).
 
-Every sum is accumulated in float64: a float32 sum of squares drifts over large tensors and
-underflows to 0 for the tiny gradients of a vanishing network, and the course compares these
-numbers against theory over many orders of magnitude.
+**Accuracy.** Every value is within 1e-6 (relative) of the same quantity computed in float64
+from the same numbers (``tests/test_probes.py`` checks it on layers of up to a million values).
+**Speed.** A probe calls these functions on every layer of every recorded step, so each one makes
+as few passes over a tensor as that accuracy allows: float32 sums where their error is provably
+small (torch's cascade summation, or a BLAS dot product over at most 2**15 values: within 1.3e-7
+and 3.2e-7 in the worst cases measured), float64 where it is not (values tiny or huge enough to under- or overflow when
+squared, a mean that dwarfs the spread, tensors that are not float32), and for sigmoid and tanh
+outputs, whose saturated values are counted exactly in float64. Results are plain Python floats:
+the arithmetic on a handful of numbers per layer is cheaper in numpy than as tensor operations.
 
 >>> import torch
 >>> a = torch.tensor([[0.01, 0.5], [0.99, 0.5]])
 >>> stats = activation_statistics([activation_sums(a, torch.nn.Sigmoid())])
 >>> [round(v, 4) for v in stats[:, 0].tolist()]      # mean, std, saturated fraction, dead fraction
 [0.5, 0.4001, 0.5, nan]
->>> float(norm(torch.tensor([3.0, 4.0])))
+>>> norm(torch.tensor([3.0, 4.0]))
 5.0
 """
 
@@ -17,8 +23,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +39,18 @@ RECTIFIERS = (nn.ReLU, nn.LeakyReLU, nn.ReLU6)
 #: Modules recognised as a layer's activation when a model does not name them (``probe_activations``).
 ACTIVATIONS = (*SATURATING, *RECTIFIERS, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.PReLU)
-_NAN = math.nan
+_ZERO_SHIFT = (nn.ReLU, nn.ReLU6)  # outputs ≥ 0 whose mean is usually within a standard deviation of 0
+
+#: Longest vector whose Σx² a float32 BLAS dot product may take: its error grows with the length
+#: (worst measured over centred, offset and uniform data: 1.8e-7 at 2**14, 3.2e-7 at 2**15, 1.9e-6 at
+#: 2**18); longer vectors are squared and summed by torch's cascade summation (within 1.3e-7 at 2**20).
+_DOT_MAX = 2 ** 15
+#: Largest tensor whose norm ``torch._foreach_norm`` may take in float32 (worst measured: 2.1e-7 at
+#: 2**14, 6.6e-7 at 2**16).
+_NORM_MAX = 2 ** 14
+#: A float32 sum of n squares is trusted down to n·2**-100: each square that underflowed lost less
+#: than 2**-126, all n of them less than 2**-26 of the sum.
+_TINY = 2.0 ** -100
 
 
 class Scratch(dict):
@@ -39,10 +58,10 @@ class Scratch(dict):
 
     Temporary tensors of a few hundred kB are exactly the size glibc serves with ``mmap`` and
     gives back on free: every step would page-fault them in again. A probe keeps one ``Scratch``
-    and the measurements write their temporaries into it (each result is a new, small tensor).
+    and the measurements write their temporaries into it.
     """
 
-    def buffer(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    def buffer(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A buffer of this shape and dtype, contents undefined."""
         key = (tuple(shape), dtype)
         buffer = self.get(key)
@@ -50,170 +69,236 @@ class Scratch(dict):
             buffer = self[key] = torch.empty(key[0], dtype=dtype)
         return buffer
 
-    def float64_rows(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def float64_rows(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A ``(2, n)`` float64 buffer whose first row is all ones, for a tensor of n values:
-        ``torch.mv`` of it with a vector d gives Σd and Σd² in one call. Returns the buffer, its
-        second row flat, and that row shaped like ``like`` (to copy ``like`` into)."""
+        ``torch.mv`` of it with a vector d gives Σd and Σd² in one call. Returns the buffer and
+        its second row shaped like ``like`` (to copy ``like`` into)."""
         key = ("float64_rows", tuple(like.shape))
         rows = self.get(key)
         if rows is None:
             pair = torch.ones(2, like.numel(), dtype=torch.float64)
-            rows = self[key] = (pair, pair[1], pair[1].view(like.shape))
+            rows = self[key] = (pair, pair[1].view(like.shape))
         return rows
 
 
-def _float64(tensor: torch.Tensor, scratch: Scratch | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``(2, n)`` float64 pair (ones, a copy of ``tensor`` flattened) and its second row."""
-    pair, flat, shaped = (Scratch() if scratch is None else scratch).float64_rows(tensor)
-    shaped.copy_(tensor.detach())
-    return pair, flat
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().reshape(-1)
 
 
-def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
-    """Σ tensor² accumulated in float64 (0-d float64): a float64 copy and one dot product."""
-    _, values = _float64(tensor, scratch)
-    return torch.dot(values, values)
+def _float64_sum_of_squares(flat: torch.Tensor) -> float:
+    flat = flat.double()
+    return torch.dot(flat, flat).item()
 
 
-def norm(tensor: torch.Tensor) -> torch.Tensor:
-    """‖tensor‖ (Frobenius) accumulated in float64, as a 0-d float64 tensor."""
-    return sum_of_squares(tensor).sqrt()
+def _float32_sum_of_squares(flat: torch.Tensor, scratch: Scratch | None) -> float | None:
+    """Σx² of a float32 vector in float32, or ``None`` where that could be off by more than 1e-7
+    (an overflow, or squares small enough to underflow)."""
+    n = flat.numel()
+    if n <= _DOT_MAX:
+        squares = torch.dot(flat, flat).item()
+    else:
+        out = None if scratch is None else scratch.buffer(flat.shape)
+        squares = torch.square(flat, out=out).sum().item()
+    return squares if n * _TINY <= squares < math.inf else None
 
 
-def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """:func:`norm` of each tensor, in one call (0-d float64 tensors)."""
-    return list(torch._foreach_norm(tensors, dtype=torch.float64))
+def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> float:
+    """Σ tensor², within 1e-6 of float64 (float32 where that is safe, see the module docstring)."""
+    flat = _flat(tensor)
+    if flat.dtype == torch.float32 and flat.numel():
+        squares = _float32_sum_of_squares(flat, scratch)
+        if squares is not None:
+            return squares
+    return _float64_sum_of_squares(flat)
 
 
-def all_finite(values: list[torch.Tensor]) -> bool:
-    """Whether every value is finite, from one sum: a NaN or Inf anywhere makes the sum non-finite.
+def norm(tensor: torch.Tensor) -> float:
+    """‖tensor‖ (Frobenius), within 1e-6 of float64."""
+    return math.sqrt(sum_of_squares(tensor))
 
-    Meant for norms (non-negative, float64: no overflow from adding finite float32 norms).
-    """
-    return math.isfinite(torch.stack(values).sum().item())
 
+def norms(tensors: Sequence[torch.Tensor]) -> list[float]:
+    """:func:`norm` of each tensor: float32 tensors of at most 2**14 values in one float32 call,
+    the others (and any whose float32 norm may have under- or overflowed) in one float64 call."""
+    values: list[float | None] = [None] * len(tensors)
+    small = [i for i, t in enumerate(tensors) if t.dtype == torch.float32 and 0 < t.numel() <= _NORM_MAX]
+    if small:
+        found = torch.stack(torch._foreach_norm([tensors[i].detach() for i in small])).tolist()
+        for i, value in zip(small, found):
+            if tensors[i].numel() * _TINY <= value * value < math.inf:
+                values[i] = value
+    rest = [i for i, v in enumerate(values) if v is None]
+    if rest:
+        found = torch.stack(torch._foreach_norm([tensors[i].detach() for i in rest], dtype=torch.float64)).tolist()
+        for i, value in zip(rest, found):
+            values[i] = value
+    return values
+
+
+def all_finite(values: Sequence[float]) -> bool:
+    """Whether every value is finite (NaN and ±Inf are not)."""
+    return all(math.isfinite(v) for v in values)
+
+
+# -- activations ------------------------------------------------------------------------------
 
 #: Every float32 at or above 2**-7 is a multiple of this: so are |a − 0.5| and |a| for the float32
-#: activations near a saturation threshold, which lets :func:`_count_above` count them exactly.
+#: activations near a saturation threshold, which lets :func:`_saturating_sums` count them exactly.
 _GRID = 2.0 ** -30
-
-
-def _count_above(values: torch.Tensor, threshold: float) -> tuple[torch.Tensor, float]:
-    """How many of the float64 ``values`` (a float32 activation, or its distance to the centre)
-    exceed ``threshold``, exactly, as (Σ, n·t) with count = (Σ − n·t)/2**-30 (taken later, for
-    all layers at once); ``values`` is overwritten.
-
-    Two vectorised operations instead of a comparison into a bool tensor (several times slower on
-    CPU): with t = the multiple of 2**-30 at or below ``threshold`` and t⁺ = t + 2**-30, clamping
-    to [t, t⁺] leaves t for every value ≤ ``threshold`` and t⁺ for every value above (no value
-    lies strictly between: see ``_GRID``). The float64 sum of those is exact up to 2**23 values
-    (and within 1e-7 beyond), and (Σ − n·t)/2**-30 is the count.
-    """
-    low = math.floor(threshold / _GRID) * _GRID
-    return values.clamp_(low, low + _GRID).sum(), values.numel() * low
 
 
 class ActivationSums(NamedTuple):
     """What one forward call of a layer contributes: mergeable over several calls of one step."""
 
     count: int                      # number of values
-    shift: torch.Tensor             # the sums are taken around this value (0-d, float64)
-    moments: torch.Tensor           # [Σ(a − shift), Σ(a − shift)²], float64
-    saturated: tuple[torch.Tensor, float] | None  # values within SATURATION_MARGIN of an asymptote (_count_above)
+    shift: float                    # the sums are taken around this value
+    total: float                    # Σ(a − shift)
+    squares: float                  # Σ(a − shift)²
+    saturated: float | None         # values within SATURATION_MARGIN of an asymptote (sigmoid, tanh)
     unit_max: torch.Tensor | None   # per unit (feature, or channel × position), its largest value over the batch
 
 
-_HALF, _ZERO = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+def _saturating_sums(x: torch.Tensor, sigmoid: bool, scratch: Scratch | None) -> tuple[float, float, float, float]:
+    """(shift, Σd, Σd², saturated count) of a sigmoid or tanh output, in float64, d = a − centre.
+
+    Four passes over a float64 copy: the copy, the shift, one ``mv`` for Σd and Σd², and the
+    count. A float32 ``a`` shifted by the centre of the range (0.5 or 0) is exact in float64, and
+    |d| > half the range − margin is counted with two vectorised operations instead of a
+    comparison into a bool tensor (several times slower on CPU): with t = the multiple of 2**-30
+    at or below the threshold, clamping |d| to [t, t + 2**-30] leaves t for every value at or
+    below the threshold and t + 2**-30 for every value above (no value lies strictly between: see
+    ``_GRID``). The float64 sum of those is exact up to 2**23 values (within 1e-7 beyond).
+    """
+    pair, d = (Scratch() if scratch is None else scratch).float64_rows(x)
+    d.copy_(x)
+    centre, half_range = (0.5, 0.5) if sigmoid else (0.0, 1.0)
+    if centre:
+        d -= centre
+    total, squares = torch.mv(pair, pair[1]).tolist()
+    low = math.floor((half_range - SATURATION_MARGIN) / _GRID) * _GRID
+    clamped = d.abs_().clamp_(low, low + _GRID).sum().item()
+    count = (clamped - x.numel() * low) / _GRID
+    return centre, total, squares, float(round(count)) if math.isfinite(count) else math.nan  # NaN stays NaN
 
 
-def activation_sums(a: torch.Tensor, activation: nn.Module | None = None,
+def _shifted_sums(flat: torch.Tensor, shift: float, scratch: Scratch | None) -> tuple[float, float | None]:
+    """Σd and Σd² for d = x − shift in float32; Σd² is ``None`` if the variance would lose accuracy.
+
+    Each d is rounded once (relative error 2**-24). The variance is (Σd² − (Σd)²/n)/(n − 1); as
+    long as (Σd)²/n is at most half of Σd² (the shift within about one standard deviation of the
+    mean), that subtraction at most doubles the sums' errors: within 1e-6."""
+    n = flat.numel()
+    d = flat if shift == 0.0 else torch.sub(flat, shift, out=None if scratch is None else scratch.buffer(flat.shape))
+    total = d.sum().item()
+    squares = _float32_sum_of_squares(d, scratch)
+    if squares is not None and not total * total / n <= squares / 2:
+        squares = None
+    return total, squares
+
+
+def _float64_sums(flat: torch.Tensor) -> tuple[float, float, float]:
+    """(shift, Σd, Σd²) in float64 around the mean: for nearly constant, tiny, huge or non-float32 values."""
+    values = flat.double()
+    mean = values.mean().item()
+    d = values - mean if math.isfinite(mean) else values
+    return (mean if math.isfinite(mean) else 0.0), d.sum().item(), torch.dot(d, d).item()
+
+
+def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *, shift: float | None = None,
                     scratch: Scratch | None = None) -> ActivationSums:
     """The sums behind :func:`activation_statistics` for one output ``a`` of a layer's ``activation``.
 
-    The values are copied to float64 and shifted (exactly, in float64) before Σd and Σd² are
-    taken, so that the variance does not cancel away when the mean dwarfs the spread (the
-    relative error of the variance is about 1e-16·(mean − shift)²/variance). Sigmoid and tanh
-    outputs are shifted by the centre of their range (0.5, 0), which also gives the distance
-    |a − centre| that decides saturation; ReLU-like outputs by 0; other outputs by one of their
-    values. ``saturated`` is
-    counted for sigmoid and tanh, ``unit_max`` kept for ReLU-like activations (a unit is dead
-    when it is ≤ 0 for the whole batch). ``scratch`` lends the temporaries (see :class:`Scratch`).
-    The arithmetic on the sums waits for :func:`activation_statistics`.
+    The moments are taken around ``shift`` (a probe passes the shift that served the layer in its
+    previous record; by default 0 for ReLU outputs, else the float32 mean of ``a``), and again
+    around the mean they find if that shift was too far off; float64 is the last resort. Sigmoid
+    and tanh outputs are summed in float64 around the centre of their range (see
+    :func:`_saturating_sums`).
+    ``saturated`` is counted for sigmoid and tanh, ``unit_max`` kept for ReLU-like activations (a
+    unit is dead when it is ≤ 0 for the whole batch). ``scratch`` lends the temporaries (see
+    :class:`Scratch`). The arithmetic on the sums waits for :func:`activation_statistics`.
     """
-    a = a.detach()
-    pair, d = _float64(a, scratch)
-    saturating = isinstance(activation, SATURATING)
-    if isinstance(activation, nn.Sigmoid):
-        shift = _HALF
-    elif saturating or isinstance(activation, RECTIFIERS):
-        shift = _ZERO  # ReLU outputs start at 0: their mean is of the order of their spread
-    else:
-        shift = d[0].clone()  # the first value, already in float64
-    if shift is not _ZERO:
-        d -= shift
-    moments = torch.mv(pair, d)
+    x = a.detach()
+    flat = x.reshape(-1)
+    n = flat.numel()
+    if isinstance(activation, SATURATING):
+        *sums, saturated = _saturating_sums(x, isinstance(activation, nn.Sigmoid), scratch)
+        return ActivationSums(n, *sums, saturated, None)
+    sums = None
+    if flat.dtype == torch.float32 and n:
+        if shift is None:
+            shift = 0.0 if isinstance(activation, _ZERO_SHIFT) else flat.sum().item() / n
+        for _ in range(2):  # a shift far from the mean is replaced, once, by the mean it measured
+            if not math.isfinite(shift):
+                break
+            shift = float(np.float32(shift))
+            total, squares = _shifted_sums(flat, shift, scratch)
+            if squares is not None:
+                # The mean's error is about 1e-7 of the spread, unless the values are ≥ 0 and
+                # unshifted; a mean well inside the spread needs an exact sum to be within 1e-6.
+                mean = shift + total / n
+                if not (shift == 0.0 and isinstance(activation, _ZERO_SHIFT)) and mean * mean * n < squares:
+                    total = flat.sum(dtype=torch.float64).item() - shift * n
+                sums = (shift, total, squares)
+                break
+            shift += total / n
+    if sums is None:
+        sums = _float64_sums(flat)
     saturated = unit_max = None
-    if saturating:  # |a − centre| > half the range − margin
-        half_range = 0.5 if isinstance(activation, nn.Sigmoid) else 1.0
-        saturated = _count_above(d.abs_(), half_range - SATURATION_MARGIN)
-    elif isinstance(activation, RECTIFIERS):
-        unit_max = a.reshape(a.shape[0], -1).amax(dim=0)
-    return ActivationSums(a.numel(), shift, moments, saturated, unit_max)
+    if isinstance(activation, RECTIFIERS):
+        unit_max = x.reshape(x.shape[0], -1).amax(dim=0) if x.dim() else x.reshape(1)
+    return ActivationSums(n, *sums, saturated, unit_max)
 
 
-def merge_activation_sums(calls: list[ActivationSums]) -> ActivationSums:
+def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
     """One :class:`ActivationSums` for several forward calls of a layer in one step, as if their
     values were one batch (the sums are re-centred on the first call's shift)."""
     if len(calls) == 1:
         return calls[0]
     shift = calls[0].shift
-    total = sq = 0.0
+    total = squares = 0.0
     for c in calls:
         offset = c.shift - shift  # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and so for the squares
-        total = total + c.moments[0] + c.count * offset
-        sq = sq + c.moments[1] + 2 * offset * c.moments[0] + c.count * offset * offset
+        total += c.total + c.count * offset
+        squares += c.squares + 2 * offset * c.total + c.count * offset * offset
     saturated = unit_max = None
     if calls[0].saturated is not None:
-        saturated = (sum(c.saturated[0] for c in calls), sum(c.saturated[1] for c in calls))
+        saturated = sum(c.saturated for c in calls)
     if calls[0].unit_max is not None and len({c.unit_max.shape for c in calls}) == 1:
         unit_max = functools.reduce(torch.maximum, [c.unit_max for c in calls])
-    return ActivationSums(sum(c.count for c in calls), shift, torch.stack([total, sq]), saturated, unit_max)
+    return ActivationSums(sum(c.count for c in calls), shift, total, squares, saturated, unit_max)
 
 
-def activation_statistics(sums: list[ActivationSums | None]) -> torch.Tensor:
+def activation_statistics(sums: Sequence[ActivationSums | None]) -> np.ndarray:
     """Mean, standard deviation, saturated fraction and dead fraction of each layer's activation.
 
     ``sums`` has one :func:`activation_sums` (or ``None``: not measured) per layer. Returns a
-    float64 tensor of shape ``(4, len(sums))``, NaN where a layer was not measured or its
-    activation has no such notion. Computed for all layers at once (a handful of tensor ops).
+    float64 array of shape ``(4, len(sums))``, NaN where a layer was not measured or its
+    activation has no such notion.
     """
-    nan = torch.tensor(_NAN, dtype=torch.float64)
-    nan2 = torch.full((2,), _NAN, dtype=torch.float64)
-    count = torch.tensor([s.count if s else _NAN for s in sums], dtype=torch.float64)
-    shift = torch.stack([s.shift if s else nan for s in sums])
-    total, sq = torch.stack([s.moments if s else nan2 for s in sums]).T
-    mean = shift + total / count
-    variance = ((sq - total * total / count) / (count - 1).clamp(min=1)).clamp(min=0)
-    counted = [s.saturated if s and s.saturated is not None else (nan, _NAN) for s in sums]
-    saturated = (torch.stack([c[0] for c in counted]) - torch.tensor([c[1] for c in counted], dtype=torch.float64))
-    saturated = saturated / _GRID / count
-    return torch.stack([mean, variance.sqrt(), saturated, dead_fractions(sums)])
+    nan = math.nan
+    count = np.array([s.count if s else nan for s in sums], dtype=float)
+    shift, total, squares = (np.array([getattr(s, k) if s else nan for s in sums], dtype=float)
+                             for k in ("shift", "total", "squares"))
+    saturated = np.array([s.saturated if s and s.saturated is not None else nan for s in sums], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = shift + total / count
+        variance = np.clip((squares - total * total / count) / np.maximum(count - 1, 1), 0, None)
+        return np.stack([mean, np.sqrt(variance), saturated / count, dead_fractions(sums)])
 
 
-def dead_fractions(sums: list[ActivationSums | None]) -> torch.Tensor:
+def dead_fractions(sums: Sequence[ActivationSums | None]) -> np.ndarray:
     """Fraction of units that are ≤ 0 for the whole batch, per layer (NaN where not kept)."""
-    dead = torch.full((len(sums),), _NAN, dtype=torch.float64)
-    kept = [i for i, s in enumerate(sums) if s and s.unit_max is not None]
-    if kept:
-        maxima = [sums[i].unit_max for i in kept]
-        sizes = tuple(m.numel() for m in maxima)
-        silent = torch.cat(maxima).le(0).double()
-        counts = torch.bincount(_owners(sizes), weights=silent, minlength=len(kept))
-        dead[kept] = counts / torch.tensor(sizes, dtype=torch.float64)
+    dead = np.full(len(sums), math.nan)
+    for i, s in enumerate(sums):
+        if s and s.unit_max is not None and s.unit_max.numel():
+            maxima = s.unit_max.float().numpy()  # one value per unit: a few thousand at most, cheaper in numpy
+            dead[i] = np.count_nonzero(maxima <= 0) / maxima.size
     return dead
 
 
-def log2_histogram(tensors: list[torch.Tensor], low: int, high: int, scratch: Scratch | None = None) -> torch.Tensor:
+# -- the weight-gradient histogram ------------------------------------------------------------
+
+def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int, scratch: Scratch | None = None) -> np.ndarray:
     """Count |g| per power of two, one row per tensor: bin ``k`` holds 2**(low+k) ≤ |g| < 2**(low+k+1).
 
     The float32 exponent bits are log2|g|, read exactly (no logarithm). Smaller values, zeros
@@ -223,16 +308,21 @@ def log2_histogram(tensors: list[torch.Tensor], low: int, high: int, scratch: Sc
     >>> log2_histogram([torch.tensor([0.0, 0.3, 1.0, 5.0, float("nan")])], -2, 2).tolist()
     [[2, 0, 1, 2]]
     """
-    bins = high - low
     sizes = tuple(t.numel() for t in tensors)
     flat = [t.detach().reshape(-1).float() for t in tensors]
     out = None if scratch is None else scratch.buffer((sum(sizes),), torch.float32)
     bits = torch.cat(flat, out=out).view(torch.int32)
-    # biased exponent − 127 = floor(log2|g|); clamp into [low, high) and move each tensor's
-    # values to its own row, so that one bincount counts every tensor.
-    exponent = bits.bitwise_and_(0x7FFFFFFF).bitwise_right_shift_(23).clamp_(low + 127, high + 126)
-    exponent += _row_offsets(sizes, bins, low + 127)
-    return torch.bincount(exponent, minlength=len(tensors) * bins).view(len(tensors), bins)
+    # An arithmetic shift by 23 leaves the biased exponent E (0…255), minus 256 when the sign bit
+    # is set; adding 256 + 512·row gives every (tensor, sign, E) its own bin, so that one bincount
+    # counts them all. The rest is arithmetic on a (tensors, 512) array.
+    index = torch.bitwise_right_shift(bits, 23)
+    index += _row_offsets(sizes)
+    counts = torch.bincount(index, minlength=512 * len(sizes)).numpy().reshape(len(sizes), 2, 256).sum(axis=1)
+    first, last = low + 127, high + 126  # E of the first and the last bin
+    rows = counts[:, first:last + 1].copy()
+    rows[:, 0] += counts[:, :first].sum(axis=1)
+    rows[:, -1] += counts[:, last + 1:].sum(axis=1)
+    return rows
 
 
 @functools.lru_cache(maxsize=16)
@@ -242,5 +332,5 @@ def _owners(sizes: tuple[int, ...]) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _row_offsets(sizes: tuple[int, ...], bins: int, first: int) -> torch.Tensor:
-    return (_owners(sizes) * bins - first).int()
+def _row_offsets(sizes: tuple[int, ...]) -> torch.Tensor:
+    return (_owners(sizes) * 512 + 256).int()

@@ -74,17 +74,17 @@ def tracked_weight(module: nn.Module) -> torch.Tensor:
 
 
 class _Recording:
-    """What one recorded step gathers, as tensors, until it is committed (numpy once, at the end)."""
+    """What one recorded step gathers (plain floats) until it is committed as one record."""
 
-    def __init__(self, step: int, weight_norms: list[torch.Tensor]):
+    def __init__(self, step: int, weight_norms: list[float]):
         n = len(weight_norms)
         self.step = step
         self.weight_norms = weight_norms
         self.activations: list[list[ActivationSums]] = [[] for _ in range(n)]  # one entry per forward call
-        self.output_grad_sq: list[torch.Tensor | None] = [None] * n           # Σ‖∂L/∂z‖² over the calls
-        self.hidden_grad_sq: list[torch.Tensor] = []                           # Σ‖∂L/∂h_t‖², per t
-        self.grad_norms: list[torch.Tensor] | None = None
-        self.histogram: torch.Tensor | None = None
+        self.output_grad_sq: list[float | None] = [None] * n                  # Σ‖∂L/∂z‖² over the calls
+        self.hidden_grad_sq: list[float | None] = []                           # Σ‖∂L/∂h_t‖², per t
+        self.grad_norms: list[float | None] | None = None
+        self.histogram: np.ndarray | None = None
 
 
 class _Record(NamedTuple):
@@ -152,6 +152,7 @@ class Probe:
         self._backward_queued = False
         self._inputs: tuple = ()
         self._scratch = Scratch()            # work buffers reused from step to step
+        self._shifts: list[float | None] = [None] * len(self.layers)  # each activation's last shift (see measurements)
         self._reset_forward()
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
@@ -255,9 +256,8 @@ class Probe:
         recording.grad_norms = [None] * len(self.layers)
         for i, value in zip(present, grad_norms):
             recording.grad_norms[i] = value
-        rows = log2_histogram(grads, *self._exponents, scratch=self._scratch)
-        recording.histogram = torch.zeros(len(self.layers), self.bins, dtype=torch.int64)
-        recording.histogram[present] = rows
+        recording.histogram = np.zeros((len(self.layers), self.bins), dtype=np.int64)
+        recording.histogram[present] = log2_histogram(grads, *self._exponents, scratch=self._scratch)
         if not all_finite(grad_norms):
             self.locate_nonfinite_gradient()
 
@@ -281,7 +281,8 @@ class Probe:
             layer = self._last_layer if index is None else index
             if layer is None or self._unmatched.pop(layer, None) is None:
                 return
-            recording.activations[layer].append(activation_sums(output, module, scratch))
+            recording.activations[layer].append(
+                activation_sums(output, module, shift=self._shifts[layer], scratch=scratch))
             self._last_layer = None
         elif kind == _TAP:
             if output.requires_grad:
@@ -297,7 +298,8 @@ class Probe:
     def _measure_unmatched(self) -> None:
         """Layers no activation followed in this forward pass: measure their output instead."""
         for index, output in self._unmatched.items():
-            self._recording.activations[index].append(activation_sums(output, scratch=self._scratch))
+            self._recording.activations[index].append(
+                activation_sums(output, shift=self._shifts[index], scratch=self._scratch))
             if index != self._final_layer:
                 self.unmeasured[self.layers[index]] = _NO_ACTIVATION
         self._unmatched = {}
@@ -308,27 +310,22 @@ class Probe:
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
-        n = len(self.layers)
-        nan = torch.tensor(math.nan, dtype=torch.float64)
         torch._foreach_sub_(self._before, [w.detach() for w in self._weights])  # now −ΔW
-        updates = torch._foreach_div(norms(self._before), recording.weight_norms)
-        grad_norms = recording.grad_norms or [None] * n
-        activations = activation_statistics(
-            [merge_activation_sums(calls) if calls else None for calls in recording.activations])
-        rows = {
-            "grad_norm": torch.stack([nan if g is None else g for g in grad_norms]),
-            "output_grad_norm": torch.stack([nan if s is None else s.sqrt() for s in recording.output_grad_sq]),
-            "weight_norm": torch.stack(recording.weight_norms),
-            "update_ratio": torch.stack(updates),
-            **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activations)),
-        }
-        values = torch.stack([rows[q] for q in LAYER_QUANTITIES])
+        merged = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
+        self._shifts = [None if sums is None else sums.shift for sums in merged]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows = {
+                "grad_norm": _floats(recording.grad_norms or [None] * len(self.layers)),
+                "output_grad_norm": np.sqrt(_floats(recording.output_grad_sq)),
+                "weight_norm": _floats(recording.weight_norms),
+                "update_ratio": _floats(norms(self._before)) / _floats(recording.weight_norms),
+                **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activation_statistics(merged))),
+            }
+        values = np.stack([rows[q] for q in LAYER_QUANTITIES])
         histogram = (recording.histogram if recording.histogram is not None
-                     else torch.zeros(n, self.bins, dtype=torch.int64))
-        hidden = None
-        if recording.hidden_grad_sq:
-            hidden = torch.stack([nan if s is None else s.sqrt() for s in recording.hidden_grad_sq]).numpy()
-        self._records.append(_Record(recording.step, values.numpy(), histogram.numpy(), hidden))
+                     else np.zeros((len(self.layers), self.bins), dtype=np.int64))
+        hidden = np.sqrt(_floats(recording.hidden_grad_sq)) if recording.hidden_grad_sq else None
+        self._records.append(_Record(recording.step, values, histogram, hidden))
         if len(self._records) > self.max_records:
             self._records = self._records[::2]
             self.every *= 2
@@ -424,8 +421,13 @@ def _on_gradient(output: torch.Tensor, fn) -> None:
         node.register_prehook(hook)
 
 
-def _accumulate(slots: list, index: int, value: torch.Tensor) -> None:
+def _accumulate(slots: list, index: int, value: float) -> None:
     slots[index] = value if slots[index] is None else slots[index] + value
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    """A float64 array, NaN where a value is missing."""
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _first_tensor(output) -> torch.Tensor | None:

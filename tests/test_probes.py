@@ -250,8 +250,8 @@ def test_measurements_alone_match_float64():
     a = torch.rand(300, 40, generator=gen) * 0.2 + 1e3  # the mean dwarfs the spread
     sums = measurements.activation_sums(a)
     mean, std, saturated, dead = measurements.activation_statistics([sums])[:, 0].tolist()
-    close(mean, a.double().mean().item(), rel=1e-12)
-    close(std, a.double().std().item(), rel=1e-9)
+    close(mean, a.double().mean().item(), rel=1e-6)  # the module's contract: within 1e-6 of float64
+    close(std, a.double().std().item(), rel=1e-6)
     assert math.isnan(saturated) and math.isnan(dead)
     # two calls merge as one batch
     b = torch.sigmoid(torch.randn(50, 40, generator=gen) * 4)
@@ -261,14 +261,14 @@ def test_measurements_alone_match_float64():
     both = torch.cat([b, c]).double()
     stats = measurements.activation_statistics([merged, None])
     close(stats[:, 0][:3], [both.mean(), both.std(), ((both < 0.03) | (both > 0.97)).double().mean()], rel=1e-7)
-    assert torch.isnan(stats[:, 1]).all()
+    assert np.isnan(stats[:, 1]).all()
     r = torch.relu(torch.randn(8, 3, 5, generator=gen))
     r[:, 1, 2] = 0.0
     dead = measurements.activation_statistics([measurements.activation_sums(r, nn.ReLU())])[3, 0]
     close(dead, (r.amax(dim=0) <= 0).double().mean())
     assert measurements.log2_histogram([torch.tensor([0.0, 0.3, 1.0, 5.0, math.nan])], -2, 2).tolist() == [[2, 0, 1, 2]]
-    assert measurements.all_finite([torch.tensor(1.0), torch.tensor(2.0)])
-    assert not measurements.all_finite([torch.tensor(1.0), torch.tensor(math.inf)])
+    assert measurements.all_finite([1.0, 2.0])
+    assert not measurements.all_finite([1.0, math.inf]) and not measurements.all_finite([math.nan])
 
 
 # -- ordinary and convolutional models --------------------------------------------------------
@@ -574,5 +574,5 @@ def test_saturation_is_counted_exactly_at_the_margins(activation):
     expected = (((a64 - 0.5).abs() > 0.47) if isinstance(activation, nn.Sigmoid) else (a64.abs() > 0.97)).sum()
     stats = measurements.activation_statistics([measurements.activation_sums(a, activation)])
     assert stats[2, 0].item() * a.numel() == pytest.approx(expected.item(), abs=1e-6)
-    close(stats[0, 0], a64.mean().item(), rel=1e-12)
-    close(stats[1, 0], a64.std().item(), rel=1e-12)
+    close(stats[0, 0], a64.mean().item(), rel=1e-6)
+    close(stats[1, 0], a64.std().item(), rel=1e-6)
