@@ -1,14 +1,16 @@
 """The quantities a probe measures, as small functions of tensors (a probe only decides when to call them).
 
-**Accuracy.** Every value is within 1e-6 (relative) of the same quantity computed in float64
-from the same numbers (``tests/test_probes.py`` checks it on layers of up to a million values).
-**Speed.** A probe calls these functions on every layer of every recorded step, so each one makes
-as few passes over a tensor as that accuracy allows: float32 sums where their error is provably
-small (torch's cascade summation, or a BLAS dot product over at most 2**15 values: within 1.3e-7
-and 3.2e-7 in the worst cases measured), float64 where it is not (values tiny or huge enough to under- or overflow when
-squared, a mean that dwarfs the spread, tensors that are not float32), and for sigmoid and tanh
-outputs, whose saturated values are counted exactly in float64. Results are plain Python floats:
-the arithmetic on a handful of numbers per layer is cheaper in numpy than as tensor operations.
+**Accuracy.** Every sum is accumulated in float64: a float32 sum of squares drifts over large
+tensors and underflows to 0 for the tiny gradients of a vanishing network, and the course
+compares these numbers against theory over many orders of magnitude. Every value is within 1e-6
+(relative) of the same quantity computed in float64 by torch (``tests/test_probes.py`` checks it
+on layers of up to a million values).
+
+**Speed.** A probe calls these functions on every layer of every recorded step. For float32 CPU
+tensors (what the course trains) each quantity is one compiled pass over the tensor
+(:mod:`gradcourse._kernels`); anything else goes through torch in float64. Results are plain
+Python floats: the arithmetic on a handful of numbers per layer is cheaper in numpy than as
+tensor operations.
 
 >>> import torch
 >>> a = torch.tensor([[0.01, 0.5], [0.99, 0.5]])
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _kernels
+
 #: An activation within this distance of an asymptote (sigmoid: 0 or 1; tanh: ±1) counts as
 #: saturated: its slope is then below about 3 % of its maximum, so it passes almost no gradient back.
 SATURATION_MARGIN = 0.03
@@ -39,100 +43,69 @@ RECTIFIERS = (nn.ReLU, nn.LeakyReLU, nn.ReLU6)
 #: Modules recognised as a layer's activation when a model does not name them (``probe_activations``).
 ACTIVATIONS = (*SATURATING, *RECTIFIERS, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.PReLU)
-_ZERO_SHIFT = (nn.ReLU, nn.ReLU6)  # outputs ≥ 0 whose mean is usually within a standard deviation of 0
 
-#: Longest vector whose Σx² a float32 BLAS dot product may take: its error grows with the length
-#: (worst measured over centred, offset and uniform data: 1.8e-7 at 2**14, 3.2e-7 at 2**15, 1.9e-6 at
-#: 2**18); longer vectors are squared and summed by torch's cascade summation (within 1.3e-7 at 2**20).
-_DOT_MAX = 2 ** 15
-#: Largest tensor whose norm ``torch._foreach_norm`` may take in float32 (worst measured: 2.1e-7 at
-#: 2**14, 6.6e-7 at 2**16).
-_NORM_MAX = 2 ** 14
-#: A float32 sum of n squares is trusted down to n·2**-100: each square that underflowed lost less
-#: than 2**-126, all n of them less than 2**-26 of the sum.
-_TINY = 2.0 ** -100
+#: Sums taken around a centre c lose about 1e-16·(mean − c)²/variance of the variance to
+#: cancellation: past this ratio (1e-7 lost) they are taken again around the mean they found.
+_FAR_FROM_CENTRE = 1e9
 
 
-class Scratch(dict):
-    """Reusable work buffers, one per shape and dtype, owned by a caller that measures repeatedly.
-
-    Temporary tensors of a few hundred kB are exactly the size glibc serves with ``mmap`` and
-    gives back on free: every step would page-fault them in again. A probe keeps one ``Scratch``
-    and the measurements write their temporaries into it.
-    """
-
-    def buffer(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A buffer of this shape and dtype, contents undefined."""
-        key = (tuple(shape), dtype)
-        buffer = self.get(key)
-        if buffer is None:
-            buffer = self[key] = torch.empty(key[0], dtype=dtype)
-        return buffer
-
-    def float64_rows(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A ``(2, n)`` float64 buffer whose first row is all ones, for a tensor of n values:
-        ``torch.mv`` of it with a vector d gives Σd and Σd² in one call. Returns the buffer and
-        its second row shaped like ``like`` (to copy ``like`` into)."""
-        key = ("float64_rows", tuple(like.shape))
-        rows = self.get(key)
-        if rows is None:
-            pair = torch.ones(2, like.numel(), dtype=torch.float64)
-            rows = self[key] = (pair, pair[1].view(like.shape))
-        return rows
+def _array(tensor: torch.Tensor, shape: tuple[int, ...] = (-1,)) -> np.ndarray | None:
+    """``tensor`` as a C-contiguous float32 numpy array of ``shape`` for the kernels (no copy
+    when it is already contiguous), or ``None`` when it is not a float32 CPU tensor."""
+    tensor = tensor.detach()
+    if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or tensor.is_neg():
+        return None
+    return tensor.reshape(shape).numpy()
 
 
-def _flat(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().reshape(-1)
-
-
-def _float64_sum_of_squares(flat: torch.Tensor) -> float:
-    flat = flat.double()
+def sum_of_squares(tensor: torch.Tensor) -> float:
+    """Σ tensor², accumulated in float64."""
+    values = _array(tensor)
+    if values is not None:
+        return _kernels.sum_of_squares(values)
+    flat = tensor.detach().reshape(-1).to(torch.float64)
     return torch.dot(flat, flat).item()
 
 
-def _float32_sum_of_squares(flat: torch.Tensor, scratch: Scratch | None) -> float | None:
-    """Σx² of a float32 vector in float32, or ``None`` where that could be off by more than 1e-7
-    (an overflow, or squares small enough to underflow)."""
-    n = flat.numel()
-    if n <= _DOT_MAX:
-        squares = torch.dot(flat, flat).item()
-    else:
-        out = None if scratch is None else scratch.buffer(flat.shape)
-        squares = torch.square(flat, out=out).sum().item()
-    return squares if n * _TINY <= squares < math.inf else None
-
-
-def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> float:
-    """Σ tensor², within 1e-6 of float64 (float32 where that is safe, see the module docstring)."""
-    flat = _flat(tensor)
-    if flat.dtype == torch.float32 and flat.numel():
-        squares = _float32_sum_of_squares(flat, scratch)
-        if squares is not None:
-            return squares
-    return _float64_sum_of_squares(flat)
-
-
 def norm(tensor: torch.Tensor) -> float:
-    """‖tensor‖ (Frobenius), within 1e-6 of float64."""
+    """‖tensor‖ (Frobenius), accumulated in float64."""
     return math.sqrt(sum_of_squares(tensor))
 
 
+def _concatenated(tensors: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """The tensors flattened into one float32 array, and where each one ends (for the kernels)."""
+    with torch.no_grad():
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+    if flat.dtype != torch.float32 or flat.device.type != "cpu":
+        flat = flat.float().cpu()
+    return flat.numpy(), np.cumsum([t.numel() for t in tensors], dtype=np.int64)
+
+
+class Flat:
+    """One float32 buffer holding copies of several tensors back to back, with a view shaped like
+    each: a probe copies the weights (or their gradients) in with one ``torch._foreach_copy_``
+    and measures them all with one kernel call each, instead of a concatenation every time."""
+
+    def __init__(self, like: Sequence[torch.Tensor]):
+        sizes = [t.numel() for t in like]
+        self.buffer = torch.empty(sum(sizes), dtype=torch.float32)
+        self.ends = np.cumsum(sizes, dtype=np.int64)
+        self.views = [v.view(t.shape) for v, t in zip(self.buffer.split(sizes), like)]
+
+    def array(self) -> np.ndarray:
+        return self.buffer.numpy()
+
+
+def segment_norms(values: np.ndarray, ends: np.ndarray) -> list[float]:
+    """Norm of each segment of a float32 array (segment k ends at ``ends[k]``), in float64."""
+    return np.sqrt(_kernels.segment_sums_of_squares(values, ends)).tolist()
+
+
 def norms(tensors: Sequence[torch.Tensor]) -> list[float]:
-    """:func:`norm` of each tensor: float32 tensors of at most 2**14 values in one float32 call,
-    the others (and any whose float32 norm may have under- or overflowed) in one float64 call."""
-    values: list[float | None] = [None] * len(tensors)
-    small = [i for i, t in enumerate(tensors) if t.dtype == torch.float32 and 0 < t.numel() <= _NORM_MAX]
-    if small:
-        found = torch.stack(torch._foreach_norm([tensors[i].detach() for i in small])).tolist()
-        for i, value in zip(small, found):
-            if tensors[i].numel() * _TINY <= value * value < math.inf:
-                values[i] = value
-    rest = [i for i, v in enumerate(values) if v is None]
-    if rest:
-        found = torch.stack(torch._foreach_norm([tensors[i].detach() for i in rest], dtype=torch.float64)).tolist()
-        for i, value in zip(rest, found):
-            values[i] = value
-    return values
+    """:func:`norm` of each tensor, in one pass over all of them (float32 tensors; others alone)."""
+    if not tensors or any(t.dtype != torch.float32 for t in tensors):
+        return [norm(t) for t in tensors]
+    return segment_norms(*_concatenated(tensors))
 
 
 def all_finite(values: Sequence[float]) -> bool:
@@ -142,9 +115,28 @@ def all_finite(values: Sequence[float]) -> bool:
 
 # -- activations ------------------------------------------------------------------------------
 
-#: Every float32 at or above 2**-7 is a multiple of this: so are |a − 0.5| and |a| for the float32
-#: activations near a saturation threshold, which lets :func:`_saturating_sums` count them exactly.
-_GRID = 2.0 ** -30
+def _float32_cut(limit: float, centre: float, above: bool) -> np.float32:
+    """The float32 ``c`` such that, for every float32 ``x``, ``x − centre > limit`` exactly when
+    ``x > c`` (``above``), or ``centre − x > limit`` exactly when ``x < c`` (not ``above``).
+    ``x − centre`` is exact in float64 for float32 ``x`` and a centre of 0 or 0.5."""
+    outward = np.float32(np.inf if above else -np.inf)
+    c = np.float32(centre + limit if above else centre - limit)
+
+    def crossed(v: np.float32) -> bool:
+        return (float(v) - centre if above else centre - float(v)) > limit
+
+    while crossed(c):  # c itself must not count as saturated ...
+        c = np.nextafter(c, -outward)
+    while not crossed(np.nextafter(c, outward)):  # ... and the next float32 outwards must
+        c = np.nextafter(c, outward)
+    return c
+
+
+#: (centre, lower cut, upper cut): a float32 sigmoid or tanh output x is saturated exactly when
+#: x < lower or x > upper, i.e. when |x − centre| > half its range − SATURATION_MARGIN.
+_SATURATION = {kind: (centre, _float32_cut(half_range - SATURATION_MARGIN, centre, False),
+                       _float32_cut(half_range - SATURATION_MARGIN, centre, True))
+               for kind, centre, half_range in ((nn.Sigmoid, 0.5, 0.5), (nn.Tanh, 0.0, 1.0))}
 
 
 class ActivationSums(NamedTuple):
@@ -155,98 +147,77 @@ class ActivationSums(NamedTuple):
     total: float                    # Σ(a − shift)
     squares: float                  # Σ(a − shift)²
     saturated: float | None         # values within SATURATION_MARGIN of an asymptote (sigmoid, tanh)
-    unit_max: torch.Tensor | None   # per unit (feature, or channel × position), its largest value over the batch
+    unit_max: np.ndarray | None     # per unit (feature, or channel × position), its largest value over the batch
 
 
-def _saturating_sums(x: torch.Tensor, sigmoid: bool, scratch: Scratch | None) -> tuple[float, float, float, float]:
-    """(shift, Σd, Σd², saturated count) of a sigmoid or tanh output, in float64, d = a − centre.
-
-    Four passes over a float64 copy: the copy, the shift, one ``mv`` for Σd and Σd², and the
-    count. A float32 ``a`` shifted by the centre of the range (0.5 or 0) is exact in float64, and
-    |d| > half the range − margin is counted with two vectorised operations instead of a
-    comparison into a bool tensor (several times slower on CPU): with t = the multiple of 2**-30
-    at or below the threshold, clamping |d| to [t, t + 2**-30] leaves t for every value at or
-    below the threshold and t + 2**-30 for every value above (no value lies strictly between: see
-    ``_GRID``). The float64 sum of those is exact up to 2**23 values (within 1e-7 beyond).
-    """
-    pair, d = (Scratch() if scratch is None else scratch).float64_rows(x)
-    d.copy_(x)
-    centre, half_range = (0.5, 0.5) if sigmoid else (0.0, 1.0)
-    if centre:
-        d -= centre
-    total, squares = torch.mv(pair, pair[1]).tolist()
-    low = math.floor((half_range - SATURATION_MARGIN) / _GRID) * _GRID
-    clamped = d.abs_().clamp_(low, low + _GRID).sum().item()
-    count = (clamped - x.numel() * low) / _GRID
-    return centre, total, squares, float(round(count)) if math.isfinite(count) else math.nan  # NaN stays NaN
+@functools.lru_cache(maxsize=64)
+def _kind(activation_type: type) -> tuple:
+    """What is measured for an activation of this type: ("outside", low, high) for sigmoid and
+    tanh, ("units",) for ReLU-likes, ("plain",) otherwise (looked up once per type)."""
+    for kind, (_, low, high) in _SATURATION.items():
+        if issubclass(activation_type, kind):
+            return ("outside", low, high)
+    return ("units",) if issubclass(activation_type, RECTIFIERS) else ("plain",)
 
 
-def _shifted_sums(flat: torch.Tensor, shift: float, scratch: Scratch | None) -> tuple[float, float | None]:
-    """Σd and Σd² for d = x − shift in float32; Σd² is ``None`` if the variance would lose accuracy.
-
-    Each d is rounded once (relative error 2**-24). The variance is (Σd² − (Σd)²/n)/(n − 1); as
-    long as (Σd)²/n is at most half of Σd² (the shift within about one standard deviation of the
-    mean), that subtraction at most doubles the sums' errors: within 1e-6."""
-    n = flat.numel()
-    d = flat if shift == 0.0 else torch.sub(flat, shift, out=None if scratch is None else scratch.buffer(flat.shape))
-    total = d.sum().item()
-    squares = _float32_sum_of_squares(d, scratch)
-    if squares is not None and not total * total / n <= squares / 2:
-        squares = None
-    return total, squares
-
-
-def _float64_sums(flat: torch.Tensor) -> tuple[float, float, float]:
-    """(shift, Σd, Σd²) in float64 around the mean: for nearly constant, tiny, huge or non-float32 values."""
-    values = flat.double()
-    mean = values.mean().item()
-    d = values - mean if math.isfinite(mean) else values
-    return (mean if math.isfinite(mean) else 0.0), d.sum().item(), torch.dot(d, d).item()
+def _kernel_sums(x: torch.Tensor, kind: tuple, shift: float) -> ActivationSums:
+    """One compiled pass over a float32 CPU tensor: the moments around ``shift`` and the
+    saturated count or the unit maxima."""
+    n = x.numel()
+    if kind[0] == "units":
+        values = x.reshape(x.shape[0] if x.dim() else 1, -1).numpy()
+        total, squares, unit_max = _kernels.moments_and_unit_max(values, shift)
+        return ActivationSums(n, shift, total, squares, None, unit_max)
+    values = x.reshape(-1).numpy()
+    if kind[0] == "outside":
+        total, squares, outside = _kernels.moments_and_outside(values, shift, kind[1], kind[2])
+        return ActivationSums(n, shift, total, squares, float(outside), None)
+    total, squares = _kernels.moments(values, shift)
+    return ActivationSums(n, shift, total, squares, None, None)
 
 
-def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *, shift: float | None = None,
-                    scratch: Scratch | None = None) -> ActivationSums:
+def _torch_sums(x: torch.Tensor, activation: nn.Module | None) -> ActivationSums:
+    """The same in float64 with torch, around the mean: any dtype or device."""
+    values = x.detach().reshape(-1).to(torch.float64)
+    mean = values.mean().item() if values.numel() else 0.0
+    shift = mean if math.isfinite(mean) else 0.0
+    d = values - shift
+    saturated = unit_max = None
+    if isinstance(activation, SATURATING):
+        centre, half_range = (0.5, 0.5) if isinstance(activation, nn.Sigmoid) else (0.0, 1.0)
+        saturated = float(((values - centre).abs() > half_range - SATURATION_MARGIN).sum())
+    elif isinstance(activation, RECTIFIERS):
+        unit_max = x.detach().reshape(x.shape[0] if x.dim() else 1, -1).amax(dim=0).double().cpu().numpy()
+    return ActivationSums(values.numel(), shift, d.sum().item(), torch.dot(d, d).item(), saturated, unit_max)
+
+
+def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *,
+                    shift: float | None = None) -> ActivationSums:
     """The sums behind :func:`activation_statistics` for one output ``a`` of a layer's ``activation``.
 
-    The moments are taken around ``shift`` (a probe passes the shift that served the layer in its
-    previous record; by default 0 for ReLU outputs, else the float32 mean of ``a``), and again
-    around the mean they find if that shift was too far off; float64 is the last resort. Sigmoid
-    and tanh outputs are summed in float64 around the centre of their range (see
-    :func:`_saturating_sums`).
-    ``saturated`` is counted for sigmoid and tanh, ``unit_max`` kept for ReLU-like activations (a
-    unit is dead when it is ≤ 0 for the whole batch). ``scratch`` lends the temporaries (see
-    :class:`Scratch`). The arithmetic on the sums waits for :func:`activation_statistics`.
+    The moments are taken around ``shift`` (a probe passes the layer's mean from its previous
+    record; by default the first value of ``a``), and again around the mean they found if that
+    shift was far enough off to cost accuracy. ``saturated`` is counted for sigmoid and tanh,
+    ``unit_max`` kept for ReLU-like activations (a unit is dead when it is ≤ 0 for the whole
+    batch). The arithmetic on the sums waits for :func:`activation_statistics`.
     """
     x = a.detach()
-    flat = x.reshape(-1)
-    n = flat.numel()
-    if isinstance(activation, SATURATING):
-        *sums, saturated = _saturating_sums(x, isinstance(activation, nn.Sigmoid), scratch)
-        return ActivationSums(n, *sums, saturated, None)
-    sums = None
-    if flat.dtype == torch.float32 and n:
-        if shift is None:
-            shift = 0.0 if isinstance(activation, _ZERO_SHIFT) else flat.sum().item() / n
-        for _ in range(2):  # a shift far from the mean is replaced, once, by the mean it measured
-            if not math.isfinite(shift):
-                break
-            shift = float(np.float32(shift))
-            total, squares = _shifted_sums(flat, shift, scratch)
-            if squares is not None:
-                # The mean's error is about 1e-7 of the spread, unless the values are ≥ 0 and
-                # unshifted; a mean well inside the spread needs an exact sum to be within 1e-6.
-                mean = shift + total / n
-                if not (shift == 0.0 and isinstance(activation, _ZERO_SHIFT)) and mean * mean * n < squares:
-                    total = flat.sum(dtype=torch.float64).item() - shift * n
-                sums = (shift, total, squares)
-                break
-            shift += total / n
-    if sums is None:
-        sums = _float64_sums(flat)
-    saturated = unit_max = None
-    if isinstance(activation, RECTIFIERS):
-        unit_max = x.reshape(x.shape[0], -1).amax(dim=0) if x.dim() else x.reshape(1)
-    return ActivationSums(n, *sums, saturated, unit_max)
+    n = x.numel()
+    if n == 0 or x.dtype is not torch.float32 or x.device.type != "cpu" or x.is_neg():
+        return _torch_sums(x, activation)
+    kind = _kind(type(activation))
+    if shift is None or not math.isfinite(shift):
+        shift = float(x.reshape(-1)[0])
+    for _ in range(2):
+        sums = _kernel_sums(x, kind, shift)
+        mean_offset = sums.total / n
+        variance = sums.squares / n - mean_offset * mean_offset
+        if not math.isfinite(variance):
+            break
+        if mean_offset * mean_offset <= _FAR_FROM_CENTRE * variance:
+            return sums
+        shift += mean_offset  # nearly constant values, far from the centre: once more, around their mean
+    return _torch_sums(x, activation)
 
 
 def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
@@ -264,7 +235,7 @@ def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
     if calls[0].saturated is not None:
         saturated = sum(c.saturated for c in calls)
     if calls[0].unit_max is not None and len({c.unit_max.shape for c in calls}) == 1:
-        unit_max = functools.reduce(torch.maximum, [c.unit_max for c in calls])
+        unit_max = np.maximum.reduce([c.unit_max for c in calls])
     return ActivationSums(sum(c.count for c in calls), shift, total, squares, saturated, unit_max)
 
 
@@ -290,15 +261,14 @@ def dead_fractions(sums: Sequence[ActivationSums | None]) -> np.ndarray:
     """Fraction of units that are ≤ 0 for the whole batch, per layer (NaN where not kept)."""
     dead = np.full(len(sums), math.nan)
     for i, s in enumerate(sums):
-        if s and s.unit_max is not None and s.unit_max.numel():
-            maxima = s.unit_max.float().numpy()  # one value per unit: a few thousand at most, cheaper in numpy
-            dead[i] = np.count_nonzero(maxima <= 0) / maxima.size
+        if s and s.unit_max is not None and s.unit_max.size:
+            dead[i] = np.count_nonzero(s.unit_max <= 0) / s.unit_max.size
     return dead
 
 
 # -- the weight-gradient histogram ------------------------------------------------------------
 
-def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int, scratch: Scratch | None = None) -> np.ndarray:
+def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int) -> np.ndarray:
     """Count |g| per power of two, one row per tensor: bin ``k`` holds 2**(low+k) ≤ |g| < 2**(low+k+1).
 
     The float32 exponent bits are log2|g|, read exactly (no logarithm). Smaller values, zeros
@@ -308,29 +278,11 @@ def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int, scratch
     >>> log2_histogram([torch.tensor([0.0, 0.3, 1.0, 5.0, float("nan")])], -2, 2).tolist()
     [[2, 0, 1, 2]]
     """
-    sizes = tuple(t.numel() for t in tensors)
-    flat = [t.detach().reshape(-1).float() for t in tensors]
-    out = None if scratch is None else scratch.buffer((sum(sizes),), torch.float32)
-    bits = torch.cat(flat, out=out).view(torch.int32)
-    # An arithmetic shift by 23 leaves the biased exponent E (0…255), minus 256 when the sign bit
-    # is set; adding 256 + 512·row gives every (tensor, sign, E) its own bin, so that one bincount
-    # counts them all. The rest is arithmetic on a (tensors, 512) array.
-    index = torch.bitwise_right_shift(bits, 23)
-    index += _row_offsets(sizes)
-    counts = torch.bincount(index, minlength=512 * len(sizes)).numpy().reshape(len(sizes), 2, 256).sum(axis=1)
-    first, last = low + 127, high + 126  # E of the first and the last bin
-    rows = counts[:, first:last + 1].copy()
-    rows[:, 0] += counts[:, :first].sum(axis=1)
-    rows[:, -1] += counts[:, last + 1:].sum(axis=1)
-    return rows
+    if not tensors:
+        return np.zeros((0, high - low), dtype=np.int64)
+    return segment_log2_histogram(*_concatenated(tensors), low, high)
 
 
-@functools.lru_cache(maxsize=16)
-def _owners(sizes: tuple[int, ...]) -> torch.Tensor:
-    """Which tensor each entry of the concatenated tensors comes from (cached per shape)."""
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-
-
-@functools.lru_cache(maxsize=16)
-def _row_offsets(sizes: tuple[int, ...]) -> torch.Tensor:
-    return (_owners(sizes) * 512 + 256).int()
+def segment_log2_histogram(values: np.ndarray, ends: np.ndarray, low: int, high: int) -> np.ndarray:
+    """:func:`log2_histogram` of each segment of a float32 array (segment k ends at ``ends[k]``)."""
+    return _kernels.segment_exponent_counts(values.view(np.int32), ends, low + 127, high + 126)

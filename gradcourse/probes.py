@@ -45,13 +45,15 @@ from .measurements import (
     ACTIVATIONS,
     SATURATION_MARGIN,  # noqa: F401  (re-exported: the probes' saturation margin)
     ActivationSums,
-    Scratch,
+    Flat,
     activation_statistics,
     activation_sums,
     all_finite,
     log2_histogram,
     merge_activation_sums,
     norms,
+    segment_log2_histogram,
+    segment_norms,
     sum_of_squares,
 )
 from .trace import LAYER_QUANTITIES, Trace
@@ -147,12 +149,14 @@ class Probe:
         self._handles: list = []          # the model's own hooks, on while the probe is attached
         self._recorder = None             # the global forward hook, on only during a recorded step
         self._recording: _Recording | None = None
-        self._before: list[torch.Tensor] | None = None  # weights at the start of the recorded step
+        # The weights at the start of the recorded step, and the weight gradients at its end, are
+        # copied into flat buffers (float32 models) so that each quantity is one kernel call.
+        self._before: Flat | list[torch.Tensor] | None = None
+        self._grads: Flat | None = None
         self._in_step = False             # a forward pass has begun a step that no backward has ended
         self._backward_queued = False
         self._inputs: tuple = ()
-        self._scratch = Scratch()            # work buffers reused from step to step
-        self._shifts: list[float | None] = [None] * len(self.layers)  # each activation's last shift (see measurements)
+        self._shifts: list[float | None] = [None] * len(self.layers)  # each activation's last mean
         self._reset_forward()
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
@@ -217,9 +221,9 @@ class Probe:
     def _start_recording(self) -> None:
         weights = [w.detach() for w in self._weights]
         if self._before is None:
-            self._before = [torch.empty_like(w) for w in weights]
-        torch._foreach_copy_(self._before, weights)
-        self._recording = _Recording(self.step, norms(weights))
+            self._before = Flat(weights) if _flat_ok(weights) else [torch.empty_like(w) for w in weights]
+        torch._foreach_copy_(_views(self._before), weights)
+        self._recording = _Recording(self.step, _norms(self._before))
         self._recorder = register_module_forward_hook(self._on_module_output)
 
     def _on_forward_end(self, module, args, output) -> None:
@@ -252,12 +256,19 @@ class Probe:
         if not present:
             return
         grads = [self._weights[i].grad for i in present]
-        grad_norms = norms(grads)
+        if len(present) == len(self._weights) and _flat_ok(grads):
+            if self._grads is None:
+                self._grads = Flat(grads)
+            torch._foreach_copy_(self._grads.views, grads)
+            grad_norms = _norms(self._grads)
+            histogram = segment_log2_histogram(self._grads.array(), self._grads.ends, *self._exponents)
+        else:
+            grad_norms, histogram = norms(grads), log2_histogram(grads, *self._exponents)
         recording.grad_norms = [None] * len(self.layers)
         for i, value in zip(present, grad_norms):
             recording.grad_norms[i] = value
         recording.histogram = np.zeros((len(self.layers), self.bins), dtype=np.int64)
-        recording.histogram[present] = log2_histogram(grads, *self._exponents, scratch=self._scratch)
+        recording.histogram[present] = histogram
         if not all_finite(grad_norms):
             self.locate_nonfinite_gradient()
 
@@ -267,7 +278,7 @@ class Probe:
         if role is None or not torch.is_grad_enabled():
             return
         kind, index = role
-        recording, scratch = self._recording, self._scratch
+        recording = self._recording
         if kind == _LAYER:
             self._final_layer = index
             if isinstance(module, _RECURRENT):
@@ -276,13 +287,13 @@ class Probe:
             self._last_layer = index
             self._unmatched[index] = output
             _on_gradient(output,
-                         lambda grad: _accumulate(recording.output_grad_sq, index, sum_of_squares(grad, scratch)))
+                         lambda grad: _accumulate(recording.output_grad_sq, index, sum_of_squares(grad)))
         elif kind == _ACTIVATION:
             layer = self._last_layer if index is None else index
             if layer is None or self._unmatched.pop(layer, None) is None:
                 return
             recording.activations[layer].append(
-                activation_sums(output, module, shift=self._shifts[layer], scratch=scratch))
+                activation_sums(output, module, shift=self._shifts[layer]))
             self._last_layer = None
         elif kind == _TAP:
             if output.requires_grad:
@@ -290,7 +301,7 @@ class Probe:
                 if t == len(recording.hidden_grad_sq):
                     recording.hidden_grad_sq.append(None)
                 _on_gradient(output,
-                             lambda grad: _accumulate(recording.hidden_grad_sq, t, sum_of_squares(grad, scratch)))
+                             lambda grad: _accumulate(recording.hidden_grad_sq, t, sum_of_squares(grad)))
             self._time += 1
         else:
             self._last_layer = None
@@ -299,7 +310,7 @@ class Probe:
         """Layers no activation followed in this forward pass: measure their output instead."""
         for index, output in self._unmatched.items():
             self._recording.activations[index].append(
-                activation_sums(output, shift=self._shifts[index], scratch=self._scratch))
+                activation_sums(output, shift=self._shifts[index]))
             if index != self._final_layer:
                 self.unmeasured[self.layers[index]] = _NO_ACTIVATION
         self._unmatched = {}
@@ -310,16 +321,17 @@ class Probe:
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
-        torch._foreach_sub_(self._before, [w.detach() for w in self._weights])  # now −ΔW
+        torch._foreach_sub_(_views(self._before), [w.detach() for w in self._weights])  # now −ΔW
         merged = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
-        self._shifts = [None if sums is None else sums.shift for sums in merged]
+        activations = activation_statistics(merged)
+        self._shifts = [float(m) if math.isfinite(m) else None for m in activations[0]]  # next record's centres
         with np.errstate(invalid="ignore", divide="ignore"):
             rows = {
                 "grad_norm": _floats(recording.grad_norms or [None] * len(self.layers)),
                 "output_grad_norm": np.sqrt(_floats(recording.output_grad_sq)),
                 "weight_norm": _floats(recording.weight_norms),
-                "update_ratio": _floats(norms(self._before)) / _floats(recording.weight_norms),
-                **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activation_statistics(merged))),
+                "update_ratio": _floats(_norms(self._before)) / _floats(recording.weight_norms),
+                **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activations)),
             }
         values = np.stack([rows[q] for q in LAYER_QUANTITIES])
         histogram = (recording.histogram if recording.histogram is not None
@@ -423,6 +435,19 @@ def _on_gradient(output: torch.Tensor, fn) -> None:
 
 def _accumulate(slots: list, index: int, value: float) -> None:
     slots[index] = value if slots[index] is None else slots[index] + value
+
+
+def _flat_ok(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether these tensors can live in one :class:`~gradcourse.measurements.Flat` buffer."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+
+
+def _views(stored: Flat | list[torch.Tensor]) -> list[torch.Tensor]:
+    return stored.views if isinstance(stored, Flat) else stored
+
+
+def _norms(stored: Flat | list[torch.Tensor]) -> list[float]:
+    return segment_norms(stored.array(), stored.ends) if isinstance(stored, Flat) else norms(stored)
 
 
 def _floats(values: Sequence[float | None]) -> np.ndarray:
