@@ -261,9 +261,12 @@ def activation_statistics(sums: Sequence[ActivationSums | None]) -> np.ndarray:
 def dead_fractions(sums: Sequence[ActivationSums | None]) -> np.ndarray:
     """Fraction of units that are ≤ 0 for the whole batch, per layer (NaN where not kept)."""
     dead = np.full(len(sums), math.nan)
-    for i, s in enumerate(sums):
-        if s and s.unit_max is not None and s.unit_max.size:
-            dead[i] = np.count_nonzero(s.unit_max <= 0) / s.unit_max.size
+    kept = [i for i, s in enumerate(sums) if s and s.unit_max is not None and s.unit_max.size]
+    if kept:  # all layers at once: one comparison, one segmented sum
+        maxima = [sums[i].unit_max for i in kept]
+        sizes = np.array([m.size for m in maxima])
+        silent = np.add.reduceat(np.concatenate(maxima) <= 0, np.cumsum(sizes) - sizes)
+        dead[kept] = silent / sizes
     return dead
 
 

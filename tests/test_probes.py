@@ -250,8 +250,8 @@ def test_measurements_alone_match_float64():
     a = torch.rand(300, 40, generator=gen) * 0.2 + 1e3  # the mean dwarfs the spread
     sums = measurements.activation_sums(a)
     mean, std, saturated, dead = measurements.activation_statistics([sums])[:, 0].tolist()
-    close(mean, a.double().mean().item(), rel=1e-6)  # the module's contract: within 1e-6 of float64
-    close(std, a.double().std().item(), rel=1e-6)
+    close(mean, a.double().mean().item(), rel=1e-12)  # float64 sums: the mean dwarfing the spread costs nothing
+    close(std, a.double().std().item(), rel=1e-9)
     assert math.isnan(saturated) and math.isnan(dead)
     # two calls merge as one batch
     b = torch.sigmoid(torch.randn(50, 40, generator=gen) * 4)
@@ -566,13 +566,46 @@ def test_every_quantity_within_1e_6_of_float64_on_large_layers(make, shape):
 def test_saturation_is_counted_exactly_at_the_margins(activation):
     gen = torch.Generator().manual_seed(1)
     edges = torch.tensor([0.03, 0.97, -0.97, 0.5, 1.0, 0.0, -1.0])  # float32: each a hair off the margin
-    near = torch.cat([edges + k * torch.finfo(torch.float32).eps for k in (-2, -1, 0, 1, 2)])
-    a = torch.cat([near, torch.rand(5000, generator=gen) * 2 - 1]).reshape(-1, 5)
+    cuts = torch.tensor([float(c) for _, low, high in measurements._SATURATION.values() for c in (low, high)])
+    neighbours = torch.cat([torch.nextafter(cuts, cuts + step) for step in (1.0, -1.0)])  # one float32 either side
+    near = torch.cat([edges + k * torch.finfo(torch.float32).eps for k in (-2, -1, 0, 1, 2)] + [cuts, neighbours])
+    a = torch.cat([near, torch.rand(4998, generator=gen) * 2 - 1]).reshape(-1, 5)
     if isinstance(activation, nn.Sigmoid):
         a = a.abs()
     a64 = a.double()
     expected = (((a64 - 0.5).abs() > 0.47) if isinstance(activation, nn.Sigmoid) else (a64.abs() > 0.97)).sum()
     stats = measurements.activation_statistics([measurements.activation_sums(a, activation)])
     assert stats[2, 0].item() * a.numel() == pytest.approx(expected.item(), abs=1e-6)
-    close(stats[0, 0], a64.mean().item(), rel=1e-6)
-    close(stats[1, 0], a64.std().item(), rel=1e-6)
+    close(stats[0, 0], a64.mean().item(), rel=1e-12)
+    close(stats[1, 0], a64.std().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: torch.randn(64, 50, generator=g).T,                       # not contiguous
+    lambda g: torch.randn(300, generator=g) * 1e-30,                    # squares below float32's range
+    lambda g: torch.randn(300, generator=g) * 1e25,                     # squares beyond it
+    lambda g: torch.randn(300, generator=g, dtype=torch.float64) * 3,   # not float32: torch, in float64
+    lambda g: 7.0 + torch.randn(300, generator=g) * 1e-6,               # nearly constant, far from 0
+])
+def test_measurements_match_float64_on_awkward_tensors(make):
+    t = make(torch.Generator().manual_seed(0))
+    t64 = t.double()
+    close(measurements.sum_of_squares(t), (t64 * t64).sum().item(), rel=1e-12)
+    close(measurements.norms([t, 2 * t]), [t64.norm().item(), 2 * t64.norm().item()], rel=1e-12)
+    for activation in (None, nn.ReLU(), nn.Tanh()):
+        stats = measurements.activation_statistics([measurements.activation_sums(t, activation)])[:, 0]
+        close(stats[:2], [t64.mean().item(), t64.std().item()], rel=1e-9)
+        if isinstance(activation, nn.Tanh):
+            assert stats[2] * t.numel() == (t64.abs() > 0.97).sum().item()
+        if isinstance(activation, nn.ReLU):
+            close(stats[3], (t64.reshape(t.shape[0], -1).amax(dim=0) <= 0).double().mean().item())
+    exponents = torch.frexp(t.float())[1].long() - 1  # floor(log2|t|)
+    expected = torch.bincount(exponents.clamp(-40, 39).reshape(-1) + 40, minlength=80)
+    assert measurements.log2_histogram([t], -40, 40)[0].tolist() == expected.tolist()
+
+
+def test_nan_and_inf_stay_visible():
+    t = torch.tensor([1.0, math.nan, 2.0])
+    assert math.isnan(measurements.norm(t)) and math.isinf(measurements.norm(torch.tensor([1.0, math.inf])))
+    stats = measurements.activation_statistics([measurements.activation_sums(t, nn.Sigmoid())])[:, 0]
+    assert np.isnan(stats[0]) and np.isnan(stats[1])
