@@ -227,7 +227,7 @@ def probe_at(revision: str, where: str):
     return importlib.import_module("gradcourse_at_revision.probes").Probe
 
 
-def against(revision: str, repeats: int = 11) -> str:
+def against(revision: str, repeats: int = 15) -> str:
     """This tree's probe against the probe of git ``revision``, side by side in one process: each
     repeat times a bare step, then both probes in a random order (every step, then every 10th)."""
     import random
