@@ -108,6 +108,12 @@ def norms(tensors: Sequence[torch.Tensor]) -> list[float]:
     return segment_norms(*_concatenated(tensors))
 
 
+def is_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite, from one float64 sum of squares (a float32
+    value squared in float64 cannot overflow: the sum is non-finite only if a value is)."""
+    return math.isfinite(sum_of_squares(tensor))
+
+
 def all_finite(values: Sequence[float]) -> bool:
     """Whether every value is finite (NaN and ±Inf are not)."""
     return all(math.isfinite(v) for v in values)

@@ -49,6 +49,7 @@ from .measurements import (
     activation_statistics,
     activation_sums,
     all_finite,
+    is_finite,
     log2_histogram,
     merge_activation_sums,
     norms,
@@ -230,17 +231,21 @@ class Probe:
         if not torch.is_grad_enabled():
             return
         out = _first_tensor(output)
-        # One float64 sum is non-finite exactly when some output is (no overflow from float32 values).
-        if self.nonfinite is None and out is not None and not math.isfinite(out.detach().sum(dtype=torch.float64)):
+        if self.nonfinite is None and out is not None and not is_finite(out):
             self._locate_forward()
         if self._recording is not None:
             self._measure_unmatched()
-        if out is not None and out.requires_grad:
-            out.register_hook(self._on_backward_start)
-        else:  # no backward pass can end this step
+        if out is None or not out.requires_grad:  # no backward pass can end this step
             self._in_step = False
+        elif out.grad_fn is not None:
+            _on_gradient(out, self._on_backward_start)
+        else:
+            out.register_hook(self._on_backward_start)
 
     def _on_backward_start(self, grad) -> None:
+        if self._recording is None:  # nothing to read at the end: the step ends here
+            self._in_step = False
+            return
         if not self._backward_queued:
             self._backward_queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
