@@ -49,11 +49,16 @@ ACTIVATIONS = (*SATURATING, *RECTIFIERS, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.S
 _FAR_FROM_CENTRE = 1e9
 
 
+def fits_kernels(tensor: torch.Tensor) -> bool:
+    """Whether the compiled kernels can read ``tensor`` as it is: float32, on the CPU, as numpy sees it."""
+    return tensor.dtype is torch.float32 and tensor.device.type == "cpu" and not tensor.is_neg()
+
+
 def _array(tensor: torch.Tensor, shape: tuple[int, ...] = (-1,)) -> np.ndarray | None:
     """``tensor`` as a C-contiguous float32 numpy array of ``shape`` for the kernels (no copy
-    when it is already contiguous), or ``None`` when it is not a float32 CPU tensor."""
+    when it is already contiguous), or ``None`` when it does not :func:`fits_kernels`."""
     tensor = tensor.detach()
-    if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or tensor.is_neg():
+    if not fits_kernels(tensor):
         return None
     return tensor.numpy().reshape(shape)  # numpy's reshape is a view (or copy) at a tenth of torch's cost
 
@@ -210,7 +215,7 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *,
     """
     x = a.detach()
     n = x.numel()
-    if n == 0 or x.dtype is not torch.float32 or x.device.type != "cpu" or x.is_neg():
+    if n == 0 or not fits_kernels(x):
         return _torch_sums(x, activation)
     kind = _kind(type(activation))
     if shift is None or not math.isfinite(shift):

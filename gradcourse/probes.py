@@ -49,6 +49,7 @@ from .measurements import (
     activation_statistics,
     activation_sums,
     all_finite,
+    fits_kernels,
     is_finite,
     log2_histogram,
     merge_activation_sums,
@@ -444,7 +445,7 @@ def _accumulate(slots: list, index: int, value: float) -> None:
 
 def _flat_ok(tensors: Sequence[torch.Tensor]) -> bool:
     """Whether these tensors can live in one :class:`~gradcourse.measurements.Flat` buffer."""
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+    return all(fits_kernels(t) for t in tensors)
 
 
 def _views(stored: Flat | list[torch.Tensor]) -> list[torch.Tensor]:
