@@ -7,7 +7,7 @@ once and accumulates in float64 (a float32 value converts exactly, and float64 s
 values neither underflow nor overflow): about 5–10 µs. numba compiles them on first use and
 caches the machine code next to this file.
 
-Callers pass C-contiguous float32 numpy arrays (``tensor.detach().reshape(-1).numpy()``);
+Callers pass float32 numpy arrays (``tensor.numpy(force=True).ravel()``);
 :mod:`gradcourse.measurements` decides when, and falls back to torch in float64 otherwise.
 
 >>> import numpy as np
@@ -54,7 +54,8 @@ def moments_and_outside(x, centre, low, high):
 
 @njit(cache=True, fastmath=_FAST, nogil=True)
 def moments_and_unit_max(x, centre):
-    """(Σd, Σd², the largest value of each column) for a 2-D float32 array (batch, units)."""
+    """(Σd, Σd², the largest value of each column, how many columns are ≤ 0 throughout) for a
+    2-D float32 array (batch, units)."""
     total = 0.0
     squares = 0.0
     unit_max = x[0].copy()
@@ -66,7 +67,10 @@ def moments_and_unit_max(x, centre):
             total += d
             squares += d * d
             unit_max[j] = max(unit_max[j], v)  # branch-free: vectorises across the row
-    return total, squares, unit_max
+    silent = 0
+    for j in range(unit_max.size):
+        silent += unit_max[j] <= 0
+    return total, squares, unit_max, silent
 
 
 @njit(cache=True, fastmath=_FAST, nogil=True)
@@ -95,14 +99,26 @@ def segment_exponent_counts(bits, ends, first, last):
     """How many values of each segment (as for :func:`segment_sums_of_squares`) have each biased
     float32 exponent E = floor(log2|x|) + 127, read exactly from ``bits`` (the array viewed as
     int32) and clamped to [first, last]: int64 counts of shape (segments, last − first + 1).
-    Four interleaved tables, summed at the end, keep runs of equal exponents from waiting on
-    each other's increments."""
-    width = last - first + 1
-    tables = np.zeros((4, ends.size, width), dtype=np.int64)
+
+    Each segment is counted into four tables of all 256 exponents, four values at a time, and
+    clamped once per exponent at the end: neighbouring values (often of equal exponent) then do
+    not wait on each other's increments, and the inner loop does no clamping."""
+    counts = np.zeros((ends.size, last - first + 1), dtype=np.int64)
+    tables = np.empty((4, 256), dtype=np.int64)
     start = 0
     for k in range(ends.size):
-        for i in range(start, ends[k]):
-            e = (bits[i] >> 23) & 0xFF
-            tables[i & 3, k, min(max(e, first), last) - first] += 1
-        start = ends[k]
-    return tables.sum(axis=0)
+        tables[:] = 0
+        end = ends[k]
+        i = start
+        while i + 4 <= end:
+            tables[0, (bits[i] >> 23) & 0xFF] += 1
+            tables[1, (bits[i + 1] >> 23) & 0xFF] += 1
+            tables[2, (bits[i + 2] >> 23) & 0xFF] += 1
+            tables[3, (bits[i + 3] >> 23) & 0xFF] += 1
+            i += 4
+        for j in range(i, end):
+            tables[0, (bits[j] >> 23) & 0xFF] += 1
+        for e in range(256):
+            counts[k, min(max(e, first), last) - first] += tables[0, e] + tables[1, e] + tables[2, e] + tables[3, e]
+        start = end
+    return counts

@@ -50,24 +50,24 @@ _FAR_FROM_CENTRE = 1e9
 
 
 def fits_kernels(tensor: torch.Tensor) -> bool:
-    """Whether the compiled kernels can read ``tensor`` as it is: float32, on the CPU, as numpy sees it."""
-    return tensor.dtype is torch.float32 and tensor.device.type == "cpu" and not tensor.is_neg()
+    """Whether the compiled kernels can read ``tensor``'s values: float32, on the CPU."""
+    return tensor.dtype is torch.float32 and tensor.is_cpu
 
 
-def _array(tensor: torch.Tensor, shape: tuple[int, ...] = (-1,)) -> np.ndarray | None:
-    """``tensor`` as a C-contiguous float32 numpy array of ``shape`` for the kernels (no copy
-    when it is already contiguous), or ``None`` when it does not :func:`fits_kernels`."""
-    tensor = tensor.detach()
-    if not fits_kernels(tensor):
+def _array(tensor: torch.Tensor) -> np.ndarray | None:
+    """``tensor``'s values as a float32 numpy array of its shape (a view, unless it is a negated
+    view), or ``None`` when it does not :func:`fits_kernels`. The kernels take it flattened
+    (``ravel``: no copy when contiguous); numpy's reshapes cost a tenth of torch's."""
+    if tensor.dtype is not torch.float32 or not tensor.is_cpu:
         return None
-    return tensor.numpy().reshape(shape)  # numpy's reshape is a view (or copy) at a tenth of torch's cost
+    return tensor.numpy(force=True)  # detaches (and resolves a negative view) in one call
 
 
 def sum_of_squares(tensor: torch.Tensor) -> float:
     """Σ tensor², accumulated in float64."""
     values = _array(tensor)
     if values is not None:
-        return _kernels.sum_of_squares(values)
+        return _kernels.sum_of_squares(values.ravel())
     flat = tensor.detach().reshape(-1).to(torch.float64)
     return torch.dot(flat, flat).item()
 
@@ -96,9 +96,7 @@ class Flat:
         self.buffer = torch.empty(sum(sizes), dtype=torch.float32)
         self.ends = np.cumsum(sizes, dtype=np.int64)
         self.views = [v.view(t.shape) for v, t in zip(self.buffer.split(sizes), like)]
-
-    def array(self) -> np.ndarray:
-        return self.buffer.numpy()
+        self.values = self.buffer.numpy()  # the same memory, as the kernels read it
 
 
 def segment_norms(values: np.ndarray, ends: np.ndarray) -> list[float]:
@@ -159,6 +157,7 @@ class ActivationSums(NamedTuple):
     squares: float                  # Σ(a − shift)²
     saturated: float | None         # values within SATURATION_MARGIN of an asymptote (sigmoid, tanh)
     unit_max: np.ndarray | None     # per unit (feature, or channel × position), its largest value over the batch
+    dead: int | None = None         # units whose largest value is ≤ 0: silent for the whole batch
 
 
 @functools.lru_cache(maxsize=64)
@@ -171,16 +170,15 @@ def _kind(activation_type: type) -> tuple:
     return ("units",) if issubclass(activation_type, RECTIFIERS) else ("plain",)
 
 
-def _kernel_sums(x: torch.Tensor, kind: tuple, shift: float) -> ActivationSums:
-    """One compiled pass over a float32 CPU tensor: the moments around ``shift`` and the
-    saturated count or the unit maxima."""
-    n = x.numel()
-    values = x.numpy()
+def _kernel_sums(values: np.ndarray, kind: tuple, shift: float) -> ActivationSums:
+    """One compiled pass over a float32 array: the moments around ``shift`` and the saturated
+    count or the unit maxima."""
+    n = values.size
     if kind[0] == "units":
         values = values.reshape(values.shape[0] if values.ndim else 1, -1)
-        total, squares, unit_max = _kernels.moments_and_unit_max(values, shift)
-        return ActivationSums(n, shift, total, squares, None, unit_max)
-    values = values.reshape(-1)
+        total, squares, unit_max, dead = _kernels.moments_and_unit_max(values, shift)
+        return ActivationSums(n, shift, total, squares, None, unit_max, dead)
+    values = values.ravel()
     if kind[0] == "outside":
         total, squares, outside = _kernels.moments_and_outside(values, shift, kind[1], kind[2])
         return ActivationSums(n, shift, total, squares, float(outside), None)
@@ -194,13 +192,14 @@ def _torch_sums(x: torch.Tensor, activation: nn.Module | None) -> ActivationSums
     mean = values.mean().item() if values.numel() else 0.0
     shift = mean if math.isfinite(mean) else 0.0
     d = values - shift
-    saturated = unit_max = None
+    saturated = unit_max = dead = None
     if isinstance(activation, SATURATING):
         centre, half_range = (0.5, 0.5) if isinstance(activation, nn.Sigmoid) else (0.0, 1.0)
         saturated = float(((values - centre).abs() > half_range - SATURATION_MARGIN).sum())
     elif isinstance(activation, RECTIFIERS):
         unit_max = x.detach().reshape(x.shape[0] if x.dim() else 1, -1).amax(dim=0).double().cpu().numpy()
-    return ActivationSums(values.numel(), shift, d.sum().item(), torch.dot(d, d).item(), saturated, unit_max)
+        dead = int((unit_max <= 0).sum())
+    return ActivationSums(values.numel(), shift, d.sum().item(), torch.dot(d, d).item(), saturated, unit_max, dead)
 
 
 def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *,
@@ -213,15 +212,15 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *,
     ``unit_max`` kept for ReLU-like activations (a unit is dead when it is ≤ 0 for the whole
     batch). The arithmetic on the sums waits for :func:`activation_statistics`.
     """
-    x = a.detach()
-    n = x.numel()
-    if n == 0 or not fits_kernels(x):
-        return _torch_sums(x, activation)
+    values = _array(a)
+    n = a.numel()
+    if values is None or n == 0:
+        return _torch_sums(a, activation)
     kind = _kind(type(activation))
     if shift is None or not math.isfinite(shift):
-        shift = float(x.reshape(-1)[0])
+        shift = float(values.flat[0])
     for _ in range(2):
-        sums = _kernel_sums(x, kind, shift)
+        sums = _kernel_sums(values, kind, shift)
         mean_offset = sums.total / n
         variance = sums.squares / n - mean_offset * mean_offset
         if not math.isfinite(variance):
@@ -229,7 +228,7 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *,
         if mean_offset * mean_offset <= _FAR_FROM_CENTRE * variance:
             return sums
         shift += mean_offset  # nearly constant values, far from the centre: once more, around their mean
-    return _torch_sums(x, activation)
+    return _torch_sums(a, activation)
 
 
 def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
@@ -243,12 +242,13 @@ def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
         offset = c.shift - shift  # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and so for the squares
         total += c.total + c.count * offset
         squares += c.squares + 2 * offset * c.total + c.count * offset * offset
-    saturated = unit_max = None
+    saturated = unit_max = dead = None
     if calls[0].saturated is not None:
         saturated = sum(c.saturated for c in calls)
     if calls[0].unit_max is not None and len({c.unit_max.shape for c in calls}) == 1:
         unit_max = np.maximum.reduce([c.unit_max for c in calls])
-    return ActivationSums(sum(c.count for c in calls), shift, total, squares, saturated, unit_max)
+        dead = int((unit_max <= 0).sum())
+    return ActivationSums(sum(c.count for c in calls), shift, total, squares, saturated, unit_max, dead)
 
 
 def activation_statistics(sums: Sequence[ActivationSums | None]) -> np.ndarray:
@@ -256,29 +256,22 @@ def activation_statistics(sums: Sequence[ActivationSums | None]) -> np.ndarray:
 
     ``sums`` has one :func:`activation_sums` (or ``None``: not measured) per layer. Returns a
     float64 array of shape ``(4, len(sums))``, NaN where a layer was not measured or its
-    activation has no such notion.
+    activation has no such notion (a dead unit is one that is ≤ 0 for the whole batch).
     """
-    missing = (math.nan,) * 5
-    table = np.array([missing if s is None else (s.count, s.shift, s.total, s.squares,
-                                                  math.nan if s.saturated is None else s.saturated)
-                      for s in sums], dtype=float).reshape(len(sums), 5)
-    count, shift, total, squares, saturated = table.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = shift + total / count
-        variance = np.clip((squares - total * total / count) / np.maximum(count - 1, 1), 0, None)
-        return np.stack([mean, np.sqrt(variance), saturated / count, dead_fractions(sums)])
+    # A handful of numbers per layer: plain float arithmetic beats a dozen numpy operations.
+    rows = [_statistics(s) for s in sums]
+    return np.array(rows, dtype=np.float64).reshape(len(sums), 4).T
 
 
-def dead_fractions(sums: Sequence[ActivationSums | None]) -> np.ndarray:
-    """Fraction of units that are ≤ 0 for the whole batch, per layer (NaN where not kept)."""
-    dead = np.full(len(sums), math.nan)
-    kept = [i for i, s in enumerate(sums) if s and s.unit_max is not None and s.unit_max.size]
-    if kept:  # all layers at once: one comparison, one segmented sum
-        maxima = [sums[i].unit_max for i in kept]
-        sizes = np.array([m.size for m in maxima])
-        silent = np.add.reduceat(np.concatenate(maxima) <= 0, np.cumsum(sizes) - sizes)
-        dead[kept] = silent / sizes
-    return dead
+def _statistics(s: ActivationSums | None) -> tuple[float, float, float, float]:
+    if s is None or s.count == 0:
+        return (math.nan,) * 4
+    n = s.count
+    mean = s.shift + s.total / n
+    variance = max((s.squares - s.total * s.total / n) / max(n - 1, 1), 0.0)  # NaN stays NaN
+    saturated = math.nan if s.saturated is None else s.saturated / n
+    dead = math.nan if s.dead is None or not s.unit_max.size else s.dead / s.unit_max.size
+    return mean, math.sqrt(variance), saturated, dead
 
 
 # -- the weight-gradient histogram ------------------------------------------------------------

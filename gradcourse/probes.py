@@ -67,7 +67,7 @@ _TRANSPARENT = (batchnorm._BatchNorm, dropout._DropoutNd, nn.Identity, nn.Flatte
                 pooling._MaxPoolNd, pooling._AvgPoolNd, pooling._AdaptiveAvgPoolNd, pooling._AdaptiveMaxPoolNd)
 _LOG10_2 = math.log10(2.0)
 # What a module is to the probe (see Probe._roles).
-_LAYER, _ACTIVATION, _TAP, _OTHER = range(4)
+_LAYER, _CELL, _ACTIVATION, _TAP, _OTHER = range(5)
 _NO_ACTIVATION = "no activation module follows it (a functional one cannot be seen): saturation/dead not measured"
 _RECURRENT_NOTE = "recurrent cell: activation statistics are not measured"
 
@@ -163,7 +163,7 @@ class Probe:
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
         """Map each module the probe listens to onto (role, layer index or None)."""
-        roles = {m: (_LAYER, i) for i, m in enumerate(self._modules)}
+        roles = {m: (_CELL if isinstance(m, _RECURRENT) else _LAYER, i) for i, m in enumerate(self._modules)}
         if tap is not None:
             roles[tap] = (_TAP, None)
         if named is not None:  # the model says which module is each layer's activation
@@ -221,10 +221,11 @@ class Probe:
         self._reset_forward()
 
     def _start_recording(self) -> None:
-        weights = [w.detach() for w in self._weights]
         if self._before is None:
-            self._before = Flat(weights) if _flat_ok(weights) else [torch.empty_like(w) for w in weights]
-        torch._foreach_copy_(_views(self._before), weights)
+            self._before = (Flat(self._weights) if all(fits_kernels(w) for w in self._weights)
+                            else [torch.empty_like(w) for w in self._weights])
+        with torch.no_grad():
+            torch._foreach_copy_(_views(self._before), self._weights)
         self._recording = _Recording(self.step, _norms(self._before))
         self._recorder = register_module_forward_hook(self._on_module_output)
 
@@ -258,23 +259,25 @@ class Probe:
         recording = self._recording
         if recording is None or recording.step != self.step:
             return
-        present = [i for i, w in enumerate(self._weights) if w.grad is not None]
-        if not present:
-            return
-        grads = [self._weights[i].grad for i in present]
-        if len(present) == len(self._weights) and _flat_ok(grads):
+        grads = [w.grad for w in self._weights]
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if len(present) == len(grads) and isinstance(self._before, Flat):
+            # The common case: every weight has a gradient, float32 on the CPU as its weight is.
             if self._grads is None:
                 self._grads = Flat(grads)
             torch._foreach_copy_(self._grads.views, grads)
-            grad_norms = _norms(self._grads)
-            histogram = segment_log2_histogram(self._grads.array(), self._grads.ends, *self._exponents)
+            recording.grad_norms = grad_norms = segment_norms(self._grads.values, self._grads.ends)
+            recording.histogram = segment_log2_histogram(self._grads.values, self._grads.ends, *self._exponents)
+        elif present:  # frozen weights, or not float32: each gradient on its own
+            grads = [grads[i] for i in present]
+            grad_norms = norms(grads)
+            recording.grad_norms = [None] * len(self.layers)
+            for i, value in zip(present, grad_norms):
+                recording.grad_norms[i] = value
+            recording.histogram = np.zeros((len(self.layers), self.bins), dtype=np.int64)
+            recording.histogram[present] = log2_histogram(grads, *self._exponents)
         else:
-            grad_norms, histogram = norms(grads), log2_histogram(grads, *self._exponents)
-        recording.grad_norms = [None] * len(self.layers)
-        for i, value in zip(present, grad_norms):
-            recording.grad_norms[i] = value
-        recording.histogram = np.zeros((len(self.layers), self.bins), dtype=np.int64)
-        recording.histogram[present] = histogram
+            return
         if not all_finite(grad_norms):
             self.locate_nonfinite_gradient()
 
@@ -287,13 +290,9 @@ class Probe:
         recording = self._recording
         if kind == _LAYER:
             self._final_layer = index
-            if isinstance(module, _RECURRENT):
-                self._last_layer = None
-                return
             self._last_layer = index
             self._unmatched[index] = output
-            _on_gradient(output,
-                         lambda grad: _accumulate(recording.output_grad_sq, index, sum_of_squares(grad)))
+            _on_gradient(output, _add_squares, recording.output_grad_sq, index)
         elif kind == _ACTIVATION:
             layer = self._last_layer if index is None else index
             if layer is None or self._unmatched.pop(layer, None) is None:
@@ -306,10 +305,11 @@ class Probe:
                 t = self._time
                 if t == len(recording.hidden_grad_sq):
                     recording.hidden_grad_sq.append(None)
-                _on_gradient(output,
-                             lambda grad: _accumulate(recording.hidden_grad_sq, t, sum_of_squares(grad)))
+                _on_gradient(output, _add_squares, recording.hidden_grad_sq, t)
             self._time += 1
-        else:
+        else:  # a recurrent cell (its activations are inside it), or a module that hides the layer
+            if kind == _CELL:
+                self._final_layer = index
             self._last_layer = None
 
     def _measure_unmatched(self) -> None:
@@ -327,7 +327,8 @@ class Probe:
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
-        torch._foreach_sub_(_views(self._before), [w.detach() for w in self._weights])  # now −ΔW
+        with torch.no_grad():
+            torch._foreach_sub_(_views(self._before), self._weights)  # now −ΔW
         merged = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
         activations = activation_statistics(merged)
         self._shifts = [float(m) if math.isfinite(m) else None for m in activations[0]]  # next record's centres
@@ -404,7 +405,7 @@ def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[
 
     def keep(module, args, output):
         kind, index = roles.get(module, (None, None))
-        if kind == _LAYER:
+        if kind in (_LAYER, _CELL):
             last[0] = index
             seen.append((index, output))
         elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
@@ -423,8 +424,8 @@ def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[
     return seen
 
 
-def _on_gradient(output: torch.Tensor, fn) -> None:
-    """Call ``fn(∂L/∂output)`` during the backward pass.
+def _on_gradient(output: torch.Tensor, fn, *args) -> None:
+    """Call ``fn(∂L/∂output, *args)`` during the backward pass.
 
     A pre-hook on the autograd node that made ``output`` receives the same gradient as a tensor
     hook on ``output`` would, but registers in C++: about 1.4 µs instead of 3.5 µs (a Python
@@ -435,17 +436,14 @@ def _on_gradient(output: torch.Tensor, fn) -> None:
 
         def hook(grads):
             if grads[k] is not None:  # a node with several outputs may run without this one's gradient
-                fn(grads[k])
+                fn(grads[k], *args)
         node.register_prehook(hook)
 
 
-def _accumulate(slots: list, index: int, value: float) -> None:
+def _add_squares(grad: torch.Tensor, slots: list[float | None], index: int) -> None:
+    """Add Σ grad² into ``slots[index]`` (a layer called twice in a step receives two gradients)."""
+    value = sum_of_squares(grad)
     slots[index] = value if slots[index] is None else slots[index] + value
-
-
-def _flat_ok(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether these tensors can live in one :class:`~gradcourse.measurements.Flat` buffer."""
-    return all(fits_kernels(t) for t in tensors)
 
 
 def _views(stored: Flat | list[torch.Tensor]) -> list[torch.Tensor]:
@@ -453,7 +451,7 @@ def _views(stored: Flat | list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _norms(stored: Flat | list[torch.Tensor]) -> list[float]:
-    return segment_norms(stored.array(), stored.ends) if isinstance(stored, Flat) else norms(stored)
+    return segment_norms(stored.values, stored.ends) if isinstance(stored, Flat) else norms(stored)
 
 
 def _floats(values: Sequence[float | None]) -> np.ndarray:
