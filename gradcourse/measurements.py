@@ -159,6 +159,12 @@ class ActivationSums(NamedTuple):
     unit_max: np.ndarray | None     # per unit (feature, or channel × position), its largest value over the batch
     dead: int | None = None         # units whose largest value is ≤ 0: silent for the whole batch
 
+    @property
+    def mean(self) -> float | None:
+        """The mean value, or ``None`` if there are no values or they are not all finite."""
+        mean = self.shift + self.total / self.count if self.count else math.nan
+        return mean if math.isfinite(mean) else None
+
 
 @functools.lru_cache(maxsize=64)
 def _kind(activation_type: type) -> tuple:

@@ -78,7 +78,8 @@ def tracked_weight(module: nn.Module) -> torch.Tensor:
 
 
 class _Recording:
-    """What one recorded step gathers (plain floats) until it is committed as one record."""
+    """What one recorded step gathers (plain floats): a record in the making, turned into arrays
+    (:func:`_as_record`) when the trace is read rather than during training."""
 
     def __init__(self, step: int, weight_norms: list[float]):
         n = len(weight_norms)
@@ -89,6 +90,7 @@ class _Recording:
         self.hidden_grad_sq: list[float | None] = []                           # Σ‖∂L/∂h_t‖², per t
         self.grad_norms: list[float | None] | None = None
         self.histogram: np.ndarray | None = None
+        self.update_norms: list[float] | None = None                           # ‖ΔW‖, at the next step
 
 
 class _Record(NamedTuple):
@@ -147,7 +149,7 @@ class Probe:
                            if isinstance(m, _RECURRENT)}
         self.step = -1
         self.nonfinite: dict | None = None
-        self._records: list[_Record] = []
+        self._records: list[_Record | _Recording] = []  # recordings become records when the trace is read
         self._handles: list = []          # the model's own hooks, on while the probe is attached
         self._recorder = None             # the global forward hook, on only during a recorded step
         self._recording: _Recording | None = None
@@ -323,28 +325,18 @@ class Probe:
 
     # -- turning a step's tensors into numpy, once ---------------------------------------------
     def _commit(self) -> None:
+        """End the recorded step: read its update ΔW and keep what it gathered."""
         recording, self._recording = self._recording, None
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
         with torch.no_grad():
             torch._foreach_sub_(_views(self._before), self._weights)  # now −ΔW
-        merged = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
-        activations = activation_statistics(merged)
-        self._shifts = [float(m) if math.isfinite(m) else None for m in activations[0]]  # next record's centres
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rows = {
-                "grad_norm": _floats(recording.grad_norms or [None] * len(self.layers)),
-                "output_grad_norm": np.sqrt(_floats(recording.output_grad_sq)),
-                "weight_norm": _floats(recording.weight_norms),
-                "update_ratio": _floats(_norms(self._before)) / _floats(recording.weight_norms),
-                **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activations)),
-            }
-        values = np.stack([rows[q] for q in LAYER_QUANTITIES])
-        histogram = (recording.histogram if recording.histogram is not None
-                     else np.zeros((len(self.layers), self.bins), dtype=np.int64))
-        hidden = np.sqrt(_floats(recording.hidden_grad_sq)) if recording.hidden_grad_sq else None
-        self._records.append(_Record(recording.step, values, histogram, hidden))
+        recording.update_norms = _norms(self._before)
+        recording.activations = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
+        # Each layer's mean is the centre of its sums at the next record (see activation_sums).
+        self._shifts = [None if s is None else s.mean for s in recording.activations]
+        self._records.append(recording)
         if len(self._records) > self.max_records:
             self._records = self._records[::2]
             self.every *= 2
@@ -376,8 +368,28 @@ class Probe:
     @property
     def trace(self) -> Trace:
         """Everything recorded so far (a step still in flight appears once the next one starts)."""
+        # Records become arrays here, once each: the arithmetic stays out of the training steps.
+        self._records = [_as_record(r, self.bins) if isinstance(r, _Recording) else r for r in self._records]
         return _assemble_trace(self._records, self.layers, self.hist_edges, nonfinite=self.nonfinite,
                                notes=list(self.notes), unmeasured=dict(self.unmeasured))
+
+
+def _as_record(recording: _Recording, bins: int) -> _Record:
+    """The arrays of one committed recording: the quantities of LAYER_QUANTITIES, its histogram."""
+    n = len(recording.weight_norms)
+    activations = activation_statistics(recording.activations)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = {
+            "grad_norm": _floats(recording.grad_norms or [None] * n),
+            "output_grad_norm": np.sqrt(_floats(recording.output_grad_sq)),
+            "weight_norm": _floats(recording.weight_norms),
+            "update_ratio": _floats(recording.update_norms) / _floats(recording.weight_norms),
+            **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activations)),
+        }
+    values = np.stack([rows[q] for q in LAYER_QUANTITIES])
+    histogram = recording.histogram if recording.histogram is not None else np.zeros((n, bins), dtype=np.int64)
+    hidden = np.sqrt(_floats(recording.hidden_grad_sq)) if recording.hidden_grad_sq else None
+    return _Record(recording.step, values, histogram, hidden)
 
 
 def _assemble_trace(records: list[_Record], layers: list[str], hist_edges: np.ndarray, **info) -> Trace:

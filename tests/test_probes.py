@@ -150,6 +150,31 @@ def test_every_and_bounded_history():
     assert probe.every > 3  # the stride doubled as the history filled
 
 
+def test_reading_the_trace_during_training_changes_nothing():
+    """Records become arrays when the trace is read: reading it every few steps (while the
+    history is thinned) must give the same trace as reading it once at the end."""
+    x, y = data.spirals(32, seed=0)
+
+    def train(read_every: int | None):
+        net = models.mlp(3, 6, activation="relu", seed=0)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        with Probe(net, every=2, max_records=4) as probe:
+            for step in range(25):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+                if read_every and step % read_every == 0:
+                    assert len(probe.trace.steps) <= 5  # the step in flight is not in it yet
+        return probe.trace
+
+    once, often = train(None), train(3)
+    assert once.steps.tolist() == often.steps.tolist() and len(once.steps) >= 3
+    for quantity in LAYER_QUANTITIES:
+        np.testing.assert_array_equal(once.get(quantity), often.get(quantity))
+    np.testing.assert_array_equal(once.grad_hist, often.grad_hist)
+    assert np.isfinite(once.get("update_ratio")).all() and (once.get("dead_frac")[:, :-1] >= 0).all()  # head: none
+
+
 def hooks_left(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
