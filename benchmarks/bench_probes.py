@@ -6,11 +6,13 @@ inside each part of the probe, per step), or ``--against REV`` for this tree's p
 probe of git revision REV (e.g. ``main``), side by side in one process. Prints Markdown tables;
 ``run_all.py`` copies them into RESULTS.md.
 
-The overhead is measured as ratios to a bare step *in the same process, interleaved*: each
-repeat times ``STEPS`` bare steps, then ``STEPS`` steps probed every step, then every 10th, on
-fresh copies of one model, and the ratio is taken within the repeat; the table gives the
-median ratio over the repeats (and the median step times). Interleaving cancels the slow drifts
-of a shared machine that a best-of-N of each mode measured apart does not. Each table is
+The overhead is measured as ratios to a bare step *in the same process, interleaved step by
+step*: each repeat trains fresh copies of one model side by side (bare, probed every step,
+probed every 10th), one step of each in a shuffled order per round for ``STEPS`` rounds, and
+the ratio of their summed step times is taken within the repeat; the table gives the median
+ratio over the repeats (and the median step times). A drift of the machine (another job, the
+clock) then lands on every variant alike, where timing the variants one after another let it
+fall on one of them: single ratios moved by ±0.03 that way. Each table is
 measured twice, in fresh processes: with glibc's default heap trimming, which returns freed
 memory to the system and page-faults it back in (it swings the bare step by up to 25 %), and
 with ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set so that the heap stays put.
@@ -18,9 +20,11 @@ with ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set so that the heap 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -90,18 +94,48 @@ def train_seconds(model: nn.Module, batch, lr: float, every: int | None, probe_c
             probe.__exit__(None, None, None)
 
 
+def step_seconds(model: nn.Module, batch, lr: float, variants: dict, rng: random.Random) -> dict[str, float]:
+    """CPU seconds per step of each variant, trained side by side: ``variants`` maps a label to
+    ``(probe_class, every)`` (``(None, None)``: bare), each variant trains its own copy of
+    ``model``, and every round runs one step of each in a fresh random order."""
+    x, y = batch
+    loss_fn = loss_function(y)
+    with contextlib.ExitStack() as attached:
+        trainers = {}
+        for label, (probe_class, every) in variants.items():
+            net = copy.deepcopy(model)
+            if every:
+                attached.enter_context(probe_class(net, every=every))
+            trainers[label] = (net, torch.optim.SGD(net.parameters(), lr=lr))
+
+        def step(net, opt):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(x), y).backward()
+            opt.step()
+
+        for trainer in trainers.values():
+            step(*trainer)  # first step outside the clock (lazy allocations); a probe records it
+        spent = dict.fromkeys(trainers, 0.0)
+        order = list(trainers)
+        for _ in range(STEPS):
+            rng.shuffle(order)
+            for label in order:
+                start = time.thread_time()
+                step(*trainers[label])
+                spent[label] += time.thread_time() - start
+    return {label: seconds / STEPS for label, seconds in spent.items()}
+
+
 def overhead(repeats: int) -> dict:
     """{case: {"bare": s, "every1": s, "every10": s, "ratio1": x, "ratio10": x}} (medians)."""
     torch.set_num_threads(1)
+    rng = random.Random(0)
+    variants = {"bare": (None, None), "every1": (Probe, 1), "every10": (Probe, 10)}
     results = {}
     for name, (model, batch, lr) in cases().items():
-        times = {"bare": [], "every1": [], "every10": []}
-        for _ in range(repeats):
-            for mode, every in (("bare", None), ("every1", 1), ("every10", 10)):
-                times[mode].append(train_seconds(copy.deepcopy(model), batch, lr, every))
-        ratios = {f"ratio{k}": statistics.median(p / b for p, b in zip(times[f"every{k}"], times["bare"]))
-                  for k in (1, 10)}
-        results[name] = {mode: statistics.median(t) for mode, t in times.items()} | ratios
+        runs = [step_seconds(model, batch, lr, variants, rng) for _ in range(repeats)]
+        results[name] = {mode: statistics.median(r[mode] for r in runs) for mode in variants}
+        results[name] |= {f"ratio{k}": statistics.median(r[f"every{k}"] / r["bare"] for r in runs) for k in (1, 10)}
     return results
 
 
@@ -109,8 +143,7 @@ def overhead(repeats: int) -> dict:
 #: measurements it calls).
 PROBE_METHODS = ("_on_forward_start", "_start_recording", "_on_module_output", "_on_forward_end",
                  "_on_backward_end", "_commit")
-MEASUREMENTS = ("activation_sums", "sum_of_squares", "segment_norms", "segment_log2_histogram",
-                "activation_statistics")
+MEASUREMENTS = ("activation_sums", "sum_of_squares", "segment_norms", "segment_log2_histogram")
 
 
 def breakdown(every: int = 1) -> str:
@@ -193,8 +226,9 @@ def main(repeats: int = REPEATS, memory: bool = True) -> str:
         heap = (f"heap steadied: {' '.join(f'{k}={v}' for k, v in STEADY_HEAP.items())}" if steady
                 else "glibc's default heap trimming")
         lines += [f"### Probe overhead, {heap}", "",
-                  f"Median over {repeats} interleaved repeats of {STEPS} SGD steps each (bare, probed every "
-                  "step, probed every 10th; 1 thread); the ratio is taken within each repeat.", "",
+                  f"Median over {repeats} repeats; in each, three copies of the model (bare, probed every "
+                  f"step, probed every 10th) take {STEPS} SGD steps side by side, one step each in turn "
+                  "(1 thread); the ratio is taken within each repeat.", "",
                   "| model | bare | every=1 | ratio | every=10 | ratio |", "|---|---|---|---|---|---|"]
         for name, r in overhead_in_child(steady, repeats).items():
             lines.append(f"| {name} | {r['bare'] * 1e3:.2f} ms | {r['every1'] * 1e3:.2f} ms | {r['ratio1']:.2f}× "
@@ -229,8 +263,10 @@ def probe_at(revision: str, where: str):
 
 def against(revision: str, repeats: int = 15) -> str:
     """This tree's probe against the probe of git ``revision``, side by side in one process: each
-    repeat times a bare step, then both probes in a random order (every step, then every 10th)."""
-    import random
+    repeat times a bare step, then both probes in a random order (every step, then every 10th).
+
+    The variants run one after another, not step by step as in :func:`overhead`: a probe before
+    2026-11-30 leaves its global forward hook on between its steps, which would tax the others."""
     import tempfile
 
     torch.set_num_threads(1)

@@ -151,7 +151,7 @@ class Probe:
         self.nonfinite: dict | None = None
         self._records: list[_Record | _Recording] = []  # recordings become records when the trace is read
         self._handles: list = []          # the model's own hooks, on while the probe is attached
-        self._recorder = None             # the global forward hook, on only during a recorded step
+        self._recorder = None             # the global forward hook, on only during a recorded step's forward
         self._recording: _Recording | None = None
         # The weights at the start of the recorded step, and the weight gradients at its end, are
         # copied into flat buffers (float32 models) so that each quantity is one kernel call.
@@ -219,6 +219,8 @@ class Probe:
             self._in_step = True
             if self.step % self.every == 0:
                 self._start_recording()
+        if self._recording is not None and self._recorder is None:  # on only while this model runs
+            self._recorder = register_module_forward_hook(self._on_module_output)
         self._inputs = args
         self._reset_forward()
 
@@ -229,9 +231,11 @@ class Probe:
         with torch.no_grad():
             torch._foreach_copy_(_views(self._before), self._weights)
         self._recording = _Recording(self.step, _norms(self._before))
-        self._recorder = register_module_forward_hook(self._on_module_output)
 
     def _on_forward_end(self, module, args, output) -> None:
+        if self._recorder is not None:  # other models' modules (and evaluation passes) need not pass through it
+            self._recorder.remove()
+            self._recorder = None
         if not torch.is_grad_enabled():
             return
         out = _first_tensor(output)

@@ -198,6 +198,23 @@ def test_no_hook_left_even_after_an_exception():
     assert hooks_left(net) == 0
 
 
+def test_the_global_hook_is_on_only_while_the_probed_model_runs():
+    """A recorded step listens to every module call, but only during its own model's forward
+    passes: another model trained alongside is not slowed down or seen."""
+    from torch.nn.modules.module import _global_forward_hooks
+
+    net, other = models.mlp(3, 4, seed=0), models.mlp(2, 4, seed=1)
+    x = torch.randn(8, 2)
+    with Probe(net) as probe:
+        out = net(x)
+        assert len(_global_forward_hooks) == 0
+        other(x).sum().backward()
+        out.sum().backward()
+        net(x).sum().backward()
+    assert len(_global_forward_hooks) == 0 and probe.trace.steps.tolist() == [0, 1]
+    assert np.isfinite(probe.trace.get("act_mean")).all()  # yet every layer of net was measured
+
+
 def test_refuses_inplace_activations_and_bad_arguments():
     net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
     with pytest.raises(ValueError, match="in-place"):
