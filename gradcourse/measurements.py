@@ -276,7 +276,10 @@ def _statistics(s: ActivationSums | None) -> tuple[float, float, float, float]:
     mean = s.shift + s.total / n
     variance = max((s.squares - s.total * s.total / n) / max(n - 1, 1), 0.0)  # NaN stays NaN
     saturated = math.nan if s.saturated is None else s.saturated / n
-    dead = math.nan if s.dead is None or not s.unit_max.size else s.dead / s.unit_max.size
+    dead = math.nan
+    if s.unit_max is not None and s.unit_max.size:
+        silent = int((s.unit_max <= 0).sum()) if s.dead is None else s.dead  # kernels count them as they go
+        dead = silent / s.unit_max.size
     return mean, math.sqrt(variance), saturated, dead
 
 

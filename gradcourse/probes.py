@@ -327,7 +327,7 @@ class Probe:
                 self.unmeasured[self.layers[index]] = _NO_ACTIVATION
         self._unmatched = {}
 
-    # -- turning a step's tensors into numpy, once ---------------------------------------------
+    # -- the end of a recorded step: its update, then its floats are kept as they are ----------
     def _commit(self) -> None:
         """End the recorded step: read its update ΔW and keep what it gathered."""
         recording, self._recording = self._recording, None
