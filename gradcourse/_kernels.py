@@ -54,8 +54,7 @@ def moments_and_outside(x, centre, low, high):
 
 @njit(cache=True, fastmath=_FAST, nogil=True)
 def moments_and_unit_max(x, centre):
-    """(Σd, Σd², the largest value of each column, how many columns are ≤ 0 throughout) for a
-    2-D float32 array (batch, units)."""
+    """(Σd, Σd², the largest value of each column) for a 2-D float32 array (batch, units)."""
     total = 0.0
     squares = 0.0
     unit_max = x[0].copy()
@@ -67,10 +66,7 @@ def moments_and_unit_max(x, centre):
             total += d
             squares += d * d
             unit_max[j] = max(unit_max[j], v)  # branch-free: vectorises across the row
-    silent = 0
-    for j in range(unit_max.size):
-        silent += unit_max[j] <= 0
-    return total, squares, unit_max, silent
+    return total, squares, unit_max
 
 
 @njit(cache=True, fastmath=_FAST, nogil=True)

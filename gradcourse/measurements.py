@@ -9,8 +9,8 @@ on layers of up to a million values).
 **Speed.** A probe calls these functions on every layer of every recorded step. For float32 CPU
 tensors (what the course trains) each quantity is one compiled pass over the tensor
 (:mod:`gradcourse._kernels`); anything else goes through torch in float64. Results are plain
-Python floats: the arithmetic on a handful of numbers per layer is cheaper in numpy than as
-tensor operations.
+Python floats: the arithmetic on a handful of numbers per layer is cheaper in plain Python than
+as tensor (or even numpy) operations, and it waits until the trace is read.
 
 >>> import torch
 >>> a = torch.tensor([[0.01, 0.5], [0.99, 0.5]])
@@ -58,7 +58,7 @@ def _array(tensor: torch.Tensor) -> np.ndarray | None:
     """``tensor``'s values as a float32 numpy array of its shape (a view, unless it is a negated
     view), or ``None`` when it does not :func:`fits_kernels`. The kernels take it flattened
     (``ravel``: no copy when contiguous); numpy's reshapes cost a tenth of torch's."""
-    if tensor.dtype is not torch.float32 or not tensor.is_cpu:
+    if not fits_kernels(tensor):
         return None
     return tensor.numpy(force=True)  # detaches (and resolves a negative view) in one call
 
@@ -81,7 +81,7 @@ def _concatenated(tensors: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarr
     """The tensors flattened into one float32 array, and where each one ends (for the kernels)."""
     with torch.no_grad():
         flat = torch.cat([t.reshape(-1) for t in tensors])
-    if flat.dtype != torch.float32 or flat.device.type != "cpu":
+    if not fits_kernels(flat):
         flat = flat.float().cpu()
     return flat.numpy(), np.cumsum([t.numel() for t in tensors], dtype=np.int64)
 
@@ -157,13 +157,11 @@ class ActivationSums(NamedTuple):
     squares: float                  # Σ(a − shift)²
     saturated: float | None         # values within SATURATION_MARGIN of an asymptote (sigmoid, tanh)
     unit_max: np.ndarray | None     # per unit (feature, or channel × position), its largest value over the batch
-    dead: int | None = None         # units whose largest value is ≤ 0: silent for the whole batch
 
     @property
-    def mean(self) -> float | None:
-        """The mean value, or ``None`` if there are no values or they are not all finite."""
-        mean = self.shift + self.total / self.count if self.count else math.nan
-        return mean if math.isfinite(mean) else None
+    def mean(self) -> float:
+        """The mean value (NaN if there are none)."""
+        return self.shift + self.total / self.count if self.count else math.nan
 
 
 @functools.lru_cache(maxsize=64)
@@ -182,8 +180,8 @@ def _kernel_sums(values: np.ndarray, kind: tuple, shift: float) -> ActivationSum
     n = values.size
     if kind[0] == "units":
         values = values.reshape(values.shape[0] if values.ndim else 1, -1)
-        total, squares, unit_max, dead = _kernels.moments_and_unit_max(values, shift)
-        return ActivationSums(n, shift, total, squares, None, unit_max, dead)
+        total, squares, unit_max = _kernels.moments_and_unit_max(values, shift)
+        return ActivationSums(n, shift, total, squares, None, unit_max)
     values = values.ravel()
     if kind[0] == "outside":
         total, squares, outside = _kernels.moments_and_outside(values, shift, kind[1], kind[2])
@@ -198,14 +196,13 @@ def _torch_sums(x: torch.Tensor, activation: nn.Module | None) -> ActivationSums
     mean = values.mean().item() if values.numel() else 0.0
     shift = mean if math.isfinite(mean) else 0.0
     d = values - shift
-    saturated = unit_max = dead = None
+    saturated = unit_max = None
     if isinstance(activation, SATURATING):
         centre, half_range = (0.5, 0.5) if isinstance(activation, nn.Sigmoid) else (0.0, 1.0)
         saturated = float(((values - centre).abs() > half_range - SATURATION_MARGIN).sum())
     elif isinstance(activation, RECTIFIERS):
         unit_max = x.detach().reshape(x.shape[0] if x.dim() else 1, -1).amax(dim=0).double().cpu().numpy()
-        dead = int((unit_max <= 0).sum())
-    return ActivationSums(values.numel(), shift, d.sum().item(), torch.dot(d, d).item(), saturated, unit_max, dead)
+    return ActivationSums(values.numel(), shift, d.sum().item(), torch.dot(d, d).item(), saturated, unit_max)
 
 
 def activation_sums(a: torch.Tensor, activation: nn.Module | None = None, *,
@@ -248,13 +245,12 @@ def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
         offset = c.shift - shift  # Σ(a−s₀) = Σ(a−s) + n(s−s₀), and so for the squares
         total += c.total + c.count * offset
         squares += c.squares + 2 * offset * c.total + c.count * offset * offset
-    saturated = unit_max = dead = None
+    saturated = unit_max = None
     if calls[0].saturated is not None:
         saturated = sum(c.saturated for c in calls)
     if calls[0].unit_max is not None and len({c.unit_max.shape for c in calls}) == 1:
         unit_max = np.maximum.reduce([c.unit_max for c in calls])
-        dead = int((unit_max <= 0).sum())
-    return ActivationSums(sum(c.count for c in calls), shift, total, squares, saturated, unit_max, dead)
+    return ActivationSums(sum(c.count for c in calls), shift, total, squares, saturated, unit_max)
 
 
 def activation_statistics(sums: Sequence[ActivationSums | None]) -> np.ndarray:
@@ -273,13 +269,10 @@ def _statistics(s: ActivationSums | None) -> tuple[float, float, float, float]:
     if s is None or s.count == 0:
         return (math.nan,) * 4
     n = s.count
-    mean = s.shift + s.total / n
+    mean = s.mean
     variance = max((s.squares - s.total * s.total / n) / max(n - 1, 1), 0.0)  # NaN stays NaN
     saturated = math.nan if s.saturated is None else s.saturated / n
-    dead = math.nan
-    if s.unit_max is not None and s.unit_max.size:
-        silent = int((s.unit_max <= 0).sum()) if s.dead is None else s.dead  # kernels count them as they go
-        dead = silent / s.unit_max.size
+    dead = math.nan if s.unit_max is None or not s.unit_max.size else float((s.unit_max <= 0).mean())
     return mean, math.sqrt(variance), saturated, dead
 
 

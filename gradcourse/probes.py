@@ -338,7 +338,8 @@ class Probe:
             torch._foreach_sub_(_views(self._before), self._weights)  # now −ΔW
         recording.update_norms = _norms(self._before)
         recording.activations = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
-        # Each layer's mean is the centre of its sums at the next record (see activation_sums).
+        # Each layer's mean is the centre of its sums at the next record (activation_sums picks
+        # its own centre when that mean is missing or not finite).
         self._shifts = [None if s is None else s.mean for s in recording.activations]
         self._records.append(recording)
         if len(self._records) > self.max_records:
