@@ -34,13 +34,34 @@ help:
 	@echo "make links      print the Binder, dashboard and nbgitpuller links for this clone's git remote"
 	@echo "make clean      remove caches and build files; make distclean also removes .venv"
 	@echo "PY=python3.12 make lab   chooses the interpreter the venv is made from"
+	@echo "TORCH=pypi make lab      takes PyPI's torch (default on Linux without a GPU: TORCH=cpu, the CPU build)"
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "gradcourse needs Python >= 3.10, $(PY) is " + sys.version.split()[0])'
 	$(PY) -m venv $(VENV)
 
-# torch is named explicitly so that pip takes 2.13.0 (CPU) and never a newer CUDA build.
+# Which torch build pip installs. On Linux, PyPI's torch 2.13.0 is a CUDA build that pulls
+# gigabytes of nvidia-* packages; PyTorch's CPU wheel index (https://pytorch.org/get-started/locally/)
+# serves a ~190 MB CPU build of the same version. TORCH=cpu (the default on Linux without an NVIDIA
+# driver, i.e. no nvidia-smi) asks that index too, and pip prefers its 2.13.0+cpu; TORCH=pypi takes
+# PyPI's default (CPU-only on macOS and Windows, CUDA on Linux). `make lab TORCH=pypi` overrides it.
+UNAME_S := $(shell uname -s)
+HAS_NVIDIA := $(shell command -v nvidia-smi 2>/dev/null)
+TORCH ?= $(if $(and $(filter Linux,$(UNAME_S)),$(if $(HAS_NVIDIA),,linux-cpu)),cpu,pypi)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifeq ($(TORCH),cpu)
+TORCH_PIP_ARGS := --extra-index-url $(TORCH_CPU_INDEX) --retries 1
+else ifeq ($(TORCH),pypi)
+TORCH_PIP_ARGS :=
+else
+$(error TORCH must be cpu or pypi; got '$(TORCH)')
+endif
+
+# torch is named explicitly so that pip takes 2.13.0 and never a newer (CUDA) build. It is
+# installed first, on its own, so that only this step looks at PyTorch's index; where that
+# index cannot be reached, pip says so and takes 2.13.0 from wherever else it finds one.
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) $(TORCH_PIP_ARGS) "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "torch==2.13.0" -e ".[lab,dev]"
 	@touch $@
 	@echo "gradcourse: .venv is ready"
