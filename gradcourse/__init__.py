@@ -19,8 +19,13 @@ def start(seed: int = 0, *, threads: int = 1) -> int:
     """Prepare a lesson: seed torch's global generator and use ``threads`` CPU threads.
 
     One thread is the default because the course's budgets are set for one core (Binder gives
-    one) and because the same seed then gives the same numbers on every machine we tested.
-    Returns the seed.
+    one) and because a thread count changes how sums are split, and so their last digits.
+
+    The same seed gives the same numbers on the same machine. Another computer may print other
+    last digits: torch picks its CPU kernels by what the processor offers (AVX-512, AVX2, NEON or
+    portable code), and rounding that differs at step 1 is another trajectory by step 200. The
+    conclusions, and the lessons' asserts, hold on every machine: their margins are measured over
+    seeds and over kernels. Returns the seed.
     """
     seed = _checks.integer("seed", seed, low=0)
     threads = _checks.integer("threads", threads, low=1)
