@@ -21,11 +21,12 @@ HUB ?=
 # Make sure the kernel is the venv's Python, whatever kernelspecs the user has elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: help venv lab test lint notebooks bench clean distclean student slides dashboard links
+.PHONY: help venv lab test test-portable lint notebooks bench clean distclean student slides dashboard links
 
 help:
 	@echo "make lab        set up .venv and open the course in JupyterLab (notebooks/)"
 	@echo "make test       set up .venv and run the whole test suite (ruff, pytest, nbval, browser)"
+	@echo "make test-portable  the lessons and their tests again on torch's portable CPU kernels (CI runs it)"
 	@echo "make notebooks  re-execute every notebook in place from a fresh kernel, in order"
 	@echo "make bench      run the benchmarks (benchmarks/run_all.py)"
 	@echo "make student    write the student notebooks (no solutions, no instructor notes) to student/"
@@ -80,6 +81,17 @@ test: lint
 	$(BIN)/python -m pytest tests gradcourse tools $(NOTEBOOKS) --doctest-modules \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		--nbval-cell-timeout=300 -p no:cacheprovider --durations=15
+
+# Another CPU rounds differently: torch dispatches AVX-512, AVX2, NEON or portable kernels. This
+# runs every lesson and the tests of trained results again on the portable ones (ATen's default
+# kernels, MKL's compatible code path, oneDNN's SSE4.1), so that an assert whose margin only holds
+# on this machine's kernels fails here rather than on a learner's laptop.
+PORTABLE_KERNELS := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41
+test-portable: $(STAMP)
+	$(PORTABLE_KERNELS) $(BIN)/python -m pytest $(wildcard tests/test_lesson*.py) tests/test_exercises.py \
+		tests/test_diagnose.py tests/test_train.py gradcourse $(NOTEBOOKS) --doctest-modules \
+		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
+		--nbval-cell-timeout=300 -p no:cacheprovider --durations=10
 
 notebooks: $(STAMP)
 ifeq ($(NOTEBOOKS),)
