@@ -147,12 +147,15 @@ def test_explorer_default_is_the_vanishing_sigmoid_mlp():
 
 
 def test_explorer_remedy_and_divergence():
+    # Test accuracies after the explorer's 200 steps, over seeds 0-4 and two kernel sets (AVX2, and
+    # ATEN_CPU_CAPABILITY=default): MLP 0.897-0.950, CNN 0.961-0.986, sigmoid + BN 0.914-0.972
+    # (chance 0.1). The bounds sit well below the lowest: other CPUs move these by a few points.
     fixed = DigitsExplorer().run(activation="relu", init="he", batchnorm=True)
-    assert fixed.values["problem"] == "healthy" and fixed.values["test_accuracy"] > 0.9
+    assert fixed.values["problem"] == "healthy" and fixed.values["test_accuracy"] > 0.8
     cnn = DigitsExplorer().run(kind="cnn", depth=4, activation="relu", init="he", batchnorm=True)
     assert cnn.values["problem"] == "healthy" and cnn.values["test_accuracy"] > 0.9
     sigmoid_bn = DigitsExplorer().run(batchnorm=True)
-    assert sigmoid_bn.values["problem"] == "healthy" and sigmoid_bn.values["test_accuracy"] > 0.85
+    assert sigmoid_bn.values["problem"] == "healthy" and sigmoid_bn.values["test_accuracy"] > 0.8
     deep = DigitsExplorer().run(depth=30, activation="relu", init="he", batchnorm=True)
     assert deep.values["problem"] == "exploding" and deep.values["signal_ratio"] > 1e2
     blown = DigitsExplorer().run(activation="relu", init="he", lr=3.0)

@@ -9,7 +9,7 @@ for the explorer and the checks: :func:`build` (an MLP or a small CNN for 8×8 d
 
 >>> from gradcourse.widgets.lesson08 import DigitsExplorer
 >>> result = DigitsExplorer().run(activation="relu", init="he", batchnorm=True)
->>> result.values["problem"], result.values["test_accuracy"] > 0.9
+>>> result.values["problem"], result.values["test_accuracy"] > 0.8   # 0.90-0.95 over seeds and CPUs
 ('healthy', True)
 """
 
