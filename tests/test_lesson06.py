@@ -186,10 +186,13 @@ def test_decay_factor_skips_the_underflowed_steps():
 
 
 # -- what the lesson asserts after training with clipping (issue 10, item 2) ----------------------
-@pytest.mark.parametrize("scale, lam_after", [(1.5, 1.70), (2.0, 2.24)])
-def test_clipped_exploding_rnn_keeps_its_gradient_but_never_fits(scale, lam_after):
+@pytest.mark.parametrize("scale", [1.5, 2.0])
+def test_clipped_exploding_rnn_keeps_its_gradient_but_never_fits(scale):
     """Clipping keeps the exploding RNN finite; after training its gradient through time does not
-    vanish (0.969 / 0.990 per step back), its recurrent matrix stays large, and it never fits."""
+    vanish, its recurrent matrix stays large, and it never fits. Measured on seed 0 with AVX2, ATen's
+    default and the fully portable kernels (ATen default, MKL compatible, oneDNN SSE4.1): decay per step
+    0.94-0.99, first/last 0.05-0.89 (1e-6 at initialisation), λ₁ 1.65-1.72 and 2.24-2.38, loss 1.15-1.33 ×
+    baseline, slopes below 0.002."""
     import torch
 
     ds = adding_data(50)
@@ -198,9 +201,9 @@ def test_clipped_exploding_rnn_keeps_its_gradient_but_never_fits(scale, lam_afte
     g = gradient_through_time(run.model, ds)
     lam = torch.linalg.matrix_norm(run.model.cell.weight_hh.detach(), 2).item()
     assert run.diverged_at is None
-    assert 0.95 < theory.decay_per_step(g) < 1.0 and g[0] / g[-1] > 0.1     # not vanishing
-    assert lam == pytest.approx(lam_after, abs=0.02)                          # stays above 1
-    assert run.losses[-50:].mean() / data.ADDING_BASELINE_MSE > 1.1         # and never fits
+    assert 0.9 < theory.decay_per_step(g) < 1.1 and g[0] / g[-1] > 0.01     # not vanishing
+    assert lam > 1.5                                                          # stays above 1
+    assert run.losses[-50:].mean() / data.ADDING_BASELINE_MSE > 1.0         # and never fits
     slopes = marker_sensitivity(run.model, ds)
     assert abs(slopes["first"]) < 0.01 and abs(slopes["second"]) < 0.01     # it stores nothing
 
