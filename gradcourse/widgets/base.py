@@ -194,8 +194,10 @@ WARNING = "#b2182b"
 class _View:
     """One display of an explorer: its own controls, status line, progress area and figure.
 
-    A slider-driven explorer redraws through ``interactive_output``; a manual one redraws the
-    fast preview on every control change and the full work on Run.
+    A slider-driven explorer redraws the full work on every control change; a manual one redraws
+    the fast preview on every control change and the full work on Run. Either draws its first
+    figure straight into the Output widget (:meth:`_first`), never through a ``with output:``
+    capture while the notebook cell runs: see :meth:`_first` for why.
     """
 
     def __init__(self, explorer: Explorer):
@@ -207,18 +209,15 @@ class _View:
         self.progress = w.Output()
         items = [w.HTML(f"<b>{explorer.title}</b>"),
                  w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))]
+        self.output = w.Output()
         if explorer.manual:
-            self.output = w.Output()
             self.button = w.Button(description="Run", button_style="primary", icon="play",
                                    tooltip="train with these settings")
             self.button.on_click(lambda _: self.redraw(preview=False))
-            for control in self.controls.values():
-                control.observe(lambda _: self.redraw(preview=True), names="value")
             items.append(self.button)
-            self._first()
-        else:
-            # interactive_output calls _render once now and again whenever a control changes.
-            self.output = w.interactive_output(self._render, self.controls)
+        for control in self.controls.values():
+            control.observe(lambda _: self.redraw(preview=explorer.manual), names="value")
+        self._first()
         items += [self.status, self.progress, self.output]
         self.widget = w.VBox(items)
 
@@ -226,12 +225,14 @@ class _View:
         return {name: control.value for name, control in self.controls.items()}
 
     def _first(self) -> None:
-        """A manual explorer's first figure, appended to the Output widget's outputs directly.
+        """The first figure, appended to the Output widget's outputs directly.
 
-        Capturing it with ``with self.output:`` while the notebook displays the explorer made
-        nbclient (``nbconvert --execute``) stall now and then for its whole cell timeout (2 runs
-        in 15); appending needs no routing of display messages, and later redraws go through
-        :meth:`redraw`."""
+        Capturing output with ``with output:`` (as ``interactive_output`` does) while a notebook
+        cell runs makes a kernel client (nbclient, ``nbconvert --execute``, Voilà) now and then
+        miss the cell's execute_reply until its whole timeout has passed: displaying lesson 01's
+        explorer 80 times through nbclient waited out the timeout 9 times, with ipykernel 7.4 and
+        6.31 and pyzmq 26 and 27 alike (``benchmarks/kernel_stalls.py``). Appending needs no
+        routing of display messages; later redraws, from the browser, go through :meth:`redraw`."""
         for item in self.explorer._displays(self.current()):
             self.output.append_display_data(item)
 
