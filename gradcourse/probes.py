@@ -73,6 +73,17 @@ _LOG10_2 = math.log10(2.0)
 #: How many autograd nodes the probe walks back from a layer's input to find which earlier
 #: layers' outputs it holds (an activation function, a residual add, a reshape: a few nodes).
 _WALK = 48
+#: Autograd nodes an activation function leaves (``F.relu``, ``torch.tanh``, in place or not),
+#: and what can be said about its output; and the nodes of reshapes and pooling, looked past.
+_FUNCTION_KINDS = {"ReluBackward0": "relu", "SigmoidBackward0": "sigmoid", "TanhBackward0": "tanh",
+                   **dict.fromkeys(("GeluBackward0", "SiluBackward0", "LeakyReluBackward0", "LeakyReluBackward1",
+                                    "EluBackward0", "EluBackward1", "HardswishBackward0", "HardsigmoidBackward0",
+                                    "HardtanhBackward0", "SoftplusBackward0", "MishBackward0",
+                                    "PreluKernelBackward0"), "other")}
+_SHAPE_NODES = {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "TransposeBackward0",
+                "PermuteBackward0", "CloneBackward0", "SqueezeBackward0", "SqueezeBackward1", "UnsqueezeBackward0",
+                "ExpandBackward0", "MaxPool2DWithIndicesBackward0", "MaxPool1DWithIndicesBackward0",
+                "AvgPool2DBackward0", "AvgPool1DBackward0", "AdaptiveAvgPool2DBackward0", "NativeDropoutBackward0"}
 _RECURRENT_NOTE = "recurrent layer: activation statistics are not measured"
 _NO_ACTIVATION = ("its output reached no later layer that the probe could see: measured at the layer's "
                   "output, saturation/dead not measured")
@@ -96,7 +107,8 @@ def layer_kind(module: nn.Module) -> str | None:
         return "embedding"
     if isinstance(module, nn.MultiheadAttention):
         return "attention"
-    if isinstance(module, _NORMS):
+    # A library's own norm layer (nanoGPT's LayerNorm, Llama's RMSNorm) is known by its name.
+    if isinstance(module, _NORMS) or type(module).__name__.endswith("Norm"):
         return "norm"
     return "activation" if isinstance(module, nn.PReLU) else "parameter"
 
@@ -283,8 +295,24 @@ class Probe:
         try:
             if self._awaiting_update is not None:
                 self._finish_update()
+            if self._recording is not None and self._recording.calls and (
+                    not self._records or (self.nonfinite or {}).get("step") == self.step):
+                self._keep_cut_short()
         finally:
             self.remove()
+
+    def _keep_cut_short(self) -> None:
+        """A step cut short (the loop stopped between its forward and backward passes, as on a
+        NaN loss) is kept when it broke (a non-finite value) or is all there is to see: its
+        activations, and NaN gradients where none were computed."""
+        recording = self._recording
+        for call in recording.calls:
+            call.reached = True
+        if recording.weight_norms is None:
+            recording.weight_norms = self._snapshot()
+        self._read_gradients(recording)
+        self._recording, self._awaiting_update = None, recording
+        self._finish_update()
 
     def remove(self) -> None:
         """Remove every hook this probe added. Safe to call more than once."""
@@ -309,6 +337,7 @@ class Probe:
         self._last_layer = None   # the layer whose activation the next activation module is
         self._final_layer = None  # the last layer called: the output layer, which needs no activation
         self._pending: dict[int, tuple] = {}  # layer outputs still waiting for their activation
+        self._boundaries: set = set()  # the autograd nodes of this pass's layer outputs
         self._time = 0            # hidden-state index of a sequence model
 
     def _on_forward_start(self, module, args, kwargs) -> None:
@@ -393,6 +422,13 @@ class Probe:
         return squares.sqrt()
 
     def _read_gradients(self, recording: _Recording) -> None:
+        """The step's weight gradients (norms, histogram) and the activations of its forward
+        passes that a backward pass reached."""
+        calls = [c for c in recording.calls if c.reached]
+        for index in {i for c in calls for i in c.activations}:
+            recording.activations[index] = merge_activation_sums(
+                [c.activations[index] for c in calls if index in c.activations])
+        recording.calls = []
         grads = [w.grad for w in self._weights]
         present = [i for i, g in enumerate(grads) if g is not None]
         if not present:
@@ -413,11 +449,6 @@ class Probe:
             bad = [i for i, v in zip(recording.present, read.tolist()) if not math.isfinite(v)]
             # the layer nearest the loss: where it began
             self.nonfinite = {"step": recording.step, "layer": self._layers[max(bad)].name, "where": "gradient"}
-        calls = [c for c in recording.calls if c.reached]
-        for index in {i for c in calls for i in c.activations}:
-            recording.activations[index] = merge_activation_sums(
-                [c.activations[index] for c in calls if index in c.activations])
-        recording.calls = []
 
     def _finish_update(self) -> None:
         """The recorded step's update is done: read ΔW, then the whole record in one transfer."""
@@ -465,7 +496,7 @@ class Probe:
         """A layer is called: an earlier layer's output that reached its input (through functions,
         in-place operations, a residual add) holds that layer's activation."""
         role = self._roles.get(module)
-        if role is None or role[0] != "layer" or not self._pending or not torch.is_grad_enabled():
+        if role is None or role[0] not in ("layer", "cell") or not self._pending or not torch.is_grad_enabled():
             return
         x = next((a for a in args if isinstance(a, torch.Tensor)), None)
         if x is None or x.grad_fn is None:
@@ -473,10 +504,12 @@ class Probe:
         for index, (node, output_nr, _) in list(self._pending.items()):
             if x.grad_fn is node and x.output_nr == output_nr:  # nothing between the two layers
                 self._measure(index, x, "other", "none")
-        reached = _ancestors(x.grad_fn, {p[0] for p in self._pending.values() if p[0] is not None})
+        wanted = {p[0] for p in self._pending.values() if p[0] is not None}
+        reached = _ancestors(x.grad_fn, wanted, self._boundaries - wanted)
+        function = _function_kind(x.grad_fn)
         for index, (node, _, _) in list(self._pending.items()):
-            if node in reached:
-                self._measure(index, x, "infer", "input")
+            if node in reached:  # the function that made the input says what it is, else its range
+                self._measure(index, x, function or "infer", "function" if function else "input")
 
     def _on_module_output(self, module, args, output) -> None:
         role = self._roles.get(module)
@@ -494,11 +527,15 @@ class Probe:
             self._final_layer = index
             if kind == "cell":
                 self._last_layer = None
+                if out.grad_fn is not None:
+                    self._boundaries.add(out.grad_fn)
                 if isinstance(module, nn.RNNBase) and self._hidden_source(module):
                     _on_gradient(out, self._add_hidden, module.batch_first)
                 return
             self._last_layer = index
             self._pending[index] = (out.grad_fn, out.output_nr, out)
+            if out.grad_fn is not None:
+                self._boundaries.add(out.grad_fn)
         elif kind in ("named", "module"):
             layer = self._last_layer if index is None else index
             out = _first_tensor(output)
@@ -658,16 +695,28 @@ def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[
     return seen
 
 
-def _ancestors(node, wanted: set, limit: int = _WALK) -> set:
+def _function_kind(node) -> str | None:
+    """The kind of the activation function whose output ``node`` holds, looking past reshapes and
+    pooling (``None`` when the input was not made by a known activation function)."""
+    while node is not None and type(node).__name__ in _SHAPE_NODES:
+        parents = [p for p, _ in node.next_functions if p is not None]
+        node = parents[0] if len(parents) == 1 else None
+    return None if node is None else _FUNCTION_KINDS.get(type(node).__name__)
+
+
+def _ancestors(node, wanted: set, stop: set, limit: int = _WALK) -> set:
     """The nodes of ``wanted`` found walking back from ``node`` through the autograd graph,
-    breadth first, over at most ``limit`` nodes."""
+    breadth first, over at most ``limit`` nodes, never past a node of ``wanted`` or ``stop``
+    (another layer's output: what lies behind it is that layer's business)."""
     found, seen, frontier = set(), {node}, [node]
     while frontier and len(seen) < limit and len(found) < len(wanted):
         following = []
         for current in frontier:
             if current in wanted:
                 found.add(current)
-                continue  # what lies behind an earlier layer's output is its own business
+                continue
+            if current in stop:
+                continue
             for parent, _ in current.next_functions:
                 if parent is not None and parent not in seen:
                     seen.add(parent)

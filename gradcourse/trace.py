@@ -59,10 +59,13 @@ class Trace:
 
     **Where an activation was read** (``activation_source``, per layer of ``layers``):
     ``"named"`` (the model names the module, ``model.probe_activations``), ``"module"`` (an
-    activation module called after the layer), ``"input"`` (the input of a later layer that the
-    layer's output reached through functions or in-place operations; the kind then comes from the
-    values' range), ``"none"`` (the output went straight into the next layer: no activation) or
-    ``"output"`` (the layer's own output: nothing after it was seen). ``activation_kinds`` says
+    activation module called after the layer), ``"function"`` (the input of a later layer that
+    the layer's output reached, made by an activation function such as ``F.relu`` or
+    ``torch.tanh``, in place or not: its kind is that function's), ``"input"`` (the same input,
+    made otherwise: the kind then comes from the values' range, which small values of any
+    function can mimic), ``"none"`` (the output went straight into the next layer: no
+    activation), ``"output"`` (the layer's own output: nothing after it was seen) or
+    ``"unmeasured"`` (recurrent layers). ``activation_kinds`` says
     how it was read: ``"sigmoid"``/``"tanh"`` (saturation counted), ``"relu"`` (dead units
     counted: ReLU, ReLU6, or non-negative values with exact zeros), ``"other"`` (neither notion:
     leaky ReLU, GELU, SiLU, no activation) or ``"unmeasured"``.

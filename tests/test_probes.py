@@ -451,7 +451,7 @@ def test_functional_activations_are_measured_at_the_next_layers_input():
     h2 = nn.functional.relu(net.b(h1.float())).double()
     h3 = torch.tanh(net.c(h2.float())).double()
     assert trace.unmeasured == {}
-    assert trace.activation_source == {"a": "input", "b": "input", "c": "input", "d": "output"}
+    assert trace.activation_source == {"a": "function", "b": "function", "c": "function", "d": "output"}
     assert trace.activation_kinds == {"a": "sigmoid", "b": "relu", "c": "tanh", "d": "other"}
     close(trace.get("act_mean")[0][:3], [h.mean().item() for h in (h1, h2, h3)])
     close(trace.get("saturated_frac")[0][[0, 2]], [((h1 - 0.5).abs() > 0.47).double().mean().item(),
