@@ -348,6 +348,8 @@ def test_lstm_module_gives_the_gradient_at_every_time_step():
     F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1)).backward()
     close(probe.trace.get("hidden_grad_norm")[0], out.grad.double().norm(dim=(0, 2)).tolist())
     assert probe.trace.kinds["rnn"] == "recurrent" and "rnn" in probe.trace.unmeasured
+    # the embedding feeds the LSTM directly; the decoder's input is the LSTM's output, not the embedding's
+    assert probe.trace.activation_source["encoder"] == "none"
 
 
 def test_a_gpt2_conv1d_model_trains_with_an_optimizer_and_every_10th_step():
@@ -379,3 +381,25 @@ def test_saving_a_trace_keeps_kinds_norms_and_sources():
     assert again.kinds == trace.kinds and again.activation_source == trace.activation_source
     assert again.activation_kinds == trace.activation_kinds and again.norms.layers == trace.norms.layers
     np.testing.assert_array_equal(again.norms.get("grad_norm"), trace.norms.get("grad_norm"))
+
+
+class ThroughAnotherLayer(nn.Module):
+    """``a``'s output enters ``bil`` as its second input: what comes out of ``bil`` is ``bil``'s
+    activation to find, never ``a``'s."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bil, self.c = nn.Linear(3, 4), nn.Bilinear(3, 4, 5), nn.Linear(5, 2)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.c(self.act(self.bil(x, self.a(x))))
+
+
+def test_the_search_for_an_activation_stops_at_other_layers():
+    torch.manual_seed(0)
+    net = ThroughAnotherLayer()
+    trace = probe_once(net, torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    assert trace.kinds["bil"] == "parameter"
+    assert trace.activation_source == {"a": "output", "bil": "module", "c": "output"}
+    assert list(trace.unmeasured) == ["a"]
