@@ -24,6 +24,7 @@ stay visible.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -125,34 +126,62 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None) 
     """The sums behind :func:`activation_statistics` for one output ``a`` of a layer's activation.
 
     ``activation`` is the module that made ``a`` (or a kind of :data:`KINDS`; ``None``: "other").
-    The mean and the spread come from a float64 copy (``torch.var_mean``: no cancellation
-    however far the mean is from 0); saturated values are counted exactly at the margins (a
-    float32, float16 or bfloat16 value minus 0.5 is exact in float64); a unit is dead when it is
-    ≤ 0 for the whole batch. Nothing leaves the device.
+    The mean and the spread are two passes over a float64 copy (the sum, then the squares around
+    the mean it found: no cancellation however far the mean is from 0); saturated values are
+    counted exactly at the margins; a unit is dead when it is ≤ 0 for the whole batch. Nothing
+    leaves the device.
     """
     kind = activation_kind(activation)
     a = a.detach()
+    n = a.numel()
     values = a.reshape(-1).to(torch.float64)
-    if values.numel():
-        variance, mean = torch.var_mean(values, correction=0)
+    if n:
+        mean = values.sum() / n
+        centred = values.sub_(mean) if values.data_ptr() != a.data_ptr() else values - mean
+        m2 = torch.dot(centred, centred)  # one vectorised pass (torch.var_mean's Welford loop is slower)
     else:
-        variance = mean = values.new_full((), math.nan)
-    m2 = variance * values.numel()
+        mean = m2 = values.new_full((), math.nan)
     low = high = sat_sigmoid = sat_tanh = unit_max = None
-    if kind == "infer" and values.numel():
-        low, high = torch.aminmax(values)
-    if kind in ("sigmoid", "infer"):
-        sat_sigmoid = _saturated(values, "sigmoid")
-    if kind in ("tanh", "infer"):
-        sat_tanh = _saturated(values, "tanh")
-    if kind in ("relu", "infer") and a.numel():
+    if kind == "infer" and n:
+        low, high = torch.aminmax(a.reshape(-1))
+    if kind in ("sigmoid", "infer") and n:
+        sat_sigmoid = _saturated(a, "sigmoid")
+    if kind in ("tanh", "infer") and n:
+        sat_tanh = _saturated(a, "tanh")
+    if kind in ("relu", "infer") and n:
         unit_max = a.reshape(a.shape[0] if a.dim() else 1, -1).amax(dim=0)
-    return ActivationSums(kind, values.numel(), mean, m2, low, high, sat_sigmoid, sat_tanh, unit_max)
+    return ActivationSums(kind, n, mean, m2, low, high, sat_sigmoid, sat_tanh, unit_max)
 
 
-def _saturated(values: torch.Tensor, kind: str) -> torch.Tensor:
+def _saturated(a: torch.Tensor, kind: str) -> torch.Tensor:
+    """How many values are farther than half the range − margin from the centre, counted exactly
+    and without a float64 copy: a value is saturated exactly when clamping it into the cut-offs
+    of :func:`_cuts` (in its own dtype) changes it."""
+    low, high = _cuts(kind, a.dtype)
+    return torch.count_nonzero(a.clamp(low, high) != a).to(torch.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _cuts(kind: str, dtype: torch.dtype) -> tuple[float, float]:
+    """The values ``low`` and ``high`` of ``dtype`` such that, for every ``x`` of that dtype,
+    ``|x − centre| > half range − margin`` (in exact arithmetic) exactly when ``x < low`` or
+    ``x > high``: the nearest representable cut-offs, checked one step either side."""
     centre, half_range = _SATURATION[kind]
-    return ((values - centre).abs() > half_range - SATURATION_MARGIN).sum(dtype=torch.float64)
+    limit = half_range - SATURATION_MARGIN
+
+    def outside(v: float) -> bool:  # exact: float64 holds every float32/16/bfloat16 value minus 0.5
+        return abs(v - centre) > limit
+
+    def cut(start: float, outward: float) -> float:
+        c = torch.tensor(start, dtype=dtype)
+        towards, away = torch.tensor(-outward, dtype=dtype), torch.tensor(outward, dtype=dtype)
+        while outside(float(c)):  # c itself must not count as saturated ...
+            c = torch.nextafter(c, towards)
+        while not outside(float(torch.nextafter(c, away))):  # ... and the next value outwards must
+            c = torch.nextafter(c, away)
+        return float(c)
+
+    return cut(centre - limit, -math.inf), cut(centre + limit, math.inf)
 
 
 def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
