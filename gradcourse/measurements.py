@@ -223,7 +223,8 @@ def summary(sums: ActivationSums | None) -> tuple[list[torch.Tensor | None], int
 def stack_figures(figures: Sequence[torch.Tensor | None], device: torch.device | str) -> torch.Tensor:
     """One float64 vector of 0-d tensors (NaN for ``None``): one ``torch.stack``."""
     nan = torch.full((), math.nan, dtype=torch.float64, device=device)
-    return torch.stack([nan if f is None else f.to(torch.float64) for f in figures])
+    return torch.stack([nan if f is None else f if f.dtype == torch.float64 else f.to(torch.float64)
+                        for f in figures])
 
 
 def infer_kind(low: float, high: float) -> str:

@@ -582,13 +582,14 @@ class Probe:
         g = grad.detach()
         per_t = torch.linalg.vector_norm(g.transpose(0, 1) if batch_first else g, dim=(1, 2),
                                          dtype=torch.float64).square()
-        current = self._recording_for_hidden()
+        current = self._recording
         if current is None:
             return
         current.hidden_grad_sq = per_t if current.hidden_grad_sq is None else current.hidden_grad_sq + per_t
 
     def _add_tap(self, grad: torch.Tensor, t: int) -> None:
-        current = self._recording_for_hidden()
+        """Add ‖∂L/∂h_t‖² at time step ``t`` (the model's ``hidden_tap`` sees each h_t pass)."""
+        current = self._recording
         if current is None:
             return
         value = sum_of_squares(grad).reshape(1)
@@ -597,9 +598,6 @@ class Probe:
             pad = value.new_zeros(t + 1 - (0 if sq is None else len(sq)))
             sq = pad if sq is None else torch.cat([sq, pad])
         current.hidden_grad_sq = sq.index_add(0, torch.tensor([t], device=sq.device), value)
-
-    def _recording_for_hidden(self) -> _Recording | None:
-        return self._recording
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
