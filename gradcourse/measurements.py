@@ -51,7 +51,7 @@ KINDS = ("sigmoid", "tanh", "relu", "other", "infer")
 _SATURATION = {"sigmoid": (0.5, 0.5), "tanh": (0.0, 1.0)}
 
 #: The float64 figures of one layer's activation, in the order of :func:`summary`.
-SUMMARY_FIELDS = ("mean", "m2", "low", "high", "sat_sigmoid", "sat_tanh", "dead")
+SUMMARY_FIELDS = ("total", "m2", "low", "high", "sat_sigmoid", "sat_tanh", "dead")
 
 
 def activation_kind(activation: nn.Module | str | None) -> str:
@@ -113,7 +113,7 @@ class ActivationSums(NamedTuple):
 
     kind: str                            # one of KINDS
     count: int                           # number of values
-    mean: torch.Tensor                   # float64
+    total: torch.Tensor                  # Σa, float64
     m2: torch.Tensor                     # Σ(a − mean)², float64
     low: torch.Tensor | None             # smallest value ("infer": the range decides the kind)
     high: torch.Tensor | None            # largest value
@@ -136,11 +136,13 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None) 
     n = a.numel()
     values = a.reshape(-1).to(torch.float64)
     if n:
-        mean = values.sum() / n
-        centred = values.sub_(mean) if values.data_ptr() != a.data_ptr() else values - mean
+        total = values.sum()
+        # a − mean, in place on the float64 copy (alpha: the division folded into the subtraction)
+        centred = (values.sub_(total, alpha=1 / n) if values.data_ptr() != a.data_ptr()
+                   else values.sub(total, alpha=1 / n))
         m2 = torch.dot(centred, centred)  # one vectorised pass (torch.var_mean's Welford loop is slower)
     else:
-        mean = m2 = values.new_full((), math.nan)
+        total = m2 = values.new_full((), math.nan)
     low = high = sat_sigmoid = sat_tanh = unit_max = None
     if kind == "infer" and n:
         low, high = torch.aminmax(a.reshape(-1))
@@ -150,7 +152,7 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None) 
         sat_tanh = _saturated(a, "tanh")
     if kind in ("relu", "infer") and n:
         unit_max = a.reshape(a.shape[0] if a.dim() else 1, -1).amax(dim=0)
-    return ActivationSums(kind, n, mean, m2, low, high, sat_sigmoid, sat_tanh, unit_max)
+    return ActivationSums(kind, n, total, m2, low, high, sat_sigmoid, sat_tanh, unit_max)
 
 
 def _saturated(a: torch.Tensor, kind: str) -> torch.Tensor:
@@ -158,7 +160,7 @@ def _saturated(a: torch.Tensor, kind: str) -> torch.Tensor:
     and without a float64 copy: a value is saturated exactly when clamping it into the cut-offs
     of :func:`_cuts` (in its own dtype) changes it."""
     low, high = _cuts(kind, a.dtype)
-    return torch.count_nonzero(a.clamp(low, high) != a).to(torch.float64)
+    return (a.clamp(low, high) != a).sum(dtype=torch.float64)
 
 
 @functools.lru_cache(maxsize=16)
@@ -192,13 +194,13 @@ def merge_activation_sums(calls: Sequence[ActivationSums]) -> ActivationSums:
         n = merged.count + c.count
         if not n:
             continue
-        delta = c.mean - merged.mean
-        mean = merged.mean + delta * (c.count / n)
-        m2 = merged.m2 + c.m2 + delta.square() * (merged.count * c.count / n)
+        delta = c.total / c.count - merged.total / merged.count if merged.count and c.count else 0.0
+        total = merged.total + c.total
+        m2 = merged.m2 + c.m2 + delta * delta * (merged.count * c.count / n)
         unit_max = merged.unit_max
         if unit_max is not None and c.unit_max is not None and unit_max.shape == c.unit_max.shape:
             unit_max = torch.maximum(unit_max, c.unit_max)
-        merged = ActivationSums(merged.kind, n, mean, m2, _combine(torch.minimum, merged.low, c.low),
+        merged = ActivationSums(merged.kind, n, total, m2, _combine(torch.minimum, merged.low, c.low),
                                 _combine(torch.maximum, merged.high, c.high),
                                 _combine(torch.add, merged.sat_sigmoid, c.sat_sigmoid),
                                 _combine(torch.add, merged.sat_tanh, c.sat_tanh), unit_max)
@@ -216,7 +218,7 @@ def summary(sums: ActivationSums | None) -> tuple[list[torch.Tensor | None], int
     if sums is None:
         return [None] * len(SUMMARY_FIELDS), 0, 0
     dead = None if sums.unit_max is None else (sums.unit_max <= 0).sum(dtype=torch.float64)
-    figures = [sums.mean, sums.m2, sums.low, sums.high, sums.sat_sigmoid, sums.sat_tanh, dead]
+    figures = [sums.total, sums.m2, sums.low, sums.high, sums.sat_sigmoid, sums.sat_tanh, dead]
     return figures, sums.count, 0 if sums.unit_max is None else sums.unit_max.numel()
 
 
@@ -249,11 +251,12 @@ def statistics_from_summary(row: Sequence[float], count: int, units: int,
     """(mean, std, saturated fraction, dead fraction) from one :func:`summary` read to the host
     (its figures, number of values and of units), and the kind they were read as ("infer" is
     resolved by :func:`infer_kind`)."""
-    mean, m2, low, high, sat_sigmoid, sat_tanh, dead = (float(v) for v in row)
+    total, m2, low, high, sat_sigmoid, sat_tanh, dead = (float(v) for v in row)
     if not count:
         return (math.nan,) * 4, kind
     if kind == "infer":
         kind = infer_kind(low, high)
+    mean = total / count
     std = math.sqrt(max(m2 / max(count - 1, 1), 0.0)) if not math.isnan(m2) else math.nan
     saturated = {"sigmoid": sat_sigmoid, "tanh": sat_tanh}.get(kind, math.nan) / count
     dead_frac = dead / units if kind == "relu" and units else math.nan
@@ -267,7 +270,7 @@ def activation_statistics(sums: Sequence[ActivationSums | None]) -> tuple[np.nda
     float64 array of shape ``(4, len(sums))``, NaN where a layer was not measured or its
     activation has no such notion, and the kind each was read as. One host transfer for all.
     """
-    device = next((s.mean.device for s in sums if s is not None), "cpu")
+    device = next((s.total.device for s in sums if s is not None), "cpu")
     if not sums:
         return np.zeros((4, 0)), []
     summaries = [summary(s) for s in sums]

@@ -53,6 +53,7 @@ from .measurements import (
     is_finite,
     log2_histogram,
     merge_activation_sums,
+    norm,
     norms,
     stack_figures,
     statistics_from_summary,
@@ -160,7 +161,7 @@ class _Recording:
         self.step = step
         self.weight_norms = weight_norms
         self.calls: list[_Call] = []
-        self.output_grad_sq: dict[int, torch.Tensor] = {}   # Σ‖∂L/∂z‖² over the calls
+        self.output_grad_norms: list[tuple[int, torch.Tensor]] = []  # (layer, ‖∂L/∂z‖) of each call
         self.hidden_grad_sq: torch.Tensor | None = None     # Σ‖∂L/∂h_t‖², per t
         self.hidden_counts: list[int] = []                   # taps: hidden_grad_sq's entries, per t
         self.grad_norms: torch.Tensor | None = None
@@ -466,18 +467,22 @@ class Probe:
         n, device = len(self._layers), update_norms.device
         nan = torch.full((n,), math.nan, dtype=torch.float64, device=device)
         summaries = [summary(recording.activations.get(i)) for i in range(n)]
-        figures = stack_figures([recording.output_grad_sq.get(i) for i in range(n)]
-                                + [f for fs, _, _ in summaries for f in fs], device)
+        out_norms = recording.output_grad_norms
+        figures = stack_figures([f for fs, _, _ in summaries for f in fs] + [v for _, v in out_norms], device)
         histogram = (recording.histogram if recording.histogram is not None
                      else torch.zeros((n, self.bins), dtype=torch.int64, device=device))
         hidden = recording.hidden_grad_sq
         parts = [nan if recording.grad_norms is None else recording.grad_norms, recording.weight_norms,
-                 update_norms, figures, histogram.to(torch.float64).reshape(-1)]
+                 update_norms, figures, histogram.to(torch.float64).reshape(-1)]  # in this order below
         flat = torch.cat([p.to(device) for p in parts] + ([] if hidden is None else [hidden.to(device)]))
         flat = flat.cpu().numpy()  # the one host transfer of the step
-        grad_norms, weight_norms, update_norms, out_sq = flat[:4 * n].reshape(4, n)
-        rows = flat[4 * n:(4 + len(SUMMARY_FIELDS)) * n].reshape(n, len(SUMMARY_FIELDS))
-        at = (4 + len(SUMMARY_FIELDS)) * n
+        grad_norms, weight_norms, update_norms = flat[:3 * n].reshape(3, n)
+        at = (3 + len(SUMMARY_FIELDS)) * n
+        rows = flat[3 * n:at].reshape(n, len(SUMMARY_FIELDS))
+        out_sq = np.full(n, np.nan)  # Σ‖∂L/∂z‖² over the calls of each layer
+        for (index, _), value in zip(out_norms, flat[at:at + len(out_norms)]):
+            out_sq[index] = value * value if np.isnan(out_sq[index]) else out_sq[index] + value * value
+        at += len(out_norms)
         counts = flat[at:at + n * self.bins].reshape(n, self.bins).astype(np.int64)
         kinds = [recording.activations[i].kind if i in recording.activations else "unmeasured" for i in range(n)]
         read = [statistics_from_summary(row, count, units, kind)
@@ -521,7 +526,7 @@ class Probe:
             out = _first_tensor(output)
             if out is None:
                 return
-            _on_gradient(out, _add_squares, recording.output_grad_sq, index)
+            _on_gradient(out, _add_norm, recording.output_grad_norms, index)
             if kind == "side":
                 return
             self._final_layer = index
@@ -742,10 +747,10 @@ def _on_gradient(output: torch.Tensor, fn, *args) -> None:
     node.register_prehook(hook)
 
 
-def _add_squares(grad: torch.Tensor, slots: dict[int, torch.Tensor], index: int) -> None:
-    """Add Σ grad² into ``slots[index]`` (a layer called twice in a step receives two gradients)."""
-    value = sum_of_squares(grad)
-    slots[index] = value if index not in slots else slots[index] + value
+def _add_norm(grad: torch.Tensor, norms_so_far: list, index: int) -> None:
+    """Keep ‖grad‖ (float64) for layer ``index``: a layer called twice in a step receives two
+    gradients, whose squares add when the step is read."""
+    norms_so_far.append((index, norm(grad)))
 
 
 def _tensors(output) -> list[torch.Tensor]:
