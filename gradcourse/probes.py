@@ -163,7 +163,6 @@ class _Recording:
         self.calls: list[_Call] = []
         self.output_grad_norms: list[tuple[int, torch.Tensor]] = []  # (layer, ‖∂L/∂z‖) of each call
         self.hidden_grad_sq: torch.Tensor | None = None     # Σ‖∂L/∂h_t‖², per t
-        self.hidden_counts: list[int] = []                   # taps: hidden_grad_sq's entries, per t
         self.grad_norms: torch.Tensor | None = None
         self.present: list[int] = []                         # the layers whose gradients were read
         self.histogram: torch.Tensor | None = None
@@ -197,10 +196,22 @@ class Probe:
     Step numbering starts at 0. A layer's activation is the module the model names in
     ``probe_activations``, else the first activation module (ReLU, Sigmoid, …) called after the
     layer, past normalisation, dropout or pooling, else the input of the next layer its output
-    reaches (a functional or in-place activation), read as sigmoid, tanh or ReLU from its range
-    (``trace.activation_source`` and ``trace.activation_kinds`` say which). A layer whose
-    weight is frozen (``requires_grad=False``) records NaN gradient quantities and a note in
-    ``trace.notes``.
+    reaches (a functional or in-place activation), read as the activation function that made it
+    (``F.relu``, ``torch.tanh``, …) or else from its range (``trace.activation_source`` and
+    ``trace.activation_kinds`` say which). A layer whose weight is frozen
+    (``requires_grad=False``) records NaN gradient quantities and a note in ``trace.notes``.
+
+    >>> import torch
+    >>> from gradcourse.models import mlp
+    >>> net = mlp(depth=2, width=4, seed=0)
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    >>> with Probe(net, optimizer=opt) as probe:
+    ...     for xb, yb in ((x[:4], y[:4]), (x[4:], y[4:])):   # two micro-batches, one step
+    ...         torch.nn.functional.cross_entropy(net(xb), yb).backward()
+    ...     opt.step()
+    >>> probe.trace.steps.tolist(), bool((probe.trace.get("update_ratio") > 0).all())
+    ([0], True)
     """
 
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
