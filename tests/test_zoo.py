@@ -403,3 +403,21 @@ def test_the_search_for_an_activation_stops_at_other_layers():
     assert trace.kinds["bil"] == "parameter"
     assert trace.activation_source == {"a": "output", "bil": "module", "c": "output"}
     assert list(trace.unmeasured) == ["a"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_other_dtypes_are_measured_in_float64_with_exact_saturation(dtype):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2)).to(dtype)
+    with torch.no_grad():
+        net[0].weight.mul_(8)
+    twin = copy.deepcopy(net)
+    x, y = torch.randn(64, 3, dtype=dtype), torch.randint(0, 2, (64,))
+    trace = probe_once(net, x, y)
+    F.cross_entropy(twin(x), y).backward()
+    close(trace.get("grad_norm")[0], [twin[i].weight.grad.double().norm().item() for i in (0, 2, 4)])
+    s = torch.sigmoid(twin[0](x)).double()
+    t = torch.tanh(twin[2](torch.sigmoid(twin[0](x)))).double()
+    assert trace.get("saturated_frac")[0][0] * s.numel() == ((s - 0.5).abs() > 0.47).sum().item()
+    assert trace.get("saturated_frac")[0][1] * t.numel() == (t.abs() > 0.97).sum().item()
+    close(trace.get("act_std")[0][:2], [s.std().item(), t.std().item()])
