@@ -57,7 +57,6 @@ from .measurements import (
     norms,
     stack_figures,
     statistics_from_summary,
-    sum_of_squares,
     summary,
 )
 from .trace import LAYER_QUANTITIES, Trace
@@ -162,7 +161,8 @@ class _Recording:
         self.weight_norms = weight_norms
         self.calls: list[_Call] = []
         self.output_grad_norms: list[tuple[int, torch.Tensor]] = []  # (layer, ‖∂L/∂z‖) of each call
-        self.hidden_grad_sq: torch.Tensor | None = None     # Σ‖∂L/∂h_t‖², per t
+        self.hidden_taps: list[tuple[int, torch.Tensor]] = []  # (t, ‖∂L/∂h_t‖) from a hidden_tap
+        self.hidden_runs: list[torch.Tensor] = []           # ‖∂L/∂h_t‖ per t, from an nn.RNN/LSTM/GRU
         self.grad_norms: torch.Tensor | None = None
         self.present: list[int] = []                         # the layers whose gradients were read
         self.histogram: torch.Tensor | None = None
@@ -482,10 +482,11 @@ class Probe:
         figures = stack_figures([f for fs, _, _ in summaries for f in fs] + [v for _, v in out_norms], device)
         histogram = (recording.histogram if recording.histogram is not None
                      else torch.zeros((n, self.bins), dtype=torch.int64, device=device))
-        hidden = recording.hidden_grad_sq
+        hidden = ([torch.stack([v for _, v in recording.hidden_taps])] if recording.hidden_taps else []) \
+            + recording.hidden_runs
         parts = [nan if recording.grad_norms is None else recording.grad_norms, recording.weight_norms,
                  update_norms, figures, histogram.to(torch.float64).reshape(-1)]  # in this order below
-        flat = torch.cat([p.to(device) for p in parts] + ([] if hidden is None else [hidden.to(device)]))
+        flat = torch.cat([p.to(device) for p in parts + hidden])
         flat = flat.cpu().numpy()  # the one host transfer of the step
         grad_norms, weight_norms, update_norms = flat[:3 * n].reshape(3, n)
         at = (3 + len(SUMMARY_FIELDS)) * n
@@ -503,7 +504,8 @@ class Probe:
                     "update_ratio": update_norms / weight_norms,
                     **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"),
                                np.array([r[0] for r in read], dtype=np.float64).reshape(n, 4).T))}
-        hidden_values = np.sqrt(flat[at + n * self.bins:]) if hidden is not None else None
+        hidden_values = _hidden_norms(flat[at + n * self.bins:], [t for t, _ in recording.hidden_taps],
+                                      [len(v) for v in recording.hidden_runs])
         return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values,
                        [r[1] for r in read])
 
@@ -596,24 +598,15 @@ class Probe:
         if grad.dim() != 3:
             return
         g = grad.detach()
-        per_t = torch.linalg.vector_norm(g.transpose(0, 1) if batch_first else g, dim=(1, 2),
-                                         dtype=torch.float64).square()
-        current = self._recording
-        if current is None:
-            return
-        current.hidden_grad_sq = per_t if current.hidden_grad_sq is None else current.hidden_grad_sq + per_t
+        per_t = torch.linalg.vector_norm(g.transpose(0, 1) if batch_first else g, dim=(1, 2), dtype=torch.float64)
+        if self._recording is not None:
+            self._recording.hidden_runs.append(per_t)
 
     def _add_tap(self, grad: torch.Tensor, t: int) -> None:
-        """Add ‖∂L/∂h_t‖² at time step ``t`` (the model's ``hidden_tap`` sees each h_t pass)."""
-        current = self._recording
-        if current is None:
-            return
-        value = sum_of_squares(grad).reshape(1)
-        sq = current.hidden_grad_sq
-        if sq is None or t >= len(sq):
-            pad = value.new_zeros(t + 1 - (0 if sq is None else len(sq)))
-            sq = pad if sq is None else torch.cat([sq, pad])
-        current.hidden_grad_sq = sq.index_add(0, torch.tensor([t], device=sq.device), value)
+        """Keep ‖∂L/∂h_t‖ at time step ``t`` (the model's ``hidden_tap`` sees each h_t pass); the
+        squares of several passes add when the step is read."""
+        if self._recording is not None:
+            self._recording.hidden_taps.append((t, norm(grad)))
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
@@ -654,6 +647,23 @@ class Probe:
             trace.norms = _assemble_trace(self._records, side, self._layers, self.hist_edges, hidden=False,
                                           nonfinite=self.nonfinite)
         return trace
+
+
+def _hidden_norms(values: np.ndarray, taps: list[int], runs: list[int]) -> np.ndarray | None:
+    """‖∂L/∂h_t‖ per t from what a step kept: one norm per tap pass (``taps`` gives each one's t),
+    then one vector per recurrent-module call (``runs`` gives their lengths); squares add."""
+    if not taps and not runs:
+        return None
+    squares = np.zeros(max([t + 1 for t in taps] + runs))
+    seen = np.zeros(len(squares), dtype=bool)  # a time step no gradient reached stays NaN
+    np.add.at(squares, np.array(taps, dtype=int), values[:len(taps)] ** 2)
+    seen[taps] = True
+    at = len(taps)
+    for length in runs:
+        squares[:length] += values[at:at + length] ** 2
+        seen[:length] = True
+        at += length
+    return np.where(seen, np.sqrt(squares), np.nan)
 
 
 def _assemble_trace(records: list[_Record], columns: list[int], layers: list[_Layer], hist_edges: np.ndarray,
