@@ -53,10 +53,10 @@ from .measurements import (
     is_finite,
     log2_histogram,
     merge_activation_sums,
-    norm,
     norms,
     stack_figures,
     statistics_from_summary,
+    sum_of_squares,
     summary,
 )
 from .trace import LAYER_QUANTITIES, Trace
@@ -160,7 +160,7 @@ class _Recording:
         self.step = step
         self.weight_norms = weight_norms
         self.calls: list[_Call] = []
-        self.output_grad_norms: list[tuple[int, torch.Tensor]] = []  # (layer, ‖∂L/∂z‖) of each call
+        self.output_grad_sq: list[tuple[int, torch.Tensor]] = []  # (layer, ‖∂L/∂z‖²) of each call
         self.hidden_taps: list[tuple[int, torch.Tensor]] = []  # (t, ‖∂L/∂h_t‖) from a hidden_tap
         self.hidden_runs: list[torch.Tensor] = []           # ‖∂L/∂h_t‖ per t, from an nn.RNN/LSTM/GRU
         self.grad_norms: torch.Tensor | None = None
@@ -478,8 +478,8 @@ class Probe:
         n, device = len(self._layers), update_norms.device
         nan = torch.full((n,), math.nan, dtype=torch.float64, device=device)
         summaries = [summary(recording.activations.get(i)) for i in range(n)]
-        out_norms = recording.output_grad_norms
-        figures = stack_figures([f for fs, _, _ in summaries for f in fs] + [v for _, v in out_norms], device)
+        out_squares = recording.output_grad_sq
+        figures = stack_figures([f for fs, _, _ in summaries for f in fs] + [v for _, v in out_squares], device)
         histogram = (recording.histogram if recording.histogram is not None
                      else torch.zeros((n, self.bins), dtype=torch.int64, device=device))
         hidden = ([torch.stack([v for _, v in recording.hidden_taps])] if recording.hidden_taps else []) \
@@ -492,9 +492,9 @@ class Probe:
         at = (3 + len(SUMMARY_FIELDS)) * n
         rows = flat[3 * n:at].reshape(n, len(SUMMARY_FIELDS))
         out_sq = np.full(n, np.nan)  # Σ‖∂L/∂z‖² over the calls of each layer
-        for (index, _), value in zip(out_norms, flat[at:at + len(out_norms)]):
-            out_sq[index] = value * value if np.isnan(out_sq[index]) else out_sq[index] + value * value
-        at += len(out_norms)
+        for (index, _), value in zip(out_squares, flat[at:at + len(out_squares)]):
+            out_sq[index] = value if np.isnan(out_sq[index]) else out_sq[index] + value
+        at += len(out_squares)
         counts = flat[at:at + n * self.bins].reshape(n, self.bins).astype(np.int64)
         kinds = [recording.activations[i].kind if i in recording.activations else "unmeasured" for i in range(n)]
         read = [statistics_from_summary(row, count, units, kind)
@@ -539,7 +539,7 @@ class Probe:
             out = _first_tensor(output)
             if out is None:
                 return
-            _on_gradient(out, _add_norm, recording.output_grad_norms, index)
+            _on_gradient(out, _add_square, recording.output_grad_sq, index)
             if kind == "side":
                 return
             self._final_layer = index
@@ -603,10 +603,10 @@ class Probe:
             self._recording.hidden_runs.append(per_t)
 
     def _add_tap(self, grad: torch.Tensor, t: int) -> None:
-        """Keep ‖∂L/∂h_t‖ at time step ``t`` (the model's ``hidden_tap`` sees each h_t pass); the
+        """Keep ‖∂L/∂h_t‖² at time step ``t`` (the model's ``hidden_tap`` sees each h_t pass); the
         squares of several passes add when the step is read."""
         if self._recording is not None:
-            self._recording.hidden_taps.append((t, norm(grad)))
+            self._recording.hidden_taps.append((t, sum_of_squares(grad)))
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
@@ -650,13 +650,13 @@ class Probe:
 
 
 def _hidden_norms(values: np.ndarray, taps: list[int], runs: list[int]) -> np.ndarray | None:
-    """‖∂L/∂h_t‖ per t from what a step kept: one norm per tap pass (``taps`` gives each one's t),
-    then one vector per recurrent-module call (``runs`` gives their lengths); squares add."""
+    """‖∂L/∂h_t‖ per t from what a step kept: one square per tap pass (``taps`` gives each one's
+    t), then one vector of norms per recurrent-module call (``runs`` gives their lengths)."""
     if not taps and not runs:
         return None
     squares = np.zeros(max([t + 1 for t in taps] + runs))
     seen = np.zeros(len(squares), dtype=bool)  # a time step no gradient reached stays NaN
-    np.add.at(squares, np.array(taps, dtype=int), values[:len(taps)] ** 2)
+    np.add.at(squares, np.array(taps, dtype=int), values[:len(taps)])  # already squares
     seen[taps] = True
     at = len(taps)
     for length in runs:
@@ -768,10 +768,10 @@ def _on_gradient(output: torch.Tensor, fn, *args) -> None:
     node.register_prehook(hook)
 
 
-def _add_norm(grad: torch.Tensor, norms_so_far: list, index: int) -> None:
-    """Keep ‖grad‖ (float64) for layer ``index``: a layer called twice in a step receives two
+def _add_square(grad: torch.Tensor, squares: list, index: int) -> None:
+    """Keep ‖grad‖² (float64) for layer ``index``: a layer called twice in a step receives two
     gradients, whose squares add when the step is read."""
-    norms_so_far.append((index, norm(grad)))
+    squares.append((index, sum_of_squares(grad)))
 
 
 def _tensors(output) -> list[torch.Tensor]:
