@@ -50,6 +50,48 @@ def small_cnn() -> nn.Module:
                          nn.Linear(32 * 4 * 4, 10))
 
 
+class HandWrittenHooks:
+    """The peer: the hooks a practitioner writes by hand to watch the same things (what
+    ``wandb.watch``-style loggers do): per Linear/Conv layer, a forward hook reading its output's
+    mean and std and hooking its gradient's norm, and a hook per weight reading its gradient's
+    norm and a log2 histogram, each read with ``.item()``/``.tolist()`` as it comes."""
+
+    def __init__(self, model: nn.Module, every: int = 1):
+        self.model, self.every, self.step, self.records = model, every, 0, []
+        self.layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        self.handles: list = []
+
+    def __enter__(self):
+        self.handles = [m.register_forward_hook(self._forward) for m in self.layers]
+        self.handles += [m.weight.register_post_accumulate_grad_hook(self._weight) for m in self.layers]
+        self.handles.append(self.model.register_forward_pre_hook(self._count))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+    def _count(self, module, args):
+        if torch.is_grad_enabled():
+            self.step += 1
+            self.records.append({})
+
+    def _recorded(self) -> bool:
+        return (self.step - 1) % self.every == 0
+
+    def _forward(self, module, args, out):
+        if torch.is_grad_enabled() and self._recorded():
+            a = out.detach().double()
+            self.records[-1][module] = [a.mean().item(), a.std().item()]
+            out.register_hook(lambda g: self.records[-1][module].append(g.double().norm().item()))
+
+    def _weight(self, p):
+        if self._recorded():
+            g = p.grad.detach()
+            exponents = torch.frexp(g)[1].clamp(-40, 7) + 40
+            self.records[-1][p] = [g.double().norm().item(), torch.bincount(exponents.flatten(), minlength=48).tolist()]
+
+
 def cases() -> dict:
     torch.manual_seed(0)
     images = torch.randn(128, 1, 8, 8), torch.randint(0, 10, (128,))
@@ -130,20 +172,23 @@ def overhead(repeats: int) -> dict:
     """{case: {"bare": s, "every1": s, "every10": s, "ratio1": x, "ratio10": x}} (medians)."""
     torch.set_num_threads(1)
     rng = random.Random(0)
-    variants = {"bare": (None, None), "every1": (Probe, 1), "every10": (Probe, 10)}
+    variants = {"bare": (None, None), "every1": (Probe, 1), "every10": (Probe, 10),
+                "peer1": (HandWrittenHooks, 1), "peer10": (HandWrittenHooks, 10)}
     results = {}
     for name, (model, batch, lr) in cases().items():
         runs = [step_seconds(model, batch, lr, variants, rng) for _ in range(repeats)]
         results[name] = {mode: statistics.median(r[mode] for r in runs) for mode in variants}
         results[name] |= {f"ratio{k}": statistics.median(r[f"every{k}"] / r["bare"] for r in runs) for k in (1, 10)}
+        results[name] |= {f"peer_ratio{k}": statistics.median(r[f"peer{k}"] / r["bare"] for r in runs)
+                          for k in (1, 10)}
     return results
 
 
 #: The parts of a probe timed by ``--breakdown`` (times are inclusive: a method's includes the
 #: measurements it calls).
-PROBE_METHODS = ("_on_forward_start", "_start_recording", "_on_module_output", "_on_forward_end",
-                 "_on_backward_end", "_commit")
-MEASUREMENTS = ("activation_sums", "sum_of_squares", "segment_norms", "segment_log2_histogram")
+PROBE_METHODS = ("_on_forward_start", "_on_module_input", "_on_module_output", "_on_forward_end",
+                 "_on_backward_end", "_read_gradients", "_finish_update")
+MEASUREMENTS = ("activation_sums", "sum_of_squares", "norms", "log2_histogram")
 
 
 def breakdown(every: int = 1) -> str:
@@ -165,7 +210,7 @@ def breakdown(every: int = 1) -> str:
     lines = []
     for name, (model, batch, lr) in cases().items():
         bare = statistics.median(train_seconds(copy.deepcopy(model), batch, lr, None) for _ in range(3))
-        train_seconds(copy.deepcopy(model), batch, lr, every)  # compiles (or loads) the kernels, untimed
+        train_seconds(copy.deepcopy(model), batch, lr, every)  # warms up (lazy allocations), untimed
         for (owner, attr), fn in originals.items():
             setattr(Probe if owner == "Probe" else probes_module, attr, timed(attr, fn))
         try:
@@ -228,11 +273,14 @@ def main(repeats: int = REPEATS, memory: bool = True) -> str:
         lines += [f"### Probe overhead, {heap}", "",
                   f"Median over {repeats} repeats; in each, three copies of the model (bare, probed every "
                   f"step, probed every 10th) take {STEPS} SGD steps side by side, one step each in turn "
-                  "(1 thread); the ratio is taken within each repeat.", "",
-                  "| model | bare | every=1 | ratio | every=10 | ratio |", "|---|---|---|---|---|---|"]
+                  "(1 thread), with the hand-written hooks peer (`HandWrittenHooks`) beside them; the ratio "
+                  "is taken within each repeat.", "",
+                  "| model | bare | every=1 | ratio | peer ratio | every=10 | ratio | peer ratio |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, r in overhead_in_child(steady, repeats).items():
             lines.append(f"| {name} | {r['bare'] * 1e3:.2f} ms | {r['every1'] * 1e3:.2f} ms | {r['ratio1']:.2f}× "
-                         f"| {r['every10'] * 1e3:.2f} ms | {r['ratio10']:.3f}× |")
+                         f"| {r['peer_ratio1']:.2f}× | {r['every10'] * 1e3:.2f} ms | {r['ratio10']:.3f}× "
+                         f"| {r['peer_ratio10']:.3f}× |")
         lines.append("")
     if memory:
         lines += ["### Memory of a probed run (MLP 20×64 sigmoid, every=1, max_records=1000)", "",
