@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
+from . import _runfile
 from .remedies import REMEDIES, Remedy
 from .trace import Trace
 from .train import Run
@@ -235,7 +236,7 @@ with losses=[...]); got str
         raise ValueError("run must hold at least one recorded step")
     m = _measure(run)
     params = run.params if isinstance(run.params, dict) else {}
-    config = params.get("model") or {}
+    config = _recipe(params.get("model"))
     evidence: list[str] = []
 
     def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
@@ -369,11 +370,56 @@ def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn
         diverged_at = int(nonfinite["step"])
     elif len(values) and not np.isfinite(values).all():
         diverged_at = int(np.flatnonzero(~np.isfinite(values))[0])
-    config = None if model is None else getattr(model, "config", {"kind": type(model).__name__})
+    config = None if model is None else _runfile.model_config(model)
     metrics = {"final_loss": float(values[-1])} if len(values) else {}
     return Run(losses=values, grad_norm_total=totals, clipped=np.zeros(length, dtype=bool),
                metrics=metrics, params={"model": config, "source": "trace"}, trace=trace,
                diverged_at=diverged_at, diverged_layer=nonfinite.get("layer"), model=model)
+
+
+# -- the recipe --------------------------------------------------------------------------------
+#: The keys of a model's config that the doctor reads, with the types gradcourse.models gives them.
+_RECIPE_TYPES = {"kind": str, "activation": str, "init": str, "weight_std": (int, float), "batchnorm": bool,
+                 "residual": bool, "cell": str}
+#: Where other libraries name the activation: Hugging Face (``hidden_act``, GPT-2's
+#: ``activation_function``), and ``activation`` as most hand-written configs spell it.
+_ACTIVATION_KEYS = ("activation", "hidden_act", "activation_function", "act_fn", "nonlinearity")
+
+
+def _recipe(config) -> dict:
+    """What the doctor reads of a run's ``params["model"]``: whatever that is (a gradcourse recipe,
+    a nanoGPT dataclass, a Hugging Face config, an object, ``None``), the keys it knows, each only
+    when it has the type :mod:`gradcourse.models` gives it, and the activation under the names
+    other libraries use, lower-cased (``"gelu_new"`` reads as ``"gelu"``).
+
+    >>> _recipe({"activation": "ReLU", "weight_std": "large", "n_layer": 12})
+    {'activation': 'relu'}
+    >>> _recipe({"hidden_act": "gelu_new"}), _recipe(None), _recipe("GPT(n_layer=12)")
+    ({'activation': 'gelu'}, {}, {})
+    """
+    fields = _runfile.plain(config) if config is not None else {}
+    if not isinstance(fields, dict):
+        return {}
+    recipe = {k: fields[k] for k, kind in _RECIPE_TYPES.items()
+              if isinstance(fields.get(k), kind) and not (kind is not bool and isinstance(fields.get(k), bool))}
+    activation = next((fields[k] for k in _ACTIVATION_KEYS if isinstance(fields.get(k), str)), None)
+    if activation is not None:
+        recipe["activation"] = _activation_name(activation)
+    else:
+        recipe.pop("activation", None)
+    return recipe
+
+
+def _activation_name(name: str) -> str:
+    """A library's activation name in the course's words: "ReLU" → "relu", "LeakyReLU" → "leaky_relu",
+    "gelu_new"/"gelu_pytorch_tanh" → "gelu", "swish" → "silu"."""
+    key = name.lower().replace("-", "_")
+    aliases = {"leakyrelu": "leaky_relu", "swish": "silu", "relu6": "relu"}
+    if key in aliases:
+        return aliases[key]
+    if key.startswith("gelu"):
+        return "gelu"
+    return key
 
 
 # -- measurements ------------------------------------------------------------------------------

@@ -290,7 +290,7 @@ def fit(
         metrics.update(_evaluate(model, loss_fn, classify, x, y, "train"))
         if x_test is not None:
             metrics.update(_evaluate(model, loss_fn, classify, x_test, y_test, "test"))
-    run_params = _runfile.plain(dict(model=getattr(model, "config", {"kind": type(model).__name__}), steps=steps,
+    run_params = _runfile.plain(dict(model=_runfile.model_config(model), steps=steps,
                       lr=lr, optimizer=optimizer, momentum=momentum, warmup=warmup,
                       betas=None if betas is None else list(betas),
                       clip=None if clip is None else {"method": clip.method, "threshold": clip.threshold},
