@@ -289,12 +289,20 @@ with losses=[...]); got str
                             f"at step 0 and {_pct(m['saturated_mean_end'])} at the last step, "
                             f"{_pct(m['saturated_worst'])} in {m['saturated_worst_layer']} "
                             f"(threshold {_pct(SATURATION_FRACTION)}): their slope is near 0.")
+            trained = _made_by_training(m, "saturated")
+            if trained:
+                evidence.append(f"At step 0 only {_pct(m['saturated_mean_start'])} were saturated: training "
+                                "pushed them there (steps too large grow the weights until every unit's "
+                                "input sits on a tail), so the learning rate is the cause, not the "
+                                "initialisation.")
             signs = _explosion_evidence(m, before_nan=False, batchnorm=bool(config.get("batchnorm")))
             if signs:
+                cure = ("The cure is a smaller learning rate, which keeps the weights near the scale they "
+                        "started at." if trained else "The cure is the same: a smaller weight scale.")
                 evidence += signs + [
                     "Saturated and exploding at once: each unit's slope is small, but the weights are so "
                     "large that slope × weights, the factor each layer applies to the signal, is above 1 "
-                    "(the chaotic phase of lesson 02). The cure is the same: a smaller weight scale."]
+                    f"(the chaotic phase of lesson 02). {cure}"]
                 return verdict("saturation", evidence + _loss_evidence(m), also=("exploding",))
             return verdict("saturation", evidence + _signal_evidence(m) + _loss_evidence(m))
         evidence.append(f"Saturated units: {_pct(m['saturated_mean_start'])} at step 0, "
@@ -709,15 +717,24 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
     elif problem == "exploding":
         critical = "he_init" if activation in _RELU_FAMILY or not activation else "xavier_init"
         too_wide = init == "normal" and std is not None and std > _critical_std(activation) * 1.2
-        if too_wide or m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO:
+        born = too_wide or m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO
+        if born:
             names.append(critical)
         names.append("lower_lr")
         names += [] if params.get("clip") else ["clip_norm"]
         names += [] if batchnorm else ["batchnorm"]
+        if not born and m["grad_norm_start"] <= EXPLODING_GRAD_NORM:
+            notes.append(_WARMUP_NOTE)  # it was fine at step 0: training made it explode
     elif problem == "saturation":
-        names += ["xavier_init", "relu_he"] + ([] if batchnorm else ["batchnorm"]) + ["lower_lr"]
-        notes.append("Large steps also grow the weights into saturation during training: a smaller "
-                     "learning rate keeps them in range (lesson 02).")
+        if _made_by_training(m, "saturated"):  # absent at step 0: the steps did it
+            names += ["lower_lr"] + ([] if params.get("clip") else ["clip_norm"])
+            names += [] if init == "xavier" else ["xavier_init"]
+            names += ["relu_he"] + ([] if batchnorm else ["batchnorm"])
+            notes.append(_WARMUP_NOTE)
+        else:
+            names += ["xavier_init", "relu_he"] + ([] if batchnorm else ["batchnorm"]) + ["lower_lr"]
+            notes.append("Large steps also grow the weights into saturation during training: a smaller "
+                         "learning rate keeps them in range (lesson 02).")
     elif problem == "dead_relu":
         killed = m["dead_mean_end"] > m["dead_mean_start"] + 0.2
         names += ["lower_lr", "leaky_relu", "he_init"] if killed else ["he_init", "leaky_relu", "lower_lr"]
@@ -739,6 +756,19 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
                      "give it a probe_activations dict mapping each layer's name to the name of the "
                      "activation module that follows it. Then ask the doctor again.")
     return [REMEDIES[n] for n in names], notes
+
+
+_WARMUP_NOTE = ("The problem was absent at step 0 and grew during training, so the steps caused it: "
+                "besides a smaller learning rate, a warmup (fit(..., warmup=100) ramps it up over the "
+                "first 100 steps, lesson 09) or clipping (lesson 03) keeps the early steps small.")
+
+
+def _made_by_training(m: dict, name: str) -> bool:
+    """Whether the saturated (or dead) units were below the doctor's threshold at step 0 and above it at
+    the end: training made the problem, so its step size (learning rate) is the cause."""
+    threshold = SATURATION_FRACTION if name == "saturated" else DEAD_FRACTION
+    start, end = m[f"{name}_mean_start"], m[f"{name}_mean_end"]
+    return start < threshold <= end and end > start + 0.2
 
 
 def _sequence_remedies(problem: str, config: dict) -> tuple[list[Remedy], list[str]]:
