@@ -83,6 +83,9 @@ DEAD_FRACTION = 0.5
 #: Dead ReLUs: or a single hidden layer has at least this fraction of dead units: almost no signal
 #: passes that layer, in either direction.
 DEAD_LAYER_FRACTION = 0.9
+#: Dead ReLUs: a layer whose activation had a mean below this (at any recorded step) is no ReLU, whose
+#: outputs are never negative; its units can not die and are left out of the dead fraction.
+NEGATIVE_MEAN = -1e-12
 #: Plateau: the loss never fell below (1 - this) times its first value: less than a 5% improvement.
 PLATEAU_DROP = 0.05
 #: Erratic: a step counts as a jump when it raises the loss by more than 10%; the loss is called
@@ -93,8 +96,18 @@ ERRATIC_FRACTION = 0.25
 MIN_STEPS_FOR_SHAPE = 10
 
 #: Activations whose units cannot saturate or die: for these "not measured" means "does not apply".
-_NO_UNHEALTHY_UNITS = ("linear", "gelu")
-_RELU_FAMILY = ("relu", "leaky_relu", "gelu")
+_NO_UNHEALTHY_UNITS = ("linear", "gelu", "leaky_relu", "prelu", "rrelu")
+#: Activations whose units never die: each passes some gradient for every input (a leaky ReLU 1% of
+#: it, an ELU or GELU a slope that only tends to 0), so their networks are never "dead_relu".
+_NEVER_DEAD = ("leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus")
+_NEVER_DEAD_MODULES = (nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                       nn.Softplus)
+#: Activations that can die: a unit whose input is below 0 for every example outputs 0 and passes no gradient.
+_CAN_DIE_MODULES = (nn.ReLU, nn.ReLU6, nn.Threshold, nn.Hardswish, nn.Hardsigmoid)
+#: Modules that are not layers of their own for "the probe saw N of M layers" (they own parameters but
+#: carry no signal of their own to measure: normalisation scales and shifts, a PReLU's slope).
+_NOT_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *_NEVER_DEAD_MODULES)
+_RELU_FAMILY = ("relu", "leaky_relu", "gelu", "prelu", "rrelu", "elu", "selu", "celu", "silu", "mish", "softplus")
 
 _HEADLINES = {
     "healthy": "Healthy: the gradients reach every layer at a sensible size.",
@@ -106,8 +119,8 @@ _HEADLINES = {
                  "and never recover.",
     "bad_data": "Bad data: the inputs or targets hold NaN/Inf, which no gradient remedy can fix: "
                 "check the data.",
-    "inconclusive": "Inconclusive: the gradient signal looks sound, but the saturated and dead units "
-                    "were not measured, so the doctor cannot call this run healthy.",
+    "inconclusive": "Inconclusive: the doctor found no problem in what the probe measured, but the "
+                    "saturated and dead units were not measured, so it cannot call this run healthy.",
 }
 
 
@@ -145,6 +158,10 @@ class Diagnosis:
         words = _HEADLINES[self.problem]
         if self.problem == "exploding" and self.diverged_at is not None:
             words = f"Exploding gradients: training diverged (NaN/Inf) at step {self.diverged_at}."
+        seen, total = self.numbers.get("layers_seen"), self.numbers.get("layers_total")
+        if self.problem == "inconclusive" and seen is not None and total and self.numbers.get("coverage_short"):
+            words = (f"Inconclusive: the probe saw {seen} of {total} layers, too little of the model to "
+                     "call this run healthy or to name its problem (the evidence says what was not seen).")
         if self.problem == "saturation" and "exploding" in self.also:
             words = ("Saturation and exploding gradients (the chaotic phase): most sigmoid/tanh units "
                      "sit on their flat tails, yet the weights are so large that the signal grows on "
@@ -237,6 +254,8 @@ with losses=[...]); got str
     m = _measure(run)
     params = run.params if isinstance(run.params, dict) else {}
     config = _recipe(params.get("model"))
+    if "activation" not in config and _module_activation(run.model):
+        config["activation"] = _module_activation(run.model)  # one kind of activation module: that one
     evidence: list[str] = []
 
     def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
@@ -259,12 +278,22 @@ with losses=[...]); got str
 
     unmeasured = _unmeasured_evidence(m, config)
 
-    # 2. Dead ReLUs (their zero signal would otherwise read as vanishing).
+    # 2. Dead ReLUs (their zero signal would otherwise read as vanishing). Only units measured as 0
+    #    for every input, in a network whose activation can die: a leaky, ELU or GELU unit cannot.
     dead = m["dead_mean_end"]
-    if not math.isnan(dead) and config.get("activation") == "leaky_relu":
-        evidence.append(f"{_pct(dead)} of the leaky ReLU units were negative for every input at the "
-                        "last step, but a leaky unit still passes 1% of its gradient, so it cannot die.")
-    elif not math.isnan(dead):
+    never = _never_dead(run, config)
+    m["never_dead"] = never
+    if never is not None:
+        negative = m["dead_any_end"]
+        evidence.append(f"The network's activation is {never}, whose units pass some gradient for every "
+                        "input, so no unit can die"
+                        + (f" ({_pct(negative)} of them were negative for every input at the last step)."
+                           if not math.isnan(negative) else "."))
+    elif m["dead_signed_layers"]:
+        shown = ", ".join(m["dead_signed_layers"][:5]) + (", …" if len(m["dead_signed_layers"]) > 5 else "")
+        evidence.append(f"The units after {shown} output negative values, so they are no ReLUs (leaky ReLU, "
+                        "ELU, GELU…) and cannot die: they were left out of the dead-unit count.")
+    if never is None and not math.isnan(dead):
         layer, worst = m["dead_worst_layer"], m["dead_worst"]
         if dead >= DEAD_FRACTION or worst >= DEAD_LAYER_FRACTION:
             evidence.append(f"At the last step {_pct(dead)} of the hidden ReLU units were dead "
@@ -328,9 +357,11 @@ with losses=[...]); got str
         f"{_num(m['update_ratio_median'])} of their size per step (threshold {_num(LARGE_UPDATE_RATIO)})."
     ] + evidence + unmeasured + _loss_evidence(m)
     needs_units = not m["sequence"] and config.get("activation") not in _NO_UNHEALTHY_UNITS
-    if needs_units and math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"]):
+    if m["coverage_short"]:
+        return verdict("inconclusive", _coverage_evidence(m) + evidence)
+    if needs_units and m["unit_layers_measured"] == 0:
         return verdict("inconclusive", evidence)
-    return verdict("healthy", evidence)
+    return verdict("healthy", evidence + _coverage_evidence(m))
 
 
 def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn.Module | None = None) -> Run:
@@ -468,7 +499,15 @@ def _measure(run: Run) -> dict:
 
     # Saturated/dead fractions are averaged over the hidden layers where the probe measured them
     # (it needs to see the activation after the layer); the evidence says when some were not.
+    # A layer whose activation went below 0 is no ReLU (a ReLU's output, and so its mean, is never
+    # negative): its "dead" units are leaky, ELU or GELU units that still pass gradient.
     measured = np.zeros(len(hidden), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        act_mean = _scalar(trace, "act_mean")[:, hidden].astype(float)
+        signed = np.array([bool((column[np.isfinite(column)] < NEGATIVE_MEAN).any()) for column in act_mean.T],
+                          dtype=bool)
+    m["dead_signed_layers"] = []
+    m["dead_any_end"] = math.nan
     for name in ("saturated", "dead"):
         values = _scalar(trace, f"{name}_frac")[:, hidden].astype(float)
         end = rows[-1] if rows else len(values) - 1
@@ -476,6 +515,10 @@ def _measure(run: Run) -> dict:
         m[f"{name}_worst_layer"] = None
         columns = np.flatnonzero(np.isfinite(values[0]) & np.isfinite(values[end]))
         measured[columns] = True
+        if name == "dead" and len(columns):
+            m["dead_any_end"] = float(values[end, columns].mean())
+            m["dead_signed_layers"] = [_display(layers[hidden[c]]) for c in columns if signed[c]]
+            columns = np.array([c for c in columns if not signed[c]], dtype=int)
         if not len(columns):
             continue  # not a sigmoid/tanh (saturation) or ReLU (dead units) network, or not seen
         values = values[:, columns]
@@ -488,6 +531,7 @@ def _measure(run: Run) -> dict:
         m[f"{name}_worst_layer"] = _display(layers[hidden[columns[k]]])
     m["unit_layers_measured"] = int(measured.sum())
     m["unit_layers_unmeasured"] = [_display(layers[hidden[i]]) for i in np.flatnonzero(~measured)]
+    m.update(_coverage(run, signal, sequence))
 
     losses = np.asarray(run.losses, dtype=float)
     good = losses[np.isfinite(losses)]
@@ -510,6 +554,70 @@ def _measure(run: Run) -> dict:
     notes = getattr(trace, "notes", None) or []
     m["probe_notes"] = [str(n) for n in (notes.values() if isinstance(notes, dict) else notes)]
     return m
+
+
+def _coverage(run: Run, signal: np.ndarray, sequence: bool) -> dict:
+    """What the probe saw of the model: its layers with a measured weight gradient, those it listed but
+    never measured (NaN columns, with the probe's reason from ``trace.unmeasured``), and, when the model
+    is at hand, the modules owning parameters that it did not track at all (an ``nn.RNN``, attention).
+    ``coverage_short`` is True when too little was seen to call the run healthy: fewer than half the
+    layers, or the backpropagated signal at fewer than two places in a model that has more layers."""
+    trace = run.trace
+    grads = _scalar(trace, "grad_norm")
+    seen = [name for j, name in enumerate(trace.layers) if np.isfinite(grads[:, j]).any()]
+    blind = {name: "no gradient was measured" for j, name in enumerate(trace.layers)
+             if not np.isfinite(grads[:, j]).any()}
+    if run.model is not None:
+        for name, module in run.model.named_modules():
+            owns = next(module.parameters(recurse=False), None) is not None
+            if owns and name and name not in trace.layers and not isinstance(module, _NOT_LAYERS):
+                blind[name] = f"{type(module).__name__} is not tracked by the probe"
+    unmeasured = getattr(trace, "unmeasured", None) or {}
+    for name in blind:
+        if isinstance(unmeasured, dict) and name in unmeasured:
+            blind[name] = str(unmeasured[name])
+    total = len(seen) + len(blind)
+    places = int(np.isfinite(signal).any(axis=0).sum()) if signal.size else 0
+    short = bool(total) and (2 * len(seen) < total or (places < 2 and total >= 2 and bool(blind)))
+    return {"layers_seen": len(seen), "layers_total": total, "layers_unseen": blind,
+            "signal_places": places, "coverage_short": short}
+
+
+#: Activation modules by the name the course gives them (most specific first).
+_ACTIVATION_MODULES = ((nn.LeakyReLU, "leaky_relu"), (nn.PReLU, "prelu"), (nn.RReLU, "rrelu"), (nn.ReLU6, "relu"),
+                       (nn.ReLU, "relu"), (nn.SELU, "selu"), (nn.CELU, "celu"), (nn.ELU, "elu"),
+                       (nn.GELU, "gelu"), (nn.SiLU, "silu"), (nn.Mish, "mish"), (nn.Softplus, "softplus"),
+                       (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"))
+
+
+def _module_activation(model: nn.Module | None) -> str | None:
+    """The activation of a model of your own, read from its modules when it uses one kind only
+    (an ``nn.Sequential`` of ``Linear`` and ``LeakyReLU``: ``"leaky_relu"``), else None."""
+    if model is None:
+        return None
+    found = set()
+    for module in model.modules():
+        name = next((n for kind, n in _ACTIVATION_MODULES if isinstance(module, kind)), None)
+        if name is None and isinstance(module, _CAN_DIE_MODULES):
+            name = type(module).__name__.lower()
+        if name is not None:
+            found.add(name)
+    return found.pop() if len(found) == 1 else None
+
+
+def _never_dead(run: Run, config: dict) -> str | None:
+    """The name of the model's activation when no unit of it can die (leaky ReLU, ELU, GELU, …): from
+    its recipe (``activation``, ``hidden_act``), else from its modules when none of them can die."""
+    if config.get("activation") in _NEVER_DEAD:
+        return config["activation"]
+    if config.get("activation") or run.model is None:
+        return None
+    kinds = {type(module) for module in run.model.modules()}
+    if any(issubclass(k, _CAN_DIE_MODULES) for k in kinds):
+        return None
+    found = sorted({n for k in kinds for kind, n in _ACTIVATION_MODULES
+                    if issubclass(k, kind) and issubclass(k, _NEVER_DEAD_MODULES)})
+    return " and ".join(found) if found else None
 
 
 def _bad_data(run: Run, m: dict) -> str | None:
@@ -655,7 +763,7 @@ def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
     if m["sequence"] or config.get("activation") in _NO_UNHEALTHY_UNITS:
         return out
     missing = m["unit_layers_unmeasured"]
-    if math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"]):
+    if m["unit_layers_measured"] == 0:
         out.append("Saturated (sigmoid/tanh) and dead (ReLU) units were not measured: the probe did not "
                    "see the activation after each layer. The doctor cannot rule out saturation or dead "
                    "ReLUs.")
@@ -665,6 +773,20 @@ def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
                    f"{m['unit_layers_measured'] + len(missing)} hidden layers; not in {shown} (the probe "
                    "saw no sigmoid, tanh or ReLU after them).")
     return out
+
+
+def _coverage_evidence(m: dict) -> list[str]:
+    """What the probe did not see, layer by layer (nothing when it saw every layer)."""
+    blind = m["layers_unseen"]
+    if not blind:
+        return []
+    shown = "; ".join(f"{_display(name)}: {why}" for name, why in list(blind.items())[:6])
+    more = f"; and {len(blind) - 6} more" if len(blind) > 6 else ""
+    text = f"The probe saw {m['layers_seen']} of {m['layers_total']} layers. Not seen: {shown}{more}."
+    if m["coverage_short"] and m["signal_places"] < 2:
+        text += (" The backpropagated signal was measured at fewer than two places, so whether it "
+                 "vanishes or explodes on its way back could not be judged.")
+    return [text]
 
 
 def _loss_evidence(m: dict) -> list[str]:
