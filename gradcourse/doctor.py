@@ -256,6 +256,8 @@ with losses=[...]); got str
     config = _recipe(params.get("model"))
     if "activation" not in config and _module_activation(run.model):
         config["activation"] = _module_activation(run.model)  # one kind of activation module: that one
+    if "cell" not in config and _module_cell(run.model):
+        config["cell"] = _module_cell(run.model)  # an nn.LSTM of your own is an "lstm" recipe
     evidence: list[str] = []
 
     def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
@@ -605,6 +607,16 @@ def _module_activation(model: nn.Module | None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _module_cell(model: nn.Module | None) -> str | None:
+    """"rnn", "lstm" or "gru" when the model's recurrent modules (``nn.LSTM``, ``nn.GRUCell``, …) are of
+    one kind, else None."""
+    if model is None:
+        return None
+    kinds = ((nn.LSTM, nn.LSTMCell), "lstm"), ((nn.GRU, nn.GRUCell), "gru"), ((nn.RNN, nn.RNNCell), "rnn")
+    found = {name for module in model.modules() for types, name in kinds if isinstance(module, types)}
+    return found.pop() if len(found) == 1 else None
+
+
 def _never_dead(run: Run, config: dict) -> str | None:
     """The name of the model's activation when no unit of it can die (leaky ReLU, ELU, GELU, …): from
     its recipe (``activation``, ``hidden_act``), else from its modules when none of them can die."""
@@ -814,7 +826,7 @@ def _loss_evidence(m: dict) -> list[str]:
 # -- remedies ----------------------------------------------------------------------------------
 def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[Remedy], list[str]]:
     """The ranked registry entries for ``problem``, and the notes (advice that is no remedy)."""
-    if config.get("kind") == "sequence":
+    if config.get("kind") == "sequence" or m["sequence"]:
         return _sequence_remedies(problem, config)
     activation = config.get("activation", "")
     init = config.get("init", "")
@@ -873,6 +885,11 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
         what = "targets y" if m["bad_data"] == "targets" else "inputs x"
         notes.append(f"Check the {what}: torch.isfinite(x).all() and torch.isfinite(y).all() must both "
                      "be True. Remove or fill the missing values, then train again.")
+    elif problem == "inconclusive" and m["coverage_short"]:
+        notes.append("The doctor judges only what the probe measured: the layers listed as not seen may "
+                     "hold the problem. For a recurrent model, plot the gradient over time steps "
+                     "‖∂L/∂h_t‖ (lesson 06) or build it with gradcourse.models.sequence_model, which the "
+                     "probe measures step by step.")
     elif problem == "inconclusive":
         notes.append("Let the probe see the activations: build the model with gradcourse.models, or "
                      "give it a probe_activations dict mapping each layer's name to the name of the "
@@ -886,11 +903,13 @@ _WARMUP_NOTE = ("The problem was absent at step 0 and grew during training, so t
 
 
 def _made_by_training(m: dict, name: str) -> bool:
-    """Whether the saturated (or dead) units were below the doctor's threshold at step 0 and above it at
-    the end: training made the problem, so its step size (learning rate) is the cause."""
+    """Whether the saturated (or dead) units were rare at step 0 (under half the doctor's threshold) and
+    above the threshold at the end: training made the problem, so its step size (learning rate) is the
+    cause. A network born nearly at the threshold (a tanh net at 4/√fan_in starts about 48% saturated)
+    is the initialisation's doing."""
     threshold = SATURATION_FRACTION if name == "saturated" else DEAD_FRACTION
     start, end = m[f"{name}_mean_start"], m[f"{name}_mean_end"]
-    return start < threshold <= end and end > start + 0.2
+    return start < threshold / 2 and end >= threshold
 
 
 def _sequence_remedies(problem: str, config: dict) -> tuple[list[Remedy], list[str]]:
