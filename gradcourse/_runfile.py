@@ -79,8 +79,10 @@ def model_config(model: Any) -> dict:
 
     A dict is kept (its values made :func:`plain`); a dataclass gives its fields, an object with
     ``to_dict()`` that dict, any other object its public attributes (``vars``), and what has none of
-    these ``{"repr": repr(config)}``. A model without a config gives ``{"kind": <its class name>}``.
+    these ``{"repr": repr(config)}``. A model without a config gives ``{"kind": <its class name>}``
+    (of the module inside, for a ``torch.compile``'d model).
     """
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the module inside
     config = getattr(model, "config", None)
     if config is None:
         return {"kind": type(model).__name__}
