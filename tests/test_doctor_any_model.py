@@ -190,6 +190,23 @@ def test_born_saturated_still_ranks_the_initialisation_first(spirals):
     assert d.remedies[0].name == "xavier_init" and "training pushed" not in _text(d)
 
 
+def test_explosion_made_by_training_ranks_the_learning_rate_first(spirals):
+    """6 ReLU layers at He's scale (a sound init: total gradient norm 0.6-2.6 at step 0) at lr 3
+    diverge at step 4-6 (seeds 0-5, both kernels); at lr 0.3 they train to 0.980-1.000 accuracy."""
+    recipe, training = dict(depth=6, width=32, activation="relu", init="kaiming", seed=0), {"lr": 3.0}
+    d = diagnose(fit(models.mlp(**recipe), spirals, steps=60, **training))
+    assert d.problem == "exploding" and d.diverged_at is not None
+    assert d.remedies[0].name == "lower_lr" and any("warmup" in n for n in d.notes)
+    recipe, training = d.remedies[0].apply(recipe, training)
+    cured = fit(models.mlp(**recipe), spirals, steps=60, **training)
+    assert cured.diverged_at is None and diagnose(cured).problem == "healthy"
+    assert cured.metrics["test_accuracy"] >= 0.9
+    # born exploding (4x He's scale): the initialisation first, and no word of warmup
+    born = diagnose(fit(models.mlp(10, 32, activation="relu", init="normal", weight_std=4 * math.sqrt(2), seed=0),
+                        spirals, steps=60, lr=0.1))
+    assert born.remedies[0].name == "he_init" and not any("warmup" in n for n in born.notes)
+
+
 def test_a_plain_sequential_reads_the_same_as_the_gradcourse_model(spirals):
     """nn.Sequential(Linear, Tanh, ...) written here, with the same problem as mlp(init="default")."""
     mine = diagnose(fit(_sequential(nn.Tanh, width=64), spirals, steps=60, lr=5.0))
