@@ -227,6 +227,12 @@ def diagnose(run: Run | Trace, losses: Sequence[float] | None = None, *, model: 
     steps: the first step's below :data:`VANISHING_SIGNAL_RATIO` of the last's is vanishing
     through time.
 
+    A Transformer's run may carry lesson 09's evidence, one value per step as lesson 09's ``Watch``
+    records it: ``run.metrics["collapse"]`` (1 − cos between positions) and
+    ``run.metrics["max_attention_logit"]``; the doctor then adds representation collapse (below
+    :data:`COLLAPSE_BELOW` at the end) and attention-logit growth (above :data:`LOGIT_GROWTH`) to
+    the evidence, with lesson 09's cures in the notes.
+
     A ``torch.compile``'d model: :func:`~gradcourse.train.fit` probes the module inside it
     (``model._orig_mod``) with a warning, because hooks in a compiled graph cost about 30 times
     the time of the plain model (13.5 s against 0.4 s for three steps); in your own loop, attach
@@ -280,11 +286,14 @@ with losses=[...]); got str
         config["cell"] = _module_cell(run.model)  # an nn.LSTM of your own is an "lstm" recipe
     evidence: list[str] = []
 
+    transformer_evidence, transformer_notes = _transformer_evidence(run, m)
+
     def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
         remedies, notes = _remedies(problem, m, config, params)
-        return Diagnosis(problem, evidence + _recipe_evidence(problem, remedies, m, config, params),
+        return Diagnosis(problem, evidence + transformer_evidence
+                         + _recipe_evidence(problem, remedies, m, config, params),
                          remedies, m, m["diverged_at"] if problem in ("exploding", "bad_data") else None,
-                         list(also), notes)
+                         list(also), notes + transformer_notes)
 
     # 1. NaN / Inf: bad data, or an explosion that went all the way.
     if m["diverged_at"] is not None:
@@ -650,6 +659,64 @@ def _never_dead(run: Run, config: dict) -> str | None:
     found = sorted({n for k in kinds for kind, n in _ACTIVATION_MODULES
                     if issubclass(k, kind) and issubclass(k, _NEVER_DEAD_MODULES)})
     return " and ".join(found) if found else None
+
+
+#: Collapse (lesson 09): 1 − cos between the representations of two positions, averaged, below this at
+#: the last step means every position says the same. Post-LN without warmup (lesson 09, seed 1) ends
+#: at 4e-15; with warmup its lowest was 2e-5 and Pre-LN's 0.01.
+COLLAPSE_BELOW = 1e-6
+#: Attention-logit growth (lesson 09): the largest |q·k/√d| above this, and at least 10 times its
+#: step-0 size, puts nearly all of a softmax's weight on one key (e^100 against e^0), whose
+#: gradient then vanishes. The lesson's healthy runs stay below about 60.
+LOGIT_GROWTH = 100.0
+
+
+def _transformer_evidence(run: Run, m: dict) -> tuple[list[str], list[str]]:
+    """Lesson 09's evidence, when the run carries it: ``run.metrics["collapse"]`` (1 − cos between
+    positions, one value per step, as :func:`gradcourse.widgets.lesson09.collapse` measures it) and
+    ``run.metrics["max_attention_logit"]`` (the largest attention logit per step). Sentences for the
+    evidence and notes; nothing when the run does not carry them.
+
+    >>> import numpy as np
+    >>> run = Run(np.ones(3), np.ones(3), np.zeros(3, bool), {"collapse": [0.9, 1e-3, 1e-12]}, {})
+    >>> evidence, notes = _transformer_evidence(run, {})
+    >>> evidence[0].startswith("Representation collapse"), "Pre-LN" in notes[0]
+    (True, True)
+    """
+    metrics = run.metrics if isinstance(run.metrics, dict) else {}
+    evidence, notes = [], []
+    collapse = _series(metrics.get("collapse"))
+    if collapse is not None and collapse[-1] < COLLAPSE_BELOW:
+        step = int(np.flatnonzero(collapse < COLLAPSE_BELOW)[0])
+        evidence.append(f"Representation collapse: 1 − cos between positions fell from {_num(collapse[0])} at "
+                        f"step 0 to {_num(collapse[-1])} at the end, below {_num(COLLAPSE_BELOW)} from step "
+                        f"{step} on: every position's representation is the same, so the model cannot tell "
+                        "them apart. No gradient blew up; this is lesson 09's collapse.")
+        notes.append("Collapse (lesson 09): warm the learning rate up (fit(..., warmup=...)) or move each "
+                     "LayerNorm inside its branch (Pre-LN); both keep the first large steps from making every "
+                     "position alike.")
+        m["collapse_end"] = float(collapse[-1])
+    logits = _series(metrics.get("max_attention_logit"))
+    if logits is not None and logits.max() > max(LOGIT_GROWTH, 10 * abs(logits[0])):
+        evidence.append(f"The largest attention logit grew from {_num(logits[0])} at step 0 to "
+                        f"{_num(float(logits.max()))} (threshold {_num(LOGIT_GROWTH)}): the softmax puts "
+                        "nearly all its weight on one key, and its gradient vanishes.")
+        notes.append("Attention-logit growth (lesson 09): a LayerNorm on the queries and keys (qk-norm) "
+                     "keeps the logits bounded; a smaller learning rate slows the growth.")
+        m["max_attention_logit"] = float(logits.max())
+    return evidence, notes
+
+
+def _series(values) -> np.ndarray | None:
+    """A per-step list of numbers as a float array of its finite values, or None if it is not one."""
+    if isinstance(values, (str, bytes, dict)) or values is None:
+        return None
+    try:
+        array = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    array = array[np.isfinite(array)]
+    return array if array.size else None
 
 
 def _bad_data(run: Run, m: dict) -> str | None:

@@ -350,3 +350,21 @@ def test_a_compiled_model_is_probed_outside_its_graph(spirals):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit(net, spirals, steps=1, lr=0.1)  # an ordinary module: no warning
+
+
+# -- 5. lesson 09's evidence, when a run carries it ------------------------------------------------------
+def test_collapse_and_attention_logit_growth_reach_the_evidence(spirals, tmp_path):
+    run = fit(models.mlp(2, 8, activation="relu", init="kaiming", seed=0), spirals, steps=5, lr=0.1)
+    plain = diagnose(run)
+    assert "collapse" not in _text(plain).lower() and "attention logit" not in _text(plain)
+    run.metrics["collapse"] = [0.9, 0.2, 3e-9, 4e-15, 4e-15]       # Post-LN without warmup, lesson 09
+    run.metrics["max_attention_logit"] = [9.2, 40.0, 300.0, 1200.0, 1500.0]
+    again = Run.load(run.save(tmp_path / "collapsed.npz"))       # the series travel with the run
+    for d in (diagnose(run), diagnose(again)):
+        assert "Representation collapse" in _text(d) and "from step 2 on" in _text(d)
+        assert "grew from 9.2 at step 0 to 1500" in _text(d)
+        assert any("Pre-LN" in n for n in d.notes) and any("qk-norm" in n for n in d.notes)
+    run.metrics["collapse"] = [0.9, 8e-5, 0.95, 0.95, 0.95]         # dips and recovers (with warmup)
+    run.metrics["max_attention_logit"] = [9.2, 20.0, 54.0, 50.0, 50.0]
+    healthy = diagnose(run)
+    assert "collapse" not in _text(healthy).lower() and "attention logit grew" not in _text(healthy)
