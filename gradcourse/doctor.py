@@ -391,7 +391,7 @@ with losses=[...]); got str
     if m["coverage_short"]:
         return verdict("inconclusive", _coverage_evidence(m) + evidence)
     if needs_units and m["unit_layers_measured"] == 0:
-        return verdict("inconclusive", evidence)
+        return verdict("inconclusive", evidence + _coverage_evidence(m))
     return verdict("healthy", evidence + _coverage_evidence(m))
 
 
@@ -503,10 +503,17 @@ def _measure(run: Run) -> dict:
 
     signal = (trace.get("hidden_grad_norm") if sequence
               else _scalar(trace, "output_grad_norm")[:, hidden]).astype(float)
+    where = list(hidden)
+    if not sequence and signal.size:
+        # Layers whose signal was never measured (attention's out_proj, whose weight attention calls
+        # directly) are left out: the ratio runs from the first to the last layer that was measured.
+        kept = np.flatnonzero(np.isfinite(signal).any(axis=0))
+        if len(kept):
+            signal, where = signal[:, kept], [hidden[k] for k in kept]
     rows = [i for i in range(len(signal)) if np.isfinite(signal[i]).all()]
     ratio = lambda row: _ratio(signal[row, 0], signal[row, -1])  # noqa: E731
-    m["signal_first"] = "h_1" if sequence else _display(layers[hidden[0]])
-    m["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[hidden[-1]])
+    m["signal_first"] = "h_1" if sequence else _display(layers[where[0]])
+    m["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[where[-1]])
     m["signal_ratio_start"] = ratio(0) if 0 in rows and signal.shape[1] > 1 else math.nan
     m["signal_ratio_end"] = ratio(rows[-1]) if rows and signal.shape[1] > 1 else math.nan
     m["step_end"] = int(trace.steps[rows[-1]]) if rows else int(trace.steps[-1])

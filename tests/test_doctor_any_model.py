@@ -368,3 +368,36 @@ def test_collapse_and_attention_logit_growth_reach_the_evidence(spirals, tmp_pat
     run.metrics["max_attention_logit"] = [9.2, 20.0, 54.0, 50.0, 50.0]
     healthy = diagnose(run)
     assert "collapse" not in _text(healthy).lower() and "attention logit grew" not in _text(healthy)
+
+
+def test_a_transformer_encoder_says_what_the_probe_did_not_see():
+    """nn.TransformerEncoder: attention calls out_proj's weight itself, so its signal may be missing;
+    the ratio then runs between the layers that were measured, and what was not seen is listed."""
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(16, 32)
+            layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(32, 16)
+
+        def forward(self, x):
+            return self.head(self.enc(self.emb(x))).transpose(1, 2)
+
+    net, tokens = Encoder(), torch.randint(0, 16, (32, 8), generator=torch.Generator().manual_seed(0))
+    opt, losses = torch.optim.Adam(net.parameters(), 1e-3), []
+    from gradcourse.probes import Probe
+
+    with Probe(net) as probe:
+        for _ in range(10):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(tokens), tokens.flip(1))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    d = diagnose(probe.trace, losses=losses, model=net)
+    assert "looks sound" not in repr(d) and math.isfinite(d.numbers["signal_ratio_start"])
+    if d.numbers["layers_seen"] < d.numbers["layers_total"]:
+        assert f"The probe saw {d.numbers['layers_seen']} of {d.numbers['layers_total']} layers" in _text(d)
