@@ -6,10 +6,28 @@ it becomes a Run.
 
 >>> plain({"seed": np.int64(3), "betas": (np.float32(0.5), 0.9), "ok": np.bool_(True)})
 {'seed': 3, 'betas': [0.5, 0.9], 'ok': True}
+
+A model's ``config`` is stored whatever it is (a dict, a dataclass such as nanoGPT's ``GPTConfig``,
+a Hugging Face config with ``to_dict()``, any object, or none):
+
+>>> from dataclasses import dataclass
+>>> import torch
+>>> @dataclass
+... class GPTConfig:
+...     n_layer: int = 6
+...     dtype: torch.dtype = torch.float32
+>>> model_config(torch.nn.Linear(2, 2))
+{'kind': 'Linear'}
+>>> net = torch.nn.Linear(2, 2)
+>>> net.config = GPTConfig()
+>>> model_config(net)
+{'n_layer': 6, 'dtype': 'torch.float32'}
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
 import zipfile
@@ -24,17 +42,97 @@ STEP_ARRAYS = ("losses", "grad_norm_total", "clipped")
 _MAX_DEPTH = 20
 
 
-def plain(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays made Python numbers and lists, tuples made lists (JSON's types)."""
+def plain(value: Any, _depth: int = 0) -> Any:
+    """``value`` in JSON's types: numpy scalars and arrays become Python numbers and lists, tuples and
+    sets lists, dataclasses and objects with ``to_dict()`` (a Hugging Face config) dicts, a
+    ``torch.dtype``, an enum or anything else JSON cannot hold its ``str``/``repr`` (so any value
+    can be saved; what cannot be stored as data is stored as words).
+
+    >>> import torch
+    >>> plain({"ids": {3}, "f": len, "dtype": torch.float16})
+    {'ids': [3], 'f': '<built-in function len>', 'dtype': 'torch.float16'}
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if _depth > _MAX_VALUE_DEPTH:
+        return _words(value)
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, _depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [plain(v, _depth + 1) for v in sorted(value, key=repr)]
     if isinstance(value, np.ndarray):
-        return plain(value.tolist())
+        return plain(value.tolist(), _depth) if value.size <= _MAX_ITEMS else _words(value)
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    if isinstance(value, enum.Enum):
+        return plain(value.value, _depth + 1)
+    fields = _fields(value)
+    if fields is not None:
+        return plain(fields, _depth)
+    return _words(value)
+
+
+def model_config(model: Any) -> dict:
+    """What a run stores of ``model.config``: always a JSON dict.
+
+    A dict is kept (its values made :func:`plain`); a dataclass gives its fields, an object with
+    ``to_dict()`` that dict, any other object its public attributes (``vars``), and what has none of
+    these ``{"repr": repr(config)}``. A model without a config gives ``{"kind": <its class name>}``
+    (of the module inside, for a ``torch.compile``'d model).
+    """
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the module inside
+    config = getattr(model, "config", None)
+    if config is None:
+        return {"kind": type(model).__name__}
+    fields = config if isinstance(config, dict) else _fields(config)
+    if fields is None:
+        return {"repr": _words(config)}
+    return plain(fields)
+
+
+#: Values nest at most this deep; deeper ones (a config that refers to itself) are stored as their
+#: repr. A run file's metadata puts a config three levels down, and a file may nest 20 (_MAX_DEPTH).
+_MAX_VALUE_DEPTH = 12
+#: Arrays and tensors with more elements than this are stored as their repr, not as numbers.
+_MAX_ITEMS = 1000
+
+
+def _fields(value: Any) -> dict | None:
+    """A non-JSON object's data as a dict (dataclass fields, ``to_dict()``, public ``vars``), or None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and not isinstance(value, type):
+        try:
+            fields = to_dict()
+        except Exception:  # noqa: BLE001 - a config's own method may fail; its repr is stored then
+            fields = None
+        if isinstance(fields, dict):
+            return fields
+    if type(value).__module__.split(".")[0] == "torch" or isinstance(value, type) or callable(value):
+        return None  # tensors, dtypes, modules: stored as words (see _words)
+    try:
+        attributes = vars(value)
+    except TypeError:
+        return None
+    return {k: v for k, v in attributes.items() if not k.startswith("_")}
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "tolist")
+
+
+def _words(value: Any) -> Any:
+    """A value JSON cannot hold, as data where that is small (a tensor's numbers), else as text."""
+    if _is_tensor(value) and getattr(value, "numel", lambda: _MAX_ITEMS + 1)() <= _MAX_ITEMS:
+        try:
+            return plain(value.detach().cpu().tolist())
+        except (RuntimeError, AttributeError, TypeError):
+            pass
+    text = str(value) if type(value).__module__ == "torch" else repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def refuse(reason: str) -> ValueError:

@@ -32,7 +32,18 @@ it is what the remedy must treat (the initialisation); when the signal explodes 
 diagnosis says both (``also``). An explosion is named before "vanishing": a run that explodes
 first often ends saturated and silent. "Vanishing" is what is left when the units are alive but
 each layer still shrinks the signal; "healthy" is said only when the saturated and dead units
-were measured (or cannot occur), else the verdict is "inconclusive".
+were measured (or cannot occur) and the probe saw enough of the model, else the verdict is
+"inconclusive", which says what was not seen.
+
+When a problem began decides its first remedy. Units saturated (or dead) from step 0, or a signal
+that explodes at step 0, are the initialisation's doing; a problem absent at step 0 that training
+brought (0% saturated at the start, 99% at the end) is the step size's, so a smaller learning rate
+(with warmup or clipping) ranks first.
+
+It reads any model: ``model.config`` may be a dict, a dataclass, a Hugging Face config or nothing
+(the doctor reads ``activation``/``hidden_act`` and the course's recipe keys where they have the
+right type), a hand-built model's activation is read from its modules when it uses one kind, and a
+network whose activation cannot die (leaky ReLU, ELU, GELU, …) is never ``"dead_relu"``.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
+from . import _runfile
 from .remedies import REMEDIES, Remedy
 from .trace import Trace
 from .train import Run
@@ -82,6 +94,9 @@ DEAD_FRACTION = 0.5
 #: Dead ReLUs: or a single hidden layer has at least this fraction of dead units: almost no signal
 #: passes that layer, in either direction.
 DEAD_LAYER_FRACTION = 0.9
+#: Dead ReLUs: a layer whose activation had a mean below this (at any recorded step) is no ReLU, whose
+#: outputs are never negative; its units can not die and are left out of the dead fraction.
+NEGATIVE_MEAN = -1e-12
 #: Plateau: the loss never fell below (1 - this) times its first value: less than a 5% improvement.
 PLATEAU_DROP = 0.05
 #: Erratic: a step counts as a jump when it raises the loss by more than 10%; the loss is called
@@ -92,8 +107,18 @@ ERRATIC_FRACTION = 0.25
 MIN_STEPS_FOR_SHAPE = 10
 
 #: Activations whose units cannot saturate or die: for these "not measured" means "does not apply".
-_NO_UNHEALTHY_UNITS = ("linear", "gelu")
-_RELU_FAMILY = ("relu", "leaky_relu", "gelu")
+_NO_UNHEALTHY_UNITS = ("linear", "gelu", "leaky_relu", "prelu", "rrelu")
+#: Activations whose units never die: each passes some gradient for every input (a leaky ReLU 1% of
+#: it, an ELU or GELU a slope that only tends to 0), so their networks are never "dead_relu".
+_NEVER_DEAD = ("leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus")
+_NEVER_DEAD_MODULES = (nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                       nn.Softplus)
+#: Activations that can die: a unit whose input is below 0 for every example outputs 0 and passes no gradient.
+_CAN_DIE_MODULES = (nn.ReLU, nn.ReLU6, nn.Threshold, nn.Hardswish, nn.Hardsigmoid)
+#: Modules that are not layers of their own for "the probe saw N of M layers" (they own parameters but
+#: carry no signal of their own to measure: normalisation scales and shifts, a PReLU's slope).
+_NOT_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *_NEVER_DEAD_MODULES)
+_RELU_FAMILY = ("relu", "leaky_relu", "gelu", "prelu", "rrelu", "elu", "selu", "celu", "silu", "mish", "softplus")
 
 _HEADLINES = {
     "healthy": "Healthy: the gradients reach every layer at a sensible size.",
@@ -105,8 +130,8 @@ _HEADLINES = {
                  "and never recover.",
     "bad_data": "Bad data: the inputs or targets hold NaN/Inf, which no gradient remedy can fix: "
                 "check the data.",
-    "inconclusive": "Inconclusive: the gradient signal looks sound, but the saturated and dead units "
-                    "were not measured, so the doctor cannot call this run healthy.",
+    "inconclusive": "Inconclusive: the doctor found no problem in what the probe measured, but the "
+                    "saturated and dead units were not measured, so it cannot call this run healthy.",
 }
 
 
@@ -144,6 +169,10 @@ class Diagnosis:
         words = _HEADLINES[self.problem]
         if self.problem == "exploding" and self.diverged_at is not None:
             words = f"Exploding gradients: training diverged (NaN/Inf) at step {self.diverged_at}."
+        seen, total = self.numbers.get("layers_seen"), self.numbers.get("layers_total")
+        if self.problem == "inconclusive" and seen is not None and total and self.numbers.get("coverage_short"):
+            words = (f"Inconclusive: the probe saw {seen} of {total} layers, too little of the model to "
+                     "call this run healthy or to name its problem (the evidence says what was not seen).")
         if self.problem == "saturation" and "exploding" in self.also:
             words = ("Saturation and exploding gradients (the chaotic phase): most sigmoid/tanh units "
                      "sit on their flat tails, yet the weights are so large that the signal grows on "
@@ -192,7 +221,22 @@ def diagnose(run: Run | Trace, losses: Sequence[float] | None = None, *, model: 
     gradient norm, loss blow-up or update size beyond their thresholds → ``"exploding"``; the
     first layer's signal below :data:`VANISHING_SIGNAL_RATIO` of the last layer's →
     ``"vanishing"``; else ``"healthy"``, or ``"inconclusive"`` when the saturated and dead units
-    were not measured (a model whose activations the probe could not see).
+    were not measured (a model whose activations the probe could not see) or the probe saw less
+    than half of the model's layers ("the probe saw 1 of 2 layers. Not seen: rnn: …"). For a
+    recurrent model whose trace holds ``hidden_grad_norm`` the signal is the gradient over time
+    steps: the first step's below :data:`VANISHING_SIGNAL_RATIO` of the last's is vanishing
+    through time.
+
+    A Transformer's run may carry lesson 09's evidence, one value per step as lesson 09's ``Watch``
+    records it: ``run.metrics["collapse"]`` (1 − cos between positions) and
+    ``run.metrics["max_attention_logit"]``; the doctor then adds representation collapse (below
+    :data:`COLLAPSE_BELOW` at the end) and attention-logit growth (above :data:`LOGIT_GROWTH`) to
+    the evidence, with lesson 09's cures in the notes.
+
+    A ``torch.compile``'d model: :func:`~gradcourse.train.fit` probes the module inside it
+    (``model._orig_mod``) with a warning, because hooks in a compiled graph cost about 30 times
+    the time of the plain model (13.5 s against 0.4 s for three steps); in your own loop, attach
+    the probe to ``model._orig_mod`` for the same reason.
 
     >>> from gradcourse import data, models
     >>> from gradcourse.train import fit
@@ -235,14 +279,21 @@ with losses=[...]); got str
         raise ValueError("run must hold at least one recorded step")
     m = _measure(run)
     params = run.params if isinstance(run.params, dict) else {}
-    config = params.get("model") or {}
+    config = _recipe(params.get("model"))
+    if "activation" not in config and _module_activation(run.model):
+        config["activation"] = _module_activation(run.model)  # one kind of activation module: that one
+    if "cell" not in config and _module_cell(run.model):
+        config["cell"] = _module_cell(run.model)  # an nn.LSTM of your own is an "lstm" recipe
     evidence: list[str] = []
+
+    transformer_evidence, transformer_notes = _transformer_evidence(run, m)
 
     def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
         remedies, notes = _remedies(problem, m, config, params)
-        return Diagnosis(problem, evidence + _recipe_evidence(problem, remedies, m, config, params),
+        return Diagnosis(problem, evidence + transformer_evidence
+                         + _recipe_evidence(problem, remedies, m, config, params),
                          remedies, m, m["diverged_at"] if problem in ("exploding", "bad_data") else None,
-                         list(also), notes)
+                         list(also), notes + transformer_notes)
 
     # 1. NaN / Inf: bad data, or an explosion that went all the way.
     if m["diverged_at"] is not None:
@@ -258,12 +309,22 @@ with losses=[...]); got str
 
     unmeasured = _unmeasured_evidence(m, config)
 
-    # 2. Dead ReLUs (their zero signal would otherwise read as vanishing).
+    # 2. Dead ReLUs (their zero signal would otherwise read as vanishing). Only units measured as 0
+    #    for every input, in a network whose activation can die: a leaky, ELU or GELU unit cannot.
     dead = m["dead_mean_end"]
-    if not math.isnan(dead) and config.get("activation") == "leaky_relu":
-        evidence.append(f"{_pct(dead)} of the leaky ReLU units were negative for every input at the "
-                        "last step, but a leaky unit still passes 1% of its gradient, so it cannot die.")
-    elif not math.isnan(dead):
+    never = _never_dead(run, config)
+    m["never_dead"] = never
+    if never is not None:
+        negative = m["dead_any_end"]
+        evidence.append(f"The network's activation is {never}, whose units pass some gradient for every "
+                        "input, so no unit can die"
+                        + (f" ({_pct(negative)} of them were negative for every input at the last step)."
+                           if not math.isnan(negative) else "."))
+    elif m["dead_signed_layers"]:
+        shown = ", ".join(m["dead_signed_layers"][:5]) + (", …" if len(m["dead_signed_layers"]) > 5 else "")
+        evidence.append(f"The units after {shown} output negative values, so they are no ReLUs (leaky ReLU, "
+                        "ELU, GELU…) and cannot die: they were left out of the dead-unit count.")
+    if never is None and not math.isnan(dead):
         layer, worst = m["dead_worst_layer"], m["dead_worst"]
         if dead >= DEAD_FRACTION or worst >= DEAD_LAYER_FRACTION:
             evidence.append(f"At the last step {_pct(dead)} of the hidden ReLU units were dead "
@@ -288,12 +349,20 @@ with losses=[...]); got str
                             f"at step 0 and {_pct(m['saturated_mean_end'])} at the last step, "
                             f"{_pct(m['saturated_worst'])} in {m['saturated_worst_layer']} "
                             f"(threshold {_pct(SATURATION_FRACTION)}): their slope is near 0.")
+            trained = _made_by_training(m, "saturated")
+            if trained:
+                evidence.append(f"At step 0 only {_pct(m['saturated_mean_start'])} were saturated: training "
+                                "pushed them there (steps too large grow the weights until every unit's "
+                                "input sits on a tail), so the learning rate is the cause, not the "
+                                "initialisation.")
             signs = _explosion_evidence(m, before_nan=False, batchnorm=bool(config.get("batchnorm")))
             if signs:
+                cure = ("The cure is a smaller learning rate, which keeps the weights near the scale they "
+                        "started at." if trained else "The cure is the same: a smaller weight scale.")
                 evidence += signs + [
                     "Saturated and exploding at once: each unit's slope is small, but the weights are so "
                     "large that slope × weights, the factor each layer applies to the signal, is above 1 "
-                    "(the chaotic phase of lesson 02). The cure is the same: a smaller weight scale."]
+                    f"(the chaotic phase of lesson 02). {cure}"]
                 return verdict("saturation", evidence + _loss_evidence(m), also=("exploding",))
             return verdict("saturation", evidence + _signal_evidence(m) + _loss_evidence(m))
         evidence.append(f"Saturated units: {_pct(m['saturated_mean_start'])} at step 0, "
@@ -319,9 +388,11 @@ with losses=[...]); got str
         f"{_num(m['update_ratio_median'])} of their size per step (threshold {_num(LARGE_UPDATE_RATIO)})."
     ] + evidence + unmeasured + _loss_evidence(m)
     needs_units = not m["sequence"] and config.get("activation") not in _NO_UNHEALTHY_UNITS
-    if needs_units and math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"]):
-        return verdict("inconclusive", evidence)
-    return verdict("healthy", evidence)
+    if m["coverage_short"]:
+        return verdict("inconclusive", _coverage_evidence(m) + evidence)
+    if needs_units and m["unit_layers_measured"] == 0:
+        return verdict("inconclusive", evidence + _coverage_evidence(m))
+    return verdict("healthy", evidence + _coverage_evidence(m))
 
 
 def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn.Module | None = None) -> Run:
@@ -369,11 +440,56 @@ def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn
         diverged_at = int(nonfinite["step"])
     elif len(values) and not np.isfinite(values).all():
         diverged_at = int(np.flatnonzero(~np.isfinite(values))[0])
-    config = None if model is None else getattr(model, "config", {"kind": type(model).__name__})
+    config = None if model is None else _runfile.model_config(model)
     metrics = {"final_loss": float(values[-1])} if len(values) else {}
     return Run(losses=values, grad_norm_total=totals, clipped=np.zeros(length, dtype=bool),
                metrics=metrics, params={"model": config, "source": "trace"}, trace=trace,
                diverged_at=diverged_at, diverged_layer=nonfinite.get("layer"), model=model)
+
+
+# -- the recipe --------------------------------------------------------------------------------
+#: The keys of a model's config that the doctor reads, with the types gradcourse.models gives them.
+_RECIPE_TYPES = {"kind": str, "activation": str, "init": str, "weight_std": (int, float), "batchnorm": bool,
+                 "residual": bool, "cell": str}
+#: Where other libraries name the activation: Hugging Face (``hidden_act``, GPT-2's
+#: ``activation_function``), and ``activation`` as most hand-written configs spell it.
+_ACTIVATION_KEYS = ("activation", "hidden_act", "activation_function", "act_fn", "nonlinearity")
+
+
+def _recipe(config) -> dict:
+    """What the doctor reads of a run's ``params["model"]``: whatever that is (a gradcourse recipe,
+    a nanoGPT dataclass, a Hugging Face config, an object, ``None``), the keys it knows, each only
+    when it has the type :mod:`gradcourse.models` gives it, and the activation under the names
+    other libraries use, lower-cased (``"gelu_new"`` reads as ``"gelu"``).
+
+    >>> _recipe({"activation": "ReLU", "weight_std": "large", "n_layer": 12})
+    {'activation': 'relu'}
+    >>> _recipe({"hidden_act": "gelu_new"}), _recipe(None), _recipe("GPT(n_layer=12)")
+    ({'activation': 'gelu'}, {}, {})
+    """
+    fields = _runfile.plain(config) if config is not None else {}
+    if not isinstance(fields, dict):
+        return {}
+    recipe = {k: fields[k] for k, kind in _RECIPE_TYPES.items()
+              if isinstance(fields.get(k), kind) and not (kind is not bool and isinstance(fields.get(k), bool))}
+    activation = next((fields[k] for k in _ACTIVATION_KEYS if isinstance(fields.get(k), str)), None)
+    if activation is not None:
+        recipe["activation"] = _activation_name(activation)
+    else:
+        recipe.pop("activation", None)
+    return recipe
+
+
+def _activation_name(name: str) -> str:
+    """A library's activation name in the course's words: "ReLU" → "relu", "LeakyReLU" → "leaky_relu",
+    "gelu_new"/"gelu_pytorch_tanh" → "gelu", "swish" → "silu"."""
+    key = name.lower().replace("-", "_")
+    aliases = {"leakyrelu": "leaky_relu", "swish": "silu", "relu6": "relu"}
+    if key in aliases:
+        return aliases[key]
+    if key.startswith("gelu"):
+        return "gelu"
+    return key
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -387,10 +503,17 @@ def _measure(run: Run) -> dict:
 
     signal = (trace.get("hidden_grad_norm") if sequence
               else _scalar(trace, "output_grad_norm")[:, hidden]).astype(float)
+    where = list(hidden)
+    if not sequence and signal.size:
+        # Layers whose signal was never measured (attention's out_proj, whose weight attention calls
+        # directly) are left out: the ratio runs from the first to the last layer that was measured.
+        kept = np.flatnonzero(np.isfinite(signal).any(axis=0))
+        if len(kept):
+            signal, where = signal[:, kept], [hidden[k] for k in kept]
     rows = [i for i in range(len(signal)) if np.isfinite(signal[i]).all()]
     ratio = lambda row: _ratio(signal[row, 0], signal[row, -1])  # noqa: E731
-    m["signal_first"] = "h_1" if sequence else _display(layers[hidden[0]])
-    m["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[hidden[-1]])
+    m["signal_first"] = "h_1" if sequence else _display(layers[where[0]])
+    m["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[where[-1]])
     m["signal_ratio_start"] = ratio(0) if 0 in rows and signal.shape[1] > 1 else math.nan
     m["signal_ratio_end"] = ratio(rows[-1]) if rows and signal.shape[1] > 1 else math.nan
     m["step_end"] = int(trace.steps[rows[-1]]) if rows else int(trace.steps[-1])
@@ -414,7 +537,15 @@ def _measure(run: Run) -> dict:
 
     # Saturated/dead fractions are averaged over the hidden layers where the probe measured them
     # (it needs to see the activation after the layer); the evidence says when some were not.
+    # A layer whose activation went below 0 is no ReLU (a ReLU's output, and so its mean, is never
+    # negative): its "dead" units are leaky, ELU or GELU units that still pass gradient.
     measured = np.zeros(len(hidden), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        act_mean = _scalar(trace, "act_mean")[:, hidden].astype(float)
+        signed = np.array([bool((column[np.isfinite(column)] < NEGATIVE_MEAN).any()) for column in act_mean.T],
+                          dtype=bool)
+    m["dead_signed_layers"] = []
+    m["dead_any_end"] = math.nan
     for name in ("saturated", "dead"):
         values = _scalar(trace, f"{name}_frac")[:, hidden].astype(float)
         end = rows[-1] if rows else len(values) - 1
@@ -422,6 +553,10 @@ def _measure(run: Run) -> dict:
         m[f"{name}_worst_layer"] = None
         columns = np.flatnonzero(np.isfinite(values[0]) & np.isfinite(values[end]))
         measured[columns] = True
+        if name == "dead" and len(columns):
+            m["dead_any_end"] = float(values[end, columns].mean())
+            m["dead_signed_layers"] = [_display(layers[hidden[c]]) for c in columns if signed[c]]
+            columns = np.array([c for c in columns if not signed[c]], dtype=int)
         if not len(columns):
             continue  # not a sigmoid/tanh (saturation) or ReLU (dead units) network, or not seen
         values = values[:, columns]
@@ -434,6 +569,7 @@ def _measure(run: Run) -> dict:
         m[f"{name}_worst_layer"] = _display(layers[hidden[columns[k]]])
     m["unit_layers_measured"] = int(measured.sum())
     m["unit_layers_unmeasured"] = [_display(layers[hidden[i]]) for i in np.flatnonzero(~measured)]
+    m.update(_coverage(run, signal, sequence))
 
     losses = np.asarray(run.losses, dtype=float)
     good = losses[np.isfinite(losses)]
@@ -456,6 +592,138 @@ def _measure(run: Run) -> dict:
     notes = getattr(trace, "notes", None) or []
     m["probe_notes"] = [str(n) for n in (notes.values() if isinstance(notes, dict) else notes)]
     return m
+
+
+def _coverage(run: Run, signal: np.ndarray, sequence: bool) -> dict:
+    """What the probe saw of the model: its layers with a measured weight gradient, those it listed but
+    never measured (NaN columns, with the probe's reason from ``trace.unmeasured``), and, when the model
+    is at hand, the modules owning parameters that it did not track at all (an ``nn.RNN``, attention).
+    ``coverage_short`` is True when too little was seen to call the run healthy: fewer than half the
+    layers, or the backpropagated signal at fewer than two places in a model that has more layers."""
+    trace = run.trace
+    grads = _scalar(trace, "grad_norm")
+    seen = [name for j, name in enumerate(trace.layers) if np.isfinite(grads[:, j]).any()]
+    blind = {name: "no gradient was measured" for j, name in enumerate(trace.layers)
+             if not np.isfinite(grads[:, j]).any()}
+    if run.model is not None:
+        for name, module in run.model.named_modules():
+            owns = next(module.parameters(recurse=False), None) is not None
+            if owns and name and name not in trace.layers and not isinstance(module, _NOT_LAYERS):
+                blind[name] = f"{type(module).__name__} is not tracked by the probe"
+    unmeasured = getattr(trace, "unmeasured", None) or {}
+    for name in blind:
+        if isinstance(unmeasured, dict) and name in unmeasured:
+            blind[name] = str(unmeasured[name])
+    total = len(seen) + len(blind)
+    places = int(np.isfinite(signal).any(axis=0).sum()) if signal.size else 0
+    short = bool(total) and (2 * len(seen) < total or (places < 2 and total >= 2 and bool(blind)))
+    return {"layers_seen": len(seen), "layers_total": total, "layers_unseen": blind,
+            "signal_places": places, "coverage_short": short}
+
+
+#: Activation modules by the name the course gives them (most specific first).
+_ACTIVATION_MODULES = ((nn.LeakyReLU, "leaky_relu"), (nn.PReLU, "prelu"), (nn.RReLU, "rrelu"), (nn.ReLU6, "relu"),
+                       (nn.ReLU, "relu"), (nn.SELU, "selu"), (nn.CELU, "celu"), (nn.ELU, "elu"),
+                       (nn.GELU, "gelu"), (nn.SiLU, "silu"), (nn.Mish, "mish"), (nn.Softplus, "softplus"),
+                       (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"))
+
+
+def _module_activation(model: nn.Module | None) -> str | None:
+    """The activation of a model of your own, read from its modules when it uses one kind only
+    (an ``nn.Sequential`` of ``Linear`` and ``LeakyReLU``: ``"leaky_relu"``), else None."""
+    if model is None:
+        return None
+    found = set()
+    for module in model.modules():
+        name = next((n for kind, n in _ACTIVATION_MODULES if isinstance(module, kind)), None)
+        if name is None and isinstance(module, _CAN_DIE_MODULES):
+            name = type(module).__name__.lower()
+        if name is not None:
+            found.add(name)
+    return found.pop() if len(found) == 1 else None
+
+
+def _module_cell(model: nn.Module | None) -> str | None:
+    """"rnn", "lstm" or "gru" when the model's recurrent modules (``nn.LSTM``, ``nn.GRUCell``, …) are of
+    one kind, else None."""
+    if model is None:
+        return None
+    kinds = ((nn.LSTM, nn.LSTMCell), "lstm"), ((nn.GRU, nn.GRUCell), "gru"), ((nn.RNN, nn.RNNCell), "rnn")
+    found = {name for module in model.modules() for types, name in kinds if isinstance(module, types)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _never_dead(run: Run, config: dict) -> str | None:
+    """The name of the model's activation when no unit of it can die (leaky ReLU, ELU, GELU, …): from
+    its recipe (``activation``, ``hidden_act``), else from its modules when none of them can die."""
+    if config.get("activation") in _NEVER_DEAD:
+        return config["activation"]
+    if config.get("activation") or run.model is None:
+        return None
+    kinds = {type(module) for module in run.model.modules()}
+    if any(issubclass(k, _CAN_DIE_MODULES) for k in kinds):
+        return None
+    found = sorted({n for k in kinds for kind, n in _ACTIVATION_MODULES
+                    if issubclass(k, kind) and issubclass(k, _NEVER_DEAD_MODULES)})
+    return " and ".join(found) if found else None
+
+
+#: Collapse (lesson 09): 1 − cos between the representations of two positions, averaged, below this at
+#: the last step means every position says the same. Post-LN without warmup (lesson 09, seed 1) ends
+#: at 4e-15; with warmup its lowest was 2e-5 and Pre-LN's 0.01.
+COLLAPSE_BELOW = 1e-6
+#: Attention-logit growth (lesson 09): the largest |q·k/√d| above this, and at least 10 times its
+#: step-0 size, puts nearly all of a softmax's weight on one key (e^100 against e^0), whose
+#: gradient then vanishes. The lesson's healthy runs stay below about 60.
+LOGIT_GROWTH = 100.0
+
+
+def _transformer_evidence(run: Run, m: dict) -> tuple[list[str], list[str]]:
+    """Lesson 09's evidence, when the run carries it: ``run.metrics["collapse"]`` (1 − cos between
+    positions, one value per step, as :func:`gradcourse.widgets.lesson09.collapse` measures it) and
+    ``run.metrics["max_attention_logit"]`` (the largest attention logit per step). Sentences for the
+    evidence and notes; nothing when the run does not carry them.
+
+    >>> import numpy as np
+    >>> run = Run(np.ones(3), np.ones(3), np.zeros(3, bool), {"collapse": [0.9, 1e-3, 1e-12]}, {})
+    >>> evidence, notes = _transformer_evidence(run, {})
+    >>> evidence[0].startswith("Representation collapse"), "Pre-LN" in notes[0]
+    (True, True)
+    """
+    metrics = run.metrics if isinstance(run.metrics, dict) else {}
+    evidence, notes = [], []
+    collapse = _series(metrics.get("collapse"))
+    if collapse is not None and collapse[-1] < COLLAPSE_BELOW:
+        step = int(np.flatnonzero(collapse < COLLAPSE_BELOW)[0])
+        evidence.append(f"Representation collapse: 1 − cos between positions fell from {_num(collapse[0])} at "
+                        f"step 0 to {_num(collapse[-1])} at the end, below {_num(COLLAPSE_BELOW)} from step "
+                        f"{step} on: every position's representation is the same, so the model cannot tell "
+                        "them apart. No gradient blew up; this is lesson 09's collapse.")
+        notes.append("Collapse (lesson 09): warm the learning rate up (fit(..., warmup=...)) or move each "
+                     "LayerNorm inside its branch (Pre-LN); both keep the first large steps from making every "
+                     "position alike.")
+        m["collapse_end"] = float(collapse[-1])
+    logits = _series(metrics.get("max_attention_logit"))
+    if logits is not None and logits.max() > max(LOGIT_GROWTH, 10 * abs(logits[0])):
+        evidence.append(f"The largest attention logit grew from {_num(logits[0])} at step 0 to "
+                        f"{_num(float(logits.max()))} (threshold {_num(LOGIT_GROWTH)}): the softmax puts "
+                        "nearly all its weight on one key, and its gradient vanishes.")
+        notes.append("Attention-logit growth (lesson 09): a LayerNorm on the queries and keys (qk-norm) "
+                     "keeps the logits bounded; a smaller learning rate slows the growth.")
+        m["max_attention_logit"] = float(logits.max())
+    return evidence, notes
+
+
+def _series(values) -> np.ndarray | None:
+    """A per-step list of numbers as a float array of its finite values, or None if it is not one."""
+    if isinstance(values, (str, bytes, dict)) or values is None:
+        return None
+    try:
+        array = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    array = array[np.isfinite(array)]
+    return array if array.size else None
 
 
 def _bad_data(run: Run, m: dict) -> str | None:
@@ -601,7 +869,7 @@ def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
     if m["sequence"] or config.get("activation") in _NO_UNHEALTHY_UNITS:
         return out
     missing = m["unit_layers_unmeasured"]
-    if math.isnan(m["saturated_mean_end"]) and math.isnan(m["dead_mean_end"]):
+    if m["unit_layers_measured"] == 0:
         out.append("Saturated (sigmoid/tanh) and dead (ReLU) units were not measured: the probe did not "
                    "see the activation after each layer. The doctor cannot rule out saturation or dead "
                    "ReLUs.")
@@ -611,6 +879,20 @@ def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
                    f"{m['unit_layers_measured'] + len(missing)} hidden layers; not in {shown} (the probe "
                    "saw no sigmoid, tanh or ReLU after them).")
     return out
+
+
+def _coverage_evidence(m: dict) -> list[str]:
+    """What the probe did not see, layer by layer (nothing when it saw every layer)."""
+    blind = m["layers_unseen"]
+    if not blind:
+        return []
+    shown = "; ".join(f"{_display(name)}: {why}" for name, why in list(blind.items())[:6])
+    more = f"; and {len(blind) - 6} more" if len(blind) > 6 else ""
+    text = f"The probe saw {m['layers_seen']} of {m['layers_total']} layers. Not seen: {shown}{more}."
+    if m["coverage_short"] and m["signal_places"] < 2:
+        text += (" The backpropagated signal was measured at fewer than two places, so whether it "
+                 "vanishes or explodes on its way back could not be judged.")
+    return [text]
 
 
 def _loss_evidence(m: dict) -> list[str]:
@@ -638,7 +920,7 @@ def _loss_evidence(m: dict) -> list[str]:
 # -- remedies ----------------------------------------------------------------------------------
 def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[Remedy], list[str]]:
     """The ranked registry entries for ``problem``, and the notes (advice that is no remedy)."""
-    if config.get("kind") == "sequence":
+    if config.get("kind") == "sequence" or m["sequence"]:
         return _sequence_remedies(problem, config)
     activation = config.get("activation", "")
     init = config.get("init", "")
@@ -663,15 +945,24 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
     elif problem == "exploding":
         critical = "he_init" if activation in _RELU_FAMILY or not activation else "xavier_init"
         too_wide = init == "normal" and std is not None and std > _critical_std(activation) * 1.2
-        if too_wide or m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO:
+        born = too_wide or m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO
+        if born:
             names.append(critical)
         names.append("lower_lr")
         names += [] if params.get("clip") else ["clip_norm"]
         names += [] if batchnorm else ["batchnorm"]
+        if not born and m["grad_norm_start"] <= EXPLODING_GRAD_NORM:
+            notes.append(_WARMUP_NOTE)  # it was fine at step 0: training made it explode
     elif problem == "saturation":
-        names += ["xavier_init", "relu_he"] + ([] if batchnorm else ["batchnorm"]) + ["lower_lr"]
-        notes.append("Large steps also grow the weights into saturation during training: a smaller "
-                     "learning rate keeps them in range (lesson 02).")
+        if _made_by_training(m, "saturated"):  # absent at step 0: the steps did it
+            names += ["lower_lr"] + ([] if params.get("clip") else ["clip_norm"])
+            names += [] if init == "xavier" else ["xavier_init"]
+            names += ["relu_he"] + ([] if batchnorm else ["batchnorm"])
+            notes.append(_WARMUP_NOTE)
+        else:
+            names += ["xavier_init", "relu_he"] + ([] if batchnorm else ["batchnorm"]) + ["lower_lr"]
+            notes.append("Large steps also grow the weights into saturation during training: a smaller "
+                         "learning rate keeps them in range (lesson 02).")
     elif problem == "dead_relu":
         killed = m["dead_mean_end"] > m["dead_mean_start"] + 0.2
         names += ["lower_lr", "leaky_relu", "he_init"] if killed else ["he_init", "leaky_relu", "lower_lr"]
@@ -688,11 +979,31 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
         what = "targets y" if m["bad_data"] == "targets" else "inputs x"
         notes.append(f"Check the {what}: torch.isfinite(x).all() and torch.isfinite(y).all() must both "
                      "be True. Remove or fill the missing values, then train again.")
+    elif problem == "inconclusive" and m["coverage_short"]:
+        notes.append("The doctor judges only what the probe measured: the layers listed as not seen may "
+                     "hold the problem. For a recurrent model, plot the gradient over time steps "
+                     "‖∂L/∂h_t‖ (lesson 06) or build it with gradcourse.models.sequence_model, which the "
+                     "probe measures step by step.")
     elif problem == "inconclusive":
         notes.append("Let the probe see the activations: build the model with gradcourse.models, or "
                      "give it a probe_activations dict mapping each layer's name to the name of the "
                      "activation module that follows it. Then ask the doctor again.")
     return [REMEDIES[n] for n in names], notes
+
+
+_WARMUP_NOTE = ("The problem was absent at step 0 and grew during training, so the steps caused it: "
+                "besides a smaller learning rate, a warmup (fit(..., warmup=100) ramps it up over the "
+                "first 100 steps, lesson 09) or clipping (lesson 03) keeps the early steps small.")
+
+
+def _made_by_training(m: dict, name: str) -> bool:
+    """Whether the saturated (or dead) units were rare at step 0 (under half the doctor's threshold) and
+    above the threshold at the end: training made the problem, so its step size (learning rate) is the
+    cause. A network born nearly at the threshold (a tanh net at 4/√fan_in starts about 48% saturated)
+    is the initialisation's doing."""
+    threshold = SATURATION_FRACTION if name == "saturated" else DEAD_FRACTION
+    start, end = m[f"{name}_mean_start"], m[f"{name}_mean_end"]
+    return start < threshold / 2 and end >= threshold
 
 
 def _sequence_remedies(problem: str, config: dict) -> tuple[list[Remedy], list[str]]:

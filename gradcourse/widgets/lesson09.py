@@ -140,11 +140,15 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
                probe: bool = False, progress: bool | None = False) -> Experiment:
     """Build ``models.transformer(depth, norm=..., seed=seed)`` and train it on :func:`task` with
     ``fit`` (Adam or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
-    ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step)."""
+    ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step).
+    The run's ``metrics`` also hold the Watch's ``collapse`` and ``max_attention_logit`` per step, which
+    :func:`gradcourse.diagnose` reads."""
     model = models.transformer(depth, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
     with Watch(model) as watch:
         run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
                         batch_size=BATCH, seed=seed, probe=probe, every=10, progress=progress)
+    # the run carries what the Watch saw, so the gradient doctor can name collapse and logit growth
+    run.metrics.update(collapse=list(watch.collapse), max_attention_logit=list(watch.max_logit))
     label = (f"{'DeepNorm ' if deepnorm else ''}{norm.capitalize()}-LN, {depth} layers"
              f"{', qk-norm' if qk_norm else ''}, {optimizer}, lr {lr:g}, warmup {warmup}")
     return Experiment(run, np.array(watch.collapse), np.array(watch.max_logit), np.array(watch.entropy), label)
