@@ -2,17 +2,20 @@
 
 A probe is a context manager. Inside the ``with`` block it counts training steps and, on every
 ``every``-th one, records per layer the quantities of :data:`~gradcourse.trace.LAYER_QUANTITIES`
-and a histogram of the weight gradient. The measurements themselves are the plain functions of
-:mod:`gradcourse.measurements`; this module decides when to call them. On exit every hook it
-added is removed, even when the block raised.
+and a histogram of the weight gradient. The measurements themselves are the plain torch
+functions of :mod:`gradcourse.measurements`, run on the model's own device; this module decides
+when to call them. On exit every hook it added is removed, even when the block raised.
 
-**What a step is.** A step ends with a backward pass that reaches the model's output: every
-forward pass made with gradients enabled since the previous backward pass belongs to it (a
-model called twice before one ``backward()`` makes one step, its activations measured as one
-batch). The update ``ΔW`` of a step is read when the next step begins (after the optimizer has
-run) or when the probe exits. Forward passes under ``torch.no_grad()`` (evaluation) are not
-steps. Gradient accumulation (several backward passes per optimizer step) therefore counts one
-step per backward pass, and the steps without an update record ``update_ratio`` 0.
+**What a step is.** With ``Probe(model, optimizer=opt)`` a step is one ``opt.step()`` (torch's
+optimizer step hooks): the weight gradients are read just before it (after any clipping or
+GradScaler unscaling: what the optimizer applies), the update ``ΔW`` just after it, and every
+forward pass whose output a backward pass reached since the previous ``opt.step()`` belongs to
+it, so gradient accumulation over several backward passes is one step. Without an optimizer, a
+step ends with each backward pass that reaches the model's outputs (the gradients are read
+then, before any clipping), and ``ΔW`` is read when the next step's first forward pass begins
+or when the probe exits. Either way, whatever the model returns (a tensor, a tuple whose first
+element is an integer, a dict), a forward pass that no backward pass reaches (evaluation, under
+``torch.no_grad()``, ``torch.inference_mode()`` or simply never backpropagated) is not a step.
 
 >>> import torch
 >>> from gradcourse.models import mlp
@@ -31,101 +34,183 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules import batchnorm, dropout, pooling
-from torch.nn.modules.module import register_module_forward_hook
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from . import _checks
 from .losses import loss_function
 from .measurements import (
     ACTIVATIONS,
     SATURATION_MARGIN,  # noqa: F401  (re-exported: the probes' saturation margin)
+    SUMMARY_FIELDS,
     ActivationSums,
-    Flat,
-    activation_statistics,
     activation_sums,
-    all_finite,
-    fits_kernels,
     is_finite,
     log2_histogram,
     merge_activation_sums,
     norms,
-    segment_log2_histogram,
-    segment_norms,
+    stack_figures,
+    statistics_from_summary,
     sum_of_squares,
+    summary,
 )
 from .trace import LAYER_QUANTITIES, Trace
 
-_RECURRENT = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
-_TRACKED = (nn.Linear, nn.Conv1d, nn.Conv2d, *_RECURRENT)
+_CELLS = (nn.RNNCellBase,)
+_NORMS = tuple(c for c in (batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None),
+                           nn.LocalResponseNorm) if c is not None)
+#: Layer kinds kept out of ``trace.layers`` (in ``trace.norms``): they rescale features, not mix them.
+_SIDE_KINDS = ("norm", "activation")
 #: Modules that may sit between a layer and its activation without hiding it (Linear → BN → ReLU).
-_TRANSPARENT = (batchnorm._BatchNorm, dropout._DropoutNd, nn.Identity, nn.Flatten, nn.LayerNorm, nn.GroupNorm,
-                pooling._MaxPoolNd, pooling._AvgPoolNd, pooling._AdaptiveAvgPoolNd, pooling._AdaptiveMaxPoolNd)
+_TRANSPARENT = (*_NORMS, dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten, pooling._MaxPoolNd,
+                pooling._AvgPoolNd, pooling._AdaptiveAvgPoolNd, pooling._AdaptiveMaxPoolNd)
 _LOG10_2 = math.log10(2.0)
-# What a module is to the probe (see Probe._roles).
-_LAYER, _CELL, _ACTIVATION, _TAP, _OTHER = range(5)
-_NO_ACTIVATION = "no activation module follows it (a functional one cannot be seen): saturation/dead not measured"
-_RECURRENT_NOTE = "recurrent cell: activation statistics are not measured"
+#: How many autograd nodes the probe walks back from a layer's input to find which earlier
+#: layers' outputs it holds (an activation function, a residual add, a reshape: a few nodes).
+_WALK = 48
+#: Autograd nodes an activation function leaves (``F.relu``, ``torch.tanh``, in place or not),
+#: and what can be said about its output; and the nodes of reshapes and pooling, looked past.
+_FUNCTION_KINDS = {"ReluBackward0": "relu", "SigmoidBackward0": "sigmoid", "TanhBackward0": "tanh",
+                   **dict.fromkeys(("GeluBackward0", "SiluBackward0", "LeakyReluBackward0", "LeakyReluBackward1",
+                                    "EluBackward0", "EluBackward1", "HardswishBackward0", "HardsigmoidBackward0",
+                                    "HardtanhBackward0", "SoftplusBackward0", "MishBackward0",
+                                    "PreluKernelBackward0"), "other")}
+_SHAPE_NODES = {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "TransposeBackward0",
+                "PermuteBackward0", "CloneBackward0", "SqueezeBackward0", "SqueezeBackward1", "UnsqueezeBackward0",
+                "ExpandBackward0", "MaxPool2DWithIndicesBackward0", "MaxPool1DWithIndicesBackward0",
+                "AvgPool2DBackward0", "AvgPool1DBackward0", "AdaptiveAvgPool2DBackward0", "NativeDropoutBackward0"}
+_RECURRENT_NOTE = "recurrent layer: activation statistics are not measured"
+_NO_ACTIVATION = ("its output reached no later layer that the probe could see: measured at the layer's "
+                  "output, saturation/dead not measured")
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """What a module is to a probe: a kind of ``Trace.kinds``, or ``None`` if it owns no parameter.
+
+    >>> layer_kind(nn.Linear(2, 3)), layer_kind(nn.LSTM(2, 3)), layer_kind(nn.LayerNorm(3)), layer_kind(nn.ReLU())
+    ('linear', 'recurrent', 'norm', None)
+    """
+    if next(module.parameters(recurse=False), None) is None:
+        return None
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, (nn.RNNBase, *_CELLS)):
+        return "recurrent"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if isinstance(module, nn.MultiheadAttention):
+        return "attention"
+    # A library's own norm layer (nanoGPT's LayerNorm, Llama's RMSNorm) is known by its name.
+    if isinstance(module, _NORMS) or type(module).__name__.endswith("Norm"):
+        return "norm"
+    return "activation" if isinstance(module, nn.PReLU) else "parameter"
+
+
+def layer_weights(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters whose gradient, norm and update a probe reports for a layer: its weight
+    (``weight_hh`` for RNN cells, every ``weight_hh_l*`` of an ``nn.RNN``/``LSTM``/``GRU``, the
+    input projection of ``nn.MultiheadAttention``), or every parameter it owns when it has no
+    weight. Biases are covered by the layer but not in its figures (as the lessons define them)."""
+    own = dict(module.named_parameters(recurse=False))
+    if isinstance(module, _CELLS):
+        names = ["weight_hh"]
+    elif isinstance(module, nn.RNNBase):
+        names = [n for n in own if n.startswith("weight_hh")]
+    elif isinstance(module, nn.MultiheadAttention):
+        names = [n for n in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight") if n in own]
+    else:
+        names = ["weight"] if "weight" in own else list(own)
+    return [own[n] for n in names if n in own]
 
 
 def tracked_weight(module: nn.Module) -> torch.Tensor:
-    """The weight whose gradient a probe reports for ``module`` (``weight_hh`` for RNN cells)."""
-    return module.weight_hh if isinstance(module, _RECURRENT) else module.weight
+    """The (first) weight whose gradient a probe reports for ``module`` (``weight_hh`` for RNN cells)."""
+    return layer_weights(module)[0]
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    kind: str
+    weights: list[nn.Parameter]
+    side: bool  # a norm layer or parametric activation: kept in trace.norms
+
+
+@dataclass
+class _Call:
+    """One forward pass of the model during a recorded step: what it measured, kept only if a
+    backward pass reaches its output."""
+
+    activations: dict[int, ActivationSums] = field(default_factory=dict)
+    reached: bool = False
 
 
 class _Recording:
-    """What one recorded step gathers (plain floats): a record in the making, turned into arrays
-    (:func:`_as_record`) when the trace is read rather than during training."""
+    """What one recorded step gathers, as tensors on the model's device until the step ends."""
 
-    def __init__(self, step: int, weight_norms: list[float]):
-        n = len(weight_norms)
+    def __init__(self, step: int, weight_norms: torch.Tensor):
         self.step = step
         self.weight_norms = weight_norms
-        self.activations: list[list[ActivationSums]] = [[] for _ in range(n)]  # one entry per forward call
-        self.output_grad_sq: list[float | None] = [None] * n                  # Σ‖∂L/∂z‖² over the calls
-        self.hidden_grad_sq: list[float | None] = []                           # Σ‖∂L/∂h_t‖², per t
-        self.grad_norms: list[float | None] | None = None
-        self.histogram: np.ndarray | None = None
-        self.update_norms: list[float] | None = None                           # ‖ΔW‖, at the next step
+        self.calls: list[_Call] = []
+        self.output_grad_sq: dict[int, torch.Tensor] = {}   # Σ‖∂L/∂z‖² over the calls
+        self.hidden_grad_sq: torch.Tensor | None = None     # Σ‖∂L/∂h_t‖², per t
+        self.hidden_counts: list[int] = []                   # taps: hidden_grad_sq's entries, per t
+        self.grad_norms: torch.Tensor | None = None
+        self.present: list[int] = []                         # the layers whose gradients were read
+        self.histogram: torch.Tensor | None = None
+        self.activations: dict[int, ActivationSums] = {}
 
 
-class _Record(NamedTuple):
+@dataclass
+class _Record:
+    """One recorded step read to the host (one transfer): its numbers, as numpy arrays."""
+
     step: int
-    values: np.ndarray           # (len(LAYER_QUANTITIES), layers), float64
-    histogram: np.ndarray        # (layers, bins) counts
-    hidden: np.ndarray | None    # (seq_len,) for sequence models
+    values: np.ndarray            # (len(LAYER_QUANTITIES), all layers), float64
+    histogram: np.ndarray         # (all layers, bins) counts
+    hidden: np.ndarray | None     # (seq_len,) for sequence models
+    kinds: list[str]              # the activation kind each layer was read as
 
 
 class Probe:
     """Record per-layer gradient and activation statistics while a model trains.
 
-    Parameters: ``every`` records one step in ``every`` (the others cost a finiteness check of
-    the model's output); the gradient histogram has one bin per power of two of |g| between
-    ``10**hist_range[0]`` and ``10**hist_range[1]`` (smaller values, zeros included, land in
-    the first bin, larger ones and NaN/Inf in the last; ``trace.hist_edges`` are the edges in
-    log10 units); ``max_records`` bounds the history: when it fills, every other record is
-    dropped and ``every`` doubles, so memory stays flat however long the run. ``layers``
-    restricts the probe to a list of module names (default: every linear, convolutional and
-    recurrent layer).
+    Parameters: ``optimizer`` makes a step one ``optimizer.step()`` (see the module docstring);
+    ``every`` records one step in ``every`` (the others cost almost nothing); the gradient
+    histogram has one bin per power of two of |g| between ``10**hist_range[0]`` and
+    ``10**hist_range[1]`` (smaller values, zeros included, land in the first bin, larger ones and
+    NaN/Inf in the last; ``trace.hist_edges`` are the edges in log10 units); ``max_records``
+    bounds the history: when it fills, every other record is dropped and ``every`` doubles, so
+    memory stays flat however long the run. ``layers`` restricts the probe to a list of module
+    names (default: every module that owns parameters; see :class:`~gradcourse.trace.Trace` for
+    which are ``trace.layers`` and which ``trace.norms``).
 
-    Step numbering starts at 0 (see the module docstring for what a step is). A layer's
-    activation is the module the model names in ``probe_activations``, else the first activation
-    module (ReLU, Sigmoid, …) called after the layer, past BatchNorm, dropout or pooling; a layer
-    without one is measured at its output and listed in ``trace.unmeasured``. A layer whose
+    Step numbering starts at 0. A layer's activation is the module the model names in
+    ``probe_activations``, else the first activation module (ReLU, Sigmoid, …) called after the
+    layer, past normalisation, dropout or pooling, else the input of the next layer its output
+    reaches (a functional or in-place activation), read as sigmoid, tanh or ReLU from its range
+    (``trace.activation_source`` and ``trace.activation_kinds`` say which). A layer whose
     weight is frozen (``requires_grad=False``) records NaN gradient quantities and a note in
     ``trace.notes``.
     """
 
-    def __init__(self, model: nn.Module, *, every: int = 1,
+    def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
                  hist_range: tuple[float, float] = (-12.0, 2.0), max_records: int = 1000,
                  layers: Sequence[str] | None = None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer or None; got {type(optimizer).__name__}")
         self.model = model
+        self.optimizer = optimizer
         self.every = _checks.integer("every", every, low=1)
         self.max_records = _checks.integer("max_records", max_records, low=2)
         lo, hi = _log10_range(hist_range)
@@ -134,305 +219,474 @@ class Probe:
         self.bins = self._exponents[1] - self._exponents[0]
         self.hist_edges = np.arange(self._exponents[0], self._exponents[1] + 1) * _LOG10_2
         modules = dict(model.named_modules())
-        inplace = [n for n, m in modules.items() if getattr(m, "inplace", False)]
-        if inplace:
-            raise ValueError(f"model has in-place activations {inplace}: a probe needs their inputs "
-                             "intact; build them with inplace=False")
-        self.layers = _layer_names(modules, layers)
-        self._modules = [modules[n] for n in self.layers]
-        self._weights = [tracked_weight(m) for m in self._modules]
+        self._layers = _find_layers(modules, layers)
+        self.layers = [la.name for la in self._layers if not la.side]
+        self.norm_layers = [la.name for la in self._layers if la.side]
+        self._index = {la.module: i for i, la in enumerate(self._layers)}
+        # Every layer's weights in one list (a tied weight appears once per layer that uses it),
+        # with the layer each belongs to: one fused norm and one histogram for all of them.
+        self._weights = [w for la in self._layers for w in la.weights]
+        self._rows = [i for i, la in enumerate(self._layers) for _ in la.weights]
         self._roles = self._assign_roles(modules, getattr(model, "probe_activations", None),
                                          getattr(model, "hidden_tap", None))
-        self.notes = [f"{name}: weight frozen (requires_grad=False); grad_norm and its histogram not recorded"
-                      for name, w in zip(self.layers, self._weights) if not w.requires_grad]
-        self.unmeasured = {name: _RECURRENT_NOTE for name, m in zip(self.layers, self._modules)
-                           if isinstance(m, _RECURRENT)}
-        self.step = -1
+        self.notes = self._notes()
+        self.unmeasured = {la.name: _RECURRENT_NOTE for la in self._layers if la.kind == "recurrent"}
+        self._sources: dict[str, str] = {}
+        self.step = 0                     # the step that forward passes now belong to
+        self._gradient_step = 0           # without an optimizer: the step that the weights' .grad belong to
         self.nonfinite: dict | None = None
-        self._records: list[_Record | _Recording] = []  # recordings become records when the trace is read
-        self._handles: list = []          # the model's own hooks, on while the probe is attached
-        self._recorder = None             # the global forward hook, on only during a recorded step's forward
+        self._records: list[_Record] = []
+        self._handles: list = []          # hooks on while the probe is attached
+        self._global: list = []           # the global module hooks, on only during a recorded forward
         self._recording: _Recording | None = None
-        # The weights at the start of the recorded step, and the weight gradients at its end, are
-        # copied into flat buffers (float32 models) so that each quantity is one kernel call.
-        self._before: Flat | list[torch.Tensor] | None = None
-        self._grads: Flat | None = None
-        self._in_step = False             # a forward pass has begun a step that no backward has ended
+        self._awaiting_update: _Recording | None = None  # without an optimizer: ΔW read at the next step
+        self._before: list[torch.Tensor] | None = None   # the weights before the recorded update
+        self._call: _Call | None = None
         self._backward_queued = False
-        self._inputs: tuple = ()
-        self._shifts: list[float | None] = [None] * len(self.layers)  # each activation's last mean
+        self._inputs: tuple = ((), {})
         self._reset_forward()
+
+    def _notes(self) -> list[str]:
+        notes = [f"{la.name}: weight frozen (requires_grad=False); grad_norm and its histogram not recorded"
+                 for la in self._layers if not all(w.requires_grad for w in la.weights)]
+        owners: dict[int, str] = {}
+        for la in self._layers:
+            for w in la.weights:
+                if id(w) in owners and owners[id(w)] != la.name:
+                    notes.append(f"{la.name}: its weight is {owners[id(w)]}'s (tied): "
+                                 "the gradient is the sum of both uses")
+                owners.setdefault(id(w), la.name)
+        called_by_parent = {m.out_proj for m in self.model.modules() if isinstance(m, nn.MultiheadAttention)}
+        for la in self._layers:
+            if la.module in called_by_parent:
+                notes.append(f"{la.name}: attention calls this weight directly: its output is its parent "
+                             "attention layer's (output_grad_norm and activation recorded there)")
+        return notes
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
         """Map each module the probe listens to onto (role, layer index or None)."""
-        roles = {m: (_CELL if isinstance(m, _RECURRENT) else _LAYER, i) for i, m in enumerate(self._modules)}
+        roles: dict = {}
+        for i, la in enumerate(self._layers):
+            roles[la.module] = ("side" if la.side else "cell" if la.kind == "recurrent" else "layer", i)
         if tap is not None:
-            roles[tap] = (_TAP, None)
-        if named is not None:  # the model says which module is each layer's activation
-            for i, name in enumerate(self.layers):
-                if name in named:
-                    roles[modules[named[name]]] = (_ACTIVATION, i)
+            roles[tap] = ("tap", None)
+        if isinstance(named, dict):  # the model says which module is each layer's activation
+            for i, la in enumerate(self._layers):
+                if la.name in named and named[la.name] in modules:
+                    roles[modules[named[la.name]]] = ("named", i)
             return roles
         for m in modules.values():  # else: the next activation module called after a layer is its own
             if m not in roles and next(m.children(), None) is None and not isinstance(m, _TRANSPARENT):
-                roles[m] = (_ACTIVATION, None) if isinstance(m, ACTIVATIONS) else (_OTHER, None)
+                roles[m] = ("module", None) if isinstance(m, ACTIVATIONS) else ("other", None)
         return roles
 
     # -- attaching and detaching -------------------------------------------------------------
     def __enter__(self) -> Probe:
         if self._handles:
             raise RuntimeError("this probe is already attached; use a new Probe or exit first")
-        self._handles = [self.model.register_forward_pre_hook(self._on_forward_start),
+        self._handles = [self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True),
                          self.model.register_forward_hook(self._on_forward_end)]
+        if self.optimizer is not None:
+            self._handles += [self.optimizer.register_step_pre_hook(self._on_optimizer_step),
+                              self.optimizer.register_step_post_hook(self._on_optimizer_stepped)]
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            if self._recording is not None:
-                self._commit()
+            if self._awaiting_update is not None:
+                self._finish_update()
+            if self._recording is not None and self._recording.calls and (
+                    not self._records or (self.nonfinite or {}).get("step") == self.step):
+                self._keep_cut_short()
         finally:
             self.remove()
 
+    def _keep_cut_short(self) -> None:
+        """A step cut short (the loop stopped between its forward and backward passes, as on a
+        NaN loss) is kept when it broke (a non-finite value) or is all there is to see: its
+        activations, and NaN gradients where none were computed."""
+        recording = self._recording
+        for call in recording.calls:
+            call.reached = True
+        if recording.weight_norms is None:
+            recording.weight_norms = self._snapshot()
+        self._read_gradients(recording)
+        self._recording, self._awaiting_update = None, recording
+        self._finish_update()
+
     def remove(self) -> None:
         """Remove every hook this probe added. Safe to call more than once."""
-        if self._recorder is not None:
-            self._recorder.remove()
-            self._recorder = None
+        self._listen(False)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
-    # -- the schedule: steps begin with a forward pass and end with a backward pass ---------------
+    def _listen(self, on: bool) -> None:
+        """The global module hooks: on only while the probed model runs a recorded forward pass
+        (other models, and the steps that are not recorded, never go through them)."""
+        if on and not self._global:
+            self._global = [register_module_forward_pre_hook(self._on_module_input),
+                            register_module_forward_hook(self._on_module_output)]
+        elif not on:
+            for handle in self._global:
+                handle.remove()
+            self._global = []
+
+    # -- the schedule ----------------------------------------------------------------------------
     def _reset_forward(self) -> None:
         self._last_layer = None   # the layer whose activation the next activation module is
         self._final_layer = None  # the last layer called: the output layer, which needs no activation
-        self._unmatched: dict[int, torch.Tensor] = {}  # layer outputs still waiting for an activation
+        self._pending: dict[int, tuple] = {}  # layer outputs still waiting for their activation
+        self._boundaries: set = set()  # the autograd nodes of this pass's layer outputs
         self._time = 0            # hidden-state index of a sequence model
 
-    def _on_forward_start(self, module, args) -> None:
+    def _on_forward_start(self, module, args, kwargs) -> None:
         if not torch.is_grad_enabled():
-            return
-        if not self._in_step:
-            if self._recording is not None:
-                self._commit()
-            self.step += 1
-            self._in_step = True
-            if self.step % self.every == 0:
-                self._start_recording()
-        if self._recording is not None and self._recorder is None:  # on only while this model runs
-            self._recorder = register_module_forward_hook(self._on_module_output)
-        self._inputs = args
+            return  # evaluation: never part of a step
+        if self._awaiting_update is not None:  # the update of the previous recorded step is done
+            self._finish_update()
+        if self._recording is None and self.step % self.every == 0:
+            self._recording = _Recording(self.step, self._snapshot() if self.optimizer is None else None)
+        self._inputs = (args, kwargs)
         self._reset_forward()
-
-    def _start_recording(self) -> None:
-        if self._before is None:
-            self._before = (Flat(self._weights) if all(fits_kernels(w) for w in self._weights)
-                            else [torch.empty_like(w) for w in self._weights])
-        with torch.no_grad():
-            torch._foreach_copy_(_views(self._before), self._weights)
-        self._recording = _Recording(self.step, _norms(self._before))
+        if self._recording is not None:
+            self._call = _Call()
+            self._recording.calls.append(self._call)
+            self._listen(True)
 
     def _on_forward_end(self, module, args, output) -> None:
-        if self._recorder is not None:  # other models' modules (and evaluation passes) need not pass through it
-            self._recorder.remove()
-            self._recorder = None
+        self._listen(False)
         if not torch.is_grad_enabled():
             return
-        out = _first_tensor(output)
-        if self.nonfinite is None and out is not None and not is_finite(out):
+        tensors = _tensors(output)
+        if self.nonfinite is None and any(t.is_floating_point() and not is_finite(t) for t in tensors):
             self._locate_forward()
-        if self._recording is not None:
-            self._measure_unmatched()
-        if out is None or not out.requires_grad:  # no backward pass can end this step
-            self._in_step = False
-        elif out.grad_fn is not None:
-            _on_gradient(out, self._on_backward_start)
-        else:
-            out.register_hook(self._on_backward_start)
+        call, self._call = self._call, None
+        if call is not None:
+            self._measure_pending(call)
+        if call is None and self.optimizer is not None:
+            return  # an optimizer ends the step: an unrecorded forward needs no backward hook
+        for t in tensors:
+            if t.requires_grad:
+                _on_gradient(t, self._on_backward_start, call)
 
-    def _on_backward_start(self, grad) -> None:
-        if self._recording is None:  # nothing to read at the end: the step ends here
-            self._in_step = False
-            return
+    def _on_backward_start(self, grad, call: _Call | None) -> None:
+        if call is not None:
+            call.reached = True
         if not self._backward_queued:
             self._backward_queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
 
     def _on_backward_end(self) -> None:
-        """After the whole backward pass, before any clipping: the weight gradients of the step."""
+        """After a backward pass that reached the model (without an optimizer: the step ends)."""
         self._backward_queued = False
-        self._in_step = False
-        recording = self._recording
-        if recording is None or recording.step != self.step:
+        if self.optimizer is not None:
             return
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            self._read_gradients(recording)
+            self._awaiting_update = recording
+        self._gradient_step = self.step
+        self.step += 1
+
+    def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """Just before ``opt.step()``: the gradients it applies, and the weights it starts from."""
+        if self._recording is None and self.step % self.every == 0:
+            self._recording = _Recording(self.step, None)  # a step with no forward pass seen
+        if self._recording is not None:
+            self._recording.weight_norms = self._snapshot()
+            self._read_gradients(self._recording)
+
+    def _on_optimizer_stepped(self, optimizer, args, kwargs) -> None:
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            self._awaiting_update = recording
+            self._finish_update()
+        self.step += 1
+
+    # -- reading the weights and their gradients -------------------------------------------------
+    def _snapshot(self) -> torch.Tensor:
+        """Copy the weights (for ΔW) and return their norms per layer."""
+        with torch.no_grad():
+            if self._before is None:
+                self._before = [torch.empty_like(w) for w in self._weights]
+            torch._foreach_copy_(self._before, self._weights)
+        return self._per_layer(norms(self._before))
+
+    def _per_layer(self, tensor_norms: torch.Tensor) -> torch.Tensor:
+        """Norms per layer from the norms of its weights (most layers have one)."""
+        if len(self._rows) == len(self._layers):
+            return tensor_norms
+        squares = tensor_norms.new_zeros(len(self._layers))
+        squares.index_add_(0, torch.tensor(self._rows, device=squares.device), tensor_norms.square())
+        return squares.sqrt()
+
+    def _read_gradients(self, recording: _Recording) -> None:
+        """The step's weight gradients (norms, histogram) and the activations of its forward
+        passes that a backward pass reached."""
+        calls = [c for c in recording.calls if c.reached]
+        for index in {i for c in calls for i in c.activations}:
+            recording.activations[index] = merge_activation_sums(
+                [c.activations[index] for c in calls if index in c.activations])
+        recording.calls = []
         grads = [w.grad for w in self._weights]
         present = [i for i, g in enumerate(grads) if g is not None]
-        if len(present) == len(grads) and isinstance(self._before, Flat):
-            # The common case: every weight has a gradient, float32 on the CPU as its weight is.
-            if self._grads is None:
-                self._grads = Flat(grads)
-            torch._foreach_copy_(self._grads.views, grads)
-            recording.grad_norms = grad_norms = segment_norms(self._grads.values, self._grads.ends)
-            recording.histogram = segment_log2_histogram(self._grads.values, self._grads.ends, *self._exponents)
-        elif present:  # frozen weights, or not float32: each gradient on its own
-            grads = [grads[i] for i in present]
-            grad_norms = norms(grads)
-            recording.grad_norms = [None] * len(self.layers)
-            for i, value in zip(present, grad_norms):
-                recording.grad_norms[i] = value
-            recording.histogram = np.zeros((len(self.layers), self.bins), dtype=np.int64)
-            recording.histogram[present] = log2_histogram(grads, *self._exponents)
-        else:
+        if not present:
             return
-        if not all_finite(grad_norms):
-            self.locate_nonfinite_gradient()
+        kept = [grads[i] for i in present]
+        recording.present = sorted({self._rows[i] for i in present})
+        if len(present) == len(grads):
+            recording.grad_norms = self._per_layer(norms(kept))
+        else:  # frozen weights: NaN for their layers
+            squares = torch.full((len(self._layers),), math.nan, dtype=torch.float64, device=kept[0].device)
+            rows = torch.tensor([self._rows[i] for i in present], device=squares.device)
+            squares.index_fill_(0, rows, 0.0).index_add_(0, rows, norms(kept).square())
+            recording.grad_norms = squares.sqrt()
+        recording.histogram = log2_histogram(kept, *self._exponents, rows=[self._rows[i] for i in present],
+                                             n_rows=len(self._layers))
+        read = recording.grad_norms[recording.present]
+        if self.nonfinite is None and not bool(torch.isfinite(read).all()):  # rare: read them all then
+            bad = [i for i, v in zip(recording.present, read.tolist()) if not math.isfinite(v)]
+            # the layer nearest the loss: where it began
+            self.nonfinite = {"step": recording.step, "layer": self._layers[max(bad)].name, "where": "gradient"}
 
-    # -- during a recorded step: one global forward hook measures while the tensors are hot --------
+    def _finish_update(self) -> None:
+        """The recorded step's update is done: read ΔW, then the whole record in one transfer."""
+        recording, self._awaiting_update = self._awaiting_update, None
+        with torch.no_grad():
+            torch._foreach_sub_(self._before, self._weights)  # now −ΔW
+        update_norms = self._per_layer(norms(self._before))
+        self._records.append(self._to_host(recording, update_norms))
+        if len(self._records) > self.max_records:
+            self._records = self._records[::2]
+            self.every *= 2
+
+    def _to_host(self, recording: _Recording, update_norms: torch.Tensor) -> _Record:
+        """Every figure of the step stacked into one float64 vector and read with one transfer."""
+        n, device = len(self._layers), update_norms.device
+        nan = torch.full((n,), math.nan, dtype=torch.float64, device=device)
+        summaries = [summary(recording.activations.get(i)) for i in range(n)]
+        figures = stack_figures([recording.output_grad_sq.get(i) for i in range(n)]
+                                + [f for fs, _, _ in summaries for f in fs], device)
+        histogram = (recording.histogram if recording.histogram is not None
+                     else torch.zeros((n, self.bins), dtype=torch.int64, device=device))
+        hidden = recording.hidden_grad_sq
+        parts = [nan if recording.grad_norms is None else recording.grad_norms, recording.weight_norms,
+                 update_norms, figures, histogram.to(torch.float64).reshape(-1)]
+        flat = torch.cat([p.to(device) for p in parts] + ([] if hidden is None else [hidden.to(device)]))
+        flat = flat.cpu().numpy()  # the one host transfer of the step
+        grad_norms, weight_norms, update_norms, out_sq = flat[:4 * n].reshape(4, n)
+        rows = flat[4 * n:(4 + len(SUMMARY_FIELDS)) * n].reshape(n, len(SUMMARY_FIELDS))
+        at = (4 + len(SUMMARY_FIELDS)) * n
+        counts = flat[at:at + n * self.bins].reshape(n, self.bins).astype(np.int64)
+        kinds = [recording.activations[i].kind if i in recording.activations else "unmeasured" for i in range(n)]
+        read = [statistics_from_summary(row, count, units, kind)
+                for row, (_, count, units), kind in zip(rows, summaries, kinds)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows = {"grad_norm": grad_norms, "output_grad_norm": np.sqrt(out_sq), "weight_norm": weight_norms,
+                    "update_ratio": update_norms / weight_norms,
+                    **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"),
+                               np.array([r[0] for r in read], dtype=np.float64).reshape(n, 4).T))}
+        hidden_values = np.sqrt(flat[at + n * self.bins:]) if hidden is not None else None
+        return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values,
+                       [r[1] for r in read])
+
+    # -- during a recorded forward pass: global module hooks measure while the tensors are hot ----
+    def _on_module_input(self, module, args) -> None:
+        """A layer is called: an earlier layer's output that reached its input (through functions,
+        in-place operations, a residual add) holds that layer's activation."""
+        role = self._roles.get(module)
+        if role is None or role[0] not in ("layer", "cell") or not self._pending or not torch.is_grad_enabled():
+            return
+        x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if x is None or x.grad_fn is None:
+            return
+        for index, (node, output_nr, _) in list(self._pending.items()):
+            if x.grad_fn is node and x.output_nr == output_nr:  # nothing between the two layers
+                self._measure(index, x, "other", "none")
+        wanted = {p[0] for p in self._pending.values() if p[0] is not None}
+        reached = _ancestors(x.grad_fn, wanted, self._boundaries - wanted)
+        function = _function_kind(x.grad_fn)
+        for index, (node, _, _) in list(self._pending.items()):
+            if node in reached:  # the function that made the input says what it is, else its range
+                self._measure(index, x, function or "infer", "function" if function else "input")
+
     def _on_module_output(self, module, args, output) -> None:
         role = self._roles.get(module)
         if role is None or not torch.is_grad_enabled():
             return
         kind, index = role
         recording = self._recording
-        if kind == _LAYER:
-            self._final_layer = index
-            self._last_layer = index
-            self._unmatched[index] = output
-            _on_gradient(output, _add_squares, recording.output_grad_sq, index)
-        elif kind == _ACTIVATION:
-            layer = self._last_layer if index is None else index
-            if layer is None or self._unmatched.pop(layer, None) is None:
+        if kind in ("layer", "cell", "side"):
+            out = _first_tensor(output)
+            if out is None:
                 return
-            recording.activations[layer].append(
-                activation_sums(output, module, shift=self._shifts[layer]))
+            _on_gradient(out, _add_squares, recording.output_grad_sq, index)
+            if kind == "side":
+                return
+            self._final_layer = index
+            if kind == "cell":
+                self._last_layer = None
+                if out.grad_fn is not None:
+                    self._boundaries.add(out.grad_fn)
+                if isinstance(module, nn.RNNBase) and self._hidden_source(module):
+                    _on_gradient(out, self._add_hidden, module.batch_first)
+                return
+            self._last_layer = index
+            self._pending[index] = (out.grad_fn, out.output_nr, out)
+            if out.grad_fn is not None:
+                self._boundaries.add(out.grad_fn)
+        elif kind in ("named", "module"):
+            layer = self._last_layer if index is None else index
+            out = _first_tensor(output)
+            if layer is None or out is None or layer not in self._pending:
+                return
+            self._measure(layer, out, module, kind)
             self._last_layer = None
-        elif kind == _TAP:
-            if output.requires_grad:
-                t = self._time
-                if t == len(recording.hidden_grad_sq):
-                    recording.hidden_grad_sq.append(None)
-                _on_gradient(output, _add_squares, recording.hidden_grad_sq, t)
+        elif kind == "tap":
+            out = _first_tensor(output)
+            if out is not None and out.requires_grad:
+                _on_gradient(out, self._add_tap, self._time)
             self._time += 1
-        else:  # a recurrent cell (its activations are inside it), or a module that hides the layer
-            if kind == _CELL:
-                self._final_layer = index
+        else:  # a module that hides the layer from the activation after it
             self._last_layer = None
 
-    def _measure_unmatched(self) -> None:
-        """Layers no activation followed in this forward pass: measure their output instead."""
-        for index, output in self._unmatched.items():
-            self._recording.activations[index].append(
-                activation_sums(output, shift=self._shifts[index]))
-            if index != self._final_layer:
-                self.unmeasured[self.layers[index]] = _NO_ACTIVATION
-        self._unmatched = {}
+    def _measure(self, index: int, a: torch.Tensor, activation, source: str) -> None:
+        self._pending.pop(index, None)
+        self._call.activations[index] = activation_sums(a, activation)
+        self._sources[self._layers[index].name] = source
+        self.unmeasured.pop(self._layers[index].name, None)
 
-    # -- the end of a recorded step: its update, then its floats are kept as they are ----------
-    def _commit(self) -> None:
-        """End the recorded step: read its update ΔW and keep what it gathered."""
-        recording, self._recording = self._recording, None
-        if self._recorder is not None:
-            self._recorder.remove()
-            self._recorder = None
-        with torch.no_grad():
-            torch._foreach_sub_(_views(self._before), self._weights)  # now −ΔW
-        recording.update_norms = _norms(self._before)
-        recording.activations = [merge_activation_sums(calls) if calls else None for calls in recording.activations]
-        # Each layer's mean is the centre of its sums at the next record (activation_sums picks
-        # its own centre when that mean is missing or not finite).
-        self._shifts = [None if s is None else s.mean for s in recording.activations]
-        self._records.append(recording)
-        if len(self._records) > self.max_records:
-            self._records = self._records[::2]
-            self.every *= 2
+    def _measure_pending(self, call: _Call) -> None:
+        """Layers whose output reached no later layer seen: measure their output instead."""
+        self._call = call
+        for index, (_, _, out) in list(self._pending.items()):
+            self._measure(index, out, "other", "output")
+            if index != self._final_layer:
+                self.unmeasured[self._layers[index].name] = _NO_ACTIVATION
+        self._pending = {}
+        self._call = None
+
+    def _hidden_source(self, module: nn.Module) -> bool:
+        """Whether this recurrent module gives ``hidden_grad_norm``: the first one, unless the
+        model has a ``hidden_tap``."""
+        if any(role[0] == "tap" for role in self._roles.values()):
+            return False
+        first = next(la.module for la in self._layers if isinstance(la.module, nn.RNNBase))
+        return module is first
+
+    def _add_hidden(self, grad: torch.Tensor, batch_first: bool) -> None:
+        """Σ‖∂L/∂h_t‖² per time step t, from the gradient of an ``nn.RNN``/``LSTM``/``GRU`` output."""
+        if grad.dim() != 3:
+            return
+        g = grad.detach()
+        per_t = torch.linalg.vector_norm(g.transpose(0, 1) if batch_first else g, dim=(1, 2),
+                                         dtype=torch.float64).square()
+        current = self._recording_for_hidden()
+        if current is None:
+            return
+        current.hidden_grad_sq = per_t if current.hidden_grad_sq is None else current.hidden_grad_sq + per_t
+
+    def _add_tap(self, grad: torch.Tensor, t: int) -> None:
+        current = self._recording_for_hidden()
+        if current is None:
+            return
+        value = sum_of_squares(grad).reshape(1)
+        sq = current.hidden_grad_sq
+        if sq is None or t >= len(sq):
+            pad = value.new_zeros(t + 1 - (0 if sq is None else len(sq)))
+            sq = pad if sq is None else torch.cat([sq, pad])
+        current.hidden_grad_sq = sq.index_add(0, torch.tensor([t], device=sq.device), value)
+
+    def _recording_for_hidden(self) -> _Recording | None:
+        return self._recording
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
         """Name the first layer whose output (or activation) holds NaN/Inf, from a replay."""
         outputs = _replay_outputs(self.model, self._inputs, self._roles)
-        bad = [i for i, out in outputs if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all())]
-        layer = self.layers[min(bad)] if bad else "output"
+        bad = [i for i, out in outputs if out.is_floating_point() and not is_finite(out)]
+        layer = self._layers[min(bad)].name if bad else "output"
         self.nonfinite = {"step": self.step, "layer": layer, "where": "forward"}
 
     def locate_nonfinite_gradient(self) -> dict | None:
         """Name the layer nearest the loss whose weight gradient holds NaN/Inf (call after backward).
 
-        The probe calls it itself at the end of a recorded step's backward pass; a loop that
-        finds a non-finite gradient on another step calls it (as ``fit`` does). Returns the
-        ``nonfinite`` record (also kept on the probe and in its trace), or ``None`` if every
-        weight gradient is finite. A non-finite value already seen in the forward pass wins.
+        The probe finds it itself at the end of a recorded step; a loop that finds a non-finite
+        gradient on another step calls it (as ``fit`` does). Returns the ``nonfinite`` record
+        (also kept on the probe and in its trace), or ``None`` if every weight gradient is
+        finite. A non-finite value already seen in the forward pass wins.
         """
         if self.nonfinite is None:
-            for name, weight in reversed(list(zip(self.layers, self._weights))):
-                if weight.grad is not None and not bool(torch.isfinite(weight.grad).all()):
-                    self.nonfinite = {"step": self.step, "layer": name, "where": "gradient"}
+            for la in reversed(self._layers):
+                if any(w.grad is not None and not is_finite(w.grad) for w in la.weights):
+                    step = self.step if self.optimizer is not None else self._gradient_step
+                    self.nonfinite = {"step": step, "layer": la.name, "where": "gradient"}
                     break
         return self.nonfinite
 
     # -- the record ----------------------------------------------------------------------------
     @property
     def trace(self) -> Trace:
-        """Everything recorded so far (a step still in flight appears once the next one starts)."""
-        # Records become arrays here, once each: the arithmetic stays out of the training steps.
-        self._records = [_as_record(r, self.bins) if isinstance(r, _Recording) else r for r in self._records]
-        return _assemble_trace(self._records, self.layers, self.hist_edges, nonfinite=self.nonfinite,
-                               notes=list(self.notes), unmeasured=dict(self.unmeasured))
+        """Everything recorded so far (without an optimizer, a recorded step appears once its
+        update is read: when the next step begins, or when the probe exits)."""
+        side = [i for i, la in enumerate(self._layers) if la.side]
+        main = [i for i, la in enumerate(self._layers) if not la.side]
+        info = {"nonfinite": self.nonfinite, "notes": list(self.notes), "unmeasured": dict(self.unmeasured)}
+        trace = _assemble_trace(self._records, main, self._layers, self.hist_edges, hidden=True, **info)
+        trace.kinds = {la.name: la.kind for la in self._layers}
+        trace.activation_source = {name: self._sources.get(name, "unmeasured") for name in trace.layers}
+        if side:
+            trace.norms = _assemble_trace(self._records, side, self._layers, self.hist_edges, hidden=False,
+                                          nonfinite=self.nonfinite)
+        return trace
 
 
-def _as_record(recording: _Recording, bins: int) -> _Record:
-    """The arrays of one committed recording: the quantities of LAYER_QUANTITIES, its histogram."""
-    n = len(recording.weight_norms)
-    activations = activation_statistics(recording.activations)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rows = {
-            "grad_norm": _floats(recording.grad_norms or [None] * n),
-            "output_grad_norm": np.sqrt(_floats(recording.output_grad_sq)),
-            "weight_norm": _floats(recording.weight_norms),
-            "update_ratio": _floats(recording.update_norms) / _floats(recording.weight_norms),
-            **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), activations)),
-        }
-    values = np.stack([rows[q] for q in LAYER_QUANTITIES])
-    histogram = recording.histogram if recording.histogram is not None else np.zeros((n, bins), dtype=np.int64)
-    hidden = np.sqrt(_floats(recording.hidden_grad_sq)) if recording.hidden_grad_sq else None
-    return _Record(recording.step, values, histogram, hidden)
-
-
-def _assemble_trace(records: list[_Record], layers: list[str], hist_edges: np.ndarray, **info) -> Trace:
-    n_records, n_layers, bins = len(records), len(layers), len(hist_edges) - 1
-    values = np.array([r.values for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
-    hists = np.array([r.histogram for r in records]).reshape(n_records, n_layers, bins)
-    hidden = None
-    if any(r.hidden is not None for r in records):
+def _assemble_trace(records: list[_Record], columns: list[int], layers: list[_Layer], hist_edges: np.ndarray,
+                    hidden: bool, **info) -> Trace:
+    n_records, n_layers, bins = len(records), len(columns), len(hist_edges) - 1
+    values = np.array([r.values[:, columns] for r in records]).reshape(n_records, len(LAYER_QUANTITIES), n_layers)
+    hists = np.array([r.histogram[columns] for r in records]).reshape(n_records, n_layers, bins)
+    hidden_norm = None
+    if hidden and any(r.hidden is not None for r in records):
         length = max(len(r.hidden) for r in records if r.hidden is not None)
-        hidden = np.full((n_records, length), np.nan)
+        hidden_norm = np.full((n_records, length), np.nan)
         for i, r in enumerate(records):
             if r.hidden is not None:
-                hidden[i, : len(r.hidden)] = r.hidden
-    return Trace(layers=list(layers), steps=np.array([r.step for r in records], dtype=int),
+                hidden_norm[i, : len(r.hidden)] = r.hidden
+    names = [layers[i].name for i in columns]
+    kinds = {}
+    for i, name in zip(columns, names):  # the latest record's reading of each activation
+        kinds[name] = records[-1].kinds[i] if records else "unmeasured"
+    return Trace(layers=names, steps=np.array([r.step for r in records], dtype=int),
                  scalars={q: values[:, i, :] for i, q in enumerate(LAYER_QUANTITIES)}, grad_hist=hists,
-                 hist_edges=hist_edges, hidden_grad_norm=hidden, **info)
+                 hist_edges=hist_edges, hidden_grad_norm=hidden_norm, activation_kinds=kinds, **info)
 
 
 def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[int, torch.Tensor]]:
     """Run a forward pass again without gradients and return (layer index, output) for every
-    tracked layer's output and activation, in call order. Only needed when a NaN/Inf appeared;
-    the buffers (BatchNorm's running statistics) are restored so that the replay leaves no trace."""
+    layer's output and activation, in call order. Only needed when a NaN/Inf appeared; the
+    buffers (BatchNorm's running statistics) are restored so that the replay leaves no trace."""
     seen: list[tuple[int, torch.Tensor]] = []
     last = [None]
 
     def keep(module, args, output):
         kind, index = roles.get(module, (None, None))
-        if kind in (_LAYER, _CELL):
+        out = _first_tensor(output)
+        if out is None:
+            return
+        if kind in ("layer", "cell", "side"):
             last[0] = index
-            seen.append((index, output))
-        elif kind == _ACTIVATION and (index if index is not None else last[0]) is not None:
-            seen.append((index if index is not None else last[0], output))
+            seen.append((index, out))
+        elif kind in ("named", "module") and (index if index is not None else last[0]) is not None:
+            seen.append((index if index is not None else last[0], out))
 
     handle = register_module_forward_hook(keep)
     buffers = {k: v.clone() for k, v in model.named_buffers()}
+    args, kwargs = inputs
     try:
         with torch.no_grad():
-            model(*inputs)
+            model(*args, **kwargs)
     finally:
         handle.remove()
         with torch.no_grad():
@@ -441,48 +695,77 @@ def _replay_outputs(model: nn.Module, inputs: tuple, roles: dict) -> list[tuple[
     return seen
 
 
+def _function_kind(node) -> str | None:
+    """The kind of the activation function whose output ``node`` holds, looking past reshapes and
+    pooling (``None`` when the input was not made by a known activation function)."""
+    while node is not None and type(node).__name__ in _SHAPE_NODES:
+        parents = [p for p, _ in node.next_functions if p is not None]
+        node = parents[0] if len(parents) == 1 else None
+    return None if node is None else _FUNCTION_KINDS.get(type(node).__name__)
+
+
+def _ancestors(node, wanted: set, stop: set, limit: int = _WALK) -> set:
+    """The nodes of ``wanted`` found walking back from ``node`` through the autograd graph,
+    breadth first, over at most ``limit`` nodes, never past a node of ``wanted`` or ``stop``
+    (another layer's output: what lies behind it is that layer's business)."""
+    found, seen, frontier = set(), {node}, [node]
+    while frontier and len(seen) < limit and len(found) < len(wanted):
+        following = []
+        for current in frontier:
+            if current in wanted:
+                found.add(current)
+                continue
+            if current in stop:
+                continue
+            for parent, _ in current.next_functions:
+                if parent is not None and parent not in seen:
+                    seen.add(parent)
+                    following.append(parent)
+        frontier = following
+    return found | {n for n in frontier if n in wanted}
+
+
 def _on_gradient(output: torch.Tensor, fn, *args) -> None:
     """Call ``fn(∂L/∂output, *args)`` during the backward pass.
 
     A pre-hook on the autograd node that made ``output`` receives the same gradient as a tensor
-    hook on ``output`` would, but registers in C++: about 1.4 µs instead of 3.5 µs (a Python
-    handle and dict per tensor), for every layer of every recorded step."""
+    hook on ``output`` would, but registers in C++ (no Python handle per tensor). A tensor with
+    no node (a leaf that requires grad) gets a tensor hook."""
     node = output.grad_fn
-    if node is not None:
-        k = output.output_nr
+    if node is None:
+        if output.requires_grad:
+            output.register_hook(lambda grad: fn(grad, *args))
+        return
+    k = output.output_nr
 
-        def hook(grads):
-            if grads[k] is not None:  # a node with several outputs may run without this one's gradient
-                fn(grads[k], *args)
-        node.register_prehook(hook)
+    def hook(grads):
+        if grads[k] is not None:  # a node with several outputs may run without this one's gradient
+            fn(grads[k], *args)
+    node.register_prehook(hook)
 
 
-def _add_squares(grad: torch.Tensor, slots: list[float | None], index: int) -> None:
+def _add_squares(grad: torch.Tensor, slots: dict[int, torch.Tensor], index: int) -> None:
     """Add Σ grad² into ``slots[index]`` (a layer called twice in a step receives two gradients)."""
     value = sum_of_squares(grad)
-    slots[index] = value if slots[index] is None else slots[index] + value
+    slots[index] = value if index not in slots else slots[index] + value
 
 
-def _views(stored: Flat | list[torch.Tensor]) -> list[torch.Tensor]:
-    return stored.views if isinstance(stored, Flat) else stored
-
-
-def _norms(stored: Flat | list[torch.Tensor]) -> list[float]:
-    return segment_norms(stored.values, stored.ends) if isinstance(stored, Flat) else norms(stored)
-
-
-def _floats(values: Sequence[float | None]) -> np.ndarray:
-    """A float64 array, NaN where a value is missing."""
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def _first_tensor(output) -> torch.Tensor | None:
-    """The model's output tensor (the first one, if it returns a tuple, list or dict)."""
+def _tensors(output) -> list[torch.Tensor]:
+    """Every tensor in a model's output (a tensor, or nested tuples, lists and dicts of them)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
     if isinstance(output, dict):
         output = list(output.values())
     if isinstance(output, (tuple, list)):
-        output = next((o for o in output if isinstance(o, torch.Tensor)), None)
-    return output if isinstance(output, torch.Tensor) else None
+        return [t for o in output for t in _tensors(o)]
+    return []
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    """A module's main output: the tensor itself, or the first tensor of a tuple (``nn.LSTM``'s
+    output sequence, ``nn.MultiheadAttention``'s attended values)."""
+    found = _tensors(output)
+    return found[0] if found else None
 
 
 def _log10_range(hist_range) -> tuple[float, float]:
@@ -495,12 +778,19 @@ def _log10_range(hist_range) -> tuple[float, float]:
     return lo, hi
 
 
-def _layer_names(modules: dict[str, nn.Module], layers) -> list[str]:
-    names = [n for n, m in modules.items() if isinstance(m, _TRACKED)]
-    if not names:
-        raise ValueError("model must contain a Linear, Conv1d, Conv2d or RNN-cell layer for a probe to watch")
+def _find_layers(modules: dict[str, nn.Module], layers) -> list[_Layer]:
+    found = []
+    for name, module in modules.items():
+        kind = layer_kind(module)
+        weights = layer_weights(module) if kind else []
+        if weights:
+            found.append(_Layer(name, module, kind, weights, kind in _SIDE_KINDS))
+    names = [la.name for la in found]
+    if not any(not la.side for la in found):
+        raise ValueError("model must contain a module with parameters (Linear, Conv, RNN, Embedding, "
+                         "attention, ...) for a probe to watch")
     if layers is None:
-        return names
+        return found
     if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
         raise ValueError(f"layers must be a list of layer names such as [{names[0]!r}]; got {layers!r}")
     layers = list(layers)
@@ -509,7 +799,10 @@ def _layer_names(modules: dict[str, nn.Module], layers) -> list[str]:
     unknown = [n for n in layers if n not in names]
     if unknown:
         raise ValueError(f"layers must name tracked layers ({names}); got unknown {unknown}")
-    return [n for n in names if n in layers]
+    chosen = [la for la in found if la.name in layers]
+    if all(la.side for la in chosen):
+        raise ValueError(f"layers must name at least one layer that is not a norm layer; got {layers}")
+    return chosen
 
 
 def probe_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **probe_options) -> Trace:
@@ -529,6 +822,10 @@ def probe_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **probe_optio
     >>> trace.steps.tolist(), trace.get("grad_norm").shape, trace.loss > 0
     ([0], (1, 4), True)
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("probe_once needs gradients, and torch.inference_mode() is on: call probe_once "
+                           "outside the `with torch.inference_mode():` block (torch.no_grad() is fine: "
+                           "probe_once turns gradients back on)")
     loss_fn = loss_function(y)
     model.zero_grad(set_to_none=True)
     with torch.enable_grad(), Probe(model, **probe_options) as probe:

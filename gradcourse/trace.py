@@ -39,8 +39,36 @@ class Trace:
     ``loss`` is the loss of the batch when :func:`~gradcourse.probes.probe_once` made the trace.
     ``notes`` says what the probe skipped and why (e.g. a frozen layer's gradient);
     ``unmeasured`` maps a layer to why its ``saturated_frac``/``dead_frac`` are NaN although its
-    activation may well saturate or die (no activation module could be found after it): read NaN
-    there as "not measured", never as "healthy".
+    activation may well saturate or die (no activation could be found after it): read NaN there
+    as "not measured", never as "healthy".
+
+    **Which modules are layers.** Every module that owns parameters directly is a layer, and
+    ``kinds`` says what each is: ``"linear"``, ``"conv"``, ``"recurrent"`` (RNN cells and
+    ``nn.RNN``/``nn.LSTM``/``nn.GRU``), ``"embedding"``, ``"attention"``
+    (``nn.MultiheadAttention``'s own input projection; its ``out_proj`` is a linear layer of its
+    own), ``"parameter"`` (a module holding a bare ``nn.Parameter``, such as GPT-2's ``Conv1D``),
+    ``"norm"`` (BatchNorm, LayerNorm, GroupNorm, …) and ``"activation"`` (PReLU). ``layers`` are
+    the layers a signal crosses in depth, the ones that mix features: every kind but ``"norm"``
+    and ``"activation"``. Normalisation layers and parametric activations only rescale and shift
+    each feature; their figures would interleave with the depth-wise profile of ``layers`` (the
+    lessons' per-layer plots, the doctor's first-to-last ratios), so they are kept apart, in
+    ``norms``: a :class:`Trace` of the same steps with the same quantities (their activation
+    statistics are NaN: an activation belongs to the layer before). Together ``layers`` and
+    ``norms.layers`` cover every parameter of the model. For ``gradcourse.models``' models,
+    ``layers`` are their linear and convolutional layers exactly as before.
+
+    **Where an activation was read** (``activation_source``, per layer of ``layers``):
+    ``"named"`` (the model names the module, ``model.probe_activations``), ``"module"`` (an
+    activation module called after the layer), ``"function"`` (the input of a later layer that
+    the layer's output reached, made by an activation function such as ``F.relu`` or
+    ``torch.tanh``, in place or not: its kind is that function's), ``"input"`` (the same input,
+    made otherwise: the kind then comes from the values' range, which small values of any
+    function can mimic), ``"none"`` (the output went straight into the next layer: no
+    activation), ``"output"`` (the layer's own output: nothing after it was seen) or
+    ``"unmeasured"`` (recurrent layers). ``activation_kinds`` says
+    how it was read: ``"sigmoid"``/``"tanh"`` (saturation counted), ``"relu"`` (dead units
+    counted: ReLU, ReLU6, or non-negative values with exact zeros), ``"other"`` (neither notion:
+    leaky ReLU, GELU, SiLU, no activation) or ``"unmeasured"``.
     """
 
     layers: list[str]
@@ -53,6 +81,10 @@ class Trace:
     loss: float | None = None  # the probed batch's loss, set by probes.probe_once
     notes: list[str] = field(default_factory=list)
     unmeasured: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    activation_source: dict[str, str] = field(default_factory=dict)
+    activation_kinds: dict[str, str] = field(default_factory=dict)
+    norms: Trace | None = None
 
     def get(self, name: str) -> np.ndarray:
         """The recorded array called ``name`` (see the class docstring for shapes)."""
@@ -79,16 +111,28 @@ class Trace:
         for key in ("grad_hist", "hist_edges", "hidden_grad_norm"):
             if getattr(self, key) is not None:
                 arrays[f"trace_{key}"] = getattr(self, key)
-        return arrays, {"layers": list(self.layers), "nonfinite": self.nonfinite, "loss": self.loss,
-                        "notes": list(self.notes), "unmeasured": dict(self.unmeasured)}
+        meta = {"layers": list(self.layers), "nonfinite": self.nonfinite, "loss": self.loss,
+                "notes": list(self.notes), "unmeasured": dict(self.unmeasured), "kinds": dict(self.kinds),
+                "activation_source": dict(self.activation_source),
+                "activation_kinds": dict(self.activation_kinds), "norms": None}
+        if self.norms is not None:
+            norm_arrays, meta["norms"] = self.norms.to_arrays()
+            arrays.update({f"trace_norms_{k.removeprefix('trace_')}": v for k, v in norm_arrays.items()})
+        return arrays, meta
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trace:
         """Inverse of :meth:`to_arrays`."""
         scalars = {q: arrays[f"trace_{q}"] for q in LAYER_QUANTITIES if f"trace_{q}" in arrays}
+        norms = None
+        if meta.get("norms") is not None:
+            norms = cls.from_arrays({f"trace_{k.removeprefix('trace_norms_')}": v for k, v in arrays.items()
+                                     if k.startswith("trace_norms_")}, meta["norms"])
         return cls(layers=list(meta["layers"]), steps=arrays["trace_steps"], scalars=scalars,
                    grad_hist=arrays.get("trace_grad_hist"),
                    hist_edges=arrays.get("trace_hist_edges"),
                    hidden_grad_norm=arrays.get("trace_hidden_grad_norm"),
                    nonfinite=meta.get("nonfinite"), loss=meta.get("loss"),
-                   notes=list(meta.get("notes", [])), unmeasured=dict(meta.get("unmeasured", {})))
+                   notes=list(meta.get("notes", [])), unmeasured=dict(meta.get("unmeasured", {})),
+                   kinds=dict(meta.get("kinds", {})), activation_source=dict(meta.get("activation_source", {})),
+                   activation_kinds=dict(meta.get("activation_kinds", {})), norms=norms)

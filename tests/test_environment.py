@@ -32,7 +32,6 @@ KEY_PACKAGES = {
     "jupyterlab-rise": "jupyterlab-rise",  # conda-forge spells it jupyterlab_rise
     "voila": "voila",
     "scikit-learn": "scikit-learn",  # lesson 08's digits
-    "numba": "numba",  # the probe's measurement kernels
     "ipykernel": "ipykernel",
     "nbval": "nbval",
     "tqdm": "tqdm",

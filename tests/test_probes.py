@@ -81,10 +81,11 @@ def test_mlp_quantities_match_autograd(activation, batchnorm, residual):
         close(saturated, [(a.abs() > 0.97).float().mean().item() for a in acts])
     else:
         assert np.isnan(saturated).all()
-    if activation in ("relu", "leaky_relu"):
+    if activation == "relu":
         close(dead, [(a.amax(dim=0) <= 0).float().mean().item() for a in acts])
-    else:
+    else:  # a leaky ReLU passes a gradient everywhere: its units never die
         assert np.isnan(dead).all()
+    assert trace.activation_source == {**{f"layer{k}": "named" for k in range(1, 6)}, "head": "output"}
 
 
 def test_gradient_histogram_counts_powers_of_two():
@@ -215,10 +216,9 @@ def test_the_global_hook_is_on_only_while_the_probed_model_runs():
     assert np.isfinite(probe.trace.get("act_mean")).all()  # yet every layer of net was measured
 
 
-def test_refuses_inplace_activations_and_bad_arguments():
-    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
-    with pytest.raises(ValueError, match="in-place"):
-        Probe(net)
+def test_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="optimizer"):
+        Probe(models.mlp(2, 3), optimizer="sgd")
     with pytest.raises(ValueError, match="every"):
         Probe(models.mlp(2, 3), every=0)
     with pytest.raises(ValueError, match="model"):
@@ -291,7 +291,7 @@ def test_measurements_alone_match_float64():
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(300, 40, generator=gen) * 0.2 + 1e3  # the mean dwarfs the spread
     sums = measurements.activation_sums(a)
-    mean, std, saturated, dead = measurements.activation_statistics([sums])[:, 0].tolist()
+    mean, std, saturated, dead = measurements.activation_statistics([sums])[0][:, 0].tolist()
     close(mean, a.double().mean().item(), rel=1e-12)  # float64 sums: the mean dwarfing the spread costs nothing
     close(std, a.double().std().item(), rel=1e-9)
     assert math.isnan(saturated) and math.isnan(dead)
@@ -301,14 +301,19 @@ def test_measurements_alone_match_float64():
     merged = measurements.merge_activation_sums([measurements.activation_sums(b, nn.Sigmoid()),
                                                  measurements.activation_sums(c, nn.Sigmoid())])
     both = torch.cat([b, c]).double()
-    stats = measurements.activation_statistics([merged, None])
+    stats = measurements.activation_statistics([merged, None])[0]
     close(stats[:, 0][:3], [both.mean(), both.std(), ((both < 0.03) | (both > 0.97)).double().mean()], rel=1e-7)
     assert np.isnan(stats[:, 1]).all()
     r = torch.relu(torch.randn(8, 3, 5, generator=gen))
     r[:, 1, 2] = 0.0
-    dead = measurements.activation_statistics([measurements.activation_sums(r, nn.ReLU())])[3, 0]
+    dead = measurements.activation_statistics([measurements.activation_sums(r, nn.ReLU())])[0][3, 0]
     close(dead, (r.amax(dim=0) <= 0).double().mean())
     assert measurements.log2_histogram([torch.tensor([0.0, 0.3, 1.0, 5.0, math.nan])], -2, 2).tolist() == [[2, 0, 1, 2]]
+    # a leaky ReLU's units never die, however negative; the range of a ReLU's values says "relu"
+    leaky = measurements.activation_statistics([measurements.activation_sums(-torch.rand(8, 4) * 0.01, nn.LeakyReLU())])
+    assert leaky[1] == ["other"] and np.isnan(leaky[0][2:]).all()
+    inferred = measurements.activation_statistics([measurements.activation_sums(r, "infer")])
+    assert inferred[1] == ["relu"] and inferred[0][3, 0] == dead
     assert measurements.all_finite([1.0, 2.0])
     assert not measurements.all_finite([1.0, math.inf]) and not measurements.all_finite([math.nan])
 
@@ -354,7 +359,7 @@ def sequential_reference(model: nn.Sequential, x, y, lr):
                                           else (a.abs() > 0.97).double().mean().item() if kind is nn.Tanh
                                           else math.nan)
         expected["dead_frac"].append((a.reshape(len(a), -1).amax(dim=0) <= 0).double().mean().item()
-                                     if kind in (nn.ReLU, nn.LeakyReLU) else math.nan)
+                                     if kind is nn.ReLU else math.nan)
     return expected
 
 
@@ -429,16 +434,43 @@ def test_a_shared_activation_module_is_found_after_each_layer():
     assert trace.unmeasured == {}
 
 
-def test_functional_activations_are_reported_unmeasured_not_healthy():
+def test_functional_activations_are_measured_at_the_next_layers_input():
     class Functional(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = nn.Linear(2, 8), nn.Linear(8, 2)
+            self.a, self.b, self.c, self.d = nn.Linear(2, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
 
         def forward(self, x):
-            return self.b(torch.sigmoid(self.a(x)))
+            return self.d(torch.tanh(self.c(nn.functional.relu(self.b(torch.sigmoid(self.a(x) * 3))))))
 
+    torch.manual_seed(0)
     net = Functional()
+    x = torch.randn(40, 2) * 3
+    trace = probe_once(net, x, torch.randint(0, 2, (40,)))
+    h1 = torch.sigmoid(net.a(x) * 3).double()
+    h2 = nn.functional.relu(net.b(h1.float())).double()
+    h3 = torch.tanh(net.c(h2.float())).double()
+    assert trace.unmeasured == {}
+    assert trace.activation_source == {"a": "function", "b": "function", "c": "function", "d": "output"}
+    assert trace.activation_kinds == {"a": "sigmoid", "b": "relu", "c": "tanh", "d": "other"}
+    close(trace.get("act_mean")[0][:3], [h.mean().item() for h in (h1, h2, h3)])
+    close(trace.get("saturated_frac")[0][[0, 2]], [((h1 - 0.5).abs() > 0.47).double().mean().item(),
+                                                   (h3.abs() > 0.97).double().mean().item()])
+    close(trace.get("dead_frac")[0][1], (h2.amax(dim=0) <= 0).double().mean().item())
+    assert np.isnan(trace.get("dead_frac")[0][[0, 2, 3]]).all()
+
+
+def test_a_layer_whose_output_reaches_no_later_layer_is_reported_unmeasured_not_healthy():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 8), nn.Linear(2, 2)
+
+        def forward(self, x):
+            side = torch.sigmoid(self.a(x)).sum(dim=1, keepdim=True)
+            return self.b(x) + side
+
+    net = TwoHeads()
     x = torch.randn(10, 2)
     trace = probe_once(net, x, torch.randint(0, 2, (10,)))
     assert list(trace.unmeasured) == ["a"]          # b is the output layer: it needs no activation
@@ -462,7 +494,11 @@ def test_frozen_layers_are_skipped_with_a_note():
     linears = twin.hidden_layers() + [twin.head]
     keep = [0, 2, 3, 4]
     close(grad_norm[keep], [linears[i].weight.grad.norm().item() for i in keep])
-    assert len(trace.notes) == 1 and "layer2" in trace.notes[0] and "frozen" in trace.notes[0]
+    assert len(trace.notes) == 2 and all("frozen" in note for note in trace.notes)
+    assert trace.notes[0].startswith("bn1") and trace.notes[1].startswith("layer2")
+    assert trace.layers == ["layer1", "layer2", "layer3", "layer4", "head"]
+    assert trace.norms.layers == ["bn1", "bn2", "bn3", "bn4"] and np.isnan(trace.norms.get("grad_norm")[0, 0])
+    close(trace.norms.get("grad_norm")[0, 1:], [getattr(twin, f"bn{k}").weight.grad.norm().item() for k in (2, 3, 4)])
     run = fit(_frozen_mlp(), (x, y), steps=3, lr=0.1)
     assert run.diverged_at is None and "layer1" in run.trace.notes[0]
     assert np.isnan(run.trace.get("grad_norm")[:, 0]).all() and (run.trace.get("update_ratio")[:, 0] == 0).all()
@@ -608,7 +644,8 @@ def test_every_quantity_within_1e_6_of_float64_on_large_layers(make, shape):
 def test_saturation_is_counted_exactly_at_the_margins(activation):
     gen = torch.Generator().manual_seed(1)
     edges = torch.tensor([0.03, 0.97, -0.97, 0.5, 1.0, 0.0, -1.0])  # float32: each a hair off the margin
-    cuts = torch.tensor([float(c) for _, low, high in measurements._SATURATION.values() for c in (low, high)])
+    # the float32 values either side of each cut-off (|a - centre| = half range - margin)
+    cuts = torch.tensor([0.5 - 0.47, 0.5 + 0.47, -0.97, 0.97], dtype=torch.float64).float()
     neighbours = torch.cat([torch.nextafter(cuts, cuts + step) for step in (1.0, -1.0)])  # one float32 either side
     near = torch.cat([edges + k * torch.finfo(torch.float32).eps for k in (-2, -1, 0, 1, 2)] + [cuts, neighbours])
     a = torch.cat([near, torch.rand(4998, generator=gen) * 2 - 1]).reshape(-1, 5)
@@ -616,7 +653,7 @@ def test_saturation_is_counted_exactly_at_the_margins(activation):
         a = a.abs()
     a64 = a.double()
     expected = (((a64 - 0.5).abs() > 0.47) if isinstance(activation, nn.Sigmoid) else (a64.abs() > 0.97)).sum()
-    stats = measurements.activation_statistics([measurements.activation_sums(a, activation)])
+    stats = measurements.activation_statistics([measurements.activation_sums(a, activation)])[0]
     assert stats[2, 0].item() * a.numel() == pytest.approx(expected.item(), abs=1e-6)
     close(stats[0, 0], a64.mean().item(), rel=1e-12)
     close(stats[1, 0], a64.std().item(), rel=1e-12)
@@ -635,7 +672,7 @@ def test_measurements_match_float64_on_awkward_tensors(make):
     close(measurements.sum_of_squares(t), (t64 * t64).sum().item(), rel=1e-12)
     close(measurements.norms([t, 2 * t]), [t64.norm().item(), 2 * t64.norm().item()], rel=1e-12)
     for activation in (None, nn.ReLU(), nn.Tanh()):
-        stats = measurements.activation_statistics([measurements.activation_sums(t, activation)])[:, 0]
+        stats = measurements.activation_statistics([measurements.activation_sums(t, activation)])[0][:, 0]
         close(stats[:2], [t64.mean().item(), t64.std().item()], rel=1e-9)
         if isinstance(activation, nn.Tanh):
             assert stats[2] * t.numel() == (t64.abs() > 0.97).sum().item()
@@ -649,5 +686,5 @@ def test_measurements_match_float64_on_awkward_tensors(make):
 def test_nan_and_inf_stay_visible():
     t = torch.tensor([1.0, math.nan, 2.0])
     assert math.isnan(measurements.norm(t)) and math.isinf(measurements.norm(torch.tensor([1.0, math.inf])))
-    stats = measurements.activation_statistics([measurements.activation_sums(t, nn.Sigmoid())])[:, 0]
+    stats = measurements.activation_statistics([measurements.activation_sums(t, nn.Sigmoid())])[0][:, 0]
     assert np.isnan(stats[0]) and np.isnan(stats[1])
