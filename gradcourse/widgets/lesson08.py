@@ -517,7 +517,7 @@ def check_fixed_model(answer, *, seed: int = 0) -> Feedback:
         return Feedback(False, f"{name} should return 10 logits per image, shape (n, 10); got {shape}.")
     try:
         outcome = train_loop(answer, ds, lr=LR, steps=CHECK_STEPS, seed=seed)
-    except Exception as error:  # noqa: BLE001 - e.g. in-place activations the probe refuses
+    except Exception as error:  # noqa: BLE001 - any failure of the learner's model or loop becomes feedback
         return Feedback(False, f"{name} could not be probed and trained: {type(error).__name__}: {error}")
     d = outcome.diagnosis
     if outcome.diverged:
