@@ -208,6 +208,9 @@ def test_check_fixed_model_answers_odd_input():
         "a string": ("not a model", "nn.Module"),
         "wrong input": (nn.Linear(3, 4), "cannot read"),
         "wrong output": (nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), "10 logits"),
+        # the probe reads in-place activations now: such a model is trained and judged on its merits
+        # (a ReLU on the logits: 60% of the test images on this machine, under the check's 90%)
+        "in-place ReLU": (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU(inplace=True)), "test accuracy"),
     }
     for case, (answer, words) in odd.items():
         feedback = check_fixed_model(answer)
@@ -271,3 +274,160 @@ def test_a_control_change_shows_the_untrained_model_without_training():
     assert preview.values["signal_ratio"] == pytest.approx(signal[0] / signal[-1], rel=1e-6)
     assert preview.values["signal_ratio"] < 1e-6 and not preview.runs
     assert "press Run" in preview.summary
+
+
+# -- a model you did not write: torchvision's ResNet-18 ------------------------------------------------
+#: torchvision's ResNet-18, module by module (named_modules order), as ``torchvision.models.resnet18()``
+#: lists it: the stem, four stages of two BasicBlocks (a 1x1 downsample in the first block of stages
+#: 2-4), the pooling and the classifier.
+def _torchvision_resnet18_names() -> list[str]:
+    names = ["conv1", "bn1", "relu", "maxpool"]
+    for stage in range(1, 5):
+        names.append(f"layer{stage}")
+        for block in range(2):
+            prefix = f"layer{stage}.{block}"
+            names += [prefix, f"{prefix}.conv1", f"{prefix}.bn1", f"{prefix}.relu", f"{prefix}.conv2", f"{prefix}.bn2"]
+            if stage > 1 and block == 0:
+                names += [f"{prefix}.downsample", f"{prefix}.downsample.0", f"{prefix}.downsample.1"]
+    return names + ["avgpool", "fc"]
+
+
+def _resnet_parameters(num_classes: int, in_channels: int = 3) -> int:
+    """ResNet-18's parameter count from its definition: convs without bias, BN weight + bias, fc."""
+    convs = 7 * 7 * in_channels * 64
+    bns = 64
+    inplanes = 64
+    for planes in (64, 128, 256, 512):
+        for block in range(2):
+            c_in = inplanes if block == 0 else planes
+            convs += 9 * c_in * planes + 9 * planes * planes
+            bns += 2 * planes
+            if block == 0 and c_in != planes:
+                convs += c_in * planes
+                bns += planes
+        inplanes = planes
+    return convs + 2 * bns + 512 * num_classes + num_classes
+
+
+def test_resnet18_is_torchvisions_architecture_and_init():
+    from gradcourse.widgets.lesson08 import resnet18
+
+    model = resnet18(10, seed=0)
+    assert [name for name, _ in model.named_modules()][1:] == _torchvision_resnet18_names()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # 11,689,512 is the count torchvision documents for resnet18 (1000 ImageNet classes)
+    assert count(resnet18(1000)) == _resnet_parameters(1000) == 11_689_512
+    assert count(model) == _resnet_parameters(10) == 11_181_642
+    gray = resnet18(10, in_channels=1)
+    assert gray.conv1.weight.shape == (64, 1, 7, 7) and count(gray) == _resnet_parameters(10, in_channels=1)
+    assert gray(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    assert len(relus) == 9 and all(m.inplace for m in relus)  # one per block, shared, and the stem's
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+    # torchvision's init: He normal with mode="fan_out" (std sqrt(2 / (C_out k^2))), BN weight 1 bias 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            assert module.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05), name
+        if isinstance(module, nn.BatchNorm2d):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name
+    # the residual add is functional (in forward), so a block's output is relu(bn2(conv2(relu(bn1(conv1 x)))) + x)
+    block = model.layer1[0].eval()
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        by_hand = torch.relu(block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x))))) + x)
+        assert torch.allclose(block(x.clone()), by_hand, atol=1e-6)
+
+
+def test_resnet18_is_seeded_and_refuses_bad_arguments():
+    from gradcourse.widgets.lesson08 import digits_images, resnet18
+
+    state = torch.get_rng_state()
+    a, b, c = resnet18(seed=1), resnet18(seed=1), resnet18(seed=2)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
+    assert torch.equal(a.layer3[1].conv2.weight, b.layer3[1].conv2.weight) and torch.equal(a.fc.weight, b.fc.weight)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    for kwargs, name in ((dict(num_classes=0), "num_classes"), (dict(num_classes=2.5), "num_classes"),
+                         (dict(in_channels=0), "in_channels"), (dict(seed=-1), "seed"), (dict(seed="a"), "seed")):
+        with pytest.raises(ValueError, match=name):
+            resnet18(**kwargs)
+    x, y = digits_images(data.digits(0), n=40)
+    assert x.shape == (40, 3, 32, 32) and torch.equal(y, data.digits(0).y[:40])
+    assert torch.equal(x[:, 0], x[:, 2]) and abs(x.mean().item()) < 0.2
+    for kwargs, name in ((dict(size=4), "size"), (dict(channels=0), "channels"), (dict(n=0), "n")):
+        with pytest.raises(ValueError, match=name):
+            digits_images(data.digits(0), **kwargs)
+    with pytest.raises(ValueError, match="dataset"):
+        digits_images((x, y))
+
+
+def test_the_probe_sees_every_parameter_of_resnet18_and_measures_it_right():
+    import copy
+
+    from gradcourse.probes import Probe
+    from gradcourse.widgets.lesson08 import digits_images, resnet18
+
+    model = resnet18(10, seed=0)
+    twin = copy.deepcopy(model)
+    x, y = digits_images(data.digits(0), n=8)
+    with Probe(model) as probe:
+        nn.functional.cross_entropy(model(x), y).backward()
+    trace = probe.trace
+    modules = dict(model.named_modules())
+    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    assert trace.layers == [*convs, "fc"] and len(trace.layers) == 21
+    assert trace.norms.layers == [n for n, m in modules.items() if isinstance(m, nn.BatchNorm2d)]
+    seen = {id(p) for name in [*trace.layers, *trace.norms.layers] for p in modules[name].parameters(recurse=False)}
+    assert seen == {id(p) for p in model.parameters()}  # every parameter, all 62 tensors
+    # in-place ReLUs and the functional residual add: every conv's activation read, as ReLU
+    assert trace.unmeasured == {} and {trace.activation_kinds[n] for n in convs} == {"relu"}
+    assert {trace.activation_source[n] for n in convs} == {"module", "function"}
+    # the gradient norms against autograd on an untouched copy
+    nn.functional.cross_entropy(twin(x), y).backward()
+    twins = dict(twin.named_modules())
+    np.testing.assert_allclose(trace.get("grad_norm")[0],
+                               [twins[n].weight.grad.double().norm().item() for n in trace.layers], rtol=1e-6)
+    np.testing.assert_allclose(trace.get("weight_norm")[0],
+                               [twins[n].weight.double().norm().item() for n in trace.layers], rtol=1e-6)
+    np.testing.assert_allclose(trace.norms.get("grad_norm")[0],
+                               [twins[n].weight.grad.double().norm().item() for n in trace.norms.layers], rtol=1e-6)
+
+
+def _train_resnet(lr: float, *, steps: int = 6, batch_size: int = 32, seed: int = 0):
+    """The notebook's plain loop on ResNet-18: SGD with momentum, the first steps × batch_size digits
+    as 32×32 RGB images in order, the probe attached with the optimizer."""
+    from gradcourse.probes import Probe
+    from gradcourse.widgets.lesson08 import digits_images, resnet18
+
+    x, y = digits_images(data.digits(seed), n=steps * batch_size)
+    model = resnet18(10, seed=seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    losses = []
+    with Probe(model, optimizer=optimizer) as probe:
+        for step in range(steps):
+            batch = slice(step * batch_size, (step + 1) * batch_size)
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            losses.append(loss.item())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model, probe.trace, losses
+
+
+def test_resnet18_at_a_learning_rate_too_large_is_exploding_and_the_first_remedy_fixes_it():
+    from gradcourse import diagnose
+
+    model, trace, losses = _train_resnet(0.3)
+    verdict = diagnose(trace, losses=losses, model=model)
+    assert trace.steps.tolist() == list(range(6))  # a step is an optimizer step
+    # over seeds 0-4 and two kernel sets: median update 0.21-0.27 of the weights per step, loss up 10-27x
+    assert verdict.problem == "exploding" and verdict.numbers["update_ratio_median"] > 0.15
+    first = verdict.remedies[0]
+    assert first.name == "lower_lr"
+    _, training = first.apply({}, {"lr": 0.3})  # the remedy's own change to the recipe: lr / 10
+    model, trace, fixed = _train_resnet(training["lr"])
+    cured = diagnose(trace, losses=fixed, model=model)
+    # lr 0.03: median update 0.015-0.016, loss 2.42-2.78 -> 0.68-2.04 over the same seeds and kernels
+    # (0.27-0.80 of its start, at most 0.13x the broken run's last loss)
+    assert training["lr"] == pytest.approx(0.03) and cured.problem == "healthy"
+    assert cured.numbers["update_ratio_median"] < 0.05 and fixed[-1] < 0.25 * losses[-1] and fixed[-1] < fixed[0]

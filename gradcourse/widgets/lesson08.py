@@ -5,7 +5,8 @@ scikit-learn ships), trained by an ordinary PyTorch loop, with a :class:`~gradco
 attached in one line and the doctor reading what it recorded. This module holds the same pieces
 for the explorer and the checks: :func:`build` (an MLP or a small CNN for 8×8 digits),
 :func:`train_loop` (mini-batch SGD with momentum, stopped at the first NaN) and
-:class:`DigitsExplorer`.
+:class:`DigitsExplorer`; and, for "a model you did not write", :func:`resnet18` (torchvision's
+ResNet-18) with :func:`digits_images`, the digits as small RGB images it can read.
 
 >>> from gradcourse.widgets.lesson08 import DigitsExplorer
 >>> result = DigitsExplorer().run(activation="relu", init="he", batchnorm=True)
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .. import _checks, data, plots
@@ -126,6 +128,145 @@ def broken_model(seed: int = 0) -> nn.Sequential:
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 nn.init.normal_(module.weight, std=1.0)  # the bug: std 1, not ~1/√fan_in
     return model
+
+
+# -- a model you did not write: torchvision's ResNet-18 ---------------------------------------------
+def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock``: conv3x3 → BN → ReLU (in place) → conv3x3 → BN, plus the
+    identity (or a 1×1 conv + BN ``downsample``) added in place, then the same ReLU again."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity  # the functional residual add, in place as torchvision writes it
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    """torchvision's ``ResNet`` with ``BasicBlock`` (``resnet18``: two blocks per stage)."""
+
+    def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = 1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
+        for m in self.modules():  # torchvision's init (zero_init_residual=False)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * BasicBlock.expansion))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * BasicBlock.expansion
+        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def _torchvision_resnet18(num_classes: int) -> nn.Module | None:
+    """``torchvision.models.resnet18(num_classes=...)`` if torchvision imports and loads, else None."""
+    try:
+        from torchvision.models import resnet18 as tv_resnet18
+    except Exception:  # noqa: BLE001 - not installed, or built for another torch (operator ... does not exist)
+        return None
+    return tv_resnet18(num_classes=num_classes)
+
+
+def resnet18(num_classes: int = 10, *, in_channels: int = 3, seed: int = 0) -> nn.Module:
+    """ResNet-18 as torchvision defines it, with its own initialisation, built from ``seed``.
+
+    ``torchvision.models.resnet18(num_classes=num_classes)`` when torchvision is importable, else
+    the same architecture written out here (:class:`ResNet`, :class:`BasicBlock`), because PyPI's
+    torchvision wheel does not load with the CPU build of torch the course installs. Either way the
+    module names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
+    …, ``fc``), the ReLUs are in place, the residual add is ``out += identity`` in ``forward``, and
+    the init is torchvision's: He (kaiming) normal with ``mode="fan_out"`` for every convolution,
+    BatchNorm weight 1 and bias 0, PyTorch's default for ``fc``. ``in_channels`` other than 3
+    replaces the stem convolution ``conv1`` by one that reads that many channels (same init).
+    The same ``seed`` builds the same weights without touching torch's global random state.
+
+    >>> net = resnet18(10, seed=0)
+    >>> net(torch.zeros(2, 3, 32, 32)).shape, sum(p.numel() for p in net.parameters())
+    (torch.Size([2, 10]), 11181642)
+    >>> [name for name, _ in net.named_modules()][1:4], net.layer1[0].relu.inplace
+    (['conv1', 'bn1', 'relu'], True)
+    >>> resnet18(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_classes must be at least 1; got 0
+    """
+    num_classes = _checks.integer("num_classes", num_classes, low=1)
+    in_channels = _checks.integer("in_channels", in_channels, low=1)
+    seed = _checks.seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _torchvision_resnet18(num_classes) or ResNet((2, 2, 2, 2), num_classes=num_classes)
+        if in_channels != 3:
+            model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+def digits_images(dataset: data.Dataset, *, size: int = 32, channels: int = 3, n: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training digits of ``dataset`` as ``(n, channels, size, size)`` images for an ImageNet-
+    shaped model: each 8×8 image upsampled (bilinear) and repeated over the channels, standardised
+    to mean 0 and std 1 over the training images; ``n`` keeps the first ``n``. Returns ``(x, y)``.
+
+    >>> x, y = digits_images(data.digits(0), n=4)
+    >>> tuple(x.shape), tuple(y.shape)
+    ((4, 3, 32, 32), (4,))
+    """
+    if not isinstance(dataset, data.Dataset):
+        raise ValueError(f"dataset must be a gradcourse.data.Dataset (e.g. data.digits()); got {dataset!r}")
+    size = _checks.integer("size", size, low=8, high=256)
+    channels = _checks.integer("channels", channels, low=1, high=16)
+    x, y = dataset.x, dataset.y
+    if n is not None:
+        n = _checks.integer("n", n, low=1, high=len(x))
+        x, y = x[:n], y[:n]
+    big = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    big = (big - dataset.x.mean()) / dataset.x.std()
+    return big.repeat(1, channels, 1, 1).contiguous(), y
 
 
 # -- the training loop ---------------------------------------------------------------------------
@@ -376,7 +517,7 @@ def check_fixed_model(answer, *, seed: int = 0) -> Feedback:
         return Feedback(False, f"{name} should return 10 logits per image, shape (n, 10); got {shape}.")
     try:
         outcome = train_loop(answer, ds, lr=LR, steps=CHECK_STEPS, seed=seed)
-    except Exception as error:  # noqa: BLE001 - any failure of the learner's model becomes feedback
+    except Exception as error:  # noqa: BLE001 - any failure of the learner's model or loop becomes feedback
         return Feedback(False, f"{name} could not be probed and trained: {type(error).__name__}: {error}")
     d = outcome.diagnosis
     if outcome.diverged:
