@@ -284,6 +284,9 @@ with losses=[...]); got str
         config["activation"] = _module_activation(run.model)  # one kind of activation module: that one
     if "cell" not in config and _module_cell(run.model):
         config["cell"] = _module_cell(run.model)  # an nn.LSTM of your own is an "lstm" recipe
+    if "batchnorm" not in config and isinstance(run.model, nn.Module) and any(
+            isinstance(module, nn.modules.batchnorm._BatchNorm) for module in run.model.modules()):
+        config["batchnorm"] = True  # a torchvision ResNet has BatchNorm whatever its config says
     evidence: list[str] = []
 
     transformer_evidence, transformer_notes = _transformer_evidence(run, m)

@@ -424,6 +424,8 @@ def test_resnet18_at_a_learning_rate_too_large_is_exploding_and_the_first_remedy
     assert verdict.problem == "exploding" and verdict.numbers["update_ratio_median"] > 0.15
     first = verdict.remedies[0]
     assert first.name == "lower_lr"
+    # the doctor sees the ResNet's BatchNorm in the model itself (it has no gradcourse recipe)
+    assert "batchnorm" not in [r.name for r in verdict.remedies]
     _, training = first.apply({}, {"lr": 0.3})  # the remedy's own change to the recipe: lr / 10
     model, trace, fixed = _train_resnet(training["lr"])
     cured = diagnose(trace, losses=fixed, model=model)
