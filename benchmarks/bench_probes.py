@@ -29,6 +29,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,8 +40,11 @@ from gradcourse import data, models
 from gradcourse import probes as probes_module
 from gradcourse.losses import loss_function
 from gradcourse.probes import Probe
+from gradcourse.widgets.lesson08 import resnet18
 
 STEPS = 50
+#: Rounds per repeat for ResNet-18 and nanoGPT (a step takes 0.1–0.3 s): ten, so that every=10 records one in ten.
+LARGE_STEPS = 10
 REPEATS = 15
 STEADY_HEAP = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "268435456"}
 
@@ -92,35 +98,74 @@ class HandWrittenHooks:
             self.records[-1][p] = [g.double().norm().item(), torch.bincount(exponents.flatten(), minlength=48).tolist()]
 
 
-def cases() -> dict:
+@dataclass
+class Case:
+    """One model of the side-by-side table: a batch, a learning rate, how its loss is computed
+    (``loss(net, batch)``) and how many interleaved rounds of steps a repeat takes."""
+
+    model: nn.Module
+    batch: tuple
+    lr: float
+    loss: Callable[[nn.Module, tuple], torch.Tensor]
+    steps: int = STEPS
+
+
+def _labelled_loss(net: nn.Module, batch: tuple) -> torch.Tensor:
+    x, y = batch
+    return loss_function(y)(net(x), y)
+
+
+def _gpt_loss(net: nn.Module, batch: tuple) -> torch.Tensor:
+    idx, targets = batch
+    return net(idx, targets)[1]  # nanoGPT's forward returns (logits, loss)
+
+
+def cases(large: bool = True) -> dict[str, Case]:
+    """The models timed: the lessons' MLPs, a CNN and an LSTM, and (``large``) the two that
+    practitioners bring: ResNet-18 as torchvision defines it and a 6-layer nanoGPT."""
     torch.manual_seed(0)
     images = torch.randn(128, 1, 8, 8), torch.randint(0, 10, (128,))
     spirals = data.spirals(512, seed=0)
-    return {
-        "MLP 20×64, sigmoid, 512 points": (models.mlp(20, 64, activation="sigmoid", seed=0),
-                                           (spirals.x, spirals.y), 0.1),
-        "MLP 20×64, ReLU + He, 512 points": (models.mlp(20, 64, activation="relu", init="kaiming", seed=0),
-                                             (spirals.x, spirals.y), 0.01),
-        "CNN 3 conv, 8×8 images, batch 128": (small_cnn(), images, 0.01),
-        "LSTM 32, seq_len 50, batch 64": (models.sequence_model("lstm", 32, seed=0),
-                                          tuple(data.adding_problem(50, 64, seed=0, n_test=0))[:2], 0.01),
+    found = {
+        "MLP 20×64, sigmoid, 512 points": Case(models.mlp(20, 64, activation="sigmoid", seed=0),
+                                               (spirals.x, spirals.y), 0.1, _labelled_loss),
+        "MLP 20×64, ReLU + He, 512 points": Case(models.mlp(20, 64, activation="relu", init="kaiming", seed=0),
+                                                 (spirals.x, spirals.y), 0.01, _labelled_loss),
+        "CNN 3 conv, 8×8 images, batch 128": Case(small_cnn(), images, 0.01, _labelled_loss),
+        "LSTM 32, seq_len 50, batch 64": Case(models.sequence_model("lstm", 32, seed=0),
+                                              tuple(data.adding_problem(50, 64, seed=0, n_test=0))[:2], 0.01,
+                                              _labelled_loss),
     }
+    if large:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        import zoo  # nanoGPT as Karpathy wrote it (tests/zoo.py); torchvision's ResNet-18 is in the package
+
+        g = torch.Generator().manual_seed(0)
+        found["ResNet-18, 64×64 images, batch 16"] = Case(
+            resnet18(10, seed=0), (torch.randn(16, 3, 64, 64, generator=g), torch.randint(0, 10, (16,), generator=g)),
+            0.01, _labelled_loss, steps=LARGE_STEPS)
+        torch.manual_seed(0)
+        gpt = zoo.GPT(zoo.GPTConfig(block_size=64, vocab_size=256, n_layer=6, n_head=4, n_embd=128, bias=True))
+        tokens = torch.randint(0, 256, (16, 65), generator=g)
+        batch = (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+        found["nanoGPT 6 layers, d 128, seq 64, batch 16"] = Case(gpt, batch, 0.01, _gpt_loss, steps=LARGE_STEPS)
+    return found
 
 
-def train_seconds(model: nn.Module, batch, lr: float, every: int | None, probe_class=None) -> float:
-    """CPU seconds per step of STEPS plain SGD steps on ``model`` (probed every ``every``-th step).
+def train_seconds(case: Case, every: int | None, probe_class=None) -> float:
+    """CPU seconds per step of ``case.steps`` plain SGD steps on a copy of the case's model
+    (probed every ``every``-th step).
 
     The clock is this thread's CPU time: on one torch thread the forward and backward passes run
     here, and time spent waiting for a core that other processes hold is not counted.
     """
-    x, y = batch
-    loss_fn = loss_function(y)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model = copy.deepcopy(case.model)
+    opt = torch.optim.SGD(model.parameters(), lr=case.lr)
     probe = (probe_class or Probe)(model, every=every) if every else None
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        case.loss(model, case.batch).backward()
         opt.step()
 
     if probe is not None:
@@ -128,44 +173,42 @@ def train_seconds(model: nn.Module, batch, lr: float, every: int | None, probe_c
     try:
         step()  # first step outside the clock (lazy allocations)
         start = time.thread_time()
-        for _ in range(STEPS):
+        for _ in range(case.steps):
             step()
-        return (time.thread_time() - start) / STEPS
+        return (time.thread_time() - start) / case.steps
     finally:
         if probe is not None:
             probe.__exit__(None, None, None)
 
 
-def step_seconds(model: nn.Module, batch, lr: float, variants: dict, rng: random.Random) -> dict[str, float]:
+def step_seconds(case: Case, variants: dict, rng: random.Random) -> dict[str, float]:
     """CPU seconds per step of each variant, trained side by side: ``variants`` maps a label to
     ``(probe_class, every)`` (``(None, None)``: bare), each variant trains its own copy of
     ``model``, and every round runs one step of each in a fresh random order."""
-    x, y = batch
-    loss_fn = loss_function(y)
     with contextlib.ExitStack() as attached:
         trainers = {}
         for label, (probe_class, every) in variants.items():
-            net = copy.deepcopy(model)
+            net = copy.deepcopy(case.model)
             if every:
                 attached.enter_context(probe_class(net, every=every))
-            trainers[label] = (net, torch.optim.SGD(net.parameters(), lr=lr))
+            trainers[label] = (net, torch.optim.SGD(net.parameters(), lr=case.lr))
 
         def step(net, opt):
             opt.zero_grad(set_to_none=True)
-            loss_fn(net(x), y).backward()
+            case.loss(net, case.batch).backward()
             opt.step()
 
         for trainer in trainers.values():
             step(*trainer)  # first step outside the clock (lazy allocations); a probe records it
         spent = dict.fromkeys(trainers, 0.0)
         order = list(trainers)
-        for _ in range(STEPS):
+        for _ in range(case.steps):
             rng.shuffle(order)
             for label in order:
                 start = time.thread_time()
                 step(*trainers[label])
                 spent[label] += time.thread_time() - start
-    return {label: seconds / STEPS for label, seconds in spent.items()}
+    return {label: seconds / case.steps for label, seconds in spent.items()}
 
 
 def overhead(repeats: int) -> dict:
@@ -175,8 +218,8 @@ def overhead(repeats: int) -> dict:
     variants = {"bare": (None, None), "every1": (Probe, 1), "every10": (Probe, 10),
                 "peer1": (HandWrittenHooks, 1), "peer10": (HandWrittenHooks, 10)}
     results = {}
-    for name, (model, batch, lr) in cases().items():
-        runs = [step_seconds(model, batch, lr, variants, rng) for _ in range(repeats)]
+    for name, case in cases().items():
+        runs = [step_seconds(case, variants, rng) for _ in range(repeats)]
         results[name] = {mode: statistics.median(r[mode] for r in runs) for mode in variants}
         results[name] |= {f"ratio{k}": statistics.median(r[f"every{k}"] / r["bare"] for r in runs) for k in (1, 10)}
         results[name] |= {f"peer_ratio{k}": statistics.median(r[f"peer{k}"] / r["bare"] for r in runs)
@@ -208,20 +251,20 @@ def breakdown(every: int = 1) -> str:
     originals = {**{("Probe", n): getattr(Probe, n) for n in PROBE_METHODS},
                  **{("probes", n): getattr(probes_module, n) for n in MEASUREMENTS if hasattr(probes_module, n)}}
     lines = []
-    for name, (model, batch, lr) in cases().items():
-        bare = statistics.median(train_seconds(copy.deepcopy(model), batch, lr, None) for _ in range(3))
-        train_seconds(copy.deepcopy(model), batch, lr, every)  # warms up (lazy allocations), untimed
+    for name, case in cases().items():
+        bare = statistics.median(train_seconds(case, None) for _ in range(3))
+        train_seconds(case, every)  # warms up (lazy allocations), untimed
         for (owner, attr), fn in originals.items():
             setattr(Probe if owner == "Probe" else probes_module, attr, timed(attr, fn))
         try:
             spent.clear()
-            probed = train_seconds(copy.deepcopy(model), batch, lr, every)
+            probed = train_seconds(case, every)
         finally:
             for (owner, attr), fn in originals.items():
                 setattr(Probe if owner == "Probe" else probes_module, attr, fn)
         lines += [f"**{name}**, every={every}: bare {bare * 1e6:.0f} µs, probed {probed * 1e6:.0f} µs per step", "",
                   "| part | µs per step |", "|---|---|"]
-        lines += [f"| `{part}` | {seconds / (STEPS + 1) * 1e6:.0f} |"
+        lines += [f"| `{part}` | {seconds / (case.steps + 1) * 1e6:.0f} |"
                   for part, seconds in sorted(spent.items(), key=lambda kv: -kv[1])]
         lines.append("")
     text = "\n".join(lines)
@@ -272,7 +315,8 @@ def main(repeats: int = REPEATS, memory: bool = True) -> str:
                 else "glibc's default heap trimming")
         lines += [f"### Probe overhead, {heap}", "",
                   f"Median over {repeats} repeats; in each, three copies of the model (bare, probed every "
-                  f"step, probed every 10th) take {STEPS} SGD steps side by side, one step each in turn "
+                  f"step, probed every 10th) take {STEPS} SGD steps ({LARGE_STEPS} for ResNet-18 "
+                  "and nanoGPT) side by side, one step each in turn "
                   "(1 thread), with the hand-written hooks peer (`HandWrittenHooks`) beside them; the ratio "
                   "is taken within each repeat.", "",
                   "| model | bare | every=1 | ratio | peer ratio | every=10 | ratio | peer ratio |",
@@ -324,14 +368,14 @@ def against(revision: str, repeats: int = 15) -> str:
         lines = [f"| model | bare | every=1, {revision} | every=1, this tree | every=10, {revision} "
                  "| every=10, this tree |", "|---|---|---|---|---|---|"]
         print("\n".join(lines), flush=True)
-        for name, (model, batch, lr) in cases().items():
+        for name, case in cases().items():
             times = {k: [] for k in ("bare", "old1", "new1", "old10", "new10")}
             for _ in range(repeats):
-                times["bare"].append(train_seconds(copy.deepcopy(model), batch, lr, None))
+                times["bare"].append(train_seconds(case, None))
                 for every in (1, 10):
                     for label, probe_class in random.sample(variants, 2):
                         times[f"{label}{every}"].append(
-                            train_seconds(copy.deepcopy(model), batch, lr, every, probe_class))
+                            train_seconds(case, every, probe_class))
             r = {k: statistics.median(t / b for t, b in zip(v, times["bare"])) for k, v in times.items() if k != "bare"}
             lines.append(f"| {name} | {statistics.median(times['bare']) * 1e3:.2f} ms | {r['old1']:.2f}× "
                          f"| {r['new1']:.2f}× | {r['old10']:.3f}× | {r['new10']:.3f}× |")

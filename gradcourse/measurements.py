@@ -71,13 +71,83 @@ def activation_kind(activation: nn.Module | str | None) -> str:
     return "relu" if isinstance(activation, RECTIFIERS) else "other"
 
 
+#: Values per chunk of a large tensor's float64 copy (1 MB: it stays in the CPU's cache).
+CHUNK = 1 << 17
+#: Tensors up to this many values are measured whole, in one fused operation for many of them
+#: (their float64 copies, 128 KB at most, come from the heap without being mapped afresh).
+SMALL = 1 << 14
+
+
+class Scratch:
+    """Working memory reused from one measurement to the next: one flat buffer per (device,
+    dtype), grown to the largest tensor measured so far.
+
+    A probe measures a few dozen tensors per recorded step; a float64 copy of each, freshly
+    allocated, cost more than the arithmetic on it (on the CPU, glibc maps and unmaps every block
+    above 128 KB, and the kernel zeroes each page again). The buffers are reused in order: each
+    measurement is done with its buffer before the next begins (on a GPU, in stream order).
+
+    >>> scratch = Scratch()
+    >>> float(sum_of_squares(torch.tensor([3.0, 4.0]), scratch)), scratch.nbytes
+    (25.0, 16)
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._offsets: tuple | None = None
+
+    def take(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A flat tensor of ``n`` values of ``dtype`` on ``device``, its contents undefined."""
+        buffer = self._buffers.get((device, dtype))
+        if buffer is None or buffer.numel() < n:
+            buffer = self._buffers[(device, dtype)] = torch.empty(n, dtype=dtype, device=device)
+        return buffer[:n]
+
+    def offsets(self, sizes: tuple[int, ...], rows: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """``256 * rows[i]`` repeated ``sizes[i]`` times (int32): the offset that moves each value's
+        exponent into its row's part of a histogram table. Kept for the next step, which has the
+        same layers (one set at a time)."""
+        key = (sizes, rows, device)
+        if self._offsets is None or self._offsets[0] != key:
+            table = torch.tensor(rows, dtype=torch.int32, device=device) * 256
+            self._offsets = (key, table.repeat_interleave(torch.tensor(sizes, device=device)))
+        return self._offsets[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        offsets = 0 if self._offsets is None else self._offsets[1].numel() * 4
+        return sum(b.numel() * b.element_size() for b in self._buffers.values()) + offsets
+
+
+def _float64_copy(tensor: torch.Tensor, scratch: Scratch | None) -> torch.Tensor:
+    """``tensor`` flattened and converted to float64: a fresh copy, or one into ``scratch``."""
+    flat = tensor.reshape(-1)
+    if scratch is None:
+        return flat.to(torch.float64, copy=True)
+    return scratch.take(flat.numel(), torch.float64, flat.device).copy_(flat)
+
+
 # -- norms ------------------------------------------------------------------------------------
 
-def sum_of_squares(tensor: torch.Tensor) -> torch.Tensor:
-    """Σ tensor², accumulated in float64 (a 0-d float64 tensor on ``tensor``'s device): one
-    float64 copy and one ``torch.dot``, twice as fast on the CPU as ``vector_norm`` in float64."""
-    flat = tensor.detach().reshape(-1).to(torch.float64)
-    return torch.dot(flat, flat)
+def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+    """Σ tensor², accumulated in float64 (a 0-d float64 tensor on ``tensor``'s device): a float64
+    copy and a ``torch.dot`` per chunk of :data:`CHUNK` values (twice as fast on the CPU as
+    ``vector_norm`` in float64, which allocates a float64 copy of the whole tensor).
+
+    >>> float(sum_of_squares(torch.tensor([3.0, 4.0])))
+    25.0
+    """
+    flat = tensor.detach().reshape(-1)
+    if flat.numel() <= CHUNK:
+        copy = _float64_copy(flat, scratch)
+        return torch.dot(copy, copy)
+    scratch = scratch or Scratch()
+    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    for chunk in flat.split(CHUNK):
+        copy = _float64_copy(chunk, scratch)
+        total += torch.dot(copy, copy)
+    return total
 
 
 def norm(tensor: torch.Tensor) -> torch.Tensor:
@@ -85,15 +155,29 @@ def norm(tensor: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(tensor.detach(), dtype=torch.float64)
 
 
-def norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """:func:`norm` of each tensor, as one float64 vector: one fused ``torch._foreach_norm``.
+def norms(tensors: Sequence[torch.Tensor], scratch: Scratch | None = None) -> torch.Tensor:
+    """:func:`norm` of each tensor, as one float64 vector.
 
-    The tensors must share a device (a probe groups them by device).
+    Tensors of up to :data:`SMALL` values go through one fused ``torch._foreach_norm`` (float64
+    before squaring: squares of float32 values neither underflow nor overflow); larger ones
+    through :func:`sum_of_squares`, chunk by chunk in ``scratch``, so that no float64 copy of a
+    large weight is ever allocated (on the CPU, mapping and zeroing a fresh copy of ResNet-18's
+    weights cost ten times the arithmetic). The tensors must share a device.
+
+    >>> norms([torch.tensor([3.0, 4.0]), torch.ones(300_000)]).tolist()
+    [5.0, 547.7225575051662]
     """
     if not tensors:
         return torch.zeros(0, dtype=torch.float64)
-    # float64 before squaring: squares of float32 values neither underflow nor overflow.
-    return torch.stack(torch._foreach_norm([t.detach() for t in tensors], 2, dtype=torch.float64))
+    small = [i for i, t in enumerate(tensors) if t.numel() <= SMALL]
+    if len(small) == len(tensors):
+        return torch.stack(torch._foreach_norm([t.detach() for t in tensors], 2, dtype=torch.float64))
+    found = dict(zip(small, torch._foreach_norm([tensors[i].detach() for i in small], 2, dtype=torch.float64)
+                     if small else ()))
+    for i, t in enumerate(tensors):
+        if i not in found:
+            found[i] = sum_of_squares(t, scratch).sqrt()
+    return torch.stack([found[i] for i in range(len(tensors))])
 
 
 def is_finite(tensor: torch.Tensor) -> bool:
@@ -124,47 +208,58 @@ class ActivationSums(NamedTuple):
     unit_max: torch.Tensor | None        # per unit (feature, or channel × position), its largest value
 
 
-def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None) -> ActivationSums:
+def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None,
+                    scratch: Scratch | None = None) -> ActivationSums:
     """The sums behind :func:`activation_statistics` for one output ``a`` of a layer's activation.
 
     ``activation`` is the module that made ``a`` (or a kind of :data:`KINDS`; ``None``: "other").
     The mean and the spread are two passes over a float64 copy (the sum, then the squares around
     the mean it found: no cancellation however far the mean is from 0); saturated values are
     counted exactly at the margins; a unit is dead when it is ≤ 0 for the whole batch. Nothing
-    leaves the device.
+    leaves the device; ``scratch`` lends the working copies (a probe passes its own).
     """
     kind = activation_kind(activation)
     a = a.detach()
     n = a.numel()
-    values = a.reshape(-1).to(torch.float64)
     if n:
+        values = _float64_copy(a, scratch)
         total = values.sum()
-        # a − mean, in place on the float64 copy (alpha: the division folded into the subtraction)
-        centred = (values.sub_(total, alpha=1 / n) if values.data_ptr() != a.data_ptr()
-                   else values.sub(total, alpha=1 / n))
+        centred = values.sub_(total, alpha=1 / n)  # a − mean (alpha: the division folded in)
         m2 = torch.dot(centred, centred)  # one vectorised pass (torch.var_mean's Welford loop is slower)
     else:
-        total = m2 = values.new_full((), math.nan)
+        total = m2 = torch.full((), math.nan, dtype=torch.float64, device=a.device)
     low = high = sat_sigmoid = sat_tanh = unit_max = None
     if kind == "infer" and n:
         low, high = torch.aminmax(a.reshape(-1))
     if kind in ("sigmoid", "infer") and n:
-        sat_sigmoid = _saturated(a, "sigmoid")
+        sat_sigmoid = _saturated(a, "sigmoid", scratch)
     if kind in ("tanh", "infer") and n:
-        sat_tanh = _saturated(a, "tanh")
+        sat_tanh = _saturated(a, "tanh", scratch)
     if kind in ("relu", "infer") and n:
         unit_max = a.reshape(a.shape[0] if a.dim() else 1, -1).amax(dim=0)
     return ActivationSums(kind, n, total, m2, low, high, sat_sigmoid, sat_tanh, unit_max)
 
 
-def _saturated(a: torch.Tensor, kind: str) -> torch.Tensor:
+#: Below this many values a float32 sum of zeros and ones is exact (every partial sum is an
+#: integer under 2**24); above it the count is summed in float64.
+_EXACT_FLOAT32_COUNT = 1 << 24
+
+
+def _saturated(a: torch.Tensor, kind: str, scratch: Scratch | None = None) -> torch.Tensor:
     """How many values are farther than half the range − margin from the centre, counted exactly
     and without a float64 copy: a value is saturated exactly when clamping it into the cut-offs
     of :func:`_cuts` (in its own dtype) changes it."""
     low, high = _cuts(kind, a.dtype)
-    # clamp(a) − a is 0 exactly where clamping changed nothing (NaN stays NaN: counted);
-    # a subtraction and a count of non-zeros are faster than a comparison and a sum.
-    return torch.count_nonzero(a.clamp(low, high).sub_(a)).to(torch.float64)
+    flat = a.reshape(-1)
+    work = (torch.empty_like(flat) if scratch is None
+            else scratch.take(flat.numel(), flat.dtype, flat.device))
+    # clamp(a) − a is 0 exactly where clamping changed nothing (NaN stays NaN, and NaN ≠ 0:
+    # counted); ne_ leaves 1.0 or 0.0 in place, whose sum is the count (a count_nonzero or a
+    # sum of booleans is twice as slow on the CPU).
+    changed = torch.clamp(flat, low, high, out=work).sub_(flat).ne_(0)
+    if flat.numel() < _EXACT_FLOAT32_COUNT and flat.dtype == torch.float32:
+        return changed.sum().to(torch.float64)
+    return changed.sum(dtype=torch.float64)
 
 
 @functools.lru_cache(maxsize=16)
@@ -250,21 +345,32 @@ def infer_kind(low: float, high: float) -> str:
     return "tanh" if low >= -1.0 and high <= 1.0 else "other"
 
 
-def statistics_from_summary(row: Sequence[float], count: int, units: int,
-                            kind: str) -> tuple[tuple[float, float, float, float], str]:
-    """(mean, std, saturated fraction, dead fraction) from one :func:`summary` read to the host
-    (its figures, number of values and of units), and the kind they were read as ("infer" is
-    resolved by :func:`infer_kind`)."""
-    total, m2, low, high, sat_sigmoid, sat_tanh, dead = (float(v) for v in row)
-    if not count:
-        return (math.nan,) * 4, kind
-    if kind == "infer":
-        kind = infer_kind(low, high)
-    mean = total / count
-    std = math.sqrt(max(m2 / max(count - 1, 1), 0.0)) if not math.isnan(m2) else math.nan
-    saturated = {"sigmoid": sat_sigmoid, "tanh": sat_tanh}.get(kind, math.nan) / count
-    dead_frac = dead / units if kind == "relu" and units else math.nan
-    return (mean, std, saturated, dead_frac), kind
+def statistics_from_summaries(rows: np.ndarray, counts: Sequence[int], units: Sequence[int],
+                              kinds: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(mean, std, saturated fraction, dead fraction) of each layer, as a ``(4, layers)`` float64
+    array, from :func:`summary` figures read to the host (``rows``: one row of
+    :data:`SUMMARY_FIELDS` per layer), their numbers of values and of units, and the kind each was
+    measured as; and the kind each is read as ("infer" resolved by :func:`infer_kind`). NaN where
+    a layer had no values or its kind has no such notion.
+
+    >>> stats, kinds = statistics_from_summaries(np.array([[2.0, 0.5, 0, 0, 1, 0, 0]]), [4], [2], ["sigmoid"])
+    >>> stats[:, 0].tolist(), kinds
+    ([0.5, 0.408248290463863, 0.25, nan], ['sigmoid'])
+    """
+    rows = np.asarray(rows, dtype=np.float64).reshape(len(kinds), len(SUMMARY_FIELDS))
+    total, m2, low, high, sat_sigmoid, sat_tanh, dead = rows.T
+    kinds = [infer_kind(lo, hi) if k == "infer" else k for k, lo, hi in zip(kinds, low.tolist(), high.tolist())]
+    kind = np.array(kinds, dtype=object)
+    count = np.asarray(counts, dtype=np.float64)
+    unit = np.asarray(units, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        present = count > 0
+        mean = np.where(present, total / count, np.nan)
+        std = np.where(present, np.sqrt(np.maximum(m2 / np.maximum(count - 1, 1), 0.0)), np.nan)
+        saturated = np.where(kind == "sigmoid", sat_sigmoid, np.where(kind == "tanh", sat_tanh, np.nan)) / count
+        dead_frac = np.where((kind == "relu") & (unit > 0), dead / unit, np.nan)
+    stats = np.stack([mean, std, np.where(present, saturated, np.nan), np.where(present, dead_frac, np.nan)])
+    return stats, kinds
 
 
 def activation_statistics(sums: Sequence[ActivationSums | None]) -> tuple[np.ndarray, list[str]]:
@@ -280,27 +386,23 @@ def activation_statistics(sums: Sequence[ActivationSums | None]) -> tuple[np.nda
     summaries = [summary(s) for s in sums]
     rows = stack_figures([f for figures, _, _ in summaries for f in figures], device).cpu().numpy()
     rows = rows.reshape(len(sums), len(SUMMARY_FIELDS))
-    read = [statistics_from_summary(row, count, units, "other" if s is None else s.kind)
-            for row, (_, count, units), s in zip(rows, summaries, sums)]
-    return np.array([r[0] for r in read], dtype=np.float64).reshape(len(sums), 4).T, [r[1] for r in read]
+    return statistics_from_summaries(rows, [c for _, c, _ in summaries], [u for _, _, u in summaries],
+                                     ["other" if s is None else s.kind for s in sums])
 
 
 # -- the weight-gradient histogram ------------------------------------------------------------
 
-#: Tensors are histogrammed in groups of about this many values: one concatenation and one
-#: bincount per group, with temporaries that stay small beside a large model.
-_CHUNK = 1 << 21
-
-
 def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int,
-                   rows: Sequence[int] | None = None, n_rows: int | None = None) -> torch.Tensor:
+                   rows: Sequence[int] | None = None, n_rows: int | None = None,
+                   scratch: Scratch | None = None) -> torch.Tensor:
     """Count |g| per power of two: bin ``k`` holds 2**(low+k) ≤ |g| < 2**(low+k+1).
 
     Tensor ``i`` is counted into row ``rows[i]`` (default: its own row) of an int64 tensor of
     shape ``(n_rows, high - low)`` on the tensors' device. The exponent is read exactly from the
     float32 bit pattern (no logarithm); smaller values, zeros included, land in the first bin;
-    larger ones, Inf and NaN in the last. Each group of tensors is one concatenation and one
-    ``bincount``, each tensor's row an offset added to its bins.
+    larger ones, Inf and NaN in the last. Small tensors are copied together into ``scratch``
+    (one pass for many layers); a large one is read chunk by chunk. Each pass counts all 256
+    float32 exponents of its rows with one ``bincount``; the table is cut to the bins at the end.
 
     >>> log2_histogram([torch.tensor([0.0, 0.3, 1.0, 5.0, float("nan")])], -2, 2).tolist()
     [[2, 0, 1, 2]]
@@ -308,30 +410,56 @@ def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int,
     bins = high - low
     rows = list(range(len(tensors))) if rows is None else list(rows)
     n_rows = len(tensors) if n_rows is None else n_rows
-    device = tensors[0].device if tensors else "cpu"
-    counts = torch.zeros(n_rows * bins, dtype=torch.int64, device=device)
+    device = tensors[0].device if tensors else torch.device("cpu")
+    if any(t.dtype == torch.float64 for t in tensors):  # its own exponent: float32 would round values near 2^k
+        counts = torch.zeros(n_rows * bins, dtype=torch.int64, device=device)
+        for t, row in zip(tensors, rows):
+            counts += torch.bincount(_float64_bins(t.detach().reshape(-1), low, bins) + row * bins,
+                                     minlength=n_rows * bins)
+        return counts.view(n_rows, bins)
+    scratch = scratch or Scratch()
+    table = torch.zeros(n_rows * 256, dtype=torch.int64, device=device)  # every exponent of every row
     start = 0
     while start < len(tensors):
         end, size = start + 1, tensors[start].numel()
-        while end < len(tensors) and size + tensors[end].numel() <= _CHUNK:
+        while end < len(tensors) and size + tensors[end].numel() <= CHUNK:
             size += tensors[end].numel()
             end += 1
-        group = [t.detach().reshape(-1) for t in tensors[start:end]]
-        exponents = _bins(torch.cat(group) if len(group) > 1 else group[0], low, bins)
-        torch._foreach_add_(list(exponents.split([g.numel() for g in group])),
-                            [rows[i] * bins for i in range(start, end)])
-        counts += torch.bincount(exponents, minlength=n_rows * bins)
+        flats = [t.detach().reshape(-1) for t in tensors[start:end]]
+        if len(flats) == 1:  # one tensor, read in chunks
+            for chunk in flats[0].split(CHUNK):
+                table[rows[start] * 256:(rows[start] + 1) * 256] += torch.bincount(
+                    _exponents(chunk, scratch), minlength=256)
+        else:  # several small tensors: one copy, each one's row an offset added to its exponents
+            values = scratch.take(size, torch.float32, device)
+            torch.cat([f.to(torch.float32) for f in flats], out=values)
+            offsets = scratch.offsets(tuple(f.numel() for f in flats), tuple(rows[start:end]), device)
+            table += torch.bincount(_exponents(values, scratch).add_(offsets), minlength=n_rows * 256)
         start = end
-    return counts.view(n_rows, bins)
+    table = table.view(n_rows, 256)
+    # exponent field E = floor(log2|x|) + 127: bin k holds E = 127 + low + k; the ends gather the rest
+    first, last = min(max(127 + low, 0), 255), min(max(127 + low + bins - 1, 0), 255)
+    counts = torch.zeros((n_rows, bins), dtype=torch.int64, device=device)
+    counts[:, 0] = table[:, :first + 1].sum(1)
+    counts[:, bins - 1] += table[:, last:].sum(1)
+    middle = table[:, first + 1:last]
+    counts[:, 1:1 + middle.shape[1]] += middle
+    return counts
 
 
-def _bins(values: torch.Tensor, low: int, bins: int) -> torch.Tensor:
-    """Each value's bin: its float32 exponent field E = floor(log2|x|) + 127 (0 for zeros and
-    subnormals, 255 for Inf and NaN), moved to start at ``low`` and clamped into the bins."""
-    if values.dtype == torch.float64:  # its own exponent: float32 would round values near 2^k
-        mantissa, exponent = torch.frexp(values)
-        exponent = (exponent - 1 - low).clamp_(0, bins - 1)
-        exponent.masked_fill_(mantissa == 0, 0)
-        return exponent.masked_fill_(~torch.isfinite(values), bins - 1)
-    bits = values.to(torch.float32).view(torch.int32)
-    return ((bits >> 23) & 0xFF).sub_(127 + low).clamp_(0, bins - 1)
+def _exponents(values: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """Each float32 (or float16/bfloat16, read as float32) value's exponent field
+    E = floor(log2|x|) + 127 (0 for zeros and subnormals, 255 for Inf and NaN), as int32 in
+    ``scratch``."""
+    if values.dtype != torch.float32:
+        values = values.to(torch.float32)
+    out = scratch.take(values.numel(), torch.int32, values.device)
+    return torch.bitwise_right_shift(values.view(torch.int32), 23, out=out).bitwise_and_(0xFF)
+
+
+def _float64_bins(values: torch.Tensor, low: int, bins: int) -> torch.Tensor:
+    """Each float64 value's bin from its own exponent (``torch.frexp``), clamped into the bins."""
+    mantissa, exponent = torch.frexp(values)
+    exponent = (exponent - 1 - low).clamp_(0, bins - 1).long()
+    exponent.masked_fill_(mantissa == 0, 0)
+    return exponent.masked_fill_(~torch.isfinite(values), bins - 1)

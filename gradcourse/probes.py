@@ -49,13 +49,14 @@ from .measurements import (
     SATURATION_MARGIN,  # noqa: F401  (re-exported: the probes' saturation margin)
     SUMMARY_FIELDS,
     ActivationSums,
+    Scratch,
     activation_sums,
     is_finite,
     log2_histogram,
     merge_activation_sums,
     norms,
     stack_figures,
-    statistics_from_summary,
+    statistics_from_summaries,
     sum_of_squares,
     summary,
 )
@@ -253,6 +254,7 @@ class Probe:
         self._recording: _Recording | None = None
         self._awaiting_update: _Recording | None = None  # without an optimizer: ΔW read at the next step
         self._before: list[torch.Tensor] | None = None   # the weights before the recorded update
+        self._scratch = Scratch()         # the measurements' working copies, reused step after step
         self._call: _Call | None = None
         self._backward_queued = False
         self._inputs: tuple = ((), {})
@@ -423,7 +425,7 @@ class Probe:
             if self._before is None:
                 self._before = [torch.empty_like(w) for w in self._weights]
             torch._foreach_copy_(self._before, self._weights)
-        return self._per_layer(norms(self._before))
+        return self._per_layer(norms(self._before, self._scratch))
 
     def _per_layer(self, tensor_norms: torch.Tensor) -> torch.Tensor:
         """Norms per layer from the norms of its weights (most layers have one)."""
@@ -448,14 +450,14 @@ class Probe:
         kept = [grads[i] for i in present]
         recording.present = sorted({self._rows[i] for i in present})
         if len(present) == len(grads):
-            recording.grad_norms = self._per_layer(norms(kept))
+            recording.grad_norms = self._per_layer(norms(kept, self._scratch))
         else:  # frozen weights: NaN for their layers
             squares = torch.full((len(self._layers),), math.nan, dtype=torch.float64, device=kept[0].device)
             rows = torch.tensor([self._rows[i] for i in present], device=squares.device)
-            squares.index_fill_(0, rows, 0.0).index_add_(0, rows, norms(kept).square())
+            squares.index_fill_(0, rows, 0.0).index_add_(0, rows, norms(kept, self._scratch).square())
             recording.grad_norms = squares.sqrt()
         recording.histogram = log2_histogram(kept, *self._exponents, rows=[self._rows[i] for i in present],
-                                             n_rows=len(self._layers))
+                                             n_rows=len(self._layers), scratch=self._scratch)
         read = recording.grad_norms[recording.present]
         if self.nonfinite is None and not bool(torch.isfinite(read).all()):  # rare: read them all then
             bad = [i for i, v in zip(recording.present, read.tolist()) if not math.isfinite(v)]
@@ -467,7 +469,7 @@ class Probe:
         recording, self._awaiting_update = self._awaiting_update, None
         with torch.no_grad():
             torch._foreach_sub_(self._before, self._weights)  # now −ΔW
-        update_norms = self._per_layer(norms(self._before))
+        update_norms = self._per_layer(norms(self._before, self._scratch))
         self._records.append(self._to_host(recording, update_norms))
         if len(self._records) > self.max_records:
             self._records = self._records[::2]
@@ -491,23 +493,22 @@ class Probe:
         grad_norms, weight_norms, update_norms = flat[:3 * n].reshape(3, n)
         at = (3 + len(SUMMARY_FIELDS)) * n
         rows = flat[3 * n:at].reshape(n, len(SUMMARY_FIELDS))
-        out_sq = np.full(n, np.nan)  # Σ‖∂L/∂z‖² over the calls of each layer
-        for (index, _), value in zip(out_squares, flat[at:at + len(out_squares)]):
-            out_sq[index] = value if np.isnan(out_sq[index]) else out_sq[index] + value
+        # Σ‖∂L/∂z‖² over the calls of each layer (NaN for a layer no gradient reached)
+        called = np.array([index for index, _ in out_squares], dtype=np.int64)
+        out_sq = np.where(np.bincount(called, minlength=n) > 0,
+                          np.bincount(called, weights=flat[at:at + len(out_squares)], minlength=n), np.nan)
         at += len(out_squares)
         counts = flat[at:at + n * self.bins].reshape(n, self.bins).astype(np.int64)
         kinds = [recording.activations[i].kind if i in recording.activations else "unmeasured" for i in range(n)]
-        read = [statistics_from_summary(row, count, units, kind)
-                for row, (_, count, units), kind in zip(rows, summaries, kinds)]
+        stats, kinds = statistics_from_summaries(rows, [c for _, c, _ in summaries], [u for _, _, u in summaries],
+                                                 kinds)
         with np.errstate(invalid="ignore", divide="ignore"):
             rows = {"grad_norm": grad_norms, "output_grad_norm": np.sqrt(out_sq), "weight_norm": weight_norms,
                     "update_ratio": update_norms / weight_norms,
-                    **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"),
-                               np.array([r[0] for r in read], dtype=np.float64).reshape(n, 4).T))}
+                    **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), stats))}
         hidden_values = _hidden_norms(flat[at + n * self.bins:], [t for t, _ in recording.hidden_taps],
                                       [len(v) for v in recording.hidden_runs])
-        return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values,
-                       [r[1] for r in read])
+        return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values, kinds)
 
     # -- during a recorded forward pass: global module hooks measure while the tensors are hot ----
     def _on_module_input(self, module, args) -> None:
@@ -539,7 +540,7 @@ class Probe:
             out = _first_tensor(output)
             if out is None:
                 return
-            _on_gradient(out, _add_square, recording.output_grad_sq, index)
+            _on_gradient(out, _add_square, recording.output_grad_sq, index, self._scratch)
             if kind == "side":
                 return
             self._final_layer = index
@@ -571,7 +572,7 @@ class Probe:
 
     def _measure(self, index: int, a: torch.Tensor, activation, source: str) -> None:
         self._pending.pop(index, None)
-        self._call.activations[index] = activation_sums(a, activation)
+        self._call.activations[index] = activation_sums(a, activation, self._scratch)
         self._sources[self._layers[index].name] = source
         self.unmeasured.pop(self._layers[index].name, None)
 
@@ -606,7 +607,7 @@ class Probe:
         """Keep ‖∂L/∂h_t‖² at time step ``t`` (the model's ``hidden_tap`` sees each h_t pass); the
         squares of several passes add when the step is read."""
         if self._recording is not None:
-            self._recording.hidden_taps.append((t, sum_of_squares(grad)))
+            self._recording.hidden_taps.append((t, sum_of_squares(grad, self._scratch)))
 
     # -- non-finite values ---------------------------------------------------------------------
     def _locate_forward(self) -> None:
@@ -768,10 +769,10 @@ def _on_gradient(output: torch.Tensor, fn, *args) -> None:
     node.register_prehook(hook)
 
 
-def _add_square(grad: torch.Tensor, squares: list, index: int) -> None:
+def _add_square(grad: torch.Tensor, squares: list, index: int, scratch: Scratch) -> None:
     """Keep ‖grad‖² (float64) for layer ``index``: a layer called twice in a step receives two
     gradients, whose squares add when the step is read."""
-    squares.append((index, sum_of_squares(grad)))
+    squares.append((index, sum_of_squares(grad, scratch)))
 
 
 def _tensors(output) -> list[torch.Tensor]:

@@ -665,6 +665,7 @@ def test_saturation_is_counted_exactly_at_the_margins(activation):
     lambda g: torch.randn(300, generator=g) * 1e25,                     # squares beyond it
     lambda g: torch.randn(300, generator=g, dtype=torch.float64) * 3,   # not float32: torch, in float64
     lambda g: 7.0 + torch.randn(300, generator=g) * 1e-6,               # nearly constant, far from 0
+    lambda g: torch.randn(300_001, generator=g) * 1e-3,                 # more than two chunks (CHUNK = 2**17)
 ])
 def test_measurements_match_float64_on_awkward_tensors(make):
     t = make(torch.Generator().manual_seed(0))
@@ -681,6 +682,43 @@ def test_measurements_match_float64_on_awkward_tensors(make):
     exponents = torch.frexp(t.float())[1].long() - 1  # floor(log2|t|)
     expected = torch.bincount(exponents.clamp(-40, 39).reshape(-1) + 40, minlength=80)
     assert measurements.log2_histogram([t], -40, 40)[0].tolist() == expected.tolist()
+
+
+def _independent_histogram(t: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Counts per power of two from frexp (floor(log2|x|) = exponent - 1), zeros and subnormals
+    first, Inf and NaN last: the definition, not the probe's bit reading."""
+    mantissa, exponent = torch.frexp(t.double())
+    bins = (exponent.long() - 1 - low).clamp(0, high - low - 1)
+    bins[mantissa == 0] = 0
+    bins[t.double().abs() < torch.finfo(torch.float32).tiny] = 0  # float32 subnormals: below every bin
+    bins[~torch.isfinite(t)] = high - low - 1
+    return torch.bincount(bins.reshape(-1), minlength=high - low)
+
+
+def test_chunked_measurements_match_float64_with_one_scratch_reused():
+    """Large tensors are read chunk by chunk through one reused scratch, small ones together: the
+    figures must not depend on which path a tensor took, nor on what the scratch held before."""
+    g = torch.Generator().manual_seed(3)
+    big = torch.randn(300_001, generator=g) * 1e-3
+    big[:6] = torch.tensor([0.0, 1e-40, math.inf, -math.inf, math.nan, 3e4])  # zero, subnormal, Inf, NaN, huge
+    big[6:12] = torch.tensor([2.0 ** -41 * 1.9, 2.0 ** -40, -(2.0 ** -40) * 1.5, 2.0 ** -39,  # the first bin's edges
+                              2.0 ** 5 * 1.99, -(2.0 ** 6)])                                # and the last's
+    tensors = [torch.randn(64, 64, generator=g), big, torch.randn(7, generator=g) * 1e-20,
+               torch.randn(200_000, generator=g), torch.randn(3, 5, generator=g).T]
+    rows = [0, 1, 0, 2, 2]  # two layers own two tensors each
+    scratch = measurements.Scratch()
+    for _ in range(2):  # the second pass finds the scratch full of the first pass's values
+        got = measurements.norms(tensors, scratch)
+        for t, value in zip(tensors, got.tolist()):
+            expected = t.double().norm().item()
+            assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(expected, rel=1e-12)
+        histogram = measurements.log2_histogram(tensors, -40, 7, rows=rows, n_rows=3, scratch=scratch)
+        expected = torch.zeros(3, 47, dtype=torch.int64)
+        for t, row in zip(tensors, rows):
+            expected[row] += _independent_histogram(t, -40, 7)
+        assert histogram.tolist() == expected.tolist()
+    finite = big[torch.isfinite(big)]
+    close(measurements.sum_of_squares(finite, scratch), (finite.double() ** 2).sum().item(), rel=1e-12)
 
 
 def test_nan_and_inf_stay_visible():
