@@ -73,10 +73,17 @@ VANISHING_SIGNAL_RATIO = 1e-4
 #: Healthy networks stay below ~15 (see above); ReLU at twice He's scale reaches ~4e2 over 10
 #: layers and ~1e5 over 20.
 EXPLODING_SIGNAL_RATIO = 1e2
-#: Exploding: the total gradient norm ‖∇L‖ of some step exceeds this. With He or Xavier init on
-#: the course's data it starts between about 0.5 (patient B at He's scale) and 2.5 (a 10-layer
-#: ReLU network, lesson 02); 100 is well over an order of magnitude above that.
+#: Exploding: the total gradient norm ‖∇L‖ of some step exceeds this (and
+#: :data:`EXPLODING_GRAD_RMS` per weight). With He or Xavier init on the course's data it starts
+#: between about 0.5 (patient B at He's scale) and 2.5 (a 10-layer ReLU network, lesson 02); 100
+#: is well over an order of magnitude above that.
 EXPLODING_GRAD_NORM = 1e2
+#: ... and the root mean square of the weight gradients, ‖∇L‖/√(number of weights), exceeds this.
+#: The total norm grows with the size of the model: torchvision's ResNet-18 (11 M weights) starts
+#: at 130-140 on batches of 8 digits, healthy, which is 0.04 per weight. Healthy runs of the course
+#: measure 0.007-0.06 per weight; the exploding CNN of the tests 9.8 and lesson 08's 30-layer
+#: BatchNorm network 1.2. Below 0.3 a weight's gradient is no larger than its typical value.
+EXPLODING_GRAD_RMS = 0.3
 #: Exploding: the loss rose to more than this multiple of its first value (training made it worse).
 LOSS_BLOWUP = 10.0
 #: Exploding: a median update ‖ΔW‖/‖W‖ above this means every step rewrites a tenth of the weight;
@@ -528,6 +535,10 @@ def _measure(run: Run) -> dict:
     m["grad_norm_start"] = float(totals[0]) if len(totals) else math.nan
     m["grad_norm_max"] = float(finite.max()) if len(finite) else math.nan
     m["grad_norm_max_step"] = int(np.flatnonzero(totals == finite.max())[0]) if len(finite) else None
+    # how many weight values the gradient histogram counted (the weights of trace.layers; not the
+    # biases, nor the norm layers', which the trace keeps apart)
+    hist = trace.grad_hist
+    m["weights_counted"] = int(hist[0].sum()) if hist is not None and len(hist) else 0
 
     clipped = np.asarray(run.clipped, dtype=bool)
     m["clipped_fraction"] = float(clipped.mean()) if len(clipped) else 0.0
@@ -838,10 +849,13 @@ def _explosion_evidence(m: dict, *, before_nan: bool, batchnorm: bool = False) -
         signs.append(f"At step 0 the gradient signal reaching {m['signal_first']} was "
                      f"{_num(m['signal_ratio_start'])} times the one at {m['signal_last']}: it grows "
                      f"going backward (threshold {_num(EXPLODING_SIGNAL_RATIO)}).")
-    if not math.isnan(m["grad_norm_max"]) and m["grad_norm_max"] > EXPLODING_GRAD_NORM:
+    if _large_gradient(m):
+        rms = m["grad_norm_max"] / math.sqrt(m["weights_counted"]) if m["weights_counted"] else math.nan
+        per_weight = "" if math.isnan(rms) else f", {_num(rms)} per weight"
         signs.append(f"The total gradient norm reached {_num(m['grad_norm_max'])} at step "
-                     f"{m['grad_norm_max_step']} (threshold {_num(EXPLODING_GRAD_NORM)}; with He "
-                     "or Xavier init the course's networks start between about 0.5 and 3).")
+                     f"{m['grad_norm_max_step']}{per_weight} (thresholds {_num(EXPLODING_GRAD_NORM)} and "
+                     f"{EXPLODING_GRAD_RMS:g} per weight; with He or Xavier init the course's networks start "
+                     "between about 0.5 and 3, 0.007 to 0.06 per weight).")
     if not math.isnan(m["loss_max"]) and m["loss_max"] > LOSS_BLOWUP * m["loss_start"] and m["steps"] > 1:
         signs.append(f"The loss rose from {_num(m['loss_start'])} to {_num(m['loss_max'])}, more "
                      f"than {LOSS_BLOWUP:g} times its first value.")
@@ -856,6 +870,15 @@ def _explosion_evidence(m: dict, *, before_nan: bool, batchnorm: bool = False) -
         signs.append(f"The total gradient norm went from {_num(m['grad_norm_start'])} to "
                      f"{_num(m['grad_norm_max'])} before the NaN.")
     return signs
+
+
+def _large_gradient(m: dict) -> bool:
+    """Whether the largest total gradient norm is an explosion's: above the threshold in total and
+    per weight (a large model's healthy norm is large in total only)."""
+    largest = m["grad_norm_max"]
+    if math.isnan(largest) or largest <= EXPLODING_GRAD_NORM:
+        return False
+    return not m["weights_counted"] or largest > EXPLODING_GRAD_RMS * math.sqrt(m["weights_counted"])
 
 
 def _bad_data_evidence(m: dict) -> list[str]:

@@ -433,3 +433,19 @@ def test_resnet18_at_a_learning_rate_too_large_is_exploding_and_the_first_remedy
     # (0.27-0.80 of its start, at most 0.13x the broken run's last loss)
     assert training["lr"] == pytest.approx(0.03) and cured.problem == "healthy"
     assert cured.numbers["update_ratio_median"] < 0.05 and fixed[-1] < 0.25 * losses[-1] and fixed[-1] < fixed[0]
+
+
+def test_a_healthy_resnet18_on_small_batches_is_healthy_though_its_total_norm_is_large():
+    """ResNet-18's 11 M weights add up to a total gradient norm of 130-140 at its own init on
+    batches of 8 (seeds 0-2), over the course's absolute threshold of 100 and once called
+    "exploding"; per weight it is 0.04, a healthy size."""
+    from gradcourse import diagnose
+    from gradcourse.doctor import EXPLODING_GRAD_NORM, EXPLODING_GRAD_RMS
+
+    model, trace, losses = _train_resnet(0.01, batch_size=8)
+    verdict = diagnose(trace, losses=losses, model=model)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert verdict.numbers["weights_counted"] == weights  # every layer's weight, from the histogram
+    assert verdict.numbers["grad_norm_start"] > EXPLODING_GRAD_NORM
+    assert verdict.numbers["grad_norm_max"] < EXPLODING_GRAD_RMS * weights ** 0.5 / 5
+    assert verdict.problem == "healthy", verdict
