@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .. import data, models, plots, theory, train
+from .. import _checks, data, models, plots, theory, train
 from ..probes import probe_once
 from .base import Explorer, Param, Result
 
@@ -25,6 +25,7 @@ N_TRAIN = 256
 def build(depth: int, residual: bool, batchnorm: bool, seed: int = 0) -> torch.nn.Module:
     """The lesson's networks: ``depth`` hidden ReLU layers, plain (``models.mlp``) or residual
     (``models.resnet_mlp`` with depth/2 two-linear blocks after a stem), width 32."""
+    seed = _checks.seed(seed)
     if residual:
         return models.resnet_mlp(depth // 2, WIDTH, batchnorm=batchnorm, seed=seed)
     return models.mlp(depth, WIDTH, activation="relu", batchnorm=batchnorm, seed=seed)

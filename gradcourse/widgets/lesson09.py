@@ -143,6 +143,7 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
     ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step).
     The run's ``metrics`` also hold the Watch's ``collapse`` and ``max_attention_logit`` per step, which
     :func:`gradcourse.diagnose` reads."""
+    seed = _checks.seed(seed)
     model = models.transformer(depth, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
     with Watch(model) as watch:
         run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
@@ -185,6 +186,7 @@ def perturbation_change(model: nn.Module, *, size: float = 1e-3, seed: int = 0, 
     """Relative change of the output logits when every Linear weight moves by ±``size`` (random
     signs drawn with ``seed``): ‖f(W + δ) − f(W)‖ / ‖f(W)‖. The model is restored afterwards.
     Liu et al. (2020) trace Post-LN's trouble to this amplification of small updates."""
+    seed = _checks.seed(seed)
     x = task().x[:batch]
     generator = torch.Generator().manual_seed(seed)
     weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
