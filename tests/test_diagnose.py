@@ -610,6 +610,21 @@ def test_tensorboard_export_never_mixes_two_runs(runs, tmp_path):
         export(runs["healthy"], tmp_path / "x", overwrite="yes")
 
 
+def test_tensorboard_export_refuses_a_logdir_under_a_file(tmp_path):
+    """A path under a regular file was a bare NotADirectoryError from mkdir: now a ValueError naming
+    logdir and the file in the way, before anything is written."""
+    from gradcourse.tensorboard import export
+
+    run = fit(models.mlp(2, 4, seed=0), data.spirals(16, seed=0), steps=2, lr=0.1)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    for logdir in (tmp_path / "notes.txt" / "run1", tmp_path / "notes.txt" / "a" / "b"):
+        with pytest.raises(ValueError, match=r"^logdir must be a directory path; .*lies under .*notes\.txt'"):
+            export(run, logdir)
+    with pytest.raises(ValueError, match=r"^logdir must be a directory path; .*notes\.txt' is a file"):
+        export(run, tmp_path / "notes.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_tensorboard_export_of_an_own_loop_run(runs, tmp_path):
     from gradcourse.tensorboard import export
 
