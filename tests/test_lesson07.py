@@ -144,7 +144,9 @@ def test_before_after_figure_draws_the_runs():
     heights = [bar.get_height() for bar in units.patches]
     np.testing.assert_allclose(heights[:20], unhealthy_fraction(before))
     np.testing.assert_allclose(heights[20:], unhealthy_fraction(after))
-    assert "Patient A" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text() == "Patient A, seed 0: before and after 'ReLU + He init'"
+    other = before_after_figure(treat("A", seed=1), treat("A", "relu_he", seed=1), patient="A", remedy="x")
+    assert other._suptitle.get_text() == "Patient A, seed 1: before and after 'x'"
 
 
 def test_unhealthy_fraction_reads_saturated_or_dead_units():

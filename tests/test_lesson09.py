@@ -288,3 +288,13 @@ def test_exercise_answers_are_what_the_model_does():
     assert warm.max_logit.max() > 1000 and warm.final_loss < lesson09.CHANCE - 1
     assert exercises.deepnorm_alpha(models.transformer(24, deepnorm=True).blocks[0].alpha).correct
 
+
+
+@pytest.mark.parametrize("qk_norm, name", [(True, "Pre-LN, 2 layers, qk-norm"), (False, "Pre-LN, 2 layers")])
+def test_the_preview_names_qk_norm(qk_norm, name):
+    """The untrained preview's title and legend left qk-norm out, though it changes the model shown."""
+    result = TransformerExplorer().run(norm="pre", depth=2, qk_norm=qk_norm, steps=0)
+    ax = result.figure.axes[0]
+    assert ax.get_title() == f"{name}: at initialisation"
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [name]
+    assert result.summary.startswith(f"{name}, untrained:")

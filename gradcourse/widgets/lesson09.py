@@ -295,8 +295,10 @@ class TransformerExplorer(Explorer):
     def compute(self, norm, depth, lr, warmup, qk_norm, optimizer, steps) -> Result:
         if steps == 0:
             grads = ffn_gradients(models.transformer(depth, norm=norm, qk_norm=qk_norm, seed=0))
-            return Result(figure=self.at_initialisation(norm, depth, grads), values={"ffn_grad": grads},
-                          summary=f"{norm.capitalize()}-LN, {depth} layers, untrained: the gradient of each "
+            name = f"{norm.capitalize()}-LN, {depth} layers{', qk-norm' if qk_norm else ''}"
+            return Result(figure=self.at_initialisation(norm, depth, grads, qk_norm=qk_norm),
+                          values={"ffn_grad": grads},
+                          summary=f"{name}, untrained: the gradient of each "
                                   "block's FFN weight at initialisation. Set the steps and press Run to train.")
         exp = experiment(norm, depth, lr=lr, warmup=warmup, qk_norm=qk_norm, optimizer=optimizer,
                          steps=steps, progress=self.progress)
@@ -310,9 +312,11 @@ class TransformerExplorer(Explorer):
         return Result(figure=fig, values=values, runs={"run": exp.run}, summary=summary)
 
     @staticmethod
-    def at_initialisation(norm: str, depth: int, grads: np.ndarray) -> plots.Figure:
-        """The model before any training: its FFN gradient by block."""
-        return gradient_by_layer({f"{norm.capitalize()}-LN, {depth} layers": grads}, title="At initialisation")
+    def at_initialisation(norm: str, depth: int, grads: np.ndarray, *, qk_norm: bool = False) -> plots.Figure:
+        """The model before any training: its FFN gradient by block, named as :func:`experiment`
+        names a run (qk-norm included: it is part of the model the figure shows)."""
+        name = f"{norm.capitalize()}-LN, {depth} layers{', qk-norm' if qk_norm else ''}"
+        return gradient_by_layer({name: grads}, title=f"{name}: at initialisation")
 
     @staticmethod
     @plots.styled
