@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from . import _runfile
+from . import _runfile, theory
 from .remedies import REMEDIES, Remedy
 from .trace import Trace
 from .train import Run
@@ -1102,11 +1102,28 @@ def _recipe_evidence(problem: str, remedies: list[Remedy], m: dict, config: dict
 
 
 def _critical_std(activation: str) -> float:
-    """The weight_std (in units of 1/√fan_in) that keeps the signal's size: √2 for ReLU, 1 else."""
-    return math.sqrt(2.0) if activation in ("relu", "leaky_relu", "gelu") else 1.0
+    """The weight_std (in units of 1/√fan_in) that keeps the signal's size: theory's
+    :func:`~gradcourse.theory.critical_sigma_w` for the activations it knows (4 for the sigmoid,
+    2 for GELU, √2 for ReLU, 1 for tanh); for others, √2 for the ReLU family and 1 else."""
+    if activation in theory.CRITICAL_SIGMA_W:
+        return theory.CRITICAL_SIGMA_W[activation]
+    return math.sqrt(2.0) if activation in _RELU_FAMILY else 1.0
+
+
+#: How the sentence names each activation and why its critical scale is what it is.
+_CRITICAL_WHY = {
+    "relu": "He's critical scale for ReLU is √2 ≈ 1.41 (init='kaiming')",
+    "leaky_relu": "the critical scale for leaky ReLU is √(2/(1 + 0.01²)) ≈ 1.41 (init='kaiming')",
+    "gelu": "the critical scale for GELU is 2 (1/GELU'(0) = 1/0.5)",
+    "sigmoid": "the critical scale for the sigmoid is 4 (1/σ'(0) = 1/0.25)",
+    "tanh": "the critical scale for tanh is 1 (init='xavier')",
+    "linear": "the critical scale for a linear network is 1 (init='xavier')",
+}
 
 
 def _critical_name(activation: str) -> str:
-    if activation in ("relu", "leaky_relu", "gelu"):
-        return "while He's critical scale for ReLU is √2 ≈ 1.41 (init='kaiming')"
-    return "while the critical scale is about 1 (init='xavier')"
+    if activation in _CRITICAL_WHY:
+        return "while " + _CRITICAL_WHY[activation]
+    if activation in _RELU_FAMILY:
+        return "while the critical scale for ReLU-like units is about √2 ≈ 1.41 (init='kaiming')"
+    return "while the critical scale is about 1 for tanh-like units (init='xavier')"
