@@ -241,11 +241,15 @@ def test_signal_factors_at_the_lesson01_explorer_extremes(activation, init):
     q, factors = theory.signal_factors(depth, width, activation=activation, init=init, input_second_moment=m2,
                                        weight_scale=scale)
     value, slope = torch_value_and_slope(activation)
-    var = theory.weight_variance(init, width, width) * scale**2
-    q_ref = [theory.weight_variance(init, 2, width) * scale**2 * m2 + theory.bias_variance(init, 2)]
+    # Var(w) and Var(b) by hand, not from theory: PyTorch's default is U(±1/√fan_in) for both,
+    # variance 1/(3·fan_in); Kaiming normal is 2/fan_in with zero biases. The explorer scales the
+    # weights by ``scale``, not the biases.
+    weight_var = {"default": lambda fan_in: 1 / (3 * fan_in), "kaiming": lambda fan_in: 2 / fan_in}[init]
+    bias_var = {"default": lambda fan_in: 1 / (3 * fan_in), "kaiming": lambda fan_in: 0.0}[init]
+    var = weight_var(width) * scale**2
+    q_ref = [weight_var(2) * scale**2 * m2 + bias_var(2)]
     for _ in range(depth - 1):
-        q_ref.append(width * var * fine_grid_mean(lambda h: value(h) ** 2, q_ref[-1])
-                     + theory.bias_variance(init, width))
+        q_ref.append(width * var * fine_grid_mean(lambda h: value(h) ** 2, q_ref[-1]) + bias_var(width))
     f_ref = [math.sqrt(width * var * fine_grid_mean(lambda h: slope(h) ** 2, qk)) for qk in q_ref[:-1]]
     np.testing.assert_allclose(q, q_ref, rtol=1e-6)
     np.testing.assert_allclose(factors, f_ref, rtol=1e-4)   # relu: the grid's node at the kink
