@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tools import assert_registered
 from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, models, theory
 from gradcourse.probes import Probe, probe_once
-from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson05 import ResidualExplorer, signal_theory
 
 
@@ -23,7 +23,7 @@ def spirals():
 
 
 def test_registered():
-    assert EXPLORERS["05_resnet"] is ResidualExplorer
+    assert_registered("05_resnet", ResidualExplorer)
     assert ResidualExplorer.manual
 
 

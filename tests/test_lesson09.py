@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tools import assert_registered
 from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, exercises, models
 from gradcourse.transformer import Block
-from gradcourse.widgets import EXPLORERS, lesson09
+from gradcourse.widgets import lesson09
 from gradcourse.widgets.lesson09 import TransformerExplorer, Watch, experiment
 
 F = nn.functional
@@ -265,7 +266,8 @@ def test_post_ln_without_warmup_collapses_and_warmup_rescues():
 
 
 def test_registered_and_explorer_defaults():
-    assert EXPLORERS["09_transformers"] is TransformerExplorer and TransformerExplorer.manual
+    assert_registered("09_transformers", TransformerExplorer)
+    assert TransformerExplorer.manual
     result = TransformerExplorer().run(depth=2, norm="pre")
     assert isinstance(result.figure, Figure) and len(result.figure.axes) == 3
     assert result.values["solved"] and result.values["final_loss"] < 0.5
