@@ -14,6 +14,16 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 LINT_PATHS := $(wildcard gradcourse tests benchmarks notebooks tools dashboard)
 DASHBOARD := dashboard/dashboard.ipynb
 DASHBOARD_PORT ?= 8866
+# make dashboard: Voila listens on this machine only (localhost) and, by default, asks for no token:
+# right for a laptop at the projector, but on a shared machine every local user could open it.
+# SHARED=1 makes Voila generate a token (the link it prints carries it); DASHBOARD_TOKEN sets your
+# own. Export DASHBOARD_TOKEN rather than typing it after `make`: a command line is visible to
+# every user (ps), an environment is not; the recipe hands it to Voila as JUPYTER_TOKEN.
+SHARED ?=
+DASHBOARD_TOKEN ?=
+export DASHBOARD_TOKEN
+DASHBOARD_AUTH = $(if $(DASHBOARD_TOKEN),JUPYTER_TOKEN="$$DASHBOARD_TOKEN" ,)
+DASHBOARD_FLAGS = $(if $(or $(DASHBOARD_TOKEN),$(SHARED)),--token,)
 # make links: which branch the links open, and your JupyterHub's address for the nbgitpuller link.
 BRANCH ?= main
 HUB ?=
@@ -32,6 +42,7 @@ help:
 	@echo "make student    write the student notebooks (no solutions, no instructor notes) to student/"
 	@echo "make slides     set the lessons' slide metadata from their cells (for Render as slides)"
 	@echo "make dashboard  serve every explorer without code, with Voila (http://localhost:$(DASHBOARD_PORT))"
+	@echo "SHARED=1 make dashboard  the same with a token, for a machine other people log in to"
 	@echo "make links      print the Binder, dashboard and nbgitpuller links for this clone's git remote"
 	@echo "make clean      remove caches and build files; make distclean also removes .venv"
 	@echo "PY=python3.12 make lab   chooses the interpreter the venv is made from"
@@ -121,7 +132,8 @@ slides: $(STAMP)
 
 # A pre-heated kernel runs the page before anyone asks for it: it then opens in about 2 s, not 7.
 dashboard: $(STAMP)
-	$(BIN)/voila $(DASHBOARD) --port=$(DASHBOARD_PORT) --theme=light --preheat_kernel=True --pool_size=1
+	$(DASHBOARD_AUTH)$(BIN)/voila $(DASHBOARD) --port=$(DASHBOARD_PORT) --theme=light --preheat_kernel=True \
+		--pool_size=1 $(DASHBOARD_FLAGS)
 
 # Standard library only: works before .venv exists.
 links:

@@ -27,7 +27,7 @@ def start(seed: int = 0, *, threads: int = 1) -> int:
     conclusions, and the lessons' asserts, hold on every machine: their margins are measured over
     seeds and over kernels. Returns the seed.
     """
-    seed = _checks.integer("seed", seed, low=0)
+    seed = _checks.seed(seed)
     threads = _checks.integer("threads", threads, low=1)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

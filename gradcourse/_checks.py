@@ -69,5 +69,14 @@ MAX_SEED = 2**64 - 1
 
 
 def seed(value: Any, name: str = "seed") -> int:
-    """Return ``value`` as a seed torch accepts (an integer in [0, 2**64 − 1]), else raise a ValueError."""
+    """Return ``value`` as a seed torch accepts (an integer in [0, 2**64 − 1]), else raise a ValueError.
+
+    The one seed check: every public function that takes a seed calls it first, before any work,
+    so 2**64 is refused by name rather than by torch's "Overflow when unpacking long long".
+
+    >>> seed(2**64)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be at most 18446744073709551615; got 18446744073709551616
+    """
     return integer(name, value, low=0, high=MAX_SEED)

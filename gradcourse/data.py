@@ -62,6 +62,7 @@ def spirals(n: int = 512, seed: int = 0, noise: float = 0.2, *, n_test: int = 25
     >>> ds.x.shape, ds.x_test.shape, int(ds.y.sum())
     (torch.Size([100, 2]), torch.Size([20, 2]), 50)
     """
+    seed = _checks.seed(seed)
     n = _checks.integer("n", n, low=2, high=MAX_POINTS)
     n_test = _checks.integer("n_test", n_test, low=0, high=MAX_POINTS)
     noise = _checks.number("noise", noise, low=0.0)
@@ -96,6 +97,7 @@ def adding_problem(seq_len: int = 50, n: int = 1024, seed: int = 0, *, n_test: i
     >>> tuple(ds.x.shape), tuple(ds.y.shape), ds.x[:, :, 1].sum(dim=1).tolist()
     ((4, 10, 2), (4, 1), [2.0, 2.0, 2.0, 2.0])
     """
+    seed = _checks.seed(seed)
     seq_len = _checks.integer("seq_len", seq_len, low=2, high=MAX_SEQ_LEN)
     n = _checks.integer("n", n, low=1, high=MAX_POINTS)
     n_test = _checks.integer("n_test", n_test, low=0, high=MAX_POINTS)
@@ -133,6 +135,7 @@ def cached_spirals(n: int = 512, seed: int = 0) -> Dataset:
     >>> cached_spirals(256) is cached_spirals(256)
     True
     """
+    seed = _checks.seed(seed)
     return spirals(n, seed=seed)
 
 
@@ -151,6 +154,7 @@ def reversal(n: int = 4096, seed: int = 0, *, seq_len: int = 8, vocab: int = 16,
     >>> tuple(ds.x.shape), ds.x.dtype, bool((ds.y == ds.x.flip(1)).all())
     ((3, 8), torch.int64, True)
     """
+    seed = _checks.seed(seed)
     n = _checks.integer("n", n, low=1)
     n_test = _checks.integer("n_test", n_test, low=0)
     seq_len = _checks.integer("seq_len", seq_len, low=1)
@@ -196,7 +200,7 @@ def digits(seed: int = 0, *, n_test: int = 360, flatten: bool = False) -> Datase
     >>> digits(seed=0, flatten=True).x.shape
     torch.Size([1437, 64])
     """
-    seed = _checks.integer("seed", seed, low=0)
+    seed = _checks.seed(seed)
     images, labels = _digits_arrays()
     n_test = _checks.integer("n_test", n_test, low=0, high=len(images) - 1)
     if not isinstance(flatten, bool):

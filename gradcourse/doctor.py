@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from . import _runfile
+from . import _runfile, theory
 from .remedies import REMEDIES, Remedy
 from .trace import Trace
 from .train import Run
@@ -594,6 +594,7 @@ def _measure(run: Run) -> dict:
     m["loss_drop"] = (1 - m["loss_min"] / m["loss_start"]) if len(good) and m["loss_start"] > 0 else math.nan
     jumps = good[1:] > (1 + ERRATIC_JUMP) * good[:-1]
     m["loss_jump_fraction"] = float(jumps.mean()) if len(jumps) else 0.0
+    m.update(_loss_windows(good, run.params))  # for telling mini-batch noise from a large learning rate
     m["steps"] = len(losses)
 
     nonfinite = trace.nonfinite or {}
@@ -938,9 +939,60 @@ def _loss_evidence(m: dict) -> list[str]:
     out = [text]
     if m["loss_jump_fraction"] >= ERRATIC_FRACTION:
         out.append(f"The loss is erratic: {_pct(m['loss_jump_fraction'])} of the steps raised it by "
-                   f"more than {_pct(ERRATIC_JUMP)} (threshold {_pct(ERRATIC_FRACTION)} of the steps): "
-                   "the learning rate is probably too large.")
+                   f"more than {_pct(ERRATIC_JUMP)} (threshold {_pct(ERRATIC_FRACTION)} of the steps)"
+                   + _erratic_cause(m)[1])
     return out
+
+
+#: Mini-batch noise or a learning rate too large? The loss averaged over LOSS_WINDOW steps (the first
+#: window against the last) must fall by at least NOISE_TREND_DROP for an erratic mini-batch loss to
+#: read as the spread between batches: healthy runs on the spirals with batches of 4-16 fell by
+#: 32-52% over 200 steps, learning rates too large (their loss ending near or above chance) by 14%
+#: or less, or rose.
+LOSS_WINDOW = 10
+NOISE_TREND_DROP = 0.25
+
+
+def _loss_windows(good: np.ndarray, params) -> dict:
+    """The mean finite loss over the first and over the last window of steps, and how the run drew
+    its batches: ``"full"`` (``fit`` without ``batch_size``), the batch size, or ``None`` (unknown:
+    a loop of your own)."""
+    k = min(LOSS_WINDOW, len(good) // 4)
+    params = params if isinstance(params, dict) else {}
+    batches = (params.get("batch_size") or "full") if "batch_size" in params else None
+    return {"loss_window": k, "loss_window_start": float(good[:k].mean()) if k else math.nan,
+            "loss_window_end": float(good[-k:].mean()) if k else math.nan, "batches": batches}
+
+
+def _erratic_cause(m: dict) -> tuple[str, str]:
+    """Why an erratic loss jumps, and the end of the sentence that says so: ``"lr"`` (every step
+    saw the whole data set, so the jumps are the steps; or the loss's average rose, which the spread
+    between batches cannot do), ``"batches"`` (mini-batches, and the average fell by at least
+    :data:`NOISE_TREND_DROP`: the jumps are the spread between batches) or ``"either"`` (the
+    batches are unknown, or the average barely fell: both are possible)."""
+    if m.get("batches") == "full":
+        return "lr", ": the learning rate is probably too large."
+    start, end, k = m["loss_window_start"], m["loss_window_end"], m["loss_window"]
+    falls = start > 0 and end <= (1 - NOISE_TREND_DROP) * start
+    how = "fell" if falls else "rose" if end > start else f"fell by less than {_pct(NOISE_TREND_DROP)}"
+    average = f"; averaged over {k} steps it {how} from {_num(start)} to {_num(end)}"
+    spread = "(each step's loss is measured on a different batch)"
+    if end > start:
+        return "lr", (average + ": the learning rate is probably too large (the spread between "
+                      "mini-batches makes the loss jump, it does not raise its average).")
+    if m.get("batches") is None:
+        if falls:
+            return "either", (average + f". If your loop draws mini-batches, these jumps are the spread "
+                              f"between batches {spread}, not a learning rate too large; if every step "
+                              "sees the whole data set, the learning rate is probably too large.")
+        return "either", (average + ": the learning rate may be too large, or, if your loop draws "
+                          f"mini-batches, the jumps may be the spread between batches {spread}.")
+    size = f"mini-batches of {m['batches']}"
+    if falls:
+        return "batches", (average + f", so these jumps are the spread between {size} {spread}, not a "
+                           "learning rate too large.")
+    return "either", (average + f": the jumps may be the spread between {size} {spread}, or the "
+                      "learning rate may be too large.")
 
 
 # -- remedies ----------------------------------------------------------------------------------
@@ -995,9 +1047,22 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
         names += [] if batchnorm else ["batchnorm"]
     elif problem == "healthy":
         if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_jump_fraction"] >= ERRATIC_FRACTION:
-            names.append("lower_lr")
-            notes.append("The gradients are fine but the loss jumps around: the learning rate is "
-                         "probably too large.")
+            cause = _erratic_cause(m)[0]
+            if cause == "lr":
+                names.append("lower_lr")
+                notes.append("The gradients are fine but the loss jumps around: the learning rate is "
+                             "probably too large.")
+            elif cause == "batches":
+                notes.append(f"The gradients are fine and the loss falls on average: its jumps are the "
+                             f"spread between mini-batches of {m['batches']}, nothing to treat. A larger "
+                             "batch smooths the curve; judge the fit by the loss on the whole training set "
+                             "(run.metrics['train_loss']).")
+            else:
+                names.append("lower_lr")
+                notes.append("The gradients are fine but the loss jumps around: either the learning rate "
+                             "is too large or the jumps are the spread between mini-batches. A smaller "
+                             "learning rate tells them apart: a learning rate's jumps shrink with it, the "
+                             "batches' spread stays.")
         if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_drop"] < PLATEAU_DROP:
             notes.append("The gradients are fine but the loss has not moved yet: train for more "
                          "steps or with a larger learning rate.")
@@ -1060,11 +1125,28 @@ def _recipe_evidence(problem: str, remedies: list[Remedy], m: dict, config: dict
 
 
 def _critical_std(activation: str) -> float:
-    """The weight_std (in units of 1/√fan_in) that keeps the signal's size: √2 for ReLU, 1 else."""
-    return math.sqrt(2.0) if activation in ("relu", "leaky_relu", "gelu") else 1.0
+    """The weight_std (in units of 1/√fan_in) that keeps the signal's size: theory's
+    :func:`~gradcourse.theory.critical_sigma_w` for the activations it knows (4 for the sigmoid,
+    2 for GELU, √2 for ReLU, 1 for tanh); for others, √2 for the ReLU family and 1 else."""
+    if activation in theory.CRITICAL_SIGMA_W:
+        return theory.CRITICAL_SIGMA_W[activation]
+    return math.sqrt(2.0) if activation in _RELU_FAMILY else 1.0
+
+
+#: How the sentence names each activation and why its critical scale is what it is.
+_CRITICAL_WHY = {
+    "relu": "He's critical scale for ReLU is √2 ≈ 1.41 (init='kaiming')",
+    "leaky_relu": "the critical scale for leaky ReLU is √(2/(1 + 0.01²)) ≈ 1.41 (init='kaiming')",
+    "gelu": "the critical scale for GELU is 2 (1/GELU'(0) = 1/0.5)",
+    "sigmoid": "the critical scale for the sigmoid is 4 (1/σ'(0) = 1/0.25)",
+    "tanh": "the critical scale for tanh is 1 (init='xavier')",
+    "linear": "the critical scale for a linear network is 1 (init='xavier')",
+}
 
 
 def _critical_name(activation: str) -> str:
-    if activation in ("relu", "leaky_relu", "gelu"):
-        return "while He's critical scale for ReLU is √2 ≈ 1.41 (init='kaiming')"
-    return "while the critical scale is about 1 (init='xavier')"
+    if activation in _CRITICAL_WHY:
+        return "while " + _CRITICAL_WHY[activation]
+    if activation in _RELU_FAMILY:
+        return "while the critical scale for ReLU-like units is about √2 ≈ 1.41 (init='kaiming')"
+    return "while the critical scale is about 1 for tanh-like units (init='xavier')"

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import doctor
+from . import _checks, doctor
 
 
 @dataclass(frozen=True)
@@ -1190,6 +1190,7 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
     >>> prescription(["lower_lr"]).correct
     False
     """
+    seed = _checks.seed(seed)
     from .patients import patient_name, treat
     from .remedies import REMEDIES
 

@@ -96,6 +96,7 @@ def mlp(
     ...
     ValueError: activation must be one of 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'gelu', 'linear'; got 'swish'
     """
+    seed = _checks.seed(seed)
     depth = _checks.integer("depth", depth, low=1, high=500)
     width = _checks.integer("width", width, low=1, high=4096)
     _checks.choice("activation", activation, ACTIVATIONS)
@@ -205,6 +206,7 @@ def sequence_model(
     >>> model(torch.zeros(5, 7, 2)).shape
     torch.Size([5, 1])
     """
+    seed = _checks.seed(seed)
     _checks.choice("cell", cell, CELLS)
     hidden = _checks.integer("hidden", hidden, low=1, high=4096)
     input_size = _checks.integer("input_size", input_size, low=1)
@@ -337,6 +339,7 @@ def resnet_mlp(
     ...
     ValueError: blocks must be at least 1; got 0
     """
+    seed = _checks.seed(seed)
     blocks = _checks.integer("blocks", blocks, low=1, high=250)
     width = _checks.integer("width", width, low=1, high=4096)
     _checks.choice("activation", activation, ACTIVATIONS)

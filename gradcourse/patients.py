@@ -80,9 +80,9 @@ def _remedy_name(remedy: Remedy | str) -> str:
 def recipe(patient: str, remedy: Remedy | str = "none", *, seed: int = 0) -> tuple[dict, dict]:
     """The (mlp kwargs, fit kwargs) of ``patient`` after ``remedy``: ``"none"``, or a remedy of
     :data:`REMEDIES` given by name, label or entry."""
+    seed = _checks.seed(seed)
     p = PATIENTS[patient_name(patient)]
     remedy = _remedy_name(remedy)
-    seed = _checks.integer("seed", seed, low=0)
     model, training = {**p.model, "seed": seed}, {**p.training, "seed": seed}
     if remedy == "none":
         return model, training
@@ -98,7 +98,7 @@ def treat(patient: str, remedy: Remedy | str = "none", seed: int = 0) -> Run:
     """Train ``patient`` with ``remedy`` applied (``"none"``: the mystery run itself) on the
     spirals of ``seed``. Runs are cached (the explorer and the exercise checks ask for the same
     ones), so treat them as read-only."""
-    seed = _checks.integer("seed", seed, low=0)
+    seed = _checks.seed(seed)
     return _treat(patient_name(patient), _remedy_name(remedy), seed)
 
 
@@ -114,7 +114,7 @@ def mystery_runs(seed: int = 0) -> dict[str, Run]:
     Their configurations are in :data:`PATIENTS` and in each ``run.params`` (no peeking before
     you have made your diagnosis).
     """
-    seed = _checks.integer("seed", seed, low=0)
+    seed = _checks.seed(seed)
     return {name: treat(name, "none", seed) for name in PATIENTS}
 
 

@@ -62,10 +62,7 @@ def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True, overw
         raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
     from torch.utils.tensorboard import SummaryWriter
 
-    logdir = Path(logdir)
-    if logdir.exists() and not logdir.is_dir():
-        raise ValueError(f"logdir must be a directory; {str(logdir)!r} is a file")
-    logdir.mkdir(parents=True, exist_ok=True)
+    logdir = _make_logdir(Path(logdir))
     old = sorted(logdir.glob("events.out.tfevents.*"))
     if old and not overwrite:
         raise ValueError(f"logdir {str(logdir)!r} already holds {len(old)} TensorBoard event file(s) of another "
@@ -108,6 +105,22 @@ def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True, overw
     finally:
         writer.close()
     return max(logdir.glob("events.out.tfevents.*"), key=os.path.getmtime)
+
+
+def _make_logdir(logdir: Path) -> Path:
+    """Create ``logdir`` (and its parents), or raise a ValueError naming the argument: a path under
+    a regular file would otherwise surface as a bare NotADirectoryError from ``mkdir``."""
+    for path in (logdir, *logdir.parents):  # the nearest part that exists must be a directory
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == logdir else f"lies under {str(path)!r}, which is a file"
+                raise ValueError(f"logdir must be a directory path; {str(logdir)!r} {where}")
+            break
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # no permission, a read-only disk: say which argument, not a traceback
+        raise ValueError(f"logdir {str(logdir)!r} cannot be created: {error.strerror or error}") from None
+    return logdir
 
 
 def _histogram(writer, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:

@@ -149,6 +149,7 @@ def transformer(
     ...
     ValueError: deepnorm applies to norm='post' only; got norm='pre'
     """
+    seed = _checks.seed(seed)
     depth = _checks.integer("depth", depth, low=1, high=200)
     width = _checks.integer("width", width, low=1, high=4096)
     heads = _checks.integer("heads", heads, low=1, high=width)
@@ -162,7 +163,6 @@ def transformer(
         raise ValueError(f"deepnorm applies to norm='post' only; got norm={norm!r}")
     vocab = _checks.integer("vocab", vocab, low=2, high=100_000)
     seq_len = _checks.integer("seq_len", seq_len, low=1, high=4096)
-    seed = _checks.integer("seed", seed, low=0)
     alpha, beta = ((2 * depth) ** 0.25, (8 * depth) ** -0.25) if deepnorm else (1.0, 1.0)
     config = dict(kind="transformer", depth=depth, width=width, heads=heads, norm=norm, qk_norm=qk_norm,
                   deepnorm=deepnorm, vocab=vocab, seq_len=seq_len, seed=seed)

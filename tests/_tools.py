@@ -18,3 +18,24 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses and doctest look a module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def assert_registered(lesson: str, explorer: type) -> None:
+    """``EXPLORERS[lesson]`` is ``explorer``, and the registry's key means what it says: the lesson's
+    notebook ``notebooks/<lesson>.ipynb`` exists and builds this explorer (``Name(`` in a code cell)
+    and no other lesson's, and the class lives in that lesson's module (``widgets/lessonNN.py``).
+    The bare ``EXPLORERS[...] is X`` check held even when the key named no notebook (a renamed
+    lesson) or the notebook showed another explorer."""
+    import json
+
+    from gradcourse.widgets import EXPLORERS
+
+    assert EXPLORERS[lesson] is explorer
+    path = ROOT / "notebooks" / f"{lesson}.ipynb"
+    assert path.exists(), f"the registry names {lesson!r}, but there is no {path.name}"
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    assert f"{explorer.__name__}(" in code, f"{path.name} never builds {explorer.__name__}"
+    others = [other.__name__ for other in EXPLORERS.values() if other is not explorer and f"{other.__name__}(" in code]
+    assert not others, f"{path.name} builds other lessons' explorers: {others}"
+    assert explorer.__module__ == f"gradcourse.widgets.lesson{lesson[:2]}"

@@ -369,6 +369,61 @@ def test_erratic_loss_threshold_on_a_healthy_run():
     assert "erratic" in _text(erratic) and "erratic" not in _text(calm)
 
 
+def _sawtooth(first: float, last: float) -> list[float]:
+    """100 losses: a base at ``first`` for 10 steps, straight to ``last``, flat for the last 10;
+    every odd step 1.4 times its base (a 40% jump, half the steps). So the first 10 steps average
+    1.2·first and the last 10 average 1.2·last, by hand."""
+    base = [first] * 10 + list(np.linspace(first, last, 82)[1:-1]) + [last] * 10
+    return [b * (1.4 if t % 2 else 1.0) for t, b in enumerate(base)]
+
+
+@pytest.mark.parametrize("first, last, batches, cause", [
+    (1.0, 0.5, 8, "batches"), (1.0, 0.5, None, "either"), (1.0, 0.5, "full", "lr"),
+    (1.0, 1.0, 8, "either"), (1.0, 1.0, None, "either"), (1.0, 1.0, "full", "lr"),
+    (0.5, 1.0, 8, "lr"), (0.5, 1.0, None, "lr"),
+])
+def test_erratic_loss_tells_mini_batch_noise_from_a_learning_rate_too_large(first, last, batches, cause):
+    """Issue 25 item 2: jumps whose 10-step average falls by half are the spread between mini-batches;
+    on the full batch, or when the average rises, the learning rate; in between, or with batches the
+    doctor cannot know (a loop of your own), both are possible and it says so."""
+    run = doctor.from_trace(_synthetic(), losses=_sawtooth(first, last))
+    if batches is not None:
+        run.params["batch_size"] = None if batches == "full" else batches  # as fit records it
+    d = diagnose(run)
+    assert d.problem == "healthy" and d.numbers["loss_jump_fraction"] == pytest.approx(50 / 99)
+    sentence = next(e for e in d.evidence if e.startswith("The loss is erratic"))
+    words = {"batches": "fell from 1.2 to 0.6", "lr": "rose from 0.6 to 1.2" if first < last else None,
+             "either": "fell from 1.2 to 0.6" if first > last else "fell by less than 25% from 1.2 to 1.2"}
+    if words[cause]:
+        assert f"averaged over 10 steps it {words[cause]}" in sentence
+    text = sentence + " ".join(d.notes)
+    if cause == "batches":
+        assert d.remedies == [] and "probably too large" not in text and "may be too large" not in text
+        assert "not a learning rate too large" in sentence
+        assert "spread between mini-batches of 8" in sentence and "nothing to treat" in text
+    elif cause == "lr":
+        assert d.remedies == [REMEDIES["lower_lr"]] and "the learning rate is probably too large" in sentence
+        assert "may be" not in text
+    else:
+        assert d.remedies == [REMEDIES["lower_lr"]] and "spread between" in sentence
+        assert "may be too large" in text or "probably too large" in sentence.split("if every step")[-1]
+
+
+def test_a_healthy_run_on_mini_batches_of_8_is_not_told_its_learning_rate_is_too_large():
+    """The run of the issue: tanh, lr 0.1, batches of 8. Its loss jumps on 30% of the steps, but the
+    mean of its first 10 losses is 0.71 and of its last 10 is 0.34 (measured, and computed here
+    from run.losses), and on the whole training set it ends at 0.34 like the full-batch run."""
+    run = fit(models.mlp(3, 16, activation="tanh", seed=0), data.spirals(256, seed=0), steps=200, lr=0.1,
+              batch_size=8)
+    assert (round(float(np.mean(run.losses[:10])), 2), round(float(np.mean(run.losses[-10:])), 2)) == (0.71, 0.34)
+    d = diagnose(run)
+    assert d.problem == "healthy" and d.numbers["loss_jump_fraction"] == pytest.approx(0.30, abs=0.01)
+    assert d.remedies == []
+    assert not any("probably too large" in line or "may be too large" in line for line in d.evidence + d.notes)
+    assert any("fell from 0.71 to 0.34, so these jumps are the spread between mini-batches of 8" in e
+               for e in d.evidence)
+
+
 def test_plateau_note_on_a_healthy_run():
     flat = _verdict(losses=[0.7] * 12 + [0.67])  # 4.3% below the start: under the 5% line
     assert flat.problem == "healthy" and "plateau" in _text(flat)
@@ -608,6 +663,21 @@ def test_tensorboard_export_never_mixes_two_runs(runs, tmp_path):
     np.testing.assert_allclose(loss, runs["vanishing"].losses, rtol=1e-6)  # only the new run
     with pytest.raises(ValueError, match="overwrite must be True or False"):
         export(runs["healthy"], tmp_path / "x", overwrite="yes")
+
+
+def test_tensorboard_export_refuses_a_logdir_under_a_file(tmp_path):
+    """A path under a regular file was a bare NotADirectoryError from mkdir: now a ValueError naming
+    logdir and the file in the way, before anything is written."""
+    from gradcourse.tensorboard import export
+
+    run = fit(models.mlp(2, 4, seed=0), data.spirals(16, seed=0), steps=2, lr=0.1)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    for logdir in (tmp_path / "notes.txt" / "run1", tmp_path / "notes.txt" / "a" / "b"):
+        with pytest.raises(ValueError, match=r"^logdir must be a directory path; .*lies under .*notes\.txt'"):
+            export(run, logdir)
+    with pytest.raises(ValueError, match=r"^logdir must be a directory path; .*notes\.txt' is a file"):
+        export(run, tmp_path / "notes.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_tensorboard_export_of_an_own_loop_run(runs, tmp_path):

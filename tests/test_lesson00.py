@@ -3,14 +3,14 @@
 
 import numpy as np
 import pytest
+from _tools import assert_registered
 from matplotlib.figure import Figure
 
-from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson00 import ScalarChainExplorer, chain_gradients
 
 
 def test_registered():
-    assert EXPLORERS["00_start_here"] is ScalarChainExplorer
+    assert_registered("00_start_here", ScalarChainExplorer)
 
 
 def test_default_run_vanishes_as_predicted():

@@ -3,10 +3,10 @@
 
 import numpy as np
 import pytest
+from _tools import assert_registered
 from matplotlib.figure import Figure
 
 from gradcourse import theory
-from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.base import figure_png
 from gradcourse.widgets.lesson01 import SaturationExplorer, activation_figure, measure, saturation_figure
 
@@ -17,7 +17,7 @@ def default():
 
 
 def test_registered():
-    assert EXPLORERS["01_sigmoid_saturation"] is SaturationExplorer
+    assert_registered("01_sigmoid_saturation", SaturationExplorer)
 
 
 def test_first_control_is_a_numeric_slider():

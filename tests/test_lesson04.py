@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tools import assert_registered
 from matplotlib.figure import Figure
 
 from gradcourse import data, models, theory
-from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson04 import BatchNormExplorer, batch_spread, gradient_at_init, training_loss
 
 
 def test_registered():
-    assert EXPLORERS["04_batchnorm"] is BatchNormExplorer
+    assert_registered("04_batchnorm", BatchNormExplorer)
 
 
 def test_explorer_defaults_train_with_bn():

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tools import assert_registered
 from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, models, theory
 from gradcourse.probes import Probe, probe_once
-from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson05 import ResidualExplorer, signal_theory
 
 
@@ -23,7 +23,7 @@ def spirals():
 
 
 def test_registered():
-    assert EXPLORERS["05_resnet"] is ResidualExplorer
+    assert_registered("05_resnet", ResidualExplorer)
     assert ResidualExplorer.manual
 
 
@@ -188,3 +188,16 @@ def test_he_branch_factor_check_against_the_measurement(spirals):
     for wrong in (1.0274, 2, 3, "sqrt(3)"):
         assert exercises.resnet_he_branch_factor(wrong).correct is False
     assert "n·Var(w) = 2" in exercises.resnet_he_branch_factor(1.0274).message
+
+
+@pytest.mark.parametrize("residual, name", [
+    (True, "res-60 (a stem and 30 residual blocks of 2 layers), ReLU, width 32"),
+    (False, "plain-60 (60 hidden layers), ReLU, width 32"),
+])
+def test_the_title_reads_as_the_slider_at_its_end(residual, name):
+    """The slider at 60 titled the residual network "61 hidden layers" (the stem counted): the
+    title now names what the slider set, and the probe still sees stem + 60 (+ the head)."""
+    result = ResidualExplorer().run(depth=60, residual=residual)
+    assert result.figure._suptitle.get_text() == name
+    assert result.summary.startswith(name.split(", ReLU")[0] + ":")
+    assert result.values["hidden_layers"] == (61 if residual else 60)

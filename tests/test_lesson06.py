@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from _tools import assert_registered
 
 from gradcourse import data, theory
 from gradcourse.train import fit
-from gradcourse.widgets import EXPLORERS
 from gradcourse.widgets.lesson06 import (
     RecurrentExplorer,
     adding_data,
@@ -28,7 +28,7 @@ def explorer():
 
 # -- the explorer ---------------------------------------------------------------------------------
 def test_explorer_is_registered():
-    assert EXPLORERS["06_lstm_gru"] is RecurrentExplorer
+    assert_registered("06_lstm_gru", RecurrentExplorer)
     assert RecurrentExplorer.manual is True
 
 

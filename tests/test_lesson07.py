@@ -144,13 +144,28 @@ def test_before_after_figure_draws_the_runs():
     heights = [bar.get_height() for bar in units.patches]
     np.testing.assert_allclose(heights[:20], unhealthy_fraction(before))
     np.testing.assert_allclose(heights[20:], unhealthy_fraction(after))
-    assert "Patient A" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text() == "Patient A, seed 0: before and after 'ReLU + He init'"
+    other = before_after_figure(treat("A", seed=1), treat("A", "relu_he", seed=1), patient="A", remedy="x")
+    assert other._suptitle.get_text() == "Patient A, seed 1: before and after 'x'"
 
 
 def test_unhealthy_fraction_reads_saturated_or_dead_units():
-    sigmoid, relu = treat("A"), treat("D")
-    np.testing.assert_array_equal(unhealthy_fraction(sigmoid), sigmoid.trace.get("saturated_frac")[-1, :-1])
-    np.testing.assert_array_equal(unhealthy_fraction(relu, 0), relu.trace.get("dead_frac")[0, :-1])
+    """A trace written by hand: a sigmoid layer (saturated measured), a ReLU layer (dead measured),
+    a layer with neither, and the head, whose values must be left out. Expected values by hand."""
+    from gradcourse.doctor import from_trace
+    from gradcourse.trace import Trace
+
+    nan = math.nan
+    trace = Trace(layers=["layer1", "layer2", "layer3", "head"], steps=np.array([0, 5, 10]), scalars={
+        "saturated_frac": np.array([[0.1, nan, nan, 0.9], [0.15, nan, nan, 0.85], [0.2, nan, nan, 0.8]]),
+        "dead_frac": np.array([[nan, 0.3, nan, 0.7], [nan, 0.35, nan, 0.65], [nan, 0.4, nan, 0.6]]),
+    })
+    run = from_trace(trace, losses=[0.7] * 11)
+    np.testing.assert_array_equal(unhealthy_fraction(run), [0.2, 0.4, 0.0])        # the last recorded step
+    np.testing.assert_array_equal(unhealthy_fraction(run, 0), [0.1, 0.3, 0.0])     # step 0
+    np.testing.assert_array_equal(unhealthy_fraction(run, 1), [0.15, 0.35, 0.0])
+    sigmoid, relu = treat("A"), treat("D")       # and the patients: 20 and 6 hidden layers
+    assert unhealthy_fraction(sigmoid).shape == (20,) and unhealthy_fraction(relu, 0).shape == (6,)
 
 
 def test_patient_chart_draws_each_patients_probes():

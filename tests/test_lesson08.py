@@ -171,6 +171,61 @@ def test_explorer_bad_parameters():
 
 
 # -- exercise checks ------------------------------------------------------------------------------
+def test_stopping_a_run_says_stopped_and_keeps_the_last_figure(monkeypatch):
+    """The notebook's stop button during a Run raises KeyboardInterrupt inside the explorer; in a
+    kernel, ipywidgets' Output capture shows and swallows it, and the view then failed with
+    "UnboundLocalError: cannot access local variable 'items'". The kernel's capture is stood in
+    for by a shell whose showtraceback records what the learner would have seen."""
+    widgets = pytest.importorskip("ipywidgets")
+    from IPython.display import Image
+    from ipywidgets.widgets import widget_output
+
+    from gradcourse.widgets import lesson08
+
+    tracebacks = []
+
+    class Shell:  # get_ipython() in a kernel: the Output capture reports errors through it
+        def showtraceback(self, exc_tuple, tb_offset=None):
+            tracebacks.append(exc_tuple[0].__name__)
+
+    monkeypatch.setattr(widget_output, "get_ipython", lambda: Shell())
+    explorer = DigitsExplorer()
+    view = explorer.show()
+    first_png = explorer.last_png
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lesson08, "train_loop", stop)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *items: shown.extend(items))
+    button = next(w for w in _descendants(view) if isinstance(w, widgets.Button))
+    for _ in range(2):  # a second stop shows one "Stopped" line, not two
+        shown.clear()
+        button.click()
+        assert tracebacks == []
+        assert "<b>Stopped:</b>" in shown[0].data and "Press Run" in shown[0].data
+        assert sum("Stopped" in str(getattr(item, "data", "")) for item in shown) == 1
+        assert [item.data for item in shown if isinstance(item, Image)] == [first_png]
+    assert not button.disabled and not any(control.disabled for control in explorer.controls.values())
+    assert explorer.last_png == first_png
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in the explorer")
+
+    monkeypatch.setattr(lesson08, "train_loop", bug)
+    button.click()          # any other error still reaches the learner, as itself, once
+    assert tracebacks == ["RuntimeError"] and not button.disabled
+
+
+def _descendants(widget):
+    stack = [widget]
+    while stack:
+        item = stack.pop()
+        yield item
+        stack.extend(getattr(item, "children", ()))
+
+
 def test_vanishing_depth_is_six_layers():
     # 0.144 per layer (sigma'(0) = 1/4 times 1/sqrt(3)): 0.144**4 = 4e-4 > 1e-4 > 0.144**5 = 6e-5
     assert vanishing_depth() == 6

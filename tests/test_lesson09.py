@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tools import assert_registered
 from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, exercises, models
 from gradcourse.transformer import Block
-from gradcourse.widgets import EXPLORERS, lesson09
+from gradcourse.widgets import lesson09
 from gradcourse.widgets.lesson09 import TransformerExplorer, Watch, experiment
 
 F = nn.functional
@@ -218,11 +219,24 @@ def test_watch_records_training_passes_only_and_removes_its_hooks():
 
 
 def test_experiment_matches_fit_with_the_same_settings():
-    exp = experiment("pre", depth=2, warmup=5, steps=12, seed=1)
-    assert exp.run.params["warmup"] == 5 and exp.run.params["betas"] == [0.9, 0.98]
-    assert exp.run.lrs[0] == pytest.approx(1e-2 / 5) and exp.run.lrs[-1] == pytest.approx(1e-2)
-    assert len(exp.collapse) == 12 and np.all(np.isfinite(exp.max_logit))
-    assert exp.final_loss == pytest.approx(np.mean(exp.run.losses[-20:]))
+    """experiment() is fit() with the lesson's settings written out here (the Watch only looks):
+    the same losses to the bit, the warmup's learning rates by hand, and final_loss the mean of
+    the last 20 of 25 losses, summed here step by step."""
+    from gradcourse import train
+
+    exp = experiment("pre", depth=2, warmup=5, steps=25, seed=1)
+    model = models.transformer(2, norm="pre", seed=1)
+    run = train.fit(model, data.reversal(1024, seed=0, n_test=256), steps=25, lr=1e-2, optimizer="adam",
+                    betas=(0.9, 0.98), warmup=5, batch_size=32, seed=1, probe=False, progress=False)
+    np.testing.assert_array_equal(exp.run.losses, run.losses)
+    np.testing.assert_allclose(exp.run.lrs, [0.002, 0.004, 0.006, 0.008] + [0.01] * 21, rtol=1e-12)
+    assert exp.run.params["batch_size"] == 32 and exp.run.params["betas"] == [0.9, 0.98]
+    assert len(exp.collapse) == len(exp.max_logit) == 25 and np.all(np.isfinite(exp.max_logit))
+    last_20 = 0.0
+    for step in range(5, 25):
+        last_20 += float(run.losses[step])
+    assert exp.final_loss == pytest.approx(last_20 / 20, rel=1e-12)
+    assert exp.label == "Pre-LN, 2 layers, adam, lr 0.01, warmup 5"
 
 
 def test_ffn_gradients_match_autograd():
@@ -252,7 +266,8 @@ def test_post_ln_without_warmup_collapses_and_warmup_rescues():
 
 
 def test_registered_and_explorer_defaults():
-    assert EXPLORERS["09_transformers"] is TransformerExplorer and TransformerExplorer.manual
+    assert_registered("09_transformers", TransformerExplorer)
+    assert TransformerExplorer.manual
     result = TransformerExplorer().run(depth=2, norm="pre")
     assert isinstance(result.figure, Figure) and len(result.figure.axes) == 3
     assert result.values["solved"] and result.values["final_loss"] < 0.5
@@ -288,3 +303,13 @@ def test_exercise_answers_are_what_the_model_does():
     assert warm.max_logit.max() > 1000 and warm.final_loss < lesson09.CHANCE - 1
     assert exercises.deepnorm_alpha(models.transformer(24, deepnorm=True).blocks[0].alpha).correct
 
+
+
+@pytest.mark.parametrize("qk_norm, name", [(True, "Pre-LN, 2 layers, qk-norm"), (False, "Pre-LN, 2 layers")])
+def test_the_preview_names_qk_norm(qk_norm, name):
+    """The untrained preview's title and legend left qk-norm out, though it changes the model shown."""
+    result = TransformerExplorer().run(norm="pre", depth=2, qk_norm=qk_norm, steps=0)
+    ax = result.figure.axes[0]
+    assert ax.get_title() == f"{name}: at initialisation"
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [name]
+    assert result.summary.startswith(f"{name}, untrained:")

@@ -70,3 +70,37 @@ def test_with_a_remote_prints_links_and_asks_for_the_hub(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "https://mybinder.org/v2/gh/acme/gradcourse/spring?urlpath=voila/render/dashboard/dashboard.ipynb" in out
     assert "OWNER" not in out and "make links HUB=" in out
+
+
+@pytest.mark.parametrize("remote", ["https://GitHub.com/acme/gradcourse.git", "https://www.github.com/acme/gradcourse",
+                                    "git@WWW.GitHub.com:acme/gradcourse.git"])
+def test_github_in_any_case_or_with_www_is_github(remote):
+    """Binder's generic git provider builds these too, but slowly and uncached: gh/ is GitHub's."""
+    assert links.parse_remote(remote) == links.Repo("https://github.com/acme/gradcourse", "gh/acme/gradcourse",
+                                                    "gradcourse")
+    assert links.parse_remote("https://www.GitLab.com/g/course").binder_spec == "gl/g%2Fcourse"
+
+
+def test_a_hub_without_a_scheme_gives_an_absolute_link(monkeypatch, capsys):
+    repo = links.parse_remote("https://github.com/acme/gradcourse")
+    for hub in ("hub.example.edu", "hub.example.edu/", "https://hub.example.edu"):
+        pull = links.nbgitpuller_link(repo, "main", hub)
+        assert pull.startswith("https://hub.example.edu/hub/user-redirect/git-pull?repo="), pull
+    assert links.nbgitpuller_link(repo, "main", "http://localhost:8000").startswith("http://localhost:8000/hub/")
+    monkeypatch.setattr(links, "git_remote", lambda name: "https://github.com/acme/gradcourse.git")
+    assert links.main(["--hub=hub.example.edu"]) == 0
+    assert "\n  https://hub.example.edu/hub/user-redirect/git-pull?" in capsys.readouterr().out
+    assert links.main(["--hub=ftp://hub.example.edu"]) == 1
+    assert "--hub: hub: 'ftp://hub.example.edu' is not a web address" in capsys.readouterr().err
+
+
+def test_a_branch_with_url_characters_is_encoded():
+    """fix#1 left bare would open branch "fix" (the # starts a fragment); / is %2F for Binder."""
+    repo = links.parse_remote("https://github.com/acme/gradcourse")
+    out = list(links.links(repo, "fix#1", "https://hub.example.edu").values())
+    assert out[0] == "https://mybinder.org/v2/gh/acme/gradcourse/fix%231?urlpath=lab/tree/notebooks/00_start_here.ipynb"
+    assert links.binder_link(repo, "spring/2026", "lab") == "https://mybinder.org/v2/gh/acme/gradcourse/spring%2F2026?urlpath=lab"
+    assert parse_qs(urlsplit(out[2]).query)["branch"] == ["fix#1"]
+    assert urlsplit(out[2]).fragment == ""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert links.rewrite_readme(text, repo, "fix#1").count("/gh/acme/gradcourse/fix%231?urlpath=") == 2

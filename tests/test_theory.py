@@ -241,11 +241,15 @@ def test_signal_factors_at_the_lesson01_explorer_extremes(activation, init):
     q, factors = theory.signal_factors(depth, width, activation=activation, init=init, input_second_moment=m2,
                                        weight_scale=scale)
     value, slope = torch_value_and_slope(activation)
-    var = theory.weight_variance(init, width, width) * scale**2
-    q_ref = [theory.weight_variance(init, 2, width) * scale**2 * m2 + theory.bias_variance(init, 2)]
+    # Var(w) and Var(b) by hand, not from theory: PyTorch's default is U(±1/√fan_in) for both,
+    # variance 1/(3·fan_in); Kaiming normal is 2/fan_in with zero biases. The explorer scales the
+    # weights by ``scale``, not the biases.
+    weight_var = {"default": lambda fan_in: 1 / (3 * fan_in), "kaiming": lambda fan_in: 2 / fan_in}[init]
+    bias_var = {"default": lambda fan_in: 1 / (3 * fan_in), "kaiming": lambda fan_in: 0.0}[init]
+    var = weight_var(width) * scale**2
+    q_ref = [weight_var(2) * scale**2 * m2 + bias_var(2)]
     for _ in range(depth - 1):
-        q_ref.append(width * var * fine_grid_mean(lambda h: value(h) ** 2, q_ref[-1])
-                     + theory.bias_variance(init, width))
+        q_ref.append(width * var * fine_grid_mean(lambda h: value(h) ** 2, q_ref[-1]) + bias_var(width))
     f_ref = [math.sqrt(width * var * fine_grid_mean(lambda h: slope(h) ** 2, qk)) for qk in q_ref[:-1]]
     np.testing.assert_allclose(q, q_ref, rtol=1e-6)
     np.testing.assert_allclose(factors, f_ref, rtol=1e-4)   # relu: the grid's node at the kink
@@ -269,18 +273,55 @@ def test_batchnorm_growth_matches_a_wide_bn_network(activation):
     assert theory.batchnorm_growth("linear") == pytest.approx(1.0)
 
 
+#: σ_w at which a wide layer keeps small signals, by hand: 1/φ'(0) for the smooth activations
+#: (σ'(0) = 1/4, tanh'(0) = 1, GELU'(0) = Φ(0) = 1/2), √(2/(1 + a²)) for ReLU (a = 0) and leaky ReLU
+#: (a = 0.01): half the units pass the signal, the other half a times it.
+CRITICAL_BY_HAND = {"sigmoid": 4.0, "tanh": 1.0, "relu": math.sqrt(2.0), "leaky_relu": math.sqrt(2 / (1 + 0.01**2)),
+                    "gelu": 2.0, "linear": 1.0}
+
+
 def test_one_source_for_each_constant():
-    from gradcourse import models, probes
+    """The probe's saturation margin, the init's bias variance and the critical weight scale each
+    have one source, and every module that uses one agrees with an independent reference."""
+    from gradcourse import doctor, models, probes
 
     assert theory.SATURATION_MARGIN is getattr(probes, "SATURATION_MARGIN", getattr(probes, "_SATURATION_MARGIN", None))
+    # Var(b): PyTorch's default bias is U(−1/√fan_in, 1/√fan_in), (2/√4)²/12 = 1/12 at fan_in 4; the
+    # other schemes start at 0. Checked against the biases gradcourse.models draws (4096 of them).
     for init in models.INITS:
-        theory.bias_variance(init, 4)
+        expected = 1 / 12 if init == "default" else 0.0
+        assert theory.bias_variance(init, 4) == pytest.approx(expected, abs=1e-15)
+        net = models.mlp(1, 4096, in_features=4, init=init, weight_std=1.0 if init == "normal" else None, seed=0)
+        bias = net.hidden_layers()[0].bias.detach().double()
+        if init == "default":
+            assert float(bias.var()) == pytest.approx(1 / 12, rel=0.06) and float(bias.abs().max()) <= 0.5
+        else:
+            assert torch.count_nonzero(bias) == 0
     with pytest.raises(ValueError, match="init"):
         theory.bias_variance("he", 4)
-    for activation, sigma_w in theory.CRITICAL_SIGMA_W.items():
-        assert theory.small_signal_factor(activation, "normal", 64, weight_std=sigma_w) == pytest.approx(1.0)
-    assert theory.CRITICAL_SIGMA_W["relu"] == pytest.approx(math.sqrt(2))
+    # The critical scale: by hand, and 1/φ'(0) with φ'(0) from autograd for the smooth activations.
+    assert theory.CRITICAL_SIGMA_W == pytest.approx(CRITICAL_BY_HAND)
+    for name in ("sigmoid", "tanh", "gelu", "linear"):
+        slope = float(torch_value_and_slope(name)[1](0.0))
+        assert 1 / slope == pytest.approx(theory.critical_sigma_w(name), rel=1e-12)
     assert theory.CRITICAL_SIGMA_W["tanh"] == pytest.approx(theory.tanh_critical_sigma_w(0.0), abs=1e-3)
+    # The doctor judges "drawn wider than critical" with the same scale, and names it per activation.
+    for activation, sigma_w in CRITICAL_BY_HAND.items():
+        assert doctor._critical_std(activation) == pytest.approx(sigma_w), activation
+    assert "sigmoid is 4 " in doctor._critical_name("sigmoid") and "GELU is 2 " in doctor._critical_name("gelu")
+    assert "√2" in doctor._critical_name("relu") and "tanh is 1 " in doctor._critical_name("tanh")
+
+
+def test_the_doctor_states_gelus_critical_scale():
+    """A GELU network drawn at twice its critical scale: the evidence says 2, not ReLU's √2."""
+    from gradcourse import diagnose
+    from gradcourse.train import fit
+
+    net = models.mlp(10, 64, activation="gelu", init="normal", weight_std=4.0, seed=0)
+    d = diagnose(fit(net, data.spirals(256, seed=0), steps=5, lr=0.01))
+    assert d.problem == "exploding"
+    assert ("The weights were drawn with std 4/√fan_in, while the critical scale for GELU is 2 "
+            "(1/GELU'(0) = 1/0.5).") in d.evidence
 
 
 @pytest.mark.parametrize("call, name", [

@@ -1,5 +1,7 @@
 """Bad input to a public function gives a ValueError that names the argument."""
 
+import re
+
 import pytest
 import torch
 
@@ -80,7 +82,10 @@ ds = data.spirals(16, seed=0)
     (lambda: start(seed=-1), "seed"),
 ])
 def test_bad_input_names_the_argument(call, argument):
-    with pytest.raises(ValueError, match=argument):
+    """The message starts with the argument's name ("n must be at least 2"), or with a list of the
+    names it concerns ("n, n_test and seq_len ask for..."): matching the bare name anywhere let "n",
+    "y" and "data" pass on any sentence that holds those letters."""
+    with pytest.raises(ValueError, match=rf"^(?:\w+, )*(?:\w+ and )?{re.escape(argument)}\b"):
         call()
 
 
@@ -98,3 +103,87 @@ def test_the_largest_seed_torch_takes_is_accepted():
     a, b = data.spirals(8, seed=2**64 - 1), data.spirals(8, seed=2**64 - 1)
     assert torch.equal(a.x, b.x) and not torch.equal(a.x, data.spirals(8, seed=0).x)
     assert models.mlp(2, 4, seed=2**64 - 1).config["seed"] == 2**64 - 1
+
+
+# -- one seed check: every public function that takes a seed refuses one torch cannot take ------------
+def _public_seed_takers() -> set[str]:
+    """``module.function`` of every public function (and class) of gradcourse with a ``seed``
+    parameter, found by walking the package: a new one must be added to SEED_CALLS below."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import gradcourse
+
+    found = set()
+    for info in [None, *pkgutil.walk_packages(gradcourse.__path__, "gradcourse.")]:
+        name = "gradcourse" if info is None else info.name
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():
+            if attr.startswith("_") or getattr(obj, "__module__", None) != name or not callable(obj):
+                continue
+            try:
+                parameters = inspect.signature(obj).parameters
+            except (TypeError, ValueError):
+                continue
+            if "seed" in parameters:
+                found.add(f"{name.removeprefix('gradcourse.')}.{attr}")
+    return found
+
+
+def _seed_calls():
+    from gradcourse import exercises, patients, transformer
+    from gradcourse.widgets import lesson01, lesson02, lesson03, lesson05, lesson06, lesson08, lesson09
+
+    tiny = torch.nn.Linear(2, 2)
+    return {
+        "gradcourse.start": lambda seed: start(seed=seed),
+        "data.spirals": lambda seed: data.spirals(seed=seed),
+        "data.adding_problem": lambda seed: data.adding_problem(seed=seed),
+        "data.cached_spirals": lambda seed: data.cached_spirals(seed=seed),
+        "data.reversal": lambda seed: data.reversal(seed=seed),
+        "data.digits": lambda seed: data.digits(seed=seed),
+        "exercises.prescription": lambda seed: exercises.prescription("lower_lr", seed=seed),
+        "models.mlp": lambda seed: models.mlp(2, 4, seed=seed),
+        "models.sequence_model": lambda seed: models.sequence_model("rnn", seed=seed),
+        "models.resnet_mlp": lambda seed: models.resnet_mlp(2, 4, seed=seed),
+        "patients.recipe": lambda seed: patients.recipe("A", seed=seed),
+        "patients.treat": lambda seed: patients.treat("A", seed=seed),
+        "patients.mystery_runs": lambda seed: patients.mystery_runs(seed=seed),
+        "train.fit": lambda seed: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, seed=seed),
+        "transformer.transformer": lambda seed: transformer.transformer(2, seed=seed),
+        "widgets.lesson01.build": lambda seed: lesson01.build(seed=seed),
+        "widgets.lesson01.measure": lambda seed: lesson01.measure(seed=seed),
+        "widgets.lesson02.probe_network": lambda seed: lesson02.probe_network("relu", 2, 1.0, seed=seed),
+        "widgets.lesson03.patient": lambda seed: lesson03.patient(seed=seed),
+        "widgets.lesson03.train_patient": lambda seed: lesson03.train_patient(0.1, seed=seed),
+        "widgets.lesson05.build": lambda seed: lesson05.build(4, True, False, seed=seed),
+        "widgets.lesson06.adding_data": lambda seed: lesson06.adding_data(10, seed=seed),
+        "widgets.lesson06.build": lambda seed: lesson06.build("rnn", seed=seed),
+        "widgets.lesson08.build": lambda seed: lesson08.build(seed=seed),
+        "widgets.lesson08.broken_model": lambda seed: lesson08.broken_model(seed=seed),
+        "widgets.lesson08.resnet18": lambda seed: lesson08.resnet18(seed=seed),
+        "widgets.lesson08.train_loop": lambda seed: lesson08.train_loop(tiny, data.digits(), seed=seed),
+        "widgets.lesson08.vanishing_depth": lambda seed: lesson08.vanishing_depth(seed=seed),
+        "widgets.lesson08.check_fixed_model": lambda seed: lesson08.check_fixed_model(tiny, seed=seed),
+        "widgets.lesson09.experiment": lambda seed: lesson09.experiment(seed=seed),
+        "widgets.lesson09.perturbation_change": lambda seed: lesson09.perturbation_change(tiny, seed=seed),
+    }
+
+
+def test_every_function_taking_a_seed_is_checked_here():
+    assert _public_seed_takers() == set(_seed_calls())
+
+
+@pytest.mark.parametrize("seed", [2**64, -1, 2.5, "0", True])
+@pytest.mark.parametrize("name", sorted(_seed_calls()))
+def test_every_seed_taker_refuses_a_seed_torch_cannot_take(name, seed):
+    """One check (``_checks.seed``) before any work: 2**64 gave "Overflow when unpacking long long".
+    An exercise check answers with the same sentence as Feedback (correct None), not a traceback."""
+    pattern = r"seed must be (an integer|at most|at least)"
+    try:
+        outcome = _seed_calls()[name](seed)
+    except ValueError as error:
+        assert re.match(pattern, str(error)), error
+    else:
+        assert outcome.correct is None and re.search(f"cannot run: {pattern}", outcome.message), outcome

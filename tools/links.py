@@ -20,7 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = "https://mybinder.org/v2"
@@ -63,6 +63,9 @@ def parse_remote(url: str) -> Repo:
     path = re.sub(r"\.git/?$", "", path.strip("/"))
     if not path:
         raise ValueError(f"url: {url!r} names no repository")
+    # Host names are case-insensitive and "www." is an alias: GitHub.com and www.github.com are
+    # GitHub, and Binder's gh provider builds (and caches) them far better than its generic git one.
+    host = host.lower().removeprefix("www.")
     clone_url = f"https://{host}/{path}"
     name = path.rsplit("/", 1)[-1]
     if host == "github.com" and path.count("/") == 1:
@@ -74,15 +77,45 @@ def parse_remote(url: str) -> Repo:
     return Repo(clone_url=clone_url, binder_spec=spec, name=name)
 
 
+def binder_ref(branch: str) -> str:
+    """The branch as one URL path segment: Binder wants ``/`` as ``%2F``, and a ``#`` or ``?`` left
+    bare would end the path (``fix#1`` would open branch ``fix``).
+
+    >>> binder_ref("fix#1"), binder_ref("spring/2026")
+    ('fix%231', 'spring%2F2026')
+    """
+    return quote(branch, safe="")
+
+
 def binder_link(repo: Repo, branch: str, urlpath: str) -> str:
-    return f"{BINDER}/{repo.binder_spec}/{branch}?urlpath={urlpath}"
+    return f"{BINDER}/{repo.binder_spec}/{binder_ref(branch)}?urlpath={urlpath}"
+
+
+def hub_url(hub: str) -> str:
+    """The hub's address as an absolute URL: ``hub.example.edu`` (no scheme) would make a link
+    relative to wherever it is pasted, so https:// is assumed; any scheme but http(s) is refused.
+
+    >>> hub_url("hub.example.edu"), hub_url("http://localhost:8000/")
+    ('https://hub.example.edu', 'http://localhost:8000')
+    >>> hub_url("ftp://hub.example.edu")
+    Traceback (most recent call last):
+    ...
+    ValueError: hub: 'ftp://hub.example.edu' is not a web address (http:// or https://)
+    """
+    text = hub.strip().rstrip("/")
+    if "://" not in text:
+        text = "https://" + text.lstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"hub: {hub!r} is not a web address (http:// or https://)")
+    return text
 
 
 def nbgitpuller_link(repo: Repo, branch: str, hub: str) -> str:
     """A JupyterHub link that clones (or updates) the repository into the learner's home and opens lesson 00."""
     query = urlencode({"repo": repo.clone_url, "branch": branch,
                        "urlpath": f"lab/tree/{repo.name}/{FIRST_LESSON}"})
-    return f"{hub.rstrip('/')}/hub/user-redirect/git-pull?{query}"
+    return f"{hub_url(hub)}/hub/user-redirect/git-pull?{query}"
 
 
 def links(repo: Repo, branch: str, hub: str | None) -> dict[str, str]:
@@ -97,7 +130,8 @@ def links(repo: Repo, branch: str, hub: str | None) -> dict[str, str]:
 
 def rewrite_readme(text: str, repo: Repo, branch: str) -> str:
     """Point README's Binder badges at ``repo``/``branch``, keeping what each one opens."""
-    return README_BADGE.sub(lambda m: f"{BINDER}/{repo.binder_spec}/{branch}?urlpath={m.group(1)}/", text)
+    return README_BADGE.sub(lambda m: f"{BINDER}/{repo.binder_spec}/{binder_ref(branch)}?urlpath={m.group(1)}/",
+                            text)
 
 
 def git_remote(name: str) -> str | None:
@@ -132,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
 
+    try:
+        hub = hub_url(args.hub) if args.hub else None
+    except ValueError as error:
+        print(f"--hub: {error}.", file=sys.stderr)
+        return 1
+
     print(f"repository: {repo.clone_url}  (git remote {args.remote!r}, branch {args.branch!r})\n")
-    for label, link in links(repo, args.branch, args.hub or None).items():
+    for label, link in links(repo, args.branch, hub).items():
         print(f"{label}:\n  {link}\n")
     if not args.hub:
         print("nbgitpuller: give your hub's address to get the link, e.g.\n"

@@ -233,7 +233,8 @@ class _View:
         explorer 80 times through nbclient waited out the timeout 9 times, with ipykernel 7.4 and
         6.31 and pyzmq 26 and 27 alike (``benchmarks/kernel_stalls.py``). Appending needs no
         routing of display messages; later redraws, from the browser, go through :meth:`redraw`."""
-        for item in self.explorer._displays(self.current()):
+        self.shown = self.explorer._displays(self.current())
+        for item in self.shown:
             self.output.append_display_data(item)
 
     def redraw(self, *, preview: bool) -> None:
@@ -246,14 +247,34 @@ class _View:
 
         self._set_busy(True)
         self.explorer.progress = not preview
+        failure: Exception | None = None
         try:
+            # ipywidgets' capture swallows whatever is raised inside it (it shows the traceback in
+            # the progress area, which is cleared below), so both cases are caught in here.
             with self.progress:
-                items = self.explorer._displays(params, preview=preview)
+                try:
+                    items = self.explorer._displays(params, preview=preview)
+                except KeyboardInterrupt:  # the notebook's stop button, during a Run
+                    items = self._stopped()
+                except Exception as error:  # noqa: BLE001 (re-raised below, where the figure goes)
+                    failure = error
         finally:
             self.explorer.progress = False
             self.progress.clear_output()
             self._set_busy(False)
+        if failure is not None:
+            raise failure
+        self.shown = items
         display(*items)
+
+    def _stopped(self) -> list:
+        """What an interrupted run leaves: a line saying it stopped, then the last figure shown."""
+        from IPython.display import HTML
+
+        again = "Press Run to start again." if self.explorer.manual else "Move a control to redraw."
+        note = HTML(f"<div style='color:{WARNING}'><b>Stopped:</b> the run was interrupted before it "
+                    f"finished; the figure below is the last one drawn. {again}</div>")
+        return [note, *[item for item in getattr(self, "shown", []) if not _is_stop_note(item)]]
 
     def _set_busy(self, busy: bool) -> None:
         for control in self.controls.values():
@@ -261,6 +282,11 @@ class _View:
         if self.explorer.manual:
             self.button.disabled = busy
         self.status.value = "<i>computing…</i>" if busy else ""
+
+
+def _is_stop_note(item) -> bool:
+    """Whether ``item`` is the "Stopped" line (a second interrupt must not stack a second one)."""
+    return "<b>Stopped:</b>" in str(getattr(item, "data", ""))
 
 
 def figure_png(figure: Figure, dpi: int = 80) -> bytes:

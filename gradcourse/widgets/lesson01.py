@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .. import data, models, plots, theory
+from .. import _checks, data, models, plots, theory
 from ..activations import hidden_outputs
 from ..measurements import SATURATION_MARGIN
 from ..probes import probe_once
@@ -33,6 +33,7 @@ def build(depth: int = 20, activation: str = "sigmoid", init: str = "default", *
           weight_scale: float = 1.0, width: int = WIDTH, seed: int = 0) -> models.MLP:
     """``models.mlp`` with every hidden layer's weights multiplied by ``weight_scale`` after the
     initialisation (the head is left alone), so the scale is relative to the chosen init."""
+    seed = _checks.seed(seed)
     net = models.mlp(depth, width, activation=activation, init=init, seed=seed)
     if weight_scale != 1.0:
         with torch.no_grad():
@@ -62,6 +63,7 @@ def measure(depth: int = 20, activation: str = "sigmoid", init: str = "default",
     the per-layer change, measured and predicted), ``saturated`` and ``dead`` (fraction per
     hidden layer), ``activations`` (every hidden layer's values, flattened), ``loss``, ``trace``.
     """
+    seed = _checks.seed(seed)
     ds = data.cached_spirals(512)
     x = ds.x * input_scale
     net = build(depth, activation, init, weight_scale=weight_scale, seed=seed)

@@ -21,7 +21,7 @@ import functools
 import numpy as np
 import torch
 
-from .. import data, models, plots, theory
+from .. import _checks, data, models, plots, theory
 from ..probes import probe_once
 from .base import Explorer, Param, Result
 
@@ -36,6 +36,7 @@ def probe_network(activation: str, depth: int, weight_scale: float, *, width: in
 
     Returns the trace, the loss and the total gradient norm (every parameter).
     """
+    seed = _checks.seed(seed)
     sigma_w = weight_scale * CRITICAL_SIGMA_W[activation]
     ds = data.cached_spirals(n)
     net = models.mlp(depth, width, activation=activation, init="normal", weight_std=sigma_w,

@@ -29,6 +29,7 @@ STEPS = 200
 # -- the patient ---------------------------------------------------------------------------------
 def patient(scale: float = 1.2, *, depth: int = 10, seed: int = 0) -> models.MLP:
     """Lesson 02's exploding patient: a ReLU MLP (64 wide) whose weight std is ``scale`` × He's."""
+    seed = _checks.seed(seed)
     return models.mlp(depth, 64, activation="relu", init="normal", weight_std=scale * math.sqrt(2.0),
                       seed=seed)
 
@@ -37,6 +38,7 @@ def train_patient(lr: float, clip=None, *, scale: float = 1.2, steps: int = STEP
                   probe: bool = False, progress: bool = False, seed: int = 0) -> Run:
     """Train :func:`patient` on the spirals (full batch, SGD) with optional clipping; ``seed``
     draws the weights and the spirals (the lesson uses 0; the tests measure its claims' spread)."""
+    seed = _checks.seed(seed)
     return fit(patient(scale, seed=seed), data.cached_spirals(512, seed), steps=steps, lr=lr, clip=clip, probe=probe,
                progress=progress, seed=seed)
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .. import data, models, plots, theory, train
+from .. import _checks, data, models, plots, theory, train
 from ..probes import probe_once
 from .base import Explorer, Param, Result
 
@@ -25,6 +25,7 @@ N_TRAIN = 256
 def build(depth: int, residual: bool, batchnorm: bool, seed: int = 0) -> torch.nn.Module:
     """The lesson's networks: ``depth`` hidden ReLU layers, plain (``models.mlp``) or residual
     (``models.resnet_mlp`` with depth/2 two-linear blocks after a stem), width 32."""
+    seed = _checks.seed(seed)
     if residual:
         return models.resnet_mlp(depth // 2, WIDTH, batchnorm=batchnorm, seed=seed)
     return models.mlp(depth, WIDTH, activation="relu", batchnorm=batchnorm, seed=seed)
@@ -82,8 +83,11 @@ class ResidualExplorer(Explorer):
         predicted = None if batchnorm else signal[n - 1] * signal_theory(depth, residual)
         plots.draw_layer_gradients(axes[0, 0], grads[:n], signal[:n], theory=predicted, markersize=3,
                                    title="Gradient per layer at initialisation")
-        kind = "residual" if residual else "plain"
-        summary = (f"{kind}, {n} hidden layers{', BN' if batchnorm else ''}: at the start the first "
+        # Named as the slider reads: res-60 is a stem and 30 blocks (61 hidden layers), plain-60 has 60.
+        short = f"{'res' if residual else 'plain'}-{depth}"
+        name = (f"{short} (a stem and {depth // 2} residual blocks of 2 layers)" if residual
+                else f"{short} ({depth} hidden layers)")
+        summary = (f"{name}{', BN' if batchnorm else ''}: at the start the first "
                    f"layer's weight gradient is {values['grad_ratio']:.2g}× the last layer's.")
         runs = {}
         if steps:
@@ -91,13 +95,12 @@ class ResidualExplorer(Explorer):
                             progress=self.progress)
             runs["run"] = run
             values["final_loss"] = float(run.losses[-1])
-            plots.draw_loss(axes[0, 1], {f"{kind}, {n} hidden layers": run}, baseline=math.log(2),
+            plots.draw_loss(axes[0, 1], {short: run}, baseline=math.log(2),
                             baseline_label="chance, ln 2", title="Training loss (Adam, lr 1e-3, full batch)")
             if run.diverged:
                 summary += f" Training hit NaN/Inf at step {run.diverged_at}."
             else:
                 summary += (f" After {steps} Adam steps the loss of the last step (full batch, training mode) is "
                             f"{values['final_loss']:.3g} (ln 2 ≈ 0.693).")
-        fig.suptitle(f"{kind} ReLU network, {n} hidden layers, width {WIDTH}"
-                     f"{', BatchNorm' if batchnorm else ''}")
+        fig.suptitle(f"{name}, ReLU, width {WIDTH}{', BatchNorm' if batchnorm else ''}")
         return Result(figure=fig, values=values, runs=runs, summary=summary)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .. import data, models, plots, theory
+from .. import _checks, data, models, plots, theory
 from ..probes import probe_once
 from ..train import fit
 from .base import Explorer, Param, Result
@@ -36,12 +36,14 @@ CLIP_THRESHOLD = 1.0
 @functools.lru_cache(maxsize=16)
 def adding_data(seq_len: int, seed: int = 0) -> data.Dataset:
     """The lesson's adding-problem data set (1024 training and 256 test sequences), cached."""
+    seed = _checks.seed(seed)
     return data.adding_problem(seq_len, n=1024, seed=seed)
 
 
 def build(cell: str, *, recurrent_scale: float | None = None, forget_bias: float | None = None,
           seed: int = 0) -> torch.nn.Module:
     """The lesson's sequence model (hidden 32); scale and bias are passed only where they apply."""
+    seed = _checks.seed(seed)
     return models.sequence_model(cell, HIDDEN, recurrent_scale=recurrent_scale if cell == "rnn" else None,
                                  forget_bias=forget_bias if cell == "lstm" else None, seed=seed)
 

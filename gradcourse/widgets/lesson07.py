@@ -74,7 +74,9 @@ def before_after_figure(before: Run, after: Run, *, patient: str, remedy: str):
     ax.set_ylabel("fraction of units")
     ax.set_title("Saturated or dead units, last step")
     ax.legend(fontsize="small")
-    fig.suptitle(f"Patient {patient}: before and after '{remedy}'")
+    seeds = {run.params.get("seed") for run in (before, after)}  # the seed of the data and the weights
+    seed = f", seed {seeds.pop()}" if len(seeds) == 1 and None not in seeds else ""
+    fig.suptitle(f"Patient {patient}{seed}: before and after '{remedy}'")
     return fig
 
 

@@ -68,6 +68,7 @@ def build(kind: str = "mlp", depth: int = 12, *, activation: str = "sigmoid", in
     >>> net(torch.zeros(2, 1, 8, 8)).shape, sum(isinstance(m, nn.Conv2d) for m in net)
     (torch.Size([2, 10]), 4)
     """
+    seed = _checks.seed(seed)
     _checks.choice("kind", kind, KINDS)
     depth = _checks.integer("depth", depth, low=2 if kind == "cnn" else 1, high=60)
     _checks.choice("activation", activation, ACTIVATIONS)
@@ -75,7 +76,6 @@ def build(kind: str = "mlp", depth: int = 12, *, activation: str = "sigmoid", in
     if not isinstance(batchnorm, bool):
         raise ValueError(f"batchnorm must be True or False; got {batchnorm!r}")
     width = _checks.integer("width", width, low=4, high=512)
-    seed = _checks.integer("seed", seed, low=0)
     act = ACTIVATIONS[activation]
     layers: dict[str, nn.Module] = {}  # named, so that the probe and the doctor name layers readably
     with torch.random.fork_rng(devices=[]):
@@ -120,7 +120,7 @@ def broken_model(seed: int = 0) -> nn.Sequential:
 
     (What is wrong with it is for the learner to find with the probe and the doctor.)
     """
-    seed = _checks.integer("seed", seed, low=0)
+    seed = _checks.seed(seed)
     model = build("cnn", 6, activation="tanh", init="default", seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -234,9 +234,9 @@ def resnet18(num_classes: int = 10, *, in_channels: int = 3, seed: int = 0) -> n
     ...
     ValueError: num_classes must be at least 1; got 0
     """
+    seed = _checks.seed(seed)
     num_classes = _checks.integer("num_classes", num_classes, low=1)
     in_channels = _checks.integer("in_channels", in_channels, low=1)
-    seed = _checks.seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _torchvision_resnet18(num_classes) or ResNet((2, 2, 2, 2), num_classes=num_classes)
@@ -309,6 +309,7 @@ def train_loop(model: nn.Module, dataset: data.Dataset, *, lr: float = LR, steps
     >>> len(out.losses), out.trace.steps.tolist()[:3], out.diagnosis.problem
     (20, [0, 5, 10], 'healthy')
     """
+    seed = _checks.seed(seed)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if not isinstance(dataset, data.Dataset):
@@ -316,7 +317,6 @@ def train_loop(model: nn.Module, dataset: data.Dataset, *, lr: float = LR, steps
     lr = _checks.number("lr", lr, low=0.0, low_open=True)
     steps = _checks.integer("steps", steps, low=1)
     batch_size = _checks.integer("batch_size", batch_size, low=1)
-    seed = _checks.integer("seed", seed, low=0)
     every = _checks.integer("every", every, low=1)
     x, y = dataset.x, dataset.y
     if subset is not None:
@@ -464,6 +464,7 @@ def vanishing_depth(*, max_depth: int = 20, seed: int = 0) -> int:
     """The smallest depth at which a sigmoid MLP (width 64, PyTorch's default init) on the digits
     sends back to its first layer less than ``VANISHING_SIGNAL_RATIO`` of the signal at its last
     hidden layer, at step 0 (one probed batch of 256 training images)."""
+    seed = _checks.seed(seed)
     ds = data.digits(seed)
     x, y = ds.x[:256], ds.y[:256]
     for depth in range(2, max_depth + 1):
@@ -499,6 +500,7 @@ def check_fixed_model(answer, *, seed: int = 0) -> Feedback:
     """Exercise 3: a model that fixes :func:`broken_model`. It is trained here (``CHECK_STEPS``
     steps at ``LR``, the lesson's loop, same seed) and must be called healthy and reach
     ``CHECK_ACCURACY`` on the test images."""
+    seed = _checks.seed(seed)
     name = "your fixed model"
     if answer is None:
         return missing(name)

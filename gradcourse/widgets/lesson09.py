@@ -143,6 +143,7 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
     ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step).
     The run's ``metrics`` also hold the Watch's ``collapse`` and ``max_attention_logit`` per step, which
     :func:`gradcourse.diagnose` reads."""
+    seed = _checks.seed(seed)
     model = models.transformer(depth, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
     with Watch(model) as watch:
         run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
@@ -185,6 +186,7 @@ def perturbation_change(model: nn.Module, *, size: float = 1e-3, seed: int = 0, 
     """Relative change of the output logits when every Linear weight moves by ±``size`` (random
     signs drawn with ``seed``): ‖f(W + δ) − f(W)‖ / ‖f(W)‖. The model is restored afterwards.
     Liu et al. (2020) trace Post-LN's trouble to this amplification of small updates."""
+    seed = _checks.seed(seed)
     x = task().x[:batch]
     generator = torch.Generator().manual_seed(seed)
     weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
@@ -293,8 +295,10 @@ class TransformerExplorer(Explorer):
     def compute(self, norm, depth, lr, warmup, qk_norm, optimizer, steps) -> Result:
         if steps == 0:
             grads = ffn_gradients(models.transformer(depth, norm=norm, qk_norm=qk_norm, seed=0))
-            return Result(figure=self.at_initialisation(norm, depth, grads), values={"ffn_grad": grads},
-                          summary=f"{norm.capitalize()}-LN, {depth} layers, untrained: the gradient of each "
+            name = f"{norm.capitalize()}-LN, {depth} layers{', qk-norm' if qk_norm else ''}"
+            return Result(figure=self.at_initialisation(norm, depth, grads, qk_norm=qk_norm),
+                          values={"ffn_grad": grads},
+                          summary=f"{name}, untrained: the gradient of each "
                                   "block's FFN weight at initialisation. Set the steps and press Run to train.")
         exp = experiment(norm, depth, lr=lr, warmup=warmup, qk_norm=qk_norm, optimizer=optimizer,
                          steps=steps, progress=self.progress)
@@ -308,9 +312,11 @@ class TransformerExplorer(Explorer):
         return Result(figure=fig, values=values, runs={"run": exp.run}, summary=summary)
 
     @staticmethod
-    def at_initialisation(norm: str, depth: int, grads: np.ndarray) -> plots.Figure:
-        """The model before any training: its FFN gradient by block."""
-        return gradient_by_layer({f"{norm.capitalize()}-LN, {depth} layers": grads}, title="At initialisation")
+    def at_initialisation(norm: str, depth: int, grads: np.ndarray, *, qk_norm: bool = False) -> plots.Figure:
+        """The model before any training: its FFN gradient by block, named as :func:`experiment`
+        names a run (qk-norm included: it is part of the model the figure shows)."""
+        name = f"{norm.capitalize()}-LN, {depth} layers{', qk-norm' if qk_norm else ''}"
+        return gradient_by_layer({name: grads}, title=f"{name}: at initialisation")
 
     @staticmethod
     @plots.styled
