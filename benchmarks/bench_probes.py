@@ -1,7 +1,8 @@
 """Cost of the probes: a training step bare vs with every instrument on, and memory over a long run.
 
 Run: ``.venv/bin/python benchmarks/bench_probes.py`` (one CPU thread, as on Binder); add
-``--quick`` for fewer repeats, or ``--breakdown`` for where a recorded step's time goes (CPU time
+``--quick`` for fewer repeats, ``--startup`` for import time, the first probed step and ResNet-18's
+memory, or ``--breakdown`` for where a recorded step's time goes (CPU time
 inside each part of the probe, per step), or ``--against REV`` for this tree's probe against the
 probe of git revision REV (e.g. ``main``), side by side in one process. Prints Markdown tables;
 ``run_all.py`` copies them into RESULTS.md.
@@ -299,6 +300,80 @@ def memory_rows() -> list[tuple[int, dict, dict]]:
     return rows
 
 
+STARTUP_CHILD = """
+import json, resource, sys, time
+start = time.perf_counter()
+import torch
+after_torch = time.perf_counter()
+if sys.argv[1] == "torch":
+    print(json.dumps({"import_s": after_torch - start}))
+    raise SystemExit
+import gradcourse
+from gradcourse import data, models
+from gradcourse.probes import Probe
+after_gradcourse = time.perf_counter()
+torch.set_num_threads(1)
+spirals = data.spirals(512, seed=0)
+net = models.mlp(20, 64, activation="sigmoid", seed=0)
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+step_start = time.perf_counter()
+probe = Probe(net, optimizer=opt) if sys.argv[1] == "probe" else None
+if probe is not None:
+    probe.__enter__()
+loss = torch.nn.functional.cross_entropy(net(spirals.x), spirals.y)
+opt.zero_grad()
+loss.backward()
+opt.step()
+if probe is not None:
+    probe.__exit__(None, None, None)
+    probe.trace
+print(json.dumps({"import_s": after_gradcourse - start, "gradcourse_s": after_gradcourse - after_torch,
+                  "first_step_s": time.perf_counter() - step_start}))
+"""
+
+RESNET_MEMORY_CHILD = """
+import json, resource, sys, torch
+from gradcourse.probes import Probe
+from gradcourse.widgets.lesson08 import resnet18
+torch.set_num_threads(1)
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(16, 3, 64, 64, generator=g), torch.randint(0, 10, (16,), generator=g)
+net = resnet18(10, seed=0)
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+probe = Probe(net, optimizer=opt) if sys.argv[1] == "probe" else None
+if probe is not None:
+    probe.__enter__()
+for _ in range(3):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+held = 0
+if probe is not None:
+    probe.__exit__(None, None, None)
+    held = sum(t.numel() * t.element_size() for t in probe._before or []) + probe._scratch.nbytes
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_mb": held / 2**20}))
+"""
+
+
+def startup_rows(repeats: int = 5) -> list[str]:
+    """Markdown rows: import time, the first probed step (fresh processes, medians), and the peak
+    memory of a few ResNet-18 steps bare and probed."""
+    def child(code: str, mode: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    runs = {mode: [child(STARTUP_CHILD, mode) for _ in range(repeats)] for mode in ("torch", "bare", "probe")}
+    med = lambda mode, key: statistics.median(r[key] for r in runs[mode])  # noqa: E731
+    resnet = {mode: child(RESNET_MEMORY_CHILD, mode) for mode in ("bare", "probe")}
+    return [f"| `import torch` | {med('torch', 'import_s'):.2f} s |",
+            f"| `import gradcourse` after torch | {med('probe', 'gradcourse_s'):.2f} s |",
+            f"| first step of the MLP 20×64, bare (fresh process) | {med('bare', 'first_step_s'):.3f} s |",
+            f"| first step probed (attach, step, detach, trace) | {med('probe', 'first_step_s'):.3f} s |",
+            f"| ResNet-18 64×64 batch 16, 3 steps: peak RSS bare | {resnet['bare']['rss_mb']:.0f} MB |",
+            f"| ... probed every step | {resnet['probe']['rss_mb']:.0f} MB (the probe holds "
+            f"{resnet['probe']['held_mb']:.0f} MB: the weights before the step, and its scratch) |"]
+
+
 def overhead_in_child(steady_heap: bool, repeats: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in STEADY_HEAP}
     if steady_heap:
@@ -327,6 +402,7 @@ def main(repeats: int = REPEATS, memory: bool = True) -> str:
                          f"| {r['peer_ratio10']:.3f}× |")
         lines.append("")
     if memory:
+        lines += ["### Start-up and memory", "", "| what | measured |", "|---|---|", *startup_rows(), ""]
         lines += ["### Memory of a probed run (MLP 20×64 sigmoid, every=1, max_records=1000)", "",
                   "| steps | peak RSS bare | peak RSS probed | records kept | trace arrays |",
                   "|---|---|---|---|---|"]
@@ -388,6 +464,8 @@ if __name__ == "__main__":
         print(json.dumps(overhead(int(sys.argv[2]))))
     elif sys.argv[1:2] == ["--quick"]:
         main(repeats=5, memory=False)
+    elif sys.argv[1:2] == ["--startup"]:
+        print("\n".join(startup_rows()))
     elif sys.argv[1:2] == ["--breakdown"]:
         breakdown()
     elif sys.argv[1:2] == ["--against"] and len(sys.argv) == 3:
