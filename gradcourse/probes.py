@@ -33,6 +33,7 @@ element is an integer, a dict), a forward pass that no backward pass reaches (ev
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -86,6 +87,12 @@ _SHAPE_NODES = {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0",
                 "ExpandBackward0", "MaxPool2DWithIndicesBackward0", "MaxPool1DWithIndicesBackward0",
                 "AvgPool2DBackward0", "AvgPool1DBackward0", "AdaptiveAvgPool2DBackward0", "NativeDropoutBackward0"}
 _RECURRENT_NOTE = "recurrent layer: activation statistics are not measured"
+#: Said once per probe when a recorded forward pass with gradients enabled met no backward pass.
+UNREACHED_WARNING = (
+    "Probe: a forward pass ran with gradients enabled but no backward pass reached its output "
+    "(an evaluation without torch.no_grad()?). It is not part of any step: its activations are left "
+    "out of the record. Wrap evaluation in torch.no_grad() (or model.eval() plus no_grad), which also "
+    "saves the memory autograd keeps for a backward pass.")
 _NO_ACTIVATION = ("its output reached no later layer that the probe could see: measured at the layer's "
                   "output, saturation/dead not measured")
 
@@ -257,6 +264,7 @@ class Probe:
         self._scratch = Scratch()         # the measurements' working copies, reused step after step
         self._call: _Call | None = None
         self._backward_queued = False
+        self._warned_unreached = False
         self._inputs: tuple = ((), {})
         self._reset_forward()
 
@@ -312,8 +320,16 @@ class Probe:
             if self._recording is not None and self._recording.calls and (
                     not self._records or (self.nonfinite or {}).get("step") == self.step):
                 self._keep_cut_short()
+            elif self._recording is not None and not any(c.reached for c in self._recording.calls):
+                if self._recording.calls and exc[0] is None:
+                    self._warn_unreached()  # a trailing evaluation pass, left out
         finally:
             self.remove()
+
+    def _warn_unreached(self) -> None:
+        if not self._warned_unreached:
+            self._warned_unreached = True
+            warnings.warn(UNREACHED_WARNING, stacklevel=3)
 
     def _keep_cut_short(self) -> None:
         """A step cut short (the loop stopped between its forward and backward passes, as on a
@@ -439,6 +455,8 @@ class Probe:
         """The step's weight gradients (norms, histogram) and the activations of its forward
         passes that a backward pass reached."""
         calls = [c for c in recording.calls if c.reached]
+        if len(calls) < len(recording.calls):
+            self._warn_unreached()
         for index in {i for c in calls for i in c.activations}:
             recording.activations[index] = merge_activation_sums(
                 [c.activations[index] for c in calls if index in c.activations])

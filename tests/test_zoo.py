@@ -3,6 +3,7 @@ figure against an independent computation, steps as a training loop means them, 
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from zoo import GPT2MLP, ZOO, DictOutput, make_nanogpt, make_resnet18
 
 from gradcourse import models
-from gradcourse.probes import Probe, probe_once
+from gradcourse.probes import UNREACHED_WARNING, Probe, probe_once
 
 REL = 1e-6
 
@@ -213,7 +214,7 @@ def test_gradient_accumulation_with_an_optimizer_is_one_step():
     seen = grads_at_each_step(net, opt)
     x, y = torch.randn(48, 2), torch.randint(0, 2, (48,))
     before = copy.deepcopy(net)
-    with Probe(net, optimizer=opt) as probe:
+    with pytest.warns(UserWarning, match="no backward pass reached"), Probe(net, optimizer=opt) as probe:
         for _ in range(4):
             opt.zero_grad()
             for part in range(3):  # three micro-batches, one optimizer step
@@ -311,7 +312,8 @@ def test_evaluation_passes_are_never_steps():
     net = models.mlp(2, 6, activation="sigmoid", seed=0)
     twin = copy.deepcopy(net)
     x, y, x_eval = torch.randn(16, 2), torch.randint(0, 2, (16,)), torch.randn(40, 2) * 10
-    with Probe(net) as probe:
+    with warnings.catch_warnings(record=True) as said, Probe(net) as probe:
+        warnings.simplefilter("always")
         with torch.no_grad():
             net(x_eval)
         with torch.inference_mode():
@@ -323,9 +325,38 @@ def test_evaluation_passes_are_never_steps():
             net(x_eval)
     trace = probe.trace
     assert trace.steps.tolist() == [0]
+    # said once, though two passes went unreached
+    assert [str(w.message) for w in said] == [UNREACHED_WARNING]
     a = torch.sigmoid(twin.layer1(x)).double()  # only the training batch is measured
     close(trace.layer("layer1", "act_mean")[0], a.mean().item())
     close(trace.layer("layer1", "saturated_frac")[0], ((a - 0.5).abs() > 0.47).double().mean().item())
+
+
+@pytest.mark.parametrize("with_optimizer", [False, True])
+def test_a_trailing_evaluation_pass_is_left_out_and_said_once(with_optimizer):
+    net = models.mlp(2, 6, activation="sigmoid", seed=0)
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+
+    def train(probe_kwargs, evaluate):
+        model = copy.deepcopy(net)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with warnings.catch_warnings(record=True) as said, \
+                Probe(model, **({"optimizer": optimizer} if probe_kwargs else {})) as probe:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                optimizer.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                if evaluate:
+                    model(x * 3)  # evaluation without no_grad, after every step
+        return probe.trace, [str(w.message) for w in said]
+
+    clean, quiet = train(with_optimizer, evaluate=False)
+    mixed, said = train(with_optimizer, evaluate=True)
+    assert quiet == [] and said == [UNREACHED_WARNING]
+    assert mixed.steps.tolist() == clean.steps.tolist() == [0, 1, 2]
+    for quantity in ("act_mean", "saturated_frac", "grad_norm", "update_ratio"):
+        np.testing.assert_array_equal(mixed.get(quantity), clean.get(quantity))
 
 
 def test_probe_once_under_inference_mode_says_what_to_do():
