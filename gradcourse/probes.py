@@ -320,9 +320,6 @@ class Probe:
             if self._recording is not None and self._recording.calls and (
                     not self._records or (self.nonfinite or {}).get("step") == self.step):
                 self._keep_cut_short()
-            elif self._recording is not None and not any(c.reached for c in self._recording.calls):
-                if self._recording.calls and exc[0] is None:
-                    self._warn_unreached()  # a trailing evaluation pass, left out
         finally:
             self.remove()
 
