@@ -60,7 +60,7 @@ from .remedies import REMEDIES, Remedy
 from .trace import Trace
 from .train import Run
 
-PROBLEMS = ("healthy", "vanishing", "exploding", "saturation", "dead_relu", "bad_data", "inconclusive")
+PROBLEMS = ("healthy", "vanishing", "exploding", "saturation", "dead_relu", "collapse", "bad_data", "inconclusive")
 
 # -- thresholds ---------------------------------------------------------------------------------
 #: Vanishing: the signal ‖∂L/∂z‖ reaching the first hidden layer is below this fraction of the one
@@ -135,6 +135,8 @@ _HEADLINES = {
                   "gradient through their own slope.",
     "dead_relu": "Dead ReLUs: many ReLU units output 0 for every input, so they pass no gradient "
                  "and never recover.",
+    "collapse": "Representation collapse: every position of the sequence carries the same representation, "
+                "so the model cannot tell them apart (lesson 09).",
     "bad_data": "Bad data: the inputs or targets hold NaN/Inf, which no gradient remedy can fix: "
                 "check the data.",
     "inconclusive": "Inconclusive: the doctor found no problem in what the probe measured, but the "
@@ -223,7 +225,8 @@ def diagnose(run: Run | Trace, losses: Sequence[float] | None = None, *, model: 
 
     Checks, in this order (the first that fires is the verdict; every check adds its numbers
     to the evidence): NaN/Inf in the data → ``"bad_data"``; NaN/Inf made by training →
-    ``"exploding"``; many dead ReLU units → ``"dead_relu"``; many saturated sigmoid/tanh units
+    ``"exploding"``; representation collapse in a run that carries lesson 09's measure of it (below)
+    → ``"collapse"``; many dead ReLU units → ``"dead_relu"``; many saturated sigmoid/tanh units
     → ``"saturation"`` (with ``also=["exploding"]`` if the signal grows too); signal growth,
     gradient norm, loss blow-up or update size beyond their thresholds → ``"exploding"``; the
     first layer's signal below :data:`VANISHING_SIGNAL_RATIO` of the last layer's →
@@ -236,9 +239,10 @@ def diagnose(run: Run | Trace, losses: Sequence[float] | None = None, *, model: 
 
     A Transformer's run may carry lesson 09's evidence, one value per step as lesson 09's ``Watch``
     records it: ``run.metrics["collapse"]`` (1 − cos between positions) and
-    ``run.metrics["max_attention_logit"]``; the doctor then adds representation collapse (below
-    :data:`COLLAPSE_BELOW` at the end) and attention-logit growth (above :data:`LOGIT_GROWTH`) to
-    the evidence, with lesson 09's cures in the notes.
+    ``run.metrics["max_attention_logit"]``; representation collapse (below :data:`COLLAPSE_BELOW`
+    at the end) is then the verdict ``"collapse"``, with warmup first when it came during training
+    and Pre-LN first when it was there at step 0; attention-logit growth (above :data:`LOGIT_GROWTH`)
+    joins the evidence, with qk-norm in the notes.
 
     A ``torch.compile``'d model: :func:`~gradcourse.train.fit` probes the module inside it
     (``model._orig_mod``) with a warning, because hooks in a compiled graph cost about 30 times
@@ -319,7 +323,14 @@ with losses=[...]); got str
 
     unmeasured = _unmeasured_evidence(m, config)
 
-    # 2. Dead ReLUs (their zero signal would otherwise read as vanishing). Only units measured as 0
+    # 2. Representation collapse (lesson 09), when the run carries it: checked before the units, since
+    #    a collapsed Transformer's FFN units read as dead while the cause is the collapse.
+    if "collapse_end" in m:
+        remedies, notes = _remedies("collapse", m, config, params)
+        return Diagnosis("collapse", transformer_evidence + _signal_evidence(m) + _loss_evidence(m), remedies, m,
+                         None, [], notes + transformer_notes[1:])
+
+    # 3. Dead ReLUs (their zero signal would otherwise read as vanishing). Only units measured as 0
     #    for every input, in a network whose activation can die: a leaky, ELU or GELU unit cannot.
     dead = m["dead_mean_end"]
     never = _never_dead(run, config)
@@ -351,7 +362,7 @@ with losses=[...]); got str
         evidence.append(f"Dead ReLU units: {_pct(dead)} on average at the last step, at most "
                         f"{_pct(worst)} in one layer (below the {_pct(DEAD_FRACTION)} threshold).")
 
-    # 3. Saturation (sigmoid/tanh units on their flat tails), and whether the signal grows anyway.
+    # 4. Saturation (sigmoid/tanh units on their flat tails), and whether the signal grows anyway.
     saturated = max(m["saturated_mean_start"], m["saturated_mean_end"])
     if not math.isnan(saturated):
         if saturated >= SATURATION_FRACTION:
@@ -379,19 +390,19 @@ with losses=[...]); got str
                         f"{_pct(m['saturated_mean_end'])} at the last step (below the "
                         f"{_pct(SATURATION_FRACTION)} threshold).")
 
-    # 4. Exploding without a NaN (yet). Checked before vanishing: a run that starts by exploding
+    # 5. Exploding without a NaN (yet). Checked before vanishing: a run that starts by exploding
     #    can end with a vanishing signal once its units saturate, but the explosion came first.
     signs = _explosion_evidence(m, before_nan=False, batchnorm=bool(config.get("batchnorm")))
     if signs:
         return verdict("exploding", signs + evidence + unmeasured + _loss_evidence(m))
 
-    # 5. Vanishing: the signal shrinks on its way back.
+    # 6. Vanishing: the signal shrinks on its way back.
     low = _nanmin(m["signal_ratio_start"], m["signal_ratio_end"])
     if not math.isnan(low) and low < VANISHING_SIGNAL_RATIO:
         return verdict("vanishing", _signal_evidence(m, verdict="vanishing") + evidence + unmeasured
                        + _loss_evidence(m))
 
-    # 6. Nothing wrong with the gradients: healthy, if the units could be seen.
+    # 7. Nothing wrong with the gradients: healthy, if the units could be seen.
     evidence = _signal_evidence(m) + [
         f"The largest total gradient norm was {_num(m['grad_norm_max'])} (threshold "
         f"{_num(EXPLODING_GRAD_NORM)}), the median update moved the weights by "
@@ -460,7 +471,7 @@ def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn
 # -- the recipe --------------------------------------------------------------------------------
 #: The keys of a model's config that the doctor reads, with the types gradcourse.models gives them.
 _RECIPE_TYPES = {"kind": str, "activation": str, "init": str, "weight_std": (int, float), "batchnorm": bool,
-                 "residual": bool, "cell": str}
+                 "residual": bool, "cell": str, "norm": str}
 #: Where other libraries name the activation: Hugging Face (``hidden_act``, GPT-2's
 #: ``activation_function``), and ``activation`` as most hand-written configs spell it.
 _ACTIVATION_KEYS = ("activation", "hidden_act", "activation_function", "act_fn", "nonlinearity")
@@ -717,7 +728,7 @@ def _transformer_evidence(run: Run, m: dict) -> tuple[list[str], list[str]]:
         notes.append("Collapse (lesson 09): warm the learning rate up (fit(..., warmup=...)) or move each "
                      "LayerNorm inside its branch (Pre-LN); both keep the first large steps from making every "
                      "position alike.")
-        m["collapse_end"] = float(collapse[-1])
+        m["collapse_end"], m["collapse_start"] = float(collapse[-1]), float(collapse[0])
     logits = _series(metrics.get("max_attention_logit"))
     if logits is not None and logits.max() > max(LOGIT_GROWTH, 10 * abs(logits[0])):
         evidence.append(f"The largest attention logit grew from {_num(logits[0])} at step 0 to "
@@ -1066,6 +1077,14 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
         if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_drop"] < PLATEAU_DROP:
             notes.append("The gradients are fine but the loss has not moved yet: train for more "
                          "steps or with a larger learning rate.")
+    elif problem == "collapse":
+        born = m["collapse_start"] < COLLAPSE_BELOW  # already collapsed at step 0: the architecture
+        pre = config.get("norm") == "pre"
+        names += ([] if pre else ["pre_ln"]) + ["warmup"] if born else ["warmup"] + ([] if pre else ["pre_ln"])
+        names.append("lower_lr")
+        if not born:
+            notes.append("The positions were told apart at step 0 and became alike during training: the first "
+                         "large steps did it, so a warmup comes first.")
     elif problem == "bad_data":
         what = "targets y" if m["bad_data"] == "targets" else "inputs x"
         notes.append(f"Check the {what}: torch.isfinite(x).all() and torch.isfinite(y).all() must both "

@@ -149,7 +149,7 @@ _RELU_FAMILY = ("relu", "leaky_relu", "gelu")
 class Remedy:
     """One fix: ``name`` (its key in :data:`REMEDIES`), ``label`` (a few words for a menu),
     ``lesson`` (the notebook that teaches it, e.g. ``"01_sigmoid_saturation"``), ``sentence``
-    (the advice) and ``kinds``, the model kinds (``"mlp"``, ``"sequence"``) whose recipe
+    (the advice) and ``kinds``, the model kinds (``"mlp"``, ``"sequence"``, ``"transformer"``) whose recipe
     :meth:`apply` can change. It displays as its sentence and lesson, so a list of remedies
     reads as advice in a notebook.
     """
@@ -215,6 +215,15 @@ def _gated(model: dict, training: dict) -> None:
     model.update(cell="lstm", recurrent_scale=None, forget_bias=1.0)
 
 
+#: "learning-rate warmup" ramps the learning rate up over this fraction of the recipe's steps
+#: (lesson 09's runs of 300 steps: 100 steps of warmup).
+WARMUP_FRACTION = 1 / 3
+
+
+def _warmup(model: dict, training: dict) -> None:
+    training["warmup"] = max(1, round(training.get("steps", 300) * WARMUP_FRACTION))
+
+
 _ENTRIES = [
     Remedy("relu_he", "ReLU + He init", "01_sigmoid_saturation",
            "Swap the sigmoid/tanh activation for ReLU and initialise with He (kaiming) init",
@@ -252,6 +261,16 @@ _ENTRIES = [
     Remedy("recurrent_scale", "recurrent scale 1", "06_lstm_gru",
            "Keep the recurrent matrix's spectral radius at or below 1 (recurrent_scale=1): above 1 the "
            "gradient grows by that factor per time step", ("sequence",), _set(recurrent_scale=1.0)),
+    Remedy("warmup", "learning-rate warmup", "09_transformers",
+           "Warm the learning rate up over the first third of the steps (fit(..., warmup=...)): the first "
+           "updates, taken before Adam's estimates of the gradient's size settle, stay small",
+           ("transformer",), _warmup),
+    Remedy("pre_ln", "Pre-LN", "09_transformers",
+           "Move each LayerNorm inside its residual branch (Pre-LN, norm='pre'): the residual stream then "
+           "carries the signal and its gradient straight through every block", ("transformer",), _set(norm="pre")),
+    Remedy("qk_norm", "qk-norm", "09_transformers",
+           "Normalise the queries and keys (qk_norm=True): it bounds the attention logits, so the softmax "
+           "cannot put all its weight on one key", ("transformer",), _set(qk_norm=True)),
 ]
 #: Every remedy the course teaches, by name.
 REMEDIES: dict[str, Remedy] = {r.name: r for r in _ENTRIES}
@@ -271,8 +290,8 @@ def lookup(remedy: Remedy | str) -> Remedy:
     Traceback (most recent call last):
     ...
     ValueError: remedy must be one of 'relu_he', 'xavier_init', 'he_init', 'leaky_relu', 'lower_lr', \
-'clip_norm', 'batchnorm', 'skip_connections', 'gated_cell', 'forget_bias', 'recurrent_scale' (or its label); \
-got 'aspirin'
+'clip_norm', 'batchnorm', 'skip_connections', 'gated_cell', 'forget_bias', 'recurrent_scale', 'warmup', 'pre_ln', \
+'qk_norm' (or its label); got 'aspirin'
     """
     if isinstance(remedy, Remedy) and REMEDIES.get(remedy.name) is remedy:
         return remedy

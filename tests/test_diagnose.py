@@ -33,6 +33,7 @@ from gradcourse.probes import Probe
 from gradcourse.remedies import REMEDIES, Remedy
 from gradcourse.trace import LAYER_QUANTITIES, Trace
 from gradcourse.train import Run, fit
+from gradcourse.widgets import lesson09
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -69,6 +70,8 @@ def runs(spirals):
                         (_with_nan(spirals.x, 3), spirals.y), steps=10, lr=0.1),
         # SiLU has neither a flat tail the probe counts nor dead units: nothing to measure them with
         "inconclusive": _own_loop(_sequential(nn.SiLU), spirals.x, spirals.y, steps=30, lr=0.1)[0],
+        # lesson 09's Post-LN Transformer without warmup: every position alike from step 4 on
+        "collapse": lesson09.experiment(norm="post", depth=6, steps=40, probe=True).run,
     }
 
 

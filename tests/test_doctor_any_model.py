@@ -363,7 +363,8 @@ def test_collapse_and_attention_logit_growth_reach_the_evidence(spirals, tmp_pat
     for d in (diagnose(run), diagnose(again)):
         assert "Representation collapse" in _text(d) and "from step 2 on" in _text(d)
         assert "grew from 9.2 at step 0 to 1500" in _text(d)
-        assert any("Pre-LN" in n for n in d.notes) and any("qk-norm" in n for n in d.notes)
+        assert d.problem == "collapse" and [r.name for r in d.remedies] == ["warmup", "pre_ln", "lower_lr"]
+        assert any("qk-norm" in n for n in d.notes)  # the logits' cure, beside the collapse's remedies
     run.metrics["collapse"] = [0.9, 8e-5, 0.95, 0.95, 0.95]         # dips and recovers (with warmup)
     run.metrics["max_attention_logit"] = [9.2, 20.0, 54.0, 50.0, 50.0]
     healthy = diagnose(run)
