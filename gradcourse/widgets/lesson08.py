@@ -126,7 +126,7 @@ def broken_model(seed: int = 0) -> nn.Sequential:
         torch.manual_seed(seed)
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                nn.init.normal_(module.weight, std=1.0)  # the bug: std 1, not ~1/√fan_in
+                nn.init.normal_(module.weight, std=1.0)
     return model
 
 
