@@ -1180,12 +1180,14 @@ def _remedy(answer: Any):
 
 
 @exercise
-def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
+def prescription(answer: Any, patient: str = "D", seed: int = 0, besides_first: bool = False) -> Feedback:
     """Lesson 07: a remedy of :data:`gradcourse.remedies.REMEDIES`, by name or label (any case:
     ``"lower_lr"``, ``"Lower learning rate"``, ``"batchnorm"``), that cures ``patient``.
 
     The check applies it on the same seed (:func:`gradcourse.patients.treat`): right when the
-    doctor then finds the run healthy and the training accuracy rose by at least 0.2.
+    doctor then finds the run healthy and the training accuracy rose by at least 0.2. With
+    ``besides_first`` the doctor's own first remedy for the patient (which its report shows) does
+    not count: the learner must find another cure.
 
     >>> prescription(["lower_lr"]).correct
     False
@@ -1203,11 +1205,16 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
         labels = ", ".join(repr(r.label) for r in REMEDIES.values())
         return Feedback(False, _capital(f"{name} should be a remedy's name or label: one of {labels}; "
                                         f"got {_show(answer)}."))
+    before = treat(patient, seed=seed)
+    if besides_first:
+        first = (doctor.diagnose(before).remedies or [None])[0]
+        if first is not None and remedy.name == first.name:
+            return Feedback(False, f"Not quite: '{remedy.label}' is the doctor's first remedy for patient {patient}, "
+                                   "which the question sets aside. Which other remedy in its list would also work?")
     try:
         after = treat(patient, remedy.name, seed)
     except ValueError as error:
         return Feedback(False, f"Not quite: '{remedy.label}' does not apply to patient {patient} ({error}).")
-    before = treat(patient, seed=seed)
     verdict = doctor.diagnose(after)
 
     def accuracy(run):
@@ -1220,7 +1227,8 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0) -> Feedback:
     status = ("diverged" if after.diverged_at is not None
               else f"reached {accuracy(after):.0%} training accuracy")
     return Feedback(False, f"Not quite: after '{remedy.label}' the run {status} and the doctor says "
-                           f"'{verdict.problem}'. Read the doctor's first remedy for this patient.")
+                           f"'{verdict.problem}'. Read the evidence again: what made the problem, the network "
+                           "it started with or the steps it took? Choose a remedy that changes that.")
 
 
 # --- lesson 09 ---

@@ -275,6 +275,15 @@ def test_prescription_accepts_names_and_labels_in_any_case():
     assert "patient" in exercises.prescription("lower_lr", "Z").message
 
 
+def test_prescription_besides_the_doctors_first_remedy():
+    first = exercises.prescription("lower_lr", "D", besides_first=True)      # the doctor's first remedy for D
+    assert first.correct is False and "first remedy" in first.message
+    assert exercises.prescription("batchnorm", "D", besides_first=True).correct is True
+    wrong = exercises.prescription("clip_norm", "D", besides_first=True)
+    assert wrong.correct is False and "first remedy" not in wrong.message
+    assert exercises.prescription(None, "D", besides_first=True).correct is None
+
+
 def test_math_module_constants_untouched():
     # the parser computes in floats: no big-integer work even for towers of powers
     assert exercises.as_number("9**9**9") == math.inf

@@ -148,12 +148,12 @@ def test_a_control_change_redraws_the_preview_and_says_training_waits():
     parts["training steps (0 = probe only)"].value = 100      # a change: preview, no training
     result = explorer.last_result
     assert result.params["steps"] == 0 and not result.runs
-    assert "press Run" in result.figure.get_supxlabel()
+    assert "press Run" in result.notice and not result.figure.get_supxlabel()
     parts["skip connections"].value = False                    # every control redraws the preview
-    assert explorer.last_result.params["residual"] is False and "Run button" in explorer.last_result.summary
+    assert explorer.last_result.params["residual"] is False and "Run button" in explorer.last_result.notice
     parts["Run"].click()                                       # the Run button trains
     assert explorer.last_result.params["steps"] == 100 and "run" in explorer.last_result.runs
-    assert not explorer.last_result.figure.get_supxlabel()
+    assert not explorer.last_result.notice
 
 
 # -- the exercise checks (expected values are literals measured in the lesson) -----------------

@@ -328,7 +328,7 @@ def test_a_control_change_shows_the_untrained_model_without_training():
     signal = probe_once(model, ds.x[:512], ds.y[:512]).get("output_grad_norm")[0, :-1]
     assert preview.values["signal_ratio"] == pytest.approx(signal[0] / signal[-1], rel=1e-6)
     assert preview.values["signal_ratio"] < 1e-6 and not preview.runs
-    assert "press Run" in preview.summary
+    assert "press Run" in preview.notice
 
 
 # -- a model you did not write: torchvision's ResNet-18 ------------------------------------------------

@@ -109,3 +109,80 @@ def test_hidden_grad_norms_refuses_an_mlp_run_and_draws_a_sequence_run():
     ax = plots.hidden_grad_norms({"rnn": seq}).axes[0]
     (line,) = [line for line in ax.lines if line.get_label() == "rnn"]
     assert np.allclose(line.get_ydata(), seq.trace.get("hidden_grad_norm")[0])
+
+
+# -- no label leaves its figure -------------------------------------------------------------------
+def texts_outside(fig, dpi: float, slack: float = 1.0) -> list[str]:
+    """The texts of ``fig`` that matplotlib's renderer draws (partly) outside the figure at ``dpi``:
+    titles, axis labels, tick labels as drawn, texts, legends, and the figure's own texts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    pieces = [(f"figure text {t.get_text()!r}", t) for t in fig.texts]
+    pieces += [(f"figure {name} {getattr(fig, '_' + name).get_text()!r}", getattr(fig, "_" + name))
+               for name in ("suptitle", "supxlabel", "supylabel") if getattr(fig, "_" + name, None) is not None]
+    pieces += [("figure legend", legend) for legend in fig.legends]
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        pieces += [(f"axes {i} {t.get_text()!r}", t)
+                   for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts)]
+        if ax.get_legend() is not None:
+            pieces.append((f"axes {i} legend", ax.get_legend()))
+        pieces += [(f"axes {i} {axis.axis_name} tick labels", axis) for axis in (ax.xaxis, ax.yaxis)
+                   if axis.get_visible()]
+    outside = []
+    for what, artist in pieces:
+        if not artist.get_visible() or (hasattr(artist, "get_text") and not artist.get_text().strip()):
+            continue
+        # an Axis's tight box holds only the tick labels it draws (those inside the view) and its label
+        extent = artist.get_tightbbox(renderer) if hasattr(artist, "axis_name") else artist.get_window_extent(renderer)
+        if extent is None or extent.width == 0:
+            continue
+        if (extent.x0 < box.x0 - slack or extent.y0 < box.y0 - slack or extent.x1 > box.x1 + slack
+                or extent.y1 > box.y1 + slack):
+            outside.append(f"{what} at {[round(v) for v in extent.extents]}, figure {[round(v) for v in box.extents]}")
+    return outside
+
+
+def test_texts_outside_finds_a_cut_title():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    fig.add_subplot().set_title("a title far too long for a figure three inches wide, cut at both ends")
+    assert texts_outside(fig, 80) and "title far too long" in texts_outside(fig, 80)[0]
+    fig.axes[0].set_title("short")
+    assert texts_outside(fig, 80) == []
+
+
+RUN_EXPLORER_PREVIEWS = {       # the Run-button explorers, at settings that make their longest titles
+    "lesson08.DigitsExplorer": [{}, {"kind": "cnn", "depth": 30, "activation": "relu", "init": "he", "batchnorm": True},
+                                {"kind": "cnn", "depth": 12, "activation": "sigmoid", "init": "xavier"}],
+    "lesson09.TransformerExplorer": [{}, {"norm": "pre", "depth": 12, "qk_norm": True, "optimizer": "radam"}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_EXPLORER_PREVIEWS))
+def test_no_label_leaves_the_run_explorers_previews(name):
+    import importlib
+
+    module, cls = name.split(".")
+    explorer = getattr(importlib.import_module(f"gradcourse.widgets.{module}"), cls)()
+    for settings in RUN_EXPLORER_PREVIEWS[name]:
+        result = explorer.run_preview(**{**settings, "steps": 100})
+        assert "press Run" in result.notice and not result.figure.get_supxlabel()   # the note is the widget's
+        assert texts_outside(result.figure, explorer.dpi) == [], settings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RUN_EXPLORER_PREVIEWS))
+def test_no_label_leaves_the_run_explorers_trained_figure(name):
+    import importlib
+
+    module, cls = name.split(".")
+    explorer = getattr(importlib.import_module(f"gradcourse.widgets.{module}"), cls)()
+    assert texts_outside(explorer.run().figure, explorer.dpi) == []

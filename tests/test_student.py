@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -50,15 +51,21 @@ def _sample_notebook() -> nbformat.NotebookNode:
     answer.outputs = [_output("leftover")]
     check = v4.new_code_cell("exercises.chain_gradient(answer)", execution_count=3)
     check.outputs = [_output("Fill in your answer")]
-    tagged_exercise = _tagged(v4.new_code_cell("x = 1", execution_count=4), "exercise")
-    tagged_exercise.outputs = [_output("1")]
+    measure = _tagged(v4.new_code_cell("x = 1", execution_count=4), "exercise")
+    measure.outputs = [_output("1")]
+    # answered above and measured: this run of solutions (with its assert) leaves no trace
+    measured_solution = _tagged(v4.new_code_cell("answer = 1 / 1024\nassert x == 1"), "solution")
+    measured_note = _tagged(v4.new_markdown_cell("<details>The measurement agrees.</details>"), "solution")
+    prompt = v4.new_markdown_cell("Exercise 2")
     code_solution = _tagged(v4.new_code_cell("answer = 1 / 1024\nexercises.chain_gradient(answer)"), "solution")
     code_solution.outputs = [_output("Right")]
     code_solution.metadata["slideshow"] = {"slide_type": "fragment"}
     md_solution = _tagged(v4.new_markdown_cell("<details>The answer is 4.</details>"), "solution")
+    prompt3 = v4.new_markdown_cell("Exercise 3: explain.")
+    md_only = _tagged(v4.new_markdown_cell("Because of the product."), "solution")
     notes = _tagged(v4.new_markdown_cell("## Instructor notes\nDemo depth 40."), "instructor")
-    cells = [v4.new_markdown_cell("# Lesson"), figure, answer, check, tagged_exercise, code_solution,
-             md_solution, notes]
+    cells = [v4.new_markdown_cell("# Lesson"), figure, answer, check, measure, measured_solution, measured_note,
+             prompt, code_solution, md_solution, prompt3, md_only, notes]
     return v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                  "language": "python"}})
 
@@ -78,20 +85,23 @@ def test_student_version_of_a_sample_notebook(tmp_path):
     nb = nbformat.read(written[0], as_version=4)
     sources = [c.source for c in nb.cells]
     kinds = [c.cell_type for c in nb.cells]
-    # instructor notes gone; both solutions replaced in place by empty answers of their kind
+    # instructor notes gone; the solutions after the measuring cell gone; every other run of
+    # solutions replaced in place by one empty answer cell of its first cell's kind
     assert sources == ["# Lesson", "plot()", "answer = None   # a number", "exercises.chain_gradient(answer)",
-                       "x = 1", "# Your answer here.\n", "*Your answer here.*"]
-    assert kinds == ["markdown", "code", "code", "code", "code", "code", "markdown"]
-    assert [c.metadata.get("tags") for c in nb.cells[5:]] == [["answer"], ["answer"]]
-    assert nb.cells[5].metadata["slideshow"] == {"slide_type": "fragment"}
-    assert nb.cells[5].outputs == [] and nb.cells[5].execution_count is None
+                       "x = 1", "Exercise 2", "# Your answer here.\n", "Exercise 3: explain.",
+                       "*Your answer here.*"]
+    assert kinds == ["markdown", "code", "code", "code", "code", "markdown", "code", "markdown", "markdown"]
+    assert [c.metadata.get("tags") for c in nb.cells[5:]] == [None, ["answer"], None, ["answer"]]
+    assert nb.cells[6].metadata["slideshow"] == {"slide_type": "fragment"}
+    assert nb.cells[6].outputs == [] and nb.cells[6].execution_count is None
     # a figure keeps its output; exercise cells (by code or by tag) lose theirs
     assert [o["data"]["text/plain"] for o in nb.cells[1].outputs] == ["<Figure>"]
     assert nb.cells[1].execution_count == 1
     for cell in nb.cells[2:5]:
         assert cell.outputs == [] and cell.execution_count is None, cell.source
-    assert "The answer is 4" not in written[0].read_text(encoding="utf-8")
-    assert "Demo depth 40" not in written[0].read_text(encoding="utf-8")
+    text = written[0].read_text(encoding="utf-8")
+    for hidden in ("The answer is 4", "Demo depth 40", "assert x == 1", "The measurement agrees", "the product"):
+        assert hidden not in text, hidden
 
     first = written[0].read_bytes()
     student.build(src, out)
@@ -158,3 +168,162 @@ def test_every_lesson_has_checked_exercises():
         nb = json.loads(path.read_text(encoding="utf-8"))
         sources = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
         assert any(CHECK_CALL.search(s) for s in sources), f"{path.name} has no exercise check"
+
+
+# ---------------------------------------------------------------------------------------
+# No answer in sight: what the student version shows before an exercise is answered.
+#
+# An exercise is a check call (``exercises.<check>(answer)``). Its expected answer is read from the
+# check itself: the check is called with a neutral answer while ``check_number``, ``check_choice``
+# and ``_ratio_within`` note the ``expected`` they are handed. The student sees, before answering,
+# every saved output of the notebook, every source above the exercise's answer cell, and the
+# sources of the cells between the answer cell and the next prompt (the measuring cells: they run
+# only after the learner has answered). None of these may state the answer:
+# - a number the student sees is a leak when it is the expected value rounded to three or more
+#   significant digits, or, in the exercise's own cells, a number (or a power such as ``0.8 ** 25``)
+#   that the check accepts as right;
+# - an option is a leak when it is the only option quoted in the exercise's own cells or printed in
+#   an output.
+
+NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?:\s*\*\*\s*\(?\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?)?")
+NEUTRAL_ANSWER = 1234.5
+
+
+def _expected(check):
+    """(kind, expected, options) for a check of exercises.py, read from the check; None when the
+    check does not hand its answer to check_number, check_choice or _ratio_within."""
+    from gradcourse import exercises
+
+    seen = {}
+    originals = {name: getattr(exercises, name) for name in ("check_number", "check_choice", "_ratio_within")}
+
+    def spy(name):
+        def record(answer, expected, *args, **kwargs):
+            seen.setdefault("call", (name, expected, kwargs.get("options")))
+            return originals[name](answer, expected, *args, **kwargs)
+        return record
+
+    try:
+        for name in originals:
+            setattr(exercises, name, spy(name))
+        for neutral in (NEUTRAL_ANSWER, "an answer no check expects"):
+            check(neutral)
+            if "call" in seen:
+                break
+    except TypeError:                      # the check needs more than the answer (runs, a mean norm)
+        return None
+    finally:
+        for name, function in originals.items():
+            setattr(exercises, name, function)
+    if "call" not in seen:
+        return None
+    name, expected, options = seen["call"]
+    if name == "check_choice":
+        accepted = (expected,) if isinstance(expected, str) else tuple(expected)
+        return "option", accepted, tuple(options or accepted)
+    return "number", float(expected), None
+
+
+def _numbers(text):
+    """Every number in ``text`` as (the text of it, its value); ``a ** b`` and ``a ** (b / c)`` as one."""
+    for match in NUMBER.finditer(text):
+        base, power, denominator = match.groups()
+        try:
+            value = float(base)
+            if power is not None:
+                value = value ** (float(power) / (float(denominator) if denominator else 1.0))
+        except (OverflowError, ValueError, ZeroDivisionError):
+            continue
+        yield match.group(0), value
+
+
+def _digits(token):
+    """The significant digits a printed number states (12, 0.354 and 3.78e-03 state 2, 3 and 3)."""
+    mantissa = re.split(r"[eE]", token)[0].replace(".", "").lstrip("0")
+    return len(mantissa)
+
+
+def _rounds_to(token, value, expected):
+    if "**" in token or expected == 0 or _digits(token) < 3:
+        return False
+    digits = _digits(token)
+    return math.isclose(value, float(f"{expected:.{digits}g}"), rel_tol=1e-9) or math.isclose(
+        float(f"{value:.{digits}g}"), float(f"{expected:.{digits}g}"), rel_tol=1e-9)
+
+
+def _outputs_text(cell):
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append("".join(out["text"]))
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            data = out.get("data", {}).get(mime)
+            if data:
+                parts.append("".join(data) if isinstance(data, list) else data)
+    return "\n".join(parts)
+
+
+def _starts_exercise(cell) -> bool:
+    """A heading, an exercise's prompt, or the next check: where an exercise's own cells end."""
+    if cell.cell_type == "markdown":
+        return bool(re.match(r"\s*(#|\*\*Exercise|\*\*Solution|<details>)", cell.source))
+    return bool(re.match(r"\s*answer\s*=\s*None", cell.source) or re.search(r"^exercises\.\w+\(", cell.source, re.M))
+
+
+def _exercises_of(nb):
+    """For every check call: (check name, index of the answer cell, indices of the exercise's own
+    cells after it, up to the next heading, prompt or check)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        match = re.search(r"^exercises\.(\w+)\(", cell.source, re.M) if cell.cell_type == "code" else None
+        if not match:
+            continue
+        start = i - 1 if i and re.match(r"\s*answer\s*=\s*None", nb.cells[i - 1].source) else i
+        if re.match(r"\s*answer\s*=\s*None", cell.source):
+            start = i
+        end = i + 1
+        while end < len(nb.cells) and not _starts_exercise(nb.cells[end]):
+            end += 1
+        found.append((match.group(1), start, list(range(start + 1, end))))
+    return found
+
+
+def leaks(nb) -> list[str]:
+    """Where the student version of ``nb`` shows an exercise's answer before it is answered."""
+    from gradcourse import exercises
+
+    problems = []
+    all_outputs = [(j, _outputs_text(c)) for j, c in enumerate(nb.cells)]
+    for name, start, own in _exercises_of(nb):
+        expected = _expected(getattr(exercises, name))
+        if expected is None:
+            continue
+        kind, value, options = expected
+        seen = [(f"c{j} source", c.source) for j, c in enumerate(nb.cells[:start])]
+        seen += [(f"c{j} output", text) for j, text in all_outputs if text]
+        mine = [(f"c{j} source", nb.cells[j].source) for j in own]
+        mine += [(f"c{j} output", _outputs_text(nb.cells[j])) for j in own]
+        if kind == "number":
+            check = getattr(exercises, name)
+            for where, text in seen:
+                for token, number in _numbers(text):
+                    if _rounds_to(token, number, value):
+                        problems.append(f"{name}: {where} shows {token!r} (expected {value:.4g})")
+            for where, text in mine:
+                for token, number in _numbers(text):
+                    if check(number).correct:
+                        problems.append(f"{name}: {where} shows {token!r}, which the check accepts")
+        else:
+            quoted = {o: re.compile(rf"""["']{re.escape(o)}["']""", re.I) for o in options}
+            for where, text in mine + [(w, t) for w, t in seen if w.endswith("output")]:
+                shown = {o for o, pattern in quoted.items() if pattern.search(text)}
+                if shown and shown <= set(value):
+                    problems.append(f"{name}: {where} names the answer {sorted(shown)} and no other option")
+    return sorted(set(problems))
+
+
+@pytest.mark.parametrize("lesson", [pytest.param(p.name, id=p.stem) for p in LESSONS])
+def test_student_version_shows_no_answer(student_dir, lesson):
+    nb = nbformat.read(student_dir / lesson, as_version=4)
+    found = leaks(nb)
+    assert not found, f"{lesson}: the student version gives answers away:\n" + "\n".join(found)

@@ -4,8 +4,10 @@ For every ``SRC_DIR/*.ipynb`` (default ``notebooks/``) it writes ``OUT_DIR/<same
 (default ``student/``) with nbconvert's own machinery:
 
 - cells tagged ``instructor`` are removed (nbconvert's ``TagRemovePreprocessor``);
-- each cell tagged ``solution`` becomes an empty answer cell of the same kind, tagged ``answer``
-  (``SolutionPreprocessor`` below): the learner writes there;
+- each run of consecutive cells tagged ``solution`` becomes one empty answer cell of the first
+  one's kind, tagged ``answer`` (``SolutionPreprocessor`` below): the learner writes there; a run
+  right after a measuring cell (tagged ``exercise``) is removed instead, since the learner has
+  already answered above it, and the asserts that give the answer away live in those cells;
 - the outputs of exercise cells are cleared (``ClearExerciseOutputPreprocessor``), so a learner
   never sees the feedback of the author's run; an exercise cell is one tagged ``exercise`` or
   ``answer``, or a code cell that sets ``answer = ...`` or calls ``exercises.<check>(...)``;
@@ -43,27 +45,40 @@ def _tags(cell) -> set[str]:
 
 
 class SolutionPreprocessor(Preprocessor):
-    """Replace every cell tagged ``solution`` with an empty answer cell of the same kind."""
+    """Replace every run of consecutive cells tagged ``solution`` with one empty answer cell of the
+    first one's kind, or remove the run when it follows a measuring cell (tagged ``exercise``)."""
 
     solution_tag = Unicode("solution", help="the tag that marks a solution cell").tag(config=True)
     answer_tag = Unicode("answer", help="the tag the empty answer cell gets").tag(config=True)
+    measure_tag = Unicode("exercise", help="the tag of a measuring cell: a solution after it "
+                                           "is removed, not blanked").tag(config=True)
+
+    def answer_cell(self, cell):
+        kind = cell.cell_type if cell.cell_type in ANSWER_SOURCE else "markdown"
+        maker = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+        answer = maker(ANSWER_SOURCE[kind])
+        # Keep the cell's id (so the file diffs cleanly) and its slide role, not its content.
+        if "id" in cell:
+            answer["id"] = cell["id"]
+        answer.metadata["tags"] = [self.answer_tag]
+        if "slideshow" in cell.metadata:
+            answer.metadata["slideshow"] = dict(cell.metadata["slideshow"])
+        return answer
 
     def preprocess(self, nb, resources):
         cells = []
+        in_run = False
         for cell in nb.cells:
             if self.solution_tag not in _tags(cell):
                 cells.append(cell)
+                in_run = False
                 continue
-            kind = cell.cell_type if cell.cell_type in ANSWER_SOURCE else "markdown"
-            maker = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
-            answer = maker(ANSWER_SOURCE[kind])
-            # Keep the cell's id (so the file diffs cleanly) and its slide role, not its content.
-            if "id" in cell:
-                answer["id"] = cell["id"]
-            answer.metadata["tags"] = [self.answer_tag]
-            if "slideshow" in cell.metadata:
-                answer.metadata["slideshow"] = dict(cell.metadata["slideshow"])
-            cells.append(answer)
+            if in_run:
+                continue                                    # the run already has its answer cell (or none)
+            in_run = True
+            if cells and self.measure_tag in _tags(cells[-1]):
+                continue                                    # answered above the measuring cell
+            cells.append(self.answer_cell(cell))
         nb.cells = cells
         return nb, resources
 

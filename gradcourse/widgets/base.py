@@ -92,6 +92,8 @@ class Result:
     runs: dict = field(default_factory=dict)
     summary: str = ""
     params: dict = field(default_factory=dict)
+    #: A line the widget shows above the figure, in the warning colour (e.g. "press Run").
+    notice: str = ""
 
 
 class Explorer:
@@ -101,7 +103,7 @@ class Explorer:
     ``compute(**params) -> Result``. An explorer that trains for longer than a slider should wait
     sets ``manual = True`` and ``preview`` (the parameter values that skip the training, e.g.
     ``{"steps": 0}``): its UI then redraws the fast at-initialisation view on every control
-    change, says on the figure that training waits for the Run button, and trains on Run with a
+    change, says above the figure that training waits for the Run button, and trains on Run with a
     progress bar. ``compute`` passes ``progress=self.progress`` to ``fit`` (on only during a Run).
 
     Every display of an explorer (``show()``) builds its own view: its buttons and sliders read
@@ -136,17 +138,17 @@ class Explorer:
 
     def run_preview(self, **params) -> Result:
         """``run`` without the slow part (``params`` overridden by :attr:`preview`). When that
-        leaves out work the settings ask for, the figure says so (press Run)."""
+        leaves out work the settings ask for, ``notice`` says so (press Run), and the widget shows
+        it above the figure."""
         quick = {**params, **self.preview}
         result = self.run(**quick)
         full = {name: spec.default for name, spec in self.params.items()} | params
         skipped = [name for name, value in self.preview.items() if full.get(name) != value]
         if skipped:
-            result.figure.supxlabel("Settings changed: this is the network at initialisation; "
-                                    "press Run to train with these settings", color=WARNING,
-                                    fontsize="medium")
-            result.summary = ("<i>Training waits for the Run button: the figure shows the network at "
-                              "initialisation for these settings.</i> " + result.summary)
+            # Said in the widget, above the figure, not on it: a note on the figure was cut at
+            # both ends when the figure was narrower than the sentence.
+            result.notice = ("Settings changed: the figure shows the network at initialisation. "
+                             "Training waits for the Run button: press Run to train with these settings.")
         return result
 
     def check(self, params: dict) -> None:
@@ -172,6 +174,8 @@ class Explorer:
         self.last_result = result
         self.last_png = figure_png(result.figure, self.dpi)
         items = [Image(data=self.last_png)]
+        if result.notice:
+            items.insert(0, HTML(f"<div style='color:{WARNING}'><b>{result.notice}</b></div>"))
         if result.summary:
             items.append(HTML(f"<p>{result.summary}</p>"))
         return items

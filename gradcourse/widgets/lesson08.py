@@ -126,7 +126,7 @@ def broken_model(seed: int = 0) -> nn.Sequential:
         torch.manual_seed(seed)
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                nn.init.normal_(module.weight, std=1.0)  # the bug: std 1, not ~1/√fan_in
+                nn.init.normal_(module.weight, std=1.0)
     return model
 
 
@@ -439,7 +439,7 @@ class DigitsExplorer(Explorer):
             ratio = float(signal[0] / signal[-1]) if len(signal) > 1 else math.nan
             summary = (f"<b>{name}</b>, untrained: the first hidden layer receives {ratio:.2g} times the "
                        "gradient signal of the last. Set the steps and press Run to train and ask the doctor.")
-            return Result(figure=plots.grad_norms(trace, title=f"{name}: gradient per layer at initialisation"),
+            return Result(figure=plots.grad_norms(trace, title=f"{name}:\ngradient per layer at initialisation"),
                           values={"signal_ratio": ratio}, summary=summary)
         outcome = train_loop(model, ds, lr=lr, steps=steps, seed=seed, subset=EXPLORER_SUBSET,
                              progress=self.progress)
