@@ -23,8 +23,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .run import Run
 from .trace import Trace
-from .train import Run
 
 STYLE = "tableau-colorblind10"
 #: The style's palette, for code that needs a colour by index.

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import _checks, data, models, plots, train
 from ..probes import Probe
+from ..run import Run
 from .base import Explorer, Param, Result
 
 LR = 1e-2
@@ -119,7 +120,7 @@ class Watch:
 class Experiment:
     """One training run of the lesson and what :class:`Watch` saw, one value per step."""
 
-    run: train.Run
+    run: Run
     collapse: np.ndarray
     max_logit: np.ndarray
     entropy: np.ndarray
