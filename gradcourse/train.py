@@ -21,6 +21,7 @@ from torch import nn
 from . import _checks, _runfile
 from .data import Dataset
 from .losses import loss_function
+from .modes import evaluating
 from .probes import Probe
 from .remedies import Clipping, clip_norm
 from .run import Run
@@ -214,13 +215,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     x, y = _as_inputs(model, x, "x"), _as_targets(model, y, "y")
     if y.is_floating_point():
         raise ValueError(f"y must hold integer class labels; got dtype {y.dtype}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            scores = model(x)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        scores = model(x)
     if scores.dim() != y.dim() + 1 or scores.shape[0] != len(y):
         raise ValueError(f"y has shape {tuple(y.shape)} but the model's class scores have shape {tuple(scores.shape)}")
     return (scores.argmax(dim=1) == y).float().mean().item()
@@ -229,16 +225,11 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def _evaluate(model: nn.Module, loss_fn, classify: bool, x: torch.Tensor, y: torch.Tensor,
               name: str) -> dict[str, float]:
     """Loss (and accuracy) of the trained model on a whole data set, in eval mode, after the last update."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            scores = model(x)
-            values = {f"{name}_loss": loss_fn(scores, y).item()}
-            if classify:
-                values[f"{name}_accuracy"] = (scores.argmax(dim=1) == y).float().mean().item()
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        scores = model(x)
+        values = {f"{name}_loss": loss_fn(scores, y).item()}
+        if classify:
+            values[f"{name}_accuracy"] = (scores.argmax(dim=1) == y).float().mean().item()
     return values
 
 
