@@ -20,6 +20,7 @@ from torch import nn
 
 from . import _checks, _runfile
 from .data import Dataset
+from .hooks import Hooks
 from .losses import loss_function
 from .modes import evaluating
 from .probes import Probe
@@ -342,21 +343,19 @@ def _first_forward(model: nn.Module, xb: torch.Tensor, x: torch.Tensor) -> torch
     """
     kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase, nn.RNNCellBase, nn.Embedding)
     called = []
-    handles = [module.register_forward_pre_hook(
+    listening = Hooks(*[module.register_forward_pre_hook(
         lambda module, args, name=name: called.append((name, module, args[0] if args else None)))
-        for name, module in model.named_modules() if isinstance(module, kinds)]
-    try:
-        return model(xb)
-    except RuntimeError as error:
-        if not called or not isinstance(called[0][2], torch.Tensor):
-            raise
-        problem = _input_problem(*called[0], x)
-        if problem is None:
-            raise
-        raise ValueError(problem) from error
-    finally:
-        for handle in handles:
-            handle.remove()
+        for name, module in model.named_modules() if isinstance(module, kinds)])
+    with listening:
+        try:
+            return model(xb)
+        except RuntimeError as error:
+            if not called or not isinstance(called[0][2], torch.Tensor):
+                raise
+            problem = _input_problem(*called[0], x)
+            if problem is None:
+                raise
+            raise ValueError(problem) from error
 
 
 def _input_problem(name: str, layer: nn.Module, received: torch.Tensor, x: torch.Tensor) -> str | None:
