@@ -1,7 +1,7 @@
 """Latency of every explorer with its default parameters: what a control change costs, and the Run button.
 
 Run: ``.venv/bin/python benchmarks/bench_explorers.py`` (one CPU thread, as on Binder).
-Budgets (DESIGN.md): ≤ 0.5 s for an explorer that only probes, ≤ 3 s for one that trains.
+Budgets (CONTRIBUTING.md): ≤ 0.5 s for an explorer that only probes, ≤ 3 s for one that trains.
 """
 
 from __future__ import annotations

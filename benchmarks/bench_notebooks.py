@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_notebooks.py``. Each notebook runs in its own kernel
 process (nbclient); the kernel's peak RSS is read from the kernel itself at the end of the run.
-Budgets (DESIGN.md): each notebook ≤ 60 s on one core and ≤ 1 GB; the whole course under 2 minutes.
+Budgets (CONTRIBUTING.md): each lesson ≤ 30 s on one core and ≤ 600 MB; the whole course ≤ 150 s.
 """
 
 from __future__ import annotations

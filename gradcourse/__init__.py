@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 
 def start(seed: int = 0, *, threads: int = 1) -> int:
-    """Prepare a lesson: seed torch's global generator and use ``threads`` CPU threads.
+    """Prepare a lesson: seed torch's global generator, use ``threads`` CPU threads, and let the
+    notebook show the course's figures (:func:`gradcourse.plots.show_figures_inline`).
 
     One thread is the default because the course's budgets are set for one core (Binder gives
     one) and because a thread count changes how sums are split, and so their last digits.
@@ -31,4 +32,7 @@ def start(seed: int = 0, *, threads: int = 1) -> int:
     threads = _checks.integer("threads", threads, low=1)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    from .plots import show_figures_inline  # matplotlib only once a lesson starts
+
+    show_figures_inline()
     return seed

@@ -1,6 +1,6 @@
 """The file format of a saved run: numpy arrays plus one JSON string in an ``.npz``, read without pickle.
 
-:meth:`gradcourse.train.Run.load` reads through :func:`read`, which checks everything it returns, so
+:meth:`gradcourse.run.Run.load` reads through :func:`read`, which checks everything it returns, so
 a truncated, foreign or inconsistent file is refused with "not a gradcourse run (…)" before any of
 it becomes a Run.
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .hooks import Hooks
+
 
 def hidden_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The output of each hidden layer's activation for input ``x``, front to back (no gradients;
@@ -28,13 +30,9 @@ def hidden_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
                          "(as gradcourse.models.mlp and resnet_mlp do)")
     modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
-    handles = [modules[module].register_forward_hook(
+    listening = Hooks(*[modules[module].register_forward_hook(
         lambda _m, _args, out, key=layer: outputs.__setitem__(key, out.detach()))
-        for layer, module in names.items()]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+        for layer, module in names.items()])
+    with listening, torch.no_grad():
+        model(x)
     return [outputs[layer] for layer in names]

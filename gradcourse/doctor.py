@@ -57,8 +57,8 @@ from torch import nn
 
 from . import _runfile, theory
 from .remedies import REMEDIES, Remedy
+from .run import Run
 from .trace import Trace
-from .train import Run
 
 PROBLEMS = ("healthy", "vanishing", "exploding", "saturation", "dead_relu", "collapse", "bad_data", "inconclusive")
 
@@ -217,7 +217,7 @@ def diagnose(run: Run | Trace, losses: Sequence[float] | None = None, *, model: 
              ) -> Diagnosis:
     """Name the gradient problem of ``run``.
 
-    ``run`` is a :class:`~gradcourse.train.Run` made by :func:`gradcourse.train.fit` with probes
+    ``run`` is a :class:`~gradcourse.run.Run` made by :func:`gradcourse.train.fit` with probes
     on, or, for a training loop of your own, the :class:`~gradcourse.trace.Trace` of a
     :class:`~gradcourse.probes.Probe` (``probe.trace``) with ``losses``, the loss of every step
     (floats or 0-d tensors), and optionally the ``model`` (a model built by
@@ -417,7 +417,7 @@ with losses=[...]); got str
 
 
 def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn.Module | None = None) -> Run:
-    """A :class:`~gradcourse.train.Run` built from a probe's ``trace`` and the ``losses`` of your
+    """A :class:`~gradcourse.run.Run` built from a probe's ``trace`` and the ``losses`` of your
     own training loop, for :func:`diagnose`, :mod:`gradcourse.plots` and
     :func:`gradcourse.tensorboard.export`.
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import _checks, doctor
+from .hooks import hooks_left
 
 
 @dataclass(frozen=True)
@@ -374,12 +375,6 @@ def fix_for_tanh_default(answer) -> Feedback:
                         hint=hints.get(normalise(answer) if isinstance(answer, str) else "", ""))
 
 
-def _hooks_left(model) -> int:
-    """How many module hooks are still attached anywhere in ``model``."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
-
-
 @exercise
 def signal_probe(answer) -> Feedback:
     """Lesson 01, Ex 4 (code): ``answer(model, x, y)`` returns ‖∂L/∂z_k‖ for every hidden Linear layer,
@@ -406,10 +401,10 @@ def signal_probe(answer) -> Feedback:
         return Feedback(None, f"Fill in {name}: write its body, delete the `raise NotImplementedError` line, "
                               "and run the cell again.")
     except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: feedback, not a traceback)
-        left = " It also left hooks attached: remove them in a `finally:` block." if _hooks_left(net) else ""
+        left = " It also left hooks attached: remove them in a `finally:` block." if hooks_left(net) else ""
         return Feedback(False, f"Your function raised {type(error).__name__}: {_show(str(error), 120)}. "
                                f"Run it on its own to see where.{left}")
-    if _hooks_left(net):
+    if hooks_left(net):
         return Feedback(False, "Your hooks are still attached to the model: keep the handle that each "
                                "register_…_hook returns and call handle.remove() on it (a try/finally makes "
                                "it safe).")

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from . import _checks, data, models
 from .remedies import REMEDIES, Remedy, lookup
-from .train import Run, fit
+from .run import Run
+from .train import fit
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .run import Run
 from .trace import Trace
-from .train import Run
 
 STYLE = "tableau-colorblind10"
 #: The style's palette, for code that needs a colour by index.
@@ -36,12 +36,16 @@ COLORS = matplotlib.style.library[STYLE]["axes.prop_cycle"].by_key()["color"]
 styled = matplotlib.style.context(STYLE)
 
 
-def _register_png_display() -> None:
-    """Let IPython show a pyplot-free Figure that ends a cell, as a PNG.
+def show_figures_inline() -> None:
+    """Let IPython show a pyplot-free Figure that ends a cell (or is ``display``-ed), as a PNG.
 
     IPython only knows how to show a Figure once matplotlib's inline backend has registered its
-    formatter (importing pyplot does that); the course never imports pyplot, so ask
-    ``matplotlib_inline`` (installed with ipykernel) to register it. Outside IPython: nothing.
+    formatter (importing pyplot does that); the course never imports pyplot, so this asks
+    ``matplotlib_inline`` (installed with ipykernel) to register it. :func:`gradcourse.start`, the
+    first line of every lesson, calls it; importing this module changes nothing in IPython.
+    Outside IPython: nothing.
+
+    >>> show_figures_inline()   # in a plain Python session: nothing to do
     """
     try:
         from IPython import get_ipython
@@ -52,8 +56,6 @@ def _register_png_display() -> None:
     if shell is not None and hasattr(shell, "display_formatter"):
         set_matplotlib_formats("png", bbox_inches="tight")
 
-
-_register_png_display()
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.4, **kwargs):

@@ -44,6 +44,7 @@ from torch.nn.modules import batchnorm, dropout, pooling
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from . import _checks
+from .hooks import Hooks
 from .losses import loss_function
 from .measurements import (
     ACTIVATIONS,
@@ -256,8 +257,8 @@ class Probe:
         self._gradient_step = 0           # without an optimizer: the step that the weights' .grad belong to
         self.nonfinite: dict | None = None
         self._records: list[_Record] = []
-        self._handles: list = []          # hooks on while the probe is attached
-        self._global: list = []           # the global module hooks, on only during a recorded forward
+        self._hooks = Hooks()             # hooks on while the probe is attached
+        self._global = Hooks()            # the global module hooks, on only during a recorded forward
         self._recording: _Recording | None = None
         self._awaiting_update: _Recording | None = None  # without an optimizer: ΔW read at the next step
         self._before: list[torch.Tensor] | None = None   # the weights before the recorded update
@@ -304,13 +305,13 @@ class Probe:
 
     # -- attaching and detaching -------------------------------------------------------------
     def __enter__(self) -> Probe:
-        if self._handles:
+        if self._hooks:
             raise RuntimeError("this probe is already attached; use a new Probe or exit first")
-        self._handles = [self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True),
-                         self.model.register_forward_hook(self._on_forward_end)]
+        self._hooks.extend([self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True),
+                            self.model.register_forward_hook(self._on_forward_end)])
         if self.optimizer is not None:
-            self._handles += [self.optimizer.register_step_pre_hook(self._on_optimizer_step),
-                              self.optimizer.register_step_post_hook(self._on_optimizer_stepped)]
+            self._hooks.extend([self.optimizer.register_step_pre_hook(self._on_optimizer_step),
+                                self.optimizer.register_step_post_hook(self._on_optimizer_stepped)])
         return self
 
     def __exit__(self, *exc) -> None:
@@ -344,20 +345,16 @@ class Probe:
     def remove(self) -> None:
         """Remove every hook this probe added. Safe to call more than once."""
         self._listen(False)
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.remove()
 
     def _listen(self, on: bool) -> None:
         """The global module hooks: on only while the probed model runs a recorded forward pass
         (other models, and the steps that are not recorded, never go through them)."""
         if on and not self._global:
-            self._global = [register_module_forward_pre_hook(self._on_module_input),
-                            register_module_forward_hook(self._on_module_output)]
+            self._global.extend([register_module_forward_pre_hook(self._on_module_input),
+                                 register_module_forward_hook(self._on_module_output)])
         elif not on:
-            for handle in self._global:
-                handle.remove()
-            self._global = []
+            self._global.remove()
 
     # -- the schedule ----------------------------------------------------------------------------
     def _reset_forward(self) -> None:

@@ -142,7 +142,6 @@ def make_residual(model: nn.Module) -> models.MLP:
 LR_DIVISOR = 10.0
 #: "clip gradient norm" clips the total gradient norm at this value.
 CLIP_THRESHOLD = 1.0
-_RELU_FAMILY = ("relu", "leaky_relu", "gelu")
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .run import Run
 from .trace import LAYER_QUANTITIES
-from .train import Run
 
 
 def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True, overwrite: bool = False) -> Path:

@@ -105,7 +105,7 @@ class Trace:
         return self.get(quantity)[:, self.layers.index(name)]
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Split into numpy arrays and JSON-able metadata (for :meth:`gradcourse.train.Run.save`)."""
+        """Split into numpy arrays and JSON-able metadata (for :meth:`gradcourse.run.Run.save`)."""
         arrays = {f"trace_{k}": v for k, v in self.scalars.items()}
         arrays["trace_steps"] = self.steps
         for key in ("grad_hist", "hist_edges", "hidden_grad_norm"):

@@ -187,17 +187,10 @@ def _initialise(model: Transformer, beta: float, generator: torch.Generator) -> 
         for block in model.blocks:
             query, key, value = block.qkv.weight.view(3, width, width)
             for matrix, gain in ((query, 1.0), (key, 1.0), (value, beta)):
-                _xavier_uniform(matrix, gain, generator)
+                nn.init.xavier_uniform_(matrix, gain=gain, generator=generator)
             for layer in (block.proj, block.ffn1, block.ffn2):
-                _xavier_uniform(layer.weight, beta, generator)
-        _xavier_uniform(model.head.weight, 1.0, generator)
+                nn.init.xavier_uniform_(layer.weight, gain=beta, generator=generator)
+        nn.init.xavier_uniform_(model.head.weight, generator=generator)
         for module in model.modules():
             if isinstance(module, nn.Linear):
                 module.bias.zero_()
-
-
-def _xavier_uniform(weight: torch.Tensor, gain: float, generator: torch.Generator) -> None:
-    """Glorot & Bengio (2010): U(−a, a) with a = gain·√(6 / (fan_in + fan_out))."""
-    fan_out, fan_in = weight.shape
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    weight.uniform_(-bound, bound, generator=generator)

@@ -5,7 +5,9 @@
   lesson module.
 - A notebook ``NN_*.ipynb`` imports from ``gradcourse.widgets`` only its own ``lessonNN`` module.
 - The lower rooms never import the upper ones: ``data``, ``models``, ``trace``, ``probes``,
-  ``losses`` and ``train`` never import ``plots`` or ``diagnose``.
+  ``losses``, ``run`` and ``train`` never import ``plots`` or ``diagnose``.
+- The readers of a run record (``doctor``, ``plots``, ``tensorboard``) import ``run``, never the
+  training loop ``train``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gradcourse"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-LOWER = ("data", "models", "trace", "probes", "losses", "train")
+LOWER = ("data", "models", "trace", "probes", "losses", "run", "train")
+READERS = ("gradcourse.doctor", "gradcourse.plots", "gradcourse.tensorboard")
 UPPER = ("gradcourse.plots", "gradcourse.doctor")
 
 #: Known violations another branch removes (module → why); the test still runs on them.
@@ -94,6 +97,13 @@ def test_lesson_module_imports_no_other_lesson(name):
 def test_lower_rooms_never_import_upper(name):
     bad = sorted(m for m in MODULES[name] if m.startswith(UPPER))
     assert not bad, f"{name} imports {bad}: data flows one way (data/model → fit → plots/diagnose)"
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_readers_of_a_run_never_import_the_training_loop(name):
+    assert "gradcourse.run" in MODULES[name] or "gradcourse.run.Run" in MODULES[name]
+    bad = sorted(m for m in MODULES[name] if m == "gradcourse.train" or m.startswith("gradcourse.train."))
+    assert not bad, f"{name} imports {bad}: a Run is read from gradcourse.run, not from the training loop"
 
 
 def notebook_imports(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""DESIGN.md's physics, measured with the package's own probes (spirals data)."""
+"""The physics the course teaches (CONTRIBUTING.md, README), measured with the package's own probes (spirals data)."""
 
 import numpy as np
 import torch

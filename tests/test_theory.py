@@ -95,7 +95,7 @@ def test_mean_field_factor_matches_probe_over_seeds(spirals, activation, init, w
 
 
 def test_small_signal_factor_values_and_design_physics(spirals):
-    # DESIGN.md: sigmoid-20 with the default init loses ~1e-16 first/last; ReLU + He stays near 1.
+    # the course's claim (lesson 01): sigmoid-20 with the default init loses ~1e-16 first/last; ReLU + He stays near 1.
     chi = theory.small_signal_factor("sigmoid", "default", 64)
     assert chi == pytest.approx(0.25 / math.sqrt(3))
     assert 1e-17 < chi**19 < 1e-15

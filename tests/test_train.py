@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from test_probes import hooks_left
+from torch import nn
 
 from gradcourse import data, models, probes, remedies
 from gradcourse.train import Run, accuracy, fit
@@ -447,3 +448,17 @@ def test_token_ids_and_per_token_labels():
     assert run.metrics["train_accuracy"] == pytest.approx(np.mean(predicted == tokens.flip(1).numpy()))
     with pytest.raises(ValueError, match="x holds floats but the model's first layer \\(embed, Embedding\\)"):
         fit(_TokenModel(), (tokens.float(), tokens.flip(1)), steps=1, lr=1e-2, probe=False)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluating_gives_the_model_back_in_its_own_mode_even_after_an_error(training):
+    from gradcourse.modes import evaluating
+
+    net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    net.train(training)
+    with pytest.raises(ZeroDivisionError), evaluating(net):
+        assert not net.training and not net[1].training and not torch.is_grad_enabled()
+        raise ZeroDivisionError("an evaluation that fails half way")
+    assert net.training is training and net[2].training is training and torch.is_grad_enabled()
+    with pytest.raises(ValueError, match="^model must be a torch.nn.Module"), evaluating("net"):
+        pass

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .. import _checks, data, models, plots, remedies
-from ..train import Run, fit
+from ..run import Run
+from ..train import fit
 from .base import Explorer, Param, Result
 
 STEPS = 200

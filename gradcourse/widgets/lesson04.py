@@ -16,6 +16,7 @@ import torch
 
 from .. import data, models, plots, train
 from ..activations import hidden_outputs
+from ..modes import evaluating
 from ..probes import probe_once
 from .base import Explorer, Param, Result
 
@@ -43,13 +44,8 @@ def batch_spread(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 def training_loss(model: torch.nn.Module, dataset) -> float:
     """The loss on the whole training set in eval mode (BatchNorm uses its running statistics):
     what the network has learnt, unlike the last mini-batch's loss, which a batch of 2 can make 0."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.nn.functional.cross_entropy(model(dataset.x), dataset.y).item()
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        return torch.nn.functional.cross_entropy(model(dataset.x), dataset.y).item()
 
 
 class BatchNormExplorer(Explorer):

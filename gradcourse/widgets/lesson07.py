@@ -20,7 +20,7 @@ from .. import plots
 from ..doctor import diagnose
 from ..patients import PATIENTS, treat
 from ..remedies import REMEDIES
-from ..train import Run
+from ..run import Run
 from .base import Explorer, Param, Result
 
 #: The explorer's menu: the untreated run, then every remedy that applies to an MLP, by label.

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from .. import _checks, data, models, plots, train
+from ..hooks import Hooks
 from ..probes import Probe
+from ..run import Run
 from .base import Explorer, Param, Result
 
 LR = 1e-2
@@ -92,17 +94,15 @@ class Watch:
         self.collapse: list[float] = []
         self.max_logit: list[float] = []
         self.entropy: list[float] = []
-        self._handles: list = []
+        self._hooks = Hooks()
 
     def __enter__(self) -> Watch:
-        self._handles = [self.model.head.register_forward_pre_hook(self._on_head),
-                         self.model.register_forward_hook(self._on_output)]
+        self._hooks.extend([self.model.head.register_forward_pre_hook(self._on_head),
+                            self.model.register_forward_hook(self._on_output)])
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.remove()
 
     def _on_head(self, module, args) -> None:
         if torch.is_grad_enabled():
@@ -119,7 +119,7 @@ class Watch:
 class Experiment:
     """One training run of the lesson and what :class:`Watch` saw, one value per step."""
 
-    run: train.Run
+    run: Run
     collapse: np.ndarray
     max_logit: np.ndarray
     entropy: np.ndarray
@@ -173,12 +173,9 @@ def ffn_gradients(model: nn.Module, *, batch: int = 64) -> np.ndarray:
 def representation_at_init(model: nn.Module, *, batch: int = 64) -> torch.Tensor:
     """The representation the head reads, ``(batch, seq_len, D)``, for the first training sequences."""
     store = {}
-    handle = model.head.register_forward_pre_hook(lambda module, args: store.__setitem__("h", args[0]))
-    try:
-        with torch.no_grad():
-            model(task().x[:batch])
-    finally:
-        handle.remove()
+    with Hooks(model.head.register_forward_pre_hook(lambda module, args: store.__setitem__("h", args[0]))), \
+            torch.no_grad():
+        model(task().x[:batch])
     return store["h"]
 
 
