@@ -3,7 +3,7 @@
 **Plain torch, on the tensor's own device.** Every function here is a handful of torch
 operations on the tensor where it lives (CPU, CUDA, MPS): nothing is copied to the host tensor
 by tensor. Results stay tensors; a probe stacks every figure of a recorded step into one
-float64 vector and reads it with one host transfer (:func:`summary_fields` says what a vector
+float64 vector and reads it with one host transfer (:data:`SUMMARY_FIELDS` says what a vector
 of activation figures holds).
 
 **Accuracy.** Every sum is accumulated in float64: a float32 sum of squares drifts over large
@@ -11,7 +11,9 @@ tensors and underflows to 0 for the tiny gradients of a vanishing network, and t
 compares these numbers against theory over many orders of magnitude. Every value is within 1e-6
 (relative) of the same quantity computed in float64 by torch (``tests/test_probes.py`` checks it
 on layers of up to a million values); saturation is counted exactly at its margins, and NaN/Inf
-stay visible.
+stay visible. Apple's MPS has no float64: there sums accumulate in float32
+(:func:`accumulation_dtype`), about 1e-6 relative on a large layer, and the histogram's counts
+travel to the host apart, exact.
 
 >>> import torch
 >>> a = torch.tensor([[0.01, 0.5], [0.99, 0.5]])
@@ -71,6 +73,17 @@ def activation_kind(activation: nn.Module | str | None) -> str:
     return "relu" if isinstance(activation, RECTIFIERS) else "other"
 
 
+def accumulation_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype sums are accumulated in on ``device``: float64, except on Apple's MPS, which has
+    no float64 (there float32: each figure then carries float32's rounding, about 1e-7 relative per
+    value, and sums of squares of values below 1e-19 underflow).
+
+    >>> accumulation_dtype("cpu"), accumulation_dtype("mps")
+    (torch.float64, torch.float32)
+    """
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 #: Values per chunk of a large tensor's float64 copy (1 MB: it stays in the CPU's cache).
 CHUNK = 1 << 17
 #: Tensors up to this many values are measured whole, in one fused operation for many of them
@@ -121,11 +134,13 @@ class Scratch:
 
 
 def _float64_copy(tensor: torch.Tensor, scratch: Scratch | None) -> torch.Tensor:
-    """``tensor`` flattened and converted to float64: a fresh copy, or one into ``scratch``."""
+    """``tensor`` flattened and converted to the device's :func:`accumulation_dtype` (float64): a
+    fresh copy, or one into ``scratch``."""
     flat = tensor.reshape(-1)
+    dtype = accumulation_dtype(flat.device)
     if scratch is None:
-        return flat.to(torch.float64, copy=True)
-    return scratch.take(flat.numel(), torch.float64, flat.device).copy_(flat)
+        return flat.to(dtype, copy=True)
+    return scratch.take(flat.numel(), dtype, flat.device).copy_(flat)
 
 
 # -- norms ------------------------------------------------------------------------------------
@@ -143,7 +158,7 @@ def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torc
         copy = _float64_copy(flat, scratch)
         return torch.dot(copy, copy)
     scratch = scratch or Scratch()
-    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    total = torch.zeros((), dtype=accumulation_dtype(flat.device), device=flat.device)
     for chunk in flat.split(CHUNK):
         copy = _float64_copy(chunk, scratch)
         total += torch.dot(copy, copy)
@@ -152,7 +167,7 @@ def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torc
 
 def norm(tensor: torch.Tensor) -> torch.Tensor:
     """‖tensor‖ (Frobenius), accumulated in float64 (a 0-d float64 tensor)."""
-    return torch.linalg.vector_norm(tensor.detach(), dtype=torch.float64)
+    return torch.linalg.vector_norm(tensor.detach(), dtype=accumulation_dtype(tensor.device))
 
 
 def norms(tensors: Sequence[torch.Tensor], scratch: Scratch | None = None) -> torch.Tensor:
@@ -169,10 +184,11 @@ def norms(tensors: Sequence[torch.Tensor], scratch: Scratch | None = None) -> to
     """
     if not tensors:
         return torch.zeros(0, dtype=torch.float64)
+    dtype = accumulation_dtype(tensors[0].device)
     small = [i for i, t in enumerate(tensors) if t.numel() <= SMALL]
     if len(small) == len(tensors):
-        return torch.stack(torch._foreach_norm([t.detach() for t in tensors], 2, dtype=torch.float64))
-    found = dict(zip(small, torch._foreach_norm([tensors[i].detach() for i in small], 2, dtype=torch.float64)
+        return torch.stack(torch._foreach_norm([t.detach() for t in tensors], 2, dtype=dtype))
+    found = dict(zip(small, torch._foreach_norm([tensors[i].detach() for i in small], 2, dtype=dtype)
                      if small else ()))
     for i, t in enumerate(tensors):
         if i not in found:
@@ -227,7 +243,7 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None,
         centred = values.sub_(total, alpha=1 / n)  # a − mean (alpha: the division folded in)
         m2 = torch.dot(centred, centred)  # one vectorised pass (torch.var_mean's Welford loop is slower)
     else:
-        total = m2 = torch.full((), math.nan, dtype=torch.float64, device=a.device)
+        total = m2 = torch.full((), math.nan, dtype=accumulation_dtype(a.device), device=a.device)
     low = high = sat_sigmoid = sat_tanh = unit_max = None
     if kind == "infer" and n:
         low, high = torch.aminmax(a.reshape(-1))
@@ -257,9 +273,10 @@ def _saturated(a: torch.Tensor, kind: str, scratch: Scratch | None = None) -> to
     # counted); ne_ leaves 1.0 or 0.0 in place, whose sum is the count (a count_nonzero or a
     # sum of booleans is twice as slow on the CPU).
     changed = torch.clamp(flat, low, high, out=work).sub_(flat).ne_(0)
+    dtype = accumulation_dtype(flat.device)
     if flat.numel() < _EXACT_FLOAT32_COUNT and flat.dtype == torch.float32:
-        return changed.sum().to(torch.float64)
-    return changed.sum(dtype=torch.float64)
+        return changed.sum().to(dtype)
+    return changed.sum(dtype=dtype)
 
 
 @functools.lru_cache(maxsize=16)
@@ -316,16 +333,18 @@ def summary(sums: ActivationSums | None) -> tuple[list[torch.Tensor | None], int
     stacks with the rest of a step's figures and reads with one transfer."""
     if sums is None:
         return [None] * len(SUMMARY_FIELDS), 0, 0
-    dead = None if sums.unit_max is None else (sums.unit_max <= 0).sum(dtype=torch.float64)
+    dead = (None if sums.unit_max is None
+            else (sums.unit_max <= 0).sum(dtype=accumulation_dtype(sums.unit_max.device)))
     figures = [sums.total, sums.m2, sums.low, sums.high, sums.sat_sigmoid, sums.sat_tanh, dead]
     return figures, sums.count, 0 if sums.unit_max is None else sums.unit_max.numel()
 
 
 def stack_figures(figures: Sequence[torch.Tensor | None], device: torch.device | str) -> torch.Tensor:
-    """One float64 vector of 0-d tensors (NaN for ``None``): one ``torch.stack``."""
-    nan = torch.full((), math.nan, dtype=torch.float64, device=device)
-    return torch.stack([nan if f is None else f if f.dtype == torch.float64 else f.to(torch.float64)
-                        for f in figures])
+    """One vector of 0-d tensors in the device's :func:`accumulation_dtype` (NaN for ``None``): one
+    ``torch.stack``."""
+    dtype = accumulation_dtype(device)
+    nan = torch.full((), math.nan, dtype=dtype, device=device)
+    return torch.stack([nan if f is None else f if f.dtype == dtype else f.to(dtype) for f in figures])
 
 
 def infer_kind(low: float, high: float) -> str:

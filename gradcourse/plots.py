@@ -15,6 +15,7 @@ Colours come from matplotlib's own colour-blind-safe style, ``tableau-colorblind
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import matplotlib
@@ -108,6 +109,17 @@ def color(i: int) -> str:
     (True, True)
     """
     return COLORS[LINE_ORDER[i % len(LINE_ORDER)]]
+
+
+def line_style(i: int) -> str:
+    """The i-th line's style: solid for the palette's first three colours, dash-dot for the next
+    ones, whose sky blue and dark orange are cousins of the first blue and orange (two lines that
+    differ only by shade are hard to tell apart, for colour-blind readers most of all).
+
+    >>> [line_style(i) for i in range(6)]
+    ['-', '-', '-', '-.', '-.', '-.']
+    """
+    return "-" if i % len(LINE_ORDER) < 3 else "-."
 
 
 def integer_ticks(ax, axis: str = "x") -> None:
@@ -224,17 +236,23 @@ def draw_loss(ax, runs: Mapping[str, Run], *, log: bool = True, baseline: float 
             c = (colors or {}).get(name, color(i))
             finite = np.isfinite(run.losses)
             steps = np.arange(len(run.losses))
-            ax.plot(steps[finite], run.losses[finite], color=c, label=name)
+            ax.plot(steps[finite], run.losses[finite], line_style(i) if (colors or {}).get(name) is None else "-",
+                    color=c, label=name, zorder=2.5)
             if run.diverged_at is not None:
                 last = run.losses[finite][-1] if finite.any() else top
                 y = min(max(last, bottom), top / 1.6 if log else top - 0.05 * (top - bottom))
                 ax.plot([run.diverged_at], [y], "x", ms=12, mew=3, color=c)
                 right = run.diverged_at > longest / 2
-                ax.annotate(f"NaN/Inf at step {run.diverged_at}", (run.diverged_at, y), textcoords="offset points",
+                peak = float(run.losses[finite].max()) if finite.any() else math.nan
+                text = f"NaN/Inf at step {run.diverged_at}"
+                if peak > top:  # the climb left the axes: say how high it went
+                    text += f"\n(the loss reached {peak:.2g} first)"
+                ax.annotate(text, (run.diverged_at, y), textcoords="offset points",
                             xytext=(-8 if right else 8, -14), ha="right" if right else "left", va="top",
                             fontsize="small", color=c, annotation_clip=True)
-        if baseline is not None:
-            ax.axhline(baseline, color="black", ls=":", lw=1, label=baseline_label or f"baseline {baseline:.3g}")
+        if baseline is not None:  # under the runs: a run that sits on it stays visible
+            ax.axhline(baseline, color="black", ls=":", lw=1, zorder=2,
+                       label=baseline_label or f"baseline {baseline:.3g}")
         if log:
             ax.set_yscale("log")
         ax.set_ylim(bottom, top)
@@ -275,6 +293,12 @@ def draw_unhealthy_units(ax, saturated, dead, *, title: str,
         if not shown:
             ax.text(0.5, 0.5, "this activation neither saturates nor dies", ha="center",
                     transform=ax.transAxes)
+        else:  # bars of height 0 draw nothing: say so rather than leave the panel blank
+            empty = [what for what, values in (("saturated", saturated), ("dead", dead))
+                     if np.isfinite(values).any() and np.nanmax(values) == 0]
+            if empty:
+                ax.text(0.5, 0.5, f"no {' or '.join(empty)} unit in any layer (0%)", ha="center",
+                        va="center", transform=ax.transAxes, fontsize="small", color="dimgrey")
         ax.set_ylim(0, 1)
         integer_ticks(ax)
         ax.set_xlabel(xlabel)
@@ -297,7 +321,8 @@ def draw_through_time(ax, curves: Mapping[str, np.ndarray], *, overlays: Mapping
     with matplotlib.style.context(STYLE):
         for i, (name, values) in enumerate(curves.items()):
             c = color(i)
-            for series, style, kind in ((values, "-", ""), ((after or {}).get(name), "--", f" ({after_label})")):
+            for series, style, kind in ((values, line_style(i), ""), ((after or {}).get(name), "--",
+                                                                      f" ({after_label})")):
                 if series is None:
                     continue
                 series = np.asarray(series, dtype=float)
@@ -382,7 +407,7 @@ def grad_histograms(source: Run | Trace, *, layers: list[str] | None = None) -> 
         mesh = ax.pcolormesh(step_edges, edges, counts, norm=LogNorm(1, top), cmap="viridis")
         ax.set_title(name)
         ax.set_xlabel("training step")
-        integer_ticks(ax)
+        ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))  # narrow panels: four ticks that never touch
     axes[0, 0].set_ylabel("log10 |∂L/∂W|")
     fig.colorbar(mesh, ax=axes[0, -1], label="weights per bin (log scale)")
     fig.suptitle("Weight-gradient histograms over training")

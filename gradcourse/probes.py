@@ -52,6 +52,7 @@ from .measurements import (
     SUMMARY_FIELDS,
     ActivationSums,
     Scratch,
+    accumulation_dtype,
     activation_sums,
     is_finite,
     log2_histogram,
@@ -464,7 +465,8 @@ class Probe:
         if len(present) == len(grads):
             recording.grad_norms = self._per_layer(norms(kept, self._scratch))
         else:  # frozen weights: NaN for their layers
-            squares = torch.full((len(self._layers),), math.nan, dtype=torch.float64, device=kept[0].device)
+            squares = torch.full((len(self._layers),), math.nan, dtype=accumulation_dtype(kept[0].device),
+                                 device=kept[0].device)
             rows = torch.tensor([self._rows[i] for i in present], device=squares.device)
             squares.index_fill_(0, rows, 0.0).index_add_(0, rows, norms(kept, self._scratch).square())
             recording.grad_norms = squares.sqrt()
@@ -488,9 +490,12 @@ class Probe:
             self.every *= 2
 
     def _to_host(self, recording: _Recording, update_norms: torch.Tensor) -> _Record:
-        """Every figure of the step stacked into one float64 vector and read with one transfer."""
+        """Every figure of the step stacked into one float64 vector and read with one transfer (two
+        on a device without float64, where the histogram's counts travel apart, exact)."""
         n, device = len(self._layers), update_norms.device
-        nan = torch.full((n,), math.nan, dtype=torch.float64, device=device)
+        acc = accumulation_dtype(device)
+        exact = acc == torch.float64  # float32 holds whole numbers exactly only up to 2**24
+        nan = torch.full((n,), math.nan, dtype=acc, device=device)
         summaries = [summary(recording.activations.get(i)) for i in range(n)]
         out_squares = recording.output_grad_sq
         figures = stack_figures([f for fs, _, _ in summaries for f in fs] + [v for _, v in out_squares], device)
@@ -499,9 +504,9 @@ class Probe:
         hidden = ([torch.stack([v for _, v in recording.hidden_taps])] if recording.hidden_taps else []) \
             + recording.hidden_runs
         parts = [nan if recording.grad_norms is None else recording.grad_norms, recording.weight_norms,
-                 update_norms, figures, histogram.to(torch.float64).reshape(-1)]  # in this order below
-        flat = torch.cat([p.to(device) for p in parts + hidden])
-        flat = flat.cpu().numpy()  # the one host transfer of the step
+                 update_norms, figures] + ([histogram.to(acc).reshape(-1)] if exact else [])  # in this order
+        flat = torch.cat([p.to(device=device, dtype=acc) for p in parts + hidden])
+        flat = flat.cpu().numpy().astype(np.float64)  # the one host transfer of the step
         grad_norms, weight_norms, update_norms = flat[:3 * n].reshape(3, n)
         at = (3 + len(SUMMARY_FIELDS)) * n
         rows = flat[3 * n:at].reshape(n, len(SUMMARY_FIELDS))
@@ -510,7 +515,11 @@ class Probe:
         out_sq = np.where(np.bincount(called, minlength=n) > 0,
                           np.bincount(called, weights=flat[at:at + len(out_squares)], minlength=n), np.nan)
         at += len(out_squares)
-        counts = flat[at:at + n * self.bins].reshape(n, self.bins).astype(np.int64)
+        if exact:
+            counts = flat[at:at + n * self.bins].reshape(n, self.bins).astype(np.int64)
+            at += n * self.bins
+        else:
+            counts = histogram.cpu().numpy().reshape(n, self.bins).astype(np.int64)
         kinds = [recording.activations[i].kind if i in recording.activations else "unmeasured" for i in range(n)]
         stats, kinds = statistics_from_summaries(rows, [c for _, c, _ in summaries], [u for _, _, u in summaries],
                                                  kinds)
@@ -518,7 +527,7 @@ class Probe:
             rows = {"grad_norm": grad_norms, "output_grad_norm": np.sqrt(out_sq), "weight_norm": weight_norms,
                     "update_ratio": update_norms / weight_norms,
                     **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), stats))}
-        hidden_values = _hidden_norms(flat[at + n * self.bins:], [t for t, _ in recording.hidden_taps],
+        hidden_values = _hidden_norms(flat[at:], [t for t, _ in recording.hidden_taps],
                                       [len(v) for v in recording.hidden_runs])
         return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values, kinds)
 
@@ -611,7 +620,8 @@ class Probe:
         if grad.dim() != 3:
             return
         g = grad.detach()
-        per_t = torch.linalg.vector_norm(g.transpose(0, 1) if batch_first else g, dim=(1, 2), dtype=torch.float64)
+        per_t = torch.linalg.vector_norm(g.transpose(0, 1) if batch_first else g, dim=(1, 2),
+                                         dtype=accumulation_dtype(g.device))
         if self._recording is not None:
             self._recording.hidden_runs.append(per_t)
 

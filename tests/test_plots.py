@@ -35,7 +35,31 @@ def test_diverged_run_does_not_flatten_the_others():
     x, y = cross[0].get_xdata()[0], cross[0].get_ydata()[0]
     assert x == 20 and bottom < y < top                     # the ✕ is inside the axes
     (note,) = [t for t in ax.texts if "NaN/Inf" in t.get_text()]
-    assert note.get_text() == "NaN/Inf at step 20" and note.get_ha() == "left"   # left half: written rightwards
+    # left half: written rightwards; the climb that left the axes is named with its peak, 1e30
+    assert note.get_text() == "NaN/Inf at step 20\n(the loss reached 1e+30 first)" and note.get_ha() == "left"
+    plots.draw_loss(ax := _ax(), {"healthy": HEALTHY, "cut short": _run(np.r_[0.7, 0.6, np.nan], diverged_at=2)})
+    (note,) = [t for t in ax.texts if "NaN/Inf" in t.get_text()]
+    assert note.get_text() == "NaN/Inf at step 2"                           # it never left the axes: no peak
+
+
+def test_a_run_on_the_baseline_is_drawn_over_it_and_shades_of_one_hue_differ_in_style():
+    ax = _ax()
+    runs = {name: HEALTHY for name in "abcde"}
+    plots.draw_loss(ax, runs, baseline=0.69)
+    lines = [line for line in ax.lines if line.get_label() in runs]
+    baseline = [line for line in ax.lines if line.get_linestyle() == ":"][0]
+    assert all(line.get_zorder() > baseline.get_zorder() for line in lines)
+    # blue, orange, dark grey solid; sky blue and dark orange (cousins of the first two) dash-dot
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "-", "-.", "-."]
+
+
+def test_bars_of_zero_say_so_instead_of_a_blank_panel():
+    ax = _ax()
+    plots.draw_unhealthy_units(ax, [0.0, 0.0, 0.0], [np.nan] * 3, title="t")
+    assert [t.get_text() for t in ax.texts] == ["no saturated unit in any layer (0%)"]
+    ax = _ax()
+    plots.draw_unhealthy_units(ax, [0.0, 0.2, 0.0], [np.nan] * 3, title="t")
+    assert len(ax.texts) == 0
 
 
 def test_every_run_diverged_keeps_their_start_in_view():

@@ -452,3 +452,30 @@ def test_other_dtypes_are_measured_in_float64_with_exact_saturation(dtype):
     assert trace.get("saturated_frac")[0][0] * s.numel() == ((s - 0.5).abs() > 0.47).sum().item()
     assert trace.get("saturated_frac")[0][1] * t.numel() == (t.abs() > 0.97).sum().item()
     close(trace.get("act_std")[0][:2], [s.std().item(), t.std().item()])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "nanogpt", "lstm_lm"])
+def test_a_device_without_float64_sums_in_float32(name, monkeypatch):
+    """Apple's MPS has no float64; there the probe accumulates in float32. Emulated here by making
+    the CPU's accumulation dtype float32: the figures still match autograd (to float32's rounding,
+    1e-5) and the histogram's counts stay exact (they travel apart from the float32 figures)."""
+    from gradcourse import measurements, probes
+
+    float32 = lambda device: torch.float32  # noqa: E731
+    monkeypatch.setattr(measurements, "accumulation_dtype", float32)
+    monkeypatch.setattr(probes, "accumulation_dtype", float32)
+    model, batch, loss_fn = ZOO[name]()
+    model.train()
+    torch.manual_seed(1)
+    with Probe(model) as probe:
+        loss_fn(model, batch).backward()
+    trace = probe.trace
+    torch.manual_seed(1)
+    grads, _ = reference(model, batch, loss_fn, trace.layers)
+    close(trace.get("grad_norm")[0], [grads[n] for n in trace.layers], rel=1e-5)
+    weights = dict(model.named_modules())
+    assert trace.grad_hist[0].sum(axis=1).tolist() == [sum(w.numel() for w in expected_weights(weights[n]))
+                                                       for n in trace.layers]
+    held = {dtype for _, dtype in probe._scratch._buffers}  # the working copies were float32, none float64
+    assert torch.float32 in held and torch.float64 not in held
+    assert hooks_left(model) == 0

@@ -149,10 +149,8 @@ def figure(values: dict, *, depth: int, activation: str, init: str, weight_scale
         ax.hist(np.clip(vals, lo, hi), bins=bins, histtype="stepfilled", alpha=0.45, color=color,
                 weights=np.full(len(vals), 1 / len(vals)), label=label)
     if activation in ("sigmoid", "tanh"):
-        for edge in ((lo, lo + MARGIN), (hi - MARGIN, hi)):
-            ax.axvspan(*edge, color="grey", alpha=0.25, lw=0)
-        ax.text(0.5, 0.97, "grey bands: saturated (slope ≈ 0)", transform=ax.transAxes,
-                ha="center", va="top", fontsize="small", color="dimgrey")
+        for k, edge in enumerate(((lo, lo + MARGIN), (hi - MARGIN, hi))):  # in the legend, not under it
+            ax.axvspan(*edge, color="grey", alpha=0.25, lw=0, label="saturated (slope ≈ 0)" if k == 0 else None)
     ax.set_xlabel(f"activation value {activation}(z)")
     ax.set_ylabel("fraction of unit-samples")
     ax.set_title(f"Activations (weights ×{weight_scale:g}, inputs ×{input_scale:g})", fontsize="medium")
