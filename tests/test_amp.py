@@ -23,7 +23,7 @@ def _amp_loop(net, *, steps, dtype=torch.float16, scaler=None, lr=0.1, hooks=Fal
     per layer (tensor hooks on the layers' outputs, / scale), and whether the weights moved."""
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     layers = net.hidden_layers() + [net.head]
-    seen = {"scale": [], "grad": [], "signal": [], "moved": []}
+    seen = {"scale": [], "grad": [], "signal": [], "moved": [], "zeros": [], "loss": []}
     with Probe(net, optimizer=opt, scaler=scaler) as probe:
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
@@ -42,6 +42,8 @@ def _amp_loop(net, *, steps, dtype=torch.float16, scaler=None, lr=0.1, hooks=Fal
             seen["scale"].append(scale)
             seen["signal"].append([s.double().norm().item() / scale for s in signals])
             seen["grad"].append([la.weight.grad.double().norm().item() / scale for la in layers])
+            seen["zeros"].append([(la.weight.grad == 0).double().mean().item() for la in layers])
+            seen["loss"].append(loss.item())
             before = [la.weight.detach().clone() for la in layers]
             if scaler is not None:
                 scaler.step(opt)
@@ -114,3 +116,59 @@ def test_precision_names_the_format(dtype, name):
     with Probe(half) as p:
         torch.nn.functional.cross_entropy(half(DS.x.to(dtype)).float(), DS.y).backward()
     assert p.trace.precision == name and p.trace.loss_scale is None
+
+
+# -- the doctor ---------------------------------------------------------------------------------------
+def _verdict(probe, seen, net):
+    from gradcourse.doctor import diagnose
+
+    return diagnose(probe.trace, losses=list(seen["loss"]), model=net)
+
+
+def test_doctor_names_float16_underflow_and_the_scaled_run_is_healthy():
+    """A 5-layer sigmoid MLP (width 64, 512 points): healthy in float32 (signal ratio 3e-4, above the
+    vanishing threshold); under float16 autocast its first layer's weight gradient is almost all 0:
+    the doctor names underflow, with loss scaling first. With a GradScaler the same run is healthy."""
+    from gradcourse.doctor import UNDERFLOW_FRACTION
+
+    def run(dtype, scaler=None):
+        net = models.mlp(5, 64, activation="sigmoid", seed=0)
+        global DS
+        old, DS = DS, data.spirals(512, seed=0)
+        try:
+            probe, seen = _amp_loop(net, steps=10, dtype=dtype, scaler=scaler)
+        finally:
+            DS = old
+        return _verdict(probe, seen, net), seen
+
+    fp32, _ = run(torch.float32)
+    fp16, seen = run(torch.float16)
+    scaled, _ = run(torch.float16, torch.amp.GradScaler("cpu"))
+    assert fp32.problem == "healthy" and fp32.numbers["underflow_fraction"] == {}
+    assert fp16.problem == "underflow"
+    share = max(seen["zeros"][0][0], seen["zeros"][-1][0])          # layer1, counted here
+    assert share >= UNDERFLOW_FRACTION
+    assert fp16.numbers["underflow_fraction"]["layer1"] == pytest.approx(share, abs=1e-12)
+    assert f"layer1 {100 * share:.0f}%" in fp16.evidence[0] and "not the network's" in fp16.evidence[0]
+    assert [r.name for r in fp16.remedies] == ["loss_scaling", "bfloat16"]
+    assert all(r.lesson == "10_mixed_precision" for r in fp16.remedies)
+    assert scaled.problem == "healthy" and max(scaled.numbers["underflow_fraction"].values(), default=0) < 0.01
+
+
+def test_doctor_reads_a_scaled_vanishing_run_as_vanishing_not_exploding():
+    """Issue 23: the 10-layer sigmoid run under a GradScaler read as 'exploding' when the probe
+    recorded the scaled signal. Told the scaler, the probe records the loss's own gradients: the run
+    vanishes, as in float32; the skipped steps are said, and not read as a divergence."""
+    net = models.mlp(10, 64, activation="sigmoid", seed=0)
+    probe, seen = _amp_loop(net, steps=8, scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 24))
+    d = _verdict(probe, seen, net)
+    assert probe.trace.skipped_steps and d.problem == "vanishing" and d.diverged_at is None
+    assert any("skipped" in e and "not an exploding gradient" in e for e in d.evidence)
+    from gradcourse.doctor import from_trace
+
+    totals = from_trace(probe.trace, list(seen["loss"])).grad_norm_total   # an Inf step is no gradient norm
+    skipped = probe.trace.skipped_steps
+    assert np.isnan(totals[skipped]).all() and np.isfinite(np.delete(totals, skipped)).all()
+    ref = models.mlp(10, 64, activation="sigmoid", seed=0)
+    probe32, seen32 = _amp_loop(ref, steps=8, dtype=torch.float32)
+    assert _verdict(probe32, seen32, ref).problem == "vanishing"
