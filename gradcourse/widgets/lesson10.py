@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .. import plots, precision
 from ..doctor import diagnose
-from ..precision import FORMATS, limits, train
+from ..precision import FORMATS, limits
 from .base import Explorer, Param, Result
 
 #: The explorer's training run: this many steps behind the Run button.
