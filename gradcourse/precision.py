@@ -92,24 +92,30 @@ def lost_fraction(ratio: float, fmt="bf16", *, n: int = 100_000, seed: int = 0) 
     return float(((w + step) == w).double().mean())
 
 
-def smallest_safe_scale(hist: np.ndarray, edges: np.ndarray, *, fmt="fp16", allowed: float = 0.01) -> float:
-    """The smallest power of two S such that, scaled by S, at most ``allowed`` of the nonzero
-    gradient entries counted in ``hist`` (a probe's log2 histogram of a float32 run, any shape
-    ending in bins, with its ``edges`` in log10 units) fall below the format's smallest value.
+def signal_per_entry(run: MixedRun) -> np.ndarray:
+    """Per layer of ``run.trace``, the root mean square of one entry of the signal ∂L/∂z arriving at
+    the layer's output at the first recorded step: ``output_grad_norm / √(batch × out_features)``.
+    These per-example, per-unit values are what float16 must hold during the backward pass; the
+    weight gradient sums ``batch`` of them, so it is larger than they are."""
+    norms = run.trace.get("output_grad_norm")[0]
+    layers = dict(run.model.named_modules())
+    widths = np.array([layers[name].out_features for name in run.trace.layers], dtype=float)
+    return norms / np.sqrt(run.batch * widths)
 
-    Entries in the first bin (zero, or below the histogram's range) are not counted: no scale
-    saves an exact 0. The answer is read from whole bins (one per power of two), so it is exact.
-    """
-    counts = np.asarray(hist, dtype=float).reshape(-1, np.shape(hist)[-1]).sum(axis=0)[1:]
-    exponents = np.rint(np.asarray(edges, dtype=float)[1:-1] / math.log10(2.0)).astype(int)  # bin k: [2^e, 2^(e+1))
-    if counts.sum() == 0:
-        raise ValueError("hist must count some nonzero gradient entries")
-    tiny = round(math.log2(limits(fmt).tiny))
-    for k in range(0, 200):
-        lost = counts[exponents + k < tiny].sum() / counts.sum()
-        if lost <= allowed:
+
+def smallest_scale(depth: int, *, tol: float = 0.01, seed: int = 0, width: int = 64) -> float:
+    """The smallest power-of-two loss scale with which one float16 step (autocast, a GradScaler
+    held at that scale) gives every layer's weight-gradient norm within ``tol`` of float32's, on the
+    lesson's sigmoid MLP of ``depth`` layers, measured (powers 2^0 … 2^30 tried in turn)."""
+    tol = _checks.number("tol", tol, low=0.0, low_open=True)
+    reference = train("fp32", depth=depth, width=width, steps=1, seed=seed).trace.get("grad_norm")[0]
+    for k in range(31):
+        run = train("fp16+scaler", depth=depth, width=width, steps=1, init_scale=2.0 ** k, seed=seed)
+        if run.skipped:
+            break
+        if np.all(np.abs(run.trace.get("grad_norm")[0] / reference - 1) <= tol):
             return float(2 ** k)
-    raise ValueError("hist holds gradients too small for any scale up to 2^200")
+    raise ValueError(f"depth: no loss scale up to the first overflow keeps every layer within {tol:g} of float32")
 
 
 @dataclass
@@ -124,6 +130,7 @@ class MixedRun:
     trace: Trace
     model: torch.nn.Module
     diverged_at: int | None = None
+    batch: int = 512
     #: per step, the share of weight entries with a nonzero gradient that the update left unchanged
     lost: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -186,7 +193,7 @@ def train(fmt: str = "fp16", *, depth: int = 5, width: int = 64, steps: int = 10
                 opt.step()
             lost.append(_unchanged(weights, before))
     return MixedRun(fmt, np.array(losses), np.array(scales), list(probe.trace.skipped_steps), probe.trace, net,
-                    diverged, np.array(lost))
+                    diverged, len(x), np.array(lost))
 
 
 def _unchanged(weights: list[torch.Tensor], before: list[torch.Tensor]) -> float:
