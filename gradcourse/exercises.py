@@ -1369,6 +1369,9 @@ def smallest_loss_scale(answer: Any, *, depth: int = SCALE_DEPTH) -> Feedback:
         return value
     if not value > 0 or not math.isfinite(value):
         return Feedback(False, f"Not quite: a loss scale is a positive power of two; got {value:g}.")
+    if math.log2(value) != round(math.log2(value)):
+        return Feedback(False, f"Not quite: {value:g} is no power of two. A loss scale is one (2**k), so that scaling "
+                               "and unscaling change only the exponent and lose nothing.")
     off = math.log2(value) - math.log2(expected)
     if abs(off) <= 1:
         return Feedback(True, f"Right: measured 2^{math.log2(expected):.0f}. Scaling the loss multiplies every "
@@ -1410,7 +1413,8 @@ def _scaler_cases():
 
 
 def _scaler_run(step_fn, scales):
-    """Apply ``step_fn(loss, optimizer, scale) -> bool`` on the exercise's run; return (decisions, weights)."""
+    """Apply ``step_fn(loss, optimizer, scale) -> bool`` on the exercise's run; return the decisions and
+    the weights after each step."""
     import torch
 
     from . import data, models
@@ -1418,13 +1422,14 @@ def _scaler_run(step_fn, scales):
     net = models.mlp(4, 32, activation="sigmoid", seed=0)
     ds = data.cached_spirals(256, 0)
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
-    decisions = []
+    decisions, weights = [], []
     for scale in scales:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.float16):
             loss = torch.nn.functional.cross_entropy(net(ds.x), ds.y)
         decisions.append(step_fn(loss, opt, scale))
-    return decisions, [p.detach().clone() for p in net.parameters()]
+        weights.append([p.detach().clone() for p in net.parameters()])
+    return decisions, weights
 
 
 def _gradscaler_step(loss, optimizer, scale) -> bool:
@@ -1442,6 +1447,7 @@ def _gradscaler_step(loss, optimizer, scale) -> bool:
     return bool(stepped)
 
 
+@exercise
 def static_loss_scaler(fn: Any) -> Feedback:
     """Lesson 10 coding exercise: ``fn(loss, optimizer, scale)`` backpropagates ``loss·scale``,
     skips the step when any gradient holds Inf/NaN (returning False), else divides the gradients by
@@ -1475,15 +1481,18 @@ def static_loss_scaler(fn: Any) -> Feedback:
     except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
         return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)}. "
                                "Run it on its own to see where.")
-    if [bool(d) if isinstance(d, (bool, np.bool_)) else d for d in decisions] != expected:
-        return Feedback(False, f"Not quite: at the scales {[f'2^{math.log2(s):.0f}' for s in scales]} GradScaler "
-                               f"{'steps' if expected[0] else 'skips'} as {expected}, yours returned {decisions}. "
-                               "Skip (return False, no step) exactly when a scaled gradient is Inf or NaN.")
-    for mine, theirs in zip(weights, reference):
-        if not torch.allclose(mine, theirs, rtol=1e-6, atol=1e-7):
-            return Feedback(False, "Not quite: the same steps were skipped, but the weights differ from GradScaler's. "
-                                   "Divide every gradient by the scale before optimizer.step(), and leave the "
-                                   "weights alone on a skipped step.")
+    for i, scale in enumerate(scales):
+        decision = bool(decisions[i]) if isinstance(decisions[i], (bool, np.bool_)) else decisions[i]
+        if decision != expected[i]:
+            return Feedback(False, f"Not quite: at step {i} (scale 2^{math.log2(scale):.0f}) GradScaler "
+                                   f"{'steps' if expected[i] else 'skips'} (returns {expected[i]}), yours returned "
+                                   f"{_show(decisions[i])}. Skip (return False, no step) exactly when a scaled "
+                                   "gradient is Inf or NaN.")
+        if not all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(weights[i], reference[i])):
+            return Feedback(False, f"Not quite: at step {i} (scale 2^{math.log2(scale):.0f}) you "
+                                   f"{'stepped' if expected[i] else 'skipped'} as GradScaler does, but the weights "
+                                   "differ from its. Divide every gradient by the scale before optimizer.step(), "
+                                   "and leave the weights alone on a skipped step.")
     return Feedback(True, "Right: the same decisions and the same weights as torch.amp.GradScaler at those scales. "
                           "GradScaler adds the dynamic part: it halves the scale after a skip and doubles it after "
                           "2000 clean steps.")

@@ -103,7 +103,7 @@ def draw_scale(ax, run: precision.MixedRun, *, title: str) -> None:
                        label=f"skipped step ({len(run.skipped)})")
         right.set_ylabel("log2 of the loss scale")
         handles += right.get_lines()
-    ax.legend(handles=handles, fontsize="small", loc="upper right")
+    ax.legend(handles=handles, fontsize="small", loc="center right")
 
 
 class PrecisionExplorer(Explorer):
