@@ -107,6 +107,7 @@ def smallest_scale(depth: int, *, tol: float = 0.01, seed: int = 0, width: int =
     """The smallest power-of-two loss scale with which one float16 step (autocast, a GradScaler
     held at that scale) gives every layer's weight-gradient norm within ``tol`` of float32's, on the
     lesson's sigmoid MLP of ``depth`` layers, measured (powers 2^0 … 2^30 tried in turn)."""
+    seed = _checks.seed(seed)
     tol = _checks.number("tol", tol, low=0.0, low_open=True)
     reference = train("fp32", depth=depth, width=width, steps=1, seed=seed).trace.get("grad_norm")[0]
     for k in range(31):
@@ -138,6 +139,7 @@ class MixedRun:
 def build(depth: int = 5, *, width: int = 64, activation: str = "sigmoid", init: str = "default",
           weight_std: float | None = None, seed: int = 0) -> torch.nn.Module:
     """The lesson's network: an MLP on the spirals (sigmoid, PyTorch's default init)."""
+    seed = _checks.seed(seed)
     return models.mlp(depth, width, activation=activation, init=init, weight_std=weight_std, seed=seed)
 
 
@@ -156,6 +158,7 @@ def train(fmt: str = "fp16", *, depth: int = 5, width: int = 64, steps: int = 10
     >>> run.scales.tolist(), run.skipped, run.trace.precision
     ([65536.0, 65536.0], [], 'float16')
     """
+    seed = _checks.seed(seed)
     fmt = _checks.choice("fmt", fmt, FORMATS)
     steps = _checks.integer("steps", steps, low=1)
     lr = _checks.number("lr", lr, low=0.0, low_open=True)
