@@ -394,7 +394,6 @@ class Probe:
     def _on_forward_start(self, module, args, kwargs) -> None:
         if not torch.is_grad_enabled():
             return  # evaluation: never part of a step
-        self.precision = _narrowest(self.precision, _precision(self._weights[0]))
         if self._awaiting_update is not None:  # the update of the previous recorded step is done
             self._finish_update()
         if self._recording is None and self.step % self.every == 0:
@@ -405,6 +404,7 @@ class Probe:
             self._call = _Call()
             self._recording.calls.append(self._call)
             self._listen(True)
+            self.precision = _narrowest(self.precision, _precision(self._weights[0]))
 
     def _on_forward_end(self, module, args, output) -> None:
         self._listen(False)
