@@ -60,7 +60,8 @@ from .remedies import REMEDIES, Remedy
 from .run import Run
 from .trace import Trace
 
-PROBLEMS = ("healthy", "vanishing", "exploding", "saturation", "dead_relu", "collapse", "bad_data", "inconclusive")
+PROBLEMS = ("healthy", "vanishing", "exploding", "saturation", "dead_relu", "collapse", "bad_data", "underflow",
+            "inconclusive")
 
 # -- thresholds ---------------------------------------------------------------------------------
 #: Vanishing: the signal ‖∂L/∂z‖ reaching the first hidden layer is below this fraction of the one
@@ -137,6 +138,8 @@ _HEADLINES = {
                  "and never recover.",
     "collapse": "Representation collapse: every position of the sequence carries the same representation, "
                 "so the model cannot tell them apart (lesson 09).",
+    "underflow": "Gradient underflow: the gradients are too small for float16 and were rounded to 0, a "
+                 "number-format problem, not the network's (lesson 10).",
     "bad_data": "Bad data: the inputs or targets hold NaN/Inf, which no gradient remedy can fix: "
                 "check the data.",
     "inconclusive": "Inconclusive: the doctor found no problem in what the probe measured, but the "
@@ -362,6 +365,14 @@ with losses=[...]); got str
         evidence.append(f"Dead ReLU units: {_pct(dead)} on average at the last step, at most "
                         f"{_pct(worst)} in one layer (below the {_pct(DEAD_FRACTION)} threshold).")
 
+    # 3b. Underflow (lesson 10): under float16 the gradients of whole layers were rounded to 0. The
+    #     number format's doing, not the network's: named before saturation and vanishing, whose
+    #     small gradients it may hide (the zero signal reads as vanishing).
+    underflow = _underflow(run.trace, m)
+    if underflow and max(m["underflow_fraction"].values()) >= UNDERFLOW_FRACTION:
+        return verdict("underflow", underflow + evidence + _loss_evidence(m))
+    evidence += underflow + _skipped_evidence(run.trace)
+
     # 4. Saturation (sigmoid/tanh units on their flat tails), and whether the signal grows anyway.
     saturated = max(m["saturated_mean_start"], m["saturated_mean_end"])
     if not math.isnan(saturated):
@@ -455,6 +466,7 @@ def from_trace(trace: Trace, losses: Sequence[float] | None = None, *, model: nn
     if "grad_norm" in trace.scalars and len(steps):
         with np.errstate(invalid="ignore"):
             totals[steps] = np.sqrt(np.nansum(trace.get("grad_norm").astype(np.float64) ** 2, axis=1))
+        totals[[s for s in trace.skipped_steps if s < length]] = np.nan  # a GradScaler's skipped step
     diverged_at = None
     nonfinite = trace.nonfinite or {}
     if nonfinite.get("step") is not None:
@@ -555,7 +567,7 @@ def _measure(run: Run) -> dict:
     m["clipped_fraction"] = float(clipped.mean()) if len(clipped) else 0.0
 
     updates = _scalar(trace, "update_ratio")[:, hidden].astype(float)
-    updates = updates[np.isfinite(updates).all(axis=1)]
+    updates = updates[np.isfinite(updates).all(axis=1) & ~np.isin(trace.steps, trace.skipped_steps)]
     m["update_ratio_median"] = float(np.median(updates)) if updates.size else math.nan
     m["update_ratio_first"] = float(np.median(updates[:, 0])) if updates.size else math.nan
     m["update_ratio_last"] = float(np.median(updates[:, -1])) if updates.size else math.nan
@@ -1085,6 +1097,10 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
         if not born:
             notes.append("The positions were told apart at step 0 and became alike during training: the first "
                          "large steps did it, so a warmup comes first.")
+    elif problem == "underflow":
+        names += ["loss_scaling", "bfloat16"]
+        notes.append("Ask the doctor again on the run with loss scaling: with the format's problem gone, it "
+                     "reads what the network itself does (the same network may still vanish in float32).")
     elif problem == "bad_data":
         what = "targets y" if m["bad_data"] == "targets" else "inputs x"
         notes.append(f"Check the {what}: torch.isfinite(x).all() and torch.isfinite(y).all() must both "
@@ -1099,6 +1115,67 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
                      "give it a probe_activations dict mapping each layer's name to the name of the "
                      "activation module that follows it. Then ask the doctor again.")
     return [REMEDIES[n] for n in names], notes
+
+
+#: Underflow: under float16, this fraction of one layer's weight-gradient entries exactly 0 is the verdict
+#: (the 5-layer sigmoid MLP of lesson 10 measures 98% in its first layer; its float32 run has none).
+UNDERFLOW_FRACTION = 0.5
+#: ... and from this fraction on the zeros are said in the evidence of another verdict.
+UNDERFLOW_NOTED = 0.01
+#: float16's smallest positive value (a subnormal): nothing between 0 and it survives.
+FLOAT16_TINY = 2.0 ** -24
+
+
+def _underflow(trace: Trace, m: dict) -> list[str]:
+    """Evidence of float16 underflow: the share of each layer's weight-gradient entries in the
+    histogram's first bin (zero, or below 2^-40 after a GradScaler unscaled them) at the first and the
+    last recorded step that the scaler did not skip, when the probe saw the forward passes run in
+    float16 (``trace.precision``). Embeddings are left out (the rows of unused tokens are exactly 0
+    in any format). Keeps ``m["underflow_fraction"]`` (layer → share, the larger of the two steps)."""
+    m["underflow_fraction"] = {}
+    if trace.precision != "float16" or trace.grad_hist is None or not len(trace.steps):
+        return []
+    skipped = set(trace.skipped_steps)
+    rows = [i for i, step in enumerate(trace.steps) if int(step) not in skipped]
+    if not rows:
+        return []
+    # With a loss scale S, float16 loses what lies below 2^-24/S; from S = 2^16 on that is below the
+    # histogram's first edge (2^-40), where a float32 run's gradients land in the first bin as well:
+    # the format is then not to blame for the zeros, and the steps are not read.
+    scales = trace.loss_scale if trace.loss_scale is not None else np.ones(len(trace.steps))
+    floor = 2.0 ** round(float(trace.hist_edges[0]) / math.log10(2.0)) if trace.hist_edges is not None else 0.0
+    rows = [rows[0], rows[-1]]
+    rows = [r for r in rows if not FLOAT16_TINY / float(scales[r]) <= floor]
+    if not rows:
+        return []
+    hist = np.asarray(trace.grad_hist, dtype=float)[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zero = np.nanmax(hist[:, :, 0] / hist.sum(axis=2), axis=0)
+    shares = {name: float(z) for name, z in zip(trace.layers, zero)
+              if trace.kinds.get(name) != "embedding" and np.isfinite(z)}
+    m["underflow_fraction"] = shares
+    worst = sorted((n for n in shares if shares[n] >= UNDERFLOW_NOTED), key=trace.layers.index)
+    if not worst:
+        return []
+    listed = ", ".join(f"{_display(n)} {_pct(shares[n])}" for n in worst[:6]) + (", …" if len(worst) > 6 else "")
+    scaled = (f" even at a loss scale of {_num(float(min(scales[r] for r in rows)))}"
+              if trace.loss_scale is not None else " (no loss scaling)")
+    return [f"The forward passes ran in float16{scaled}, and the share of each layer's weight-gradient entries "
+            f"that were exactly 0 was: {listed}. float16 keeps nothing below 2^-24 ≈ {_num(FLOAT16_TINY)}: "
+            "smaller gradients were rounded to 0, and the weights they belong to learn nothing. That is the number "
+            "format's doing, not the network's: scale the loss (torch.amp.GradScaler) so the gradients "
+            "fit float16's range, or train in bfloat16, whose range is float32's."]
+
+
+def _skipped_evidence(trace: Trace) -> list[str]:
+    """What a GradScaler's skipped steps mean: an overflow of the scaled gradients, not a divergence."""
+    skipped = list(trace.skipped_steps)
+    if not skipped:
+        return []
+    shown = ", ".join(map(str, skipped[:5])) + (", …" if len(skipped) > 5 else "")
+    return [f"The GradScaler skipped {len(skipped)} step{'s' if len(skipped) > 1 else ''} (step {shown}): "
+            "the scaled gradients overflowed float16 (Inf), so it left the weights alone and halved its "
+            "scale. Such an Inf is the loss scale's, not an exploding gradient; the doctor read the other steps."]
 
 
 _WARMUP_NOTE = ("The problem was absent at step 0 and grew during training, so the steps caused it: "

@@ -1282,3 +1282,212 @@ def warmup_logits(answer: Any) -> Feedback:
                                "nothing bounds |q·k|: the logits still reach ~10⁴. qk-LayerNorm bounds them.",
                         hint="Set Pre-LN, lr 0.1, warmup 100, qk-LayerNorm off, press Run and read the "
                              "right-hand panel.")
+
+
+# --- lesson 10 ---
+
+#: Lesson 10, Exercise 1: the depth at which the learner predicts the underflowing layers.
+UNDERFLOW_DEPTH = 8
+
+
+@functools.lru_cache(maxsize=4)
+def _fp16_zero_shares(depth: int) -> tuple[float, ...]:
+    """Per hidden layer, the share of weight-gradient entries rounded to 0 at step 0 of lesson 10's
+    sigmoid MLP (width 64, 512 spiral points, seed 0) under float16 autocast."""
+    from . import precision
+
+    run = precision.train("fp16", depth=depth, steps=1)
+    return tuple(precision.zero_share(run.trace, 0)[:-1].tolist())
+
+
+@exercise
+def underflowing_layers(answer: Any, *, depth: int = UNDERFLOW_DEPTH) -> Feedback:
+    """Lesson 10, Exercise 1 (predict, then measure): at ``depth`` sigmoid layers, how many hidden
+    layers have more than half of their weight-gradient entries rounded to 0 under float16 at step 0?
+    Measured here (one probed step); one layer either way counts.
+
+    >>> shares = _fp16_zero_shares(UNDERFLOW_DEPTH)
+    >>> right = sum(s > 0.5 for s in shares)
+    >>> underflowing_layers(right).correct, underflowing_layers(right + 3).correct, underflowing_layers(None).correct
+    (True, False, None)
+    """
+    depth = _checks.integer("depth", depth, low=2, high=20)
+    shares = _fp16_zero_shares(depth)
+    expected = sum(s > 0.5 for s in shares)
+    name = "the number of layers"
+    if answer is None:
+        return missing(name)
+    value = _read_number(answer, name, "3")
+    if isinstance(value, Feedback):
+        return value
+    listed = ", ".join(f"layer{k} {100 * s:.0f}%" for k, s in enumerate(shares, 1))
+    if abs(value - expected) <= 1:
+        return Feedback(True, f"Right: {expected} of the {depth} layers lose more than half their gradient "
+                              f"({listed}). Each sigmoid layer passes back about a seventh of the signal, so "
+                              "every layer further from the loss sits a few powers of two lower, and the front "
+                              "layers cross float16's 2^-24 first.")
+    direction = "too many" if value > expected else "too few"
+    return Feedback(False, f"Not quite: {value:g} is {direction}. Use the histogram of section 2: each layer "
+                           "further from the loss is shifted left by the factor per layer; count the layers "
+                           "whose peak would sit left of 2^-24 at this depth, then run the measuring cell.")
+
+
+#: Lesson 10, Exercise 2: the depth whose smallest sufficient loss scale the learner predicts.
+SCALE_DEPTH = 8
+
+
+@functools.lru_cache(maxsize=4)
+def _smallest_scale(depth: int) -> float:
+    from .precision import smallest_scale
+
+    return smallest_scale(depth)
+
+
+@exercise
+def smallest_loss_scale(answer: Any, *, depth: int = SCALE_DEPTH) -> Feedback:
+    """Lesson 10, Exercise 2 (predict, then measure): the smallest power-of-two loss scale with which
+    one float16 step of the ``depth``-layer sigmoid MLP gives every layer's weight gradient within 1 %
+    of float32's (:func:`gradcourse.precision.smallest_scale`, measured). One power of two either
+    way counts: the prediction comes from the signal per entry, the measurement decides.
+
+    >>> right = _smallest_scale(SCALE_DEPTH)
+    >>> smallest_loss_scale(right).correct, smallest_loss_scale(right * 2).correct, smallest_loss_scale(1).correct
+    (True, True, False)
+    """
+    depth = _checks.integer("depth", depth, low=2, high=20)
+    expected = _smallest_scale(depth)
+    name = "the loss scale"
+    if answer is None:
+        return missing(name)
+    value = _read_number(answer, name, "2**12")
+    if isinstance(value, Feedback):
+        return value
+    if not value > 0 or not math.isfinite(value):
+        return Feedback(False, f"Not quite: a loss scale is a positive power of two; got {value:g}.")
+    if math.log2(value) != round(math.log2(value)):
+        return Feedback(False, f"Not quite: {value:g} is no power of two. A loss scale is one (2**k), so that scaling "
+                               "and unscaling change only the exponent and lose nothing.")
+    off = math.log2(value) - math.log2(expected)
+    if abs(off) <= 1:
+        return Feedback(True, f"Right: measured 2^{math.log2(expected):.0f}. Scaling the loss multiplies every "
+                              "gradient of the backward pass by the scale (backpropagation is linear in ∂L), so the "
+                              "first layer's signal moves that many powers of two to the right, past 2^-24, with "
+                              "a few powers to spare for the entries below its average.")
+    direction = "larger than needed" if off > 0 else "too small"
+    return Feedback(False, f"Not quite: 2^{math.log2(value):.1f} is {direction}. Take the smallest signal per entry "
+                           "printed above, count the powers of two up to float16's smallest value 2^-24, and add a "
+                           "few: the entries spread below their average.")
+
+
+@exercise
+def bf16_kept_ratio(answer: Any) -> Feedback:
+    """Lesson 10, Exercise 3: the smallest update ratio |Δw|/|w| that a bfloat16 weight keeps
+    whatever its value: half the spacing at the bottom of a binade, eps/2 = 2^-8 (from
+    ``torch.finfo(torch.bfloat16).eps``); within 15 %.
+
+    >>> bf16_kept_ratio(2 ** -8).correct, bf16_kept_ratio("1/256").correct, bf16_kept_ratio(1e-3).correct
+    (True, True, False)
+    """
+    from .precision import limits
+
+    expected = limits("bf16").eps / 2
+    return check_number(answer, expected, name="the smallest kept update ratio", rel=0.15,
+                        praise="bfloat16 has 8 bits of precision: neighbouring values are 2^-7 apart just above "
+                               "a power of two, and a sum is rounded to the nearest one, so an update must be "
+                               "more than half that gap, 2^-8 of the weight, to survive for every weight. At "
+                               "2^-9 almost every update is lost.",
+                        hint="Count the bits: bfloat16 keeps 8 bits of precision (7 stored, 1 implicit). How far "
+                             "apart are neighbouring values just above a power of two, relative to it, and how "
+                             "large must a change be for rounding to the nearest value to keep it?")
+
+
+def _scaler_cases():
+    """Lesson 10, Exercise 4's run: a 4-layer sigmoid MLP in float16 autocast on 256 spiral points,
+    six steps at fixed scales, two of them so large that the scaled gradients overflow."""
+    return (2.0 ** 16, 2.0 ** 40, 2.0 ** 12, 2.0 ** 60, 2.0 ** 16, 1.0)
+
+
+def _scaler_run(step_fn, scales):
+    """Apply ``step_fn(loss, optimizer, scale) -> bool`` on the exercise's run; return the decisions and
+    the weights after each step."""
+    import torch
+
+    from . import data, models
+
+    net = models.mlp(4, 32, activation="sigmoid", seed=0)
+    ds = data.cached_spirals(256, 0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    decisions, weights = [], []
+    for scale in scales:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(net(ds.x), ds.y)
+        decisions.append(step_fn(loss, opt, scale))
+        weights.append([p.detach().clone() for p in net.parameters()])
+    return decisions, weights
+
+
+def _gradscaler_step(loss, optimizer, scale) -> bool:
+    """The reference: torch's GradScaler held at ``scale`` (``update(new_scale=...)``)."""
+    import torch
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    scaler.scale(loss).backward()
+    before = scaler.get_scale()
+    stepped = []
+    hook = optimizer.register_step_post_hook(lambda *a: stepped.append(True))
+    scaler.step(optimizer)
+    hook.remove()
+    scaler.update(new_scale=before)
+    return bool(stepped)
+
+
+@exercise
+def static_loss_scaler(fn: Any) -> Feedback:
+    """Lesson 10 coding exercise: ``fn(loss, optimizer, scale)`` backpropagates ``loss·scale``,
+    skips the step when any gradient holds Inf/NaN (returning False), else divides the gradients by
+    ``scale``, steps and returns True. Checked against ``torch.amp.GradScaler`` held at the same
+    scale on the same run: the same decisions, the same weights (within 1e-6).
+
+    >>> import torch
+    >>> def solution(loss, optimizer, scale):
+    ...     (loss * scale).backward()
+    ...     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    ...     if not all(torch.isfinite(g).all() for g in grads):
+    ...         return False
+    ...     for g in grads:
+    ...         g.div_(scale)
+    ...     optimizer.step()
+    ...     return True
+    >>> static_loss_scaler(solution).correct, static_loss_scaler(lambda l, o, s: True).correct
+    (True, False)
+    """
+    import torch
+
+    name = "your scaled_step function"
+    if fn is None:
+        return missing(name)
+    if not callable(fn):
+        return Feedback(False, f"Not quite: pass the function itself, without brackets; got {_show(fn)}.")
+    scales = _scaler_cases()
+    expected, reference = _scaler_run(_gradscaler_step, scales)
+    try:
+        decisions, weights = _scaler_run(fn, scales)
+    except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
+        return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)}. "
+                               "Run it on its own to see where.")
+    for i, scale in enumerate(scales):
+        decision = bool(decisions[i]) if isinstance(decisions[i], (bool, np.bool_)) else decisions[i]
+        if decision != expected[i]:
+            return Feedback(False, f"Not quite: at step {i} (scale 2^{math.log2(scale):.0f}) GradScaler "
+                                   f"{'steps' if expected[i] else 'skips'} (returns {expected[i]}), yours returned "
+                                   f"{_show(decisions[i])}. Skip (return False, no step) exactly when a scaled "
+                                   "gradient is Inf or NaN.")
+        if not all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(weights[i], reference[i])):
+            return Feedback(False, f"Not quite: at step {i} (scale 2^{math.log2(scale):.0f}) you "
+                                   f"{'stepped' if expected[i] else 'skipped'} as GradScaler does, but the weights "
+                                   "differ from its. Divide every gradient by the scale before optimizer.step(), "
+                                   "and leave the weights alone on a skipped step.")
+    return Feedback(True, "Right: the same decisions and the same weights as torch.amp.GradScaler at those scales. "
+                          "GradScaler adds the dynamic part: it halves the scale after a skip and doubles it after "
+                          "2000 clean steps.")

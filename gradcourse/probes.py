@@ -32,6 +32,7 @@ element is an integer, a dict), a forward pass that no backward pass reaches (ev
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -174,6 +175,7 @@ class _Recording:
         self.hidden_taps: list[tuple[int, torch.Tensor]] = []  # (t, ‖∂L/∂h_t‖) from a hidden_tap
         self.hidden_runs: list[torch.Tensor] = []           # ‖∂L/∂h_t‖ per t, from an nn.RNN/LSTM/GRU
         self.grad_norms: torch.Tensor | None = None
+        self.scale = 1.0                                     # the GradScaler's scale during backward
         self.present: list[int] = []                         # the layers whose gradients were read
         self.histogram: torch.Tensor | None = None
         self.activations: dict[int, ActivationSums] = {}
@@ -188,6 +190,7 @@ class _Record:
     histogram: np.ndarray         # (all layers, bins) counts
     hidden: np.ndarray | None     # (seq_len,) for sequence models
     kinds: list[str]              # the activation kind each layer was read as
+    scale: float = math.nan       # the GradScaler's scale during the step's backward (NaN: none)
 
 
 class Probe:
@@ -202,6 +205,15 @@ class Probe:
     memory stays flat however long the run. ``layers`` restricts the probe to a list of module
     names (default: every module that owns parameters; see :class:`~gradcourse.trace.Trace` for
     which are ``trace.layers`` and which ``trace.norms``).
+
+    **Mixed precision.** ``trace.precision`` names the narrowest float format a recorded forward
+    pass computed in (``torch.autocast``'s, else the weights'). With a ``torch.amp.GradScaler``,
+    pass it as ``scaler`` (with ``optimizer``): the loss, and so every gradient of the backward
+    pass, is multiplied by the scale; the weight gradients are read after ``scaler.step`` has
+    unscaled them, and the signal ``output_grad_norm`` is divided by the scale in force, so the
+    record holds the gradients of the loss itself. A step the scaler skipped (Inf/NaN in the
+    scaled gradients: no update, the scale cut) is a step of its own, listed in
+    ``trace.skipped_steps``; ``trace.loss_scale`` holds each recorded step's scale.
 
     Step numbering starts at 0. A layer's activation is the module the model names in
     ``probe_activations``, else the first activation module (ReLU, Sigmoid, …) called after the
@@ -226,13 +238,22 @@ class Probe:
 
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
                  hist_range: tuple[float, float] = (-12.0, 2.0), max_records: int = 1000,
-                 layers: Sequence[str] | None = None):
+                 layers: Sequence[str] | None = None, scaler: torch.amp.GradScaler | None = None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer or None; got {type(optimizer).__name__}")
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise ValueError(f"scaler must be a torch.amp.GradScaler or None; got {type(scaler).__name__}")
+        if scaler is not None and optimizer is None:
+            raise ValueError("scaler needs optimizer: Probe(model, optimizer=opt, scaler=scaler), the optimizer "
+                             "that scaler.step(opt) steps")
         self.model = model
         self.optimizer = optimizer
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.precision: str | None = None   # the narrowest float format a recorded forward pass ran in
+        self.skipped_steps: list[int] = []  # steps the scaler skipped (Inf/NaN in the gradients)
+        self._stepped = False
         self.every = _checks.integer("every", every, low=1)
         self.max_records = _checks.integer("max_records", max_records, low=2)
         lo, hi = _log10_range(hist_range)
@@ -264,6 +285,7 @@ class Probe:
         self._awaiting_update: _Recording | None = None  # without an optimizer: ΔW read at the next step
         self._before: list[torch.Tensor] | None = None   # the weights before the recorded update
         self._scratch = Scratch()         # the measurements' working copies, reused step after step
+        self._scaler_restore: _Restore | None = None  # puts the GradScaler's own step back on exit
         self._call: _Call | None = None
         self._backward_queued = False
         self._warned_unreached = False
@@ -313,6 +335,9 @@ class Probe:
         if self.optimizer is not None:
             self._hooks.extend([self.optimizer.register_step_pre_hook(self._on_optimizer_step),
                                 self.optimizer.register_step_post_hook(self._on_optimizer_stepped)])
+        if self.scaler is not None:  # scaler.step(opt) skips opt.step() on Inf/NaN: no hook would say so
+            self._scaler_restore = self._hooks.add(_Restore(self.scaler, "step"))
+            self.scaler.step = self._scaler_step
         return self
 
     def __exit__(self, *exc) -> None:
@@ -378,6 +403,7 @@ class Probe:
             self._call = _Call()
             self._recording.calls.append(self._call)
             self._listen(True)
+            self.precision = _narrowest(self.precision, _precision(self._weights[0]))
 
     def _on_forward_end(self, module, args, output) -> None:
         self._listen(False)
@@ -419,15 +445,36 @@ class Probe:
         if self._recording is None and self.step % self.every == 0:
             self._recording = _Recording(self.step, None)  # a step with no forward pass seen
         if self._recording is not None:
+            if self.scaler is not None:  # the scale the backward passes ran under (update() comes after)
+                self._recording.scale = self.scaler.get_scale()
             self._recording.weight_norms = self._snapshot()
             self._read_gradients(self._recording)
 
     def _on_optimizer_stepped(self, optimizer, args, kwargs) -> None:
+        self._stepped = True
         recording, self._recording = self._recording, None
         if recording is not None:
             self._awaiting_update = recording
             self._finish_update()
         self.step += 1
+
+    def _scaler_step(self, optimizer, *args, **kwargs):
+        """``scaler.step(opt)`` while the probe is attached: GradScaler's own step, which unscales
+        the gradients and calls ``opt.step()`` unless they hold Inf/NaN. A step it skipped is a
+        step of its own in the record (its gradients as unscaled, no update), listed in
+        ``trace.skipped_steps``; its Inf/NaN is the scaler's business, not ``trace.nonfinite``."""
+        self._stepped = False
+        restore = self._scaler_restore
+        step = restore.before or functools.partial(type(self.scaler).step, self.scaler)
+        result = step(optimizer, *args, **kwargs)
+        if optimizer is self.optimizer and not self._stepped:
+            nonfinite = self.nonfinite
+            self._on_optimizer_step(optimizer, args, kwargs)
+            if nonfinite is None and (self.nonfinite or {}).get("where") == "gradient":
+                self.nonfinite = None
+            self.skipped_steps.append(self.step)
+            self._on_optimizer_stepped(optimizer, args, kwargs)
+        return result
 
     # -- reading the weights and their gradients -------------------------------------------------
     def _snapshot(self) -> torch.Tensor:
@@ -524,12 +571,14 @@ class Probe:
         stats, kinds = statistics_from_summaries(rows, [c for _, c, _ in summaries], [u for _, _, u in summaries],
                                                  kinds)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rows = {"grad_norm": grad_norms, "output_grad_norm": np.sqrt(out_sq), "weight_norm": weight_norms,
+            rows = {"grad_norm": grad_norms, "output_grad_norm": np.sqrt(out_sq) / recording.scale,
+                    "weight_norm": weight_norms,
                     "update_ratio": update_norms / weight_norms,
                     **dict(zip(("act_mean", "act_std", "saturated_frac", "dead_frac"), stats))}
         hidden_values = _hidden_norms(flat[at:], [t for t, _ in recording.hidden_taps],
                                       [len(v) for v in recording.hidden_runs])
-        return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values, kinds)
+        return _Record(recording.step, np.stack([rows[q] for q in LAYER_QUANTITIES]), counts, hidden_values, kinds,
+                       recording.scale if self.scaler is not None else math.nan)
 
     # -- during a recorded forward pass: global module hooks measure while the tensors are hot ----
     def _on_module_input(self, module, args) -> None:
@@ -666,10 +715,46 @@ class Probe:
         trace = _assemble_trace(self._records, main, self._layers, self.hist_edges, hidden=True, **info)
         trace.kinds = {la.name: la.kind for la in self._layers}
         trace.activation_source = {name: self._sources.get(name, "unmeasured") for name in trace.layers}
+        trace.precision, trace.skipped_steps = self.precision, list(self.skipped_steps)
+        if self.scaler is not None:
+            trace.loss_scale = np.array([r.scale for r in self._records], dtype=np.float64)
         if side:
             trace.norms = _assemble_trace(self._records, side, self._layers, self.hist_edges, hidden=False,
                                           nonfinite=self.nonfinite)
         return trace
+
+
+class _Restore:
+    """A handle whose ``remove()`` takes back an attribute the probe set on an object (the
+    GradScaler's ``step``), so that the class's own method is in force again."""
+
+    def __init__(self, owner, name: str):
+        self.owner, self.name = owner, name
+        self.before = owner.__dict__.get(name)  # what stood there before the probe (usually nothing)
+
+    def remove(self) -> None:
+        self.owner.__dict__.pop(self.name, None)
+        if self.before is not None:
+            self.owner.__dict__[self.name] = self.before
+
+
+#: Float formats from the narrowest range and precision up, for ``trace.precision``.
+_FORMATS = ("float16", "bfloat16", "float32", "float64")
+
+
+def _precision(weight: torch.Tensor) -> str:
+    """The float format a forward pass computes in: autocast's on the weights' device, else theirs."""
+    device = weight.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return str(torch.get_autocast_dtype(device)).removeprefix("torch.")
+    return str(weight.dtype).removeprefix("torch.")
+
+
+def _narrowest(a: str | None, b: str) -> str:
+    if a is None:
+        return b
+    rank = {f: i for i, f in enumerate(_FORMATS)}
+    return a if rank.get(a, len(_FORMATS)) <= rank.get(b, len(_FORMATS)) else b
 
 
 def _hidden_norms(values: np.ndarray, taps: list[int], runs: list[int]) -> np.ndarray | None:

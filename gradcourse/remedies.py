@@ -177,6 +177,9 @@ class Remedy:
             raise ValueError("model and training must be dicts of keyword arguments (the model factory's "
                              f"and fit's); got {type(model).__name__} and {type(training).__name__}")
         kind = model.get("kind") or ("sequence" if "cell" in model else "mlp")
+        if not self.kinds:
+            raise ValueError(f"model: remedy {self.name!r} is a change to your training loop (lesson "
+                             f"{self.lesson_number}), not to a recipe of fit's")
         if kind not in self.kinds:
             raise ValueError(f"model must be a {' or '.join(self.kinds)} recipe for remedy {self.name!r}; "
                              f"got a {kind} recipe")
@@ -221,6 +224,10 @@ WARMUP_FRACTION = 1 / 3
 
 def _warmup(model: dict, training: dict) -> None:
     training["warmup"] = max(1, round(training.get("steps", 300) * WARMUP_FRACTION))
+
+
+def _in_the_loop(model: dict, training: dict) -> None:  # pragma: no cover - apply() refuses first
+    raise AssertionError("unreachable")
 
 
 _ENTRIES = [
@@ -270,6 +277,13 @@ _ENTRIES = [
     Remedy("qk_norm", "qk-norm", "09_transformers",
            "Normalise the queries and keys (qk_norm=True): it bounds the attention logits, so the softmax "
            "cannot put all its weight on one key", ("transformer",), _set(qk_norm=True)),
+    Remedy("loss_scaling", "loss scaling", "10_mixed_precision",
+           "Scale the loss before backward (torch.amp.GradScaler, Probe(..., scaler=scaler)): float16 then "
+           "holds gradients 2^16 times smaller, and the scaler unscales them before the step", (), _in_the_loop),
+    Remedy("bfloat16", "bfloat16", "10_mixed_precision",
+           "Autocast to bfloat16 instead of float16 (torch.autocast(device, dtype=torch.bfloat16)): it keeps "
+           "float32's range, so no gradient underflows, with float32 master weights for the updates", (),
+           _in_the_loop),
 ]
 #: Every remedy the course teaches, by name.
 REMEDIES: dict[str, Remedy] = {r.name: r for r in _ENTRIES}
@@ -290,7 +304,7 @@ def lookup(remedy: Remedy | str) -> Remedy:
     ...
     ValueError: remedy must be one of 'relu_he', 'xavier_init', 'he_init', 'leaky_relu', 'lower_lr', \
 'clip_norm', 'batchnorm', 'skip_connections', 'gated_cell', 'forget_bias', 'recurrent_scale', 'warmup', 'pre_ln', \
-'qk_norm' (or its label); got 'aspirin'
+'qk_norm', 'loss_scaling', 'bfloat16' (or its label); got 'aspirin'
     """
     if isinstance(remedy, Remedy) and REMEDIES.get(remedy.name) is remedy:
         return remedy

@@ -85,6 +85,13 @@ class Trace:
     activation_source: dict[str, str] = field(default_factory=dict)
     activation_kinds: dict[str, str] = field(default_factory=dict)
     norms: Trace | None = None
+    #: Mixed precision (lesson 10): the narrowest float format the recorded forward passes computed in
+    #: (``"float16"``, ``"bfloat16"``, ``"float32"``, … from ``torch.autocast`` or the weights' dtype);
+    #: with a GradScaler (``Probe(..., scaler=)``) the scale each recorded step's backward pass ran
+    #: under (aligned with ``steps``) and the steps the scaler skipped (Inf/NaN found, no update).
+    precision: str | None = None
+    loss_scale: np.ndarray | None = None
+    skipped_steps: list[int] = field(default_factory=list)
 
     def get(self, name: str) -> np.ndarray:
         """The recorded array called ``name`` (see the class docstring for shapes)."""
@@ -108,13 +115,14 @@ class Trace:
         """Split into numpy arrays and JSON-able metadata (for :meth:`gradcourse.run.Run.save`)."""
         arrays = {f"trace_{k}": v for k, v in self.scalars.items()}
         arrays["trace_steps"] = self.steps
-        for key in ("grad_hist", "hist_edges", "hidden_grad_norm"):
+        for key in ("grad_hist", "hist_edges", "hidden_grad_norm", "loss_scale"):
             if getattr(self, key) is not None:
                 arrays[f"trace_{key}"] = getattr(self, key)
         meta = {"layers": list(self.layers), "nonfinite": self.nonfinite, "loss": self.loss,
                 "notes": list(self.notes), "unmeasured": dict(self.unmeasured), "kinds": dict(self.kinds),
                 "activation_source": dict(self.activation_source),
-                "activation_kinds": dict(self.activation_kinds), "norms": None}
+                "activation_kinds": dict(self.activation_kinds), "norms": None,
+                "precision": self.precision, "skipped_steps": [int(s) for s in self.skipped_steps]}
         if self.norms is not None:
             norm_arrays, meta["norms"] = self.norms.to_arrays()
             arrays.update({f"trace_norms_{k.removeprefix('trace_')}": v for k, v in norm_arrays.items()})
@@ -135,4 +143,6 @@ class Trace:
                    nonfinite=meta.get("nonfinite"), loss=meta.get("loss"),
                    notes=list(meta.get("notes", [])), unmeasured=dict(meta.get("unmeasured", {})),
                    kinds=dict(meta.get("kinds", {})), activation_source=dict(meta.get("activation_source", {})),
-                   activation_kinds=dict(meta.get("activation_kinds", {})), norms=norms)
+                   activation_kinds=dict(meta.get("activation_kinds", {})), norms=norms,
+                   precision=meta.get("precision"), loss_scale=arrays.get("trace_loss_scale"),
+                   skipped_steps=list(meta.get("skipped_steps", [])))

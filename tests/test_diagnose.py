@@ -72,7 +72,26 @@ def runs(spirals):
         "inconclusive": _own_loop(_sequential(nn.SiLU), spirals.x, spirals.y, steps=30, lr=0.1)[0],
         # lesson 09's Post-LN Transformer without warmup: every position alike from step 4 on
         "collapse": lesson09.experiment(norm="post", depth=6, steps=40, probe=True).run,
+        # lesson 10: a 5-layer sigmoid MLP, healthy in float32, under float16 autocast
+        "underflow": _float16_run(),
     }
+
+
+def _float16_run(steps=5):
+    """Lesson 10's underflow: a 5-layer sigmoid MLP (width 64, 512 points) under float16 autocast."""
+    from gradcourse.doctor import from_trace
+
+    net, ds = models.mlp(5, 64, activation="sigmoid", seed=0), data.spirals(512, seed=0)
+    opt, losses = torch.optim.SGD(net.parameters(), lr=0.1), []
+    with Probe(net, optimizer=opt) as probe:
+        for _ in range(steps):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.cross_entropy(net(ds.x), ds.y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return from_trace(probe.trace, losses, model=net)
 
 
 def _with_nan(tensor, row):

@@ -164,6 +164,15 @@ CASES = [
     ("adam_first_step", [1e-4, "1e-2/100", "0.0001"], [1e-2, 1e-3, 1e-6]),
     ("deepnorm_alpha", [2.632, "48**0.25", 2.63], [1.0, 2.213, 48]),
     ("warmup_logits", ["yes", "YES"], ["no"]),
+    # lesson 10 (measured on seed 0, AVX2 and ATen's default kernels alike)
+    ("underflowing_layers", [5, "5", 4, 6], [8, 0, 2, -5]),
+    ("smallest_loss_scale", [8192, "2**13", 4096, 16384], [2**16, 2**10, 1, 8000.5]),
+    ("bf16_kept_ratio", [2**-8, "1/256", 0.0039], [1e-3, 2**-9, 2**-7]),
+    ("static_loss_scaler",
+     [lambda loss, opt, s: (lambda grads: False if not all(torch.isfinite(g).all() for g in grads) else (
+         [g.div_(s) for g in grads], opt.step(), True)[-1])(
+         ((loss * s).backward(), [p.grad for g in opt.param_groups for p in g["params"]])[1])],
+     [lambda loss, opt, s: True, lambda loss, opt, s: ((loss * s).backward(), opt.step(), True)[-1]]),
 ]
 
 

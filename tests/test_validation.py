@@ -132,7 +132,7 @@ def _public_seed_takers() -> set[str]:
 
 
 def _seed_calls():
-    from gradcourse import exercises, patients, transformer
+    from gradcourse import exercises, patients, precision, transformer
     from gradcourse.widgets import lesson01, lesson02, lesson03, lesson05, lesson06, lesson08, lesson09
 
     tiny = torch.nn.Linear(2, 2)
@@ -147,6 +147,10 @@ def _seed_calls():
         "models.mlp": lambda seed: models.mlp(2, 4, seed=seed),
         "models.sequence_model": lambda seed: models.sequence_model("rnn", seed=seed),
         "models.resnet_mlp": lambda seed: models.resnet_mlp(2, 4, seed=seed),
+        "precision.build": lambda seed: precision.build(2, seed=seed),
+        "precision.lost_fraction": lambda seed: precision.lost_fraction(1e-3, seed=seed),
+        "precision.smallest_scale": lambda seed: precision.smallest_scale(2, seed=seed),
+        "precision.train": lambda seed: precision.train(seed=seed),
         "patients.recipe": lambda seed: patients.recipe("A", seed=seed),
         "patients.treat": lambda seed: patients.treat("A", seed=seed),
         "patients.mystery_runs": lambda seed: patients.mystery_runs(seed=seed),

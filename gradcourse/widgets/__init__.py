@@ -22,6 +22,7 @@ _LESSONS = {
     "07_gradient_doctor": ("lesson07", "DoctorExplorer"),
     "08_your_own_model": ("lesson08", "DigitsExplorer"),
     "09_transformers": ("lesson09", "TransformerExplorer"),
+    "10_mixed_precision": ("lesson10", "PrecisionExplorer"),
 }
 
 
