@@ -459,6 +459,8 @@ def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int,
     # exponent field E = floor(log2|x|) + 127: bin k holds E = 127 + low + k; the ends gather the rest
     first, last = min(max(127 + low, 0), 255), min(max(127 + low + bins - 1, 0), 255)
     counts = torch.zeros((n_rows, bins), dtype=torch.int64, device=device)
+    if bins == 1:  # one bin holds everything
+        return table.sum(1, keepdim=True)
     counts[:, 0] = table[:, :first + 1].sum(1)
     counts[:, bins - 1] += table[:, last:].sum(1)
     middle = table[:, first + 1:last]

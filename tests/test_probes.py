@@ -717,6 +717,8 @@ def test_chunked_measurements_match_float64_with_one_scratch_reused():
         for t, row in zip(tensors, rows):
             expected[row] += _independent_histogram(t, -40, 7)
         assert histogram.tolist() == expected.tolist()
+    one_bin = measurements.log2_histogram(tensors, -3, -2, rows=rows, n_rows=3, scratch=scratch)
+    assert one_bin.tolist() == [[sum(t.numel() for t, r in zip(tensors, rows) if r == row)] for row in range(3)]
     finite = big[torch.isfinite(big)]
     close(measurements.sum_of_squares(finite, scratch), (finite.double() ** 2).sum().item(), rel=1e-12)
 
