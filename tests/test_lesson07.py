@@ -185,7 +185,9 @@ def test_patient_chart_draws_each_patients_probes():
     np.testing.assert_allclose(heights, runs["A"].trace.get("saturated_frac")[-1, :-1])
     assert unit_axes[3].get_title().startswith("dead units")  # D: ReLU
     label = [t for t in loss_axes[1].texts if "NaN/Inf at step" in t.get_text()]  # B diverged
-    assert len(label) == 1 and label[0].get_text() == f"NaN/Inf at step {runs['B'].diverged_at}"
+    peak = float(np.nanmax(np.where(np.isfinite(runs["B"].losses), runs["B"].losses, np.nan)))
+    climbed = f"\n(the loss reached {peak:.2g} first)" if peak > loss_axes[1].get_ylim()[1] else ""
+    assert len(label) == 1 and label[0].get_text() == f"NaN/Inf at step {runs['B'].diverged_at}{climbed}"
     for ax in fig.axes:                        # every log axis labelled at two powers of ten or more
         if ax.get_yscale() == "log":
             low, high = np.log10(ax.get_ylim())
