@@ -82,7 +82,11 @@ def answer(explorer, params: dict, *, preview: bool) -> None:
         return
     assert isinstance(result.figure, Figure) and result.figure.axes, params
     for ax in result.figure.axes:
-        if ax.get_label() != "<colorbar>":
+        # a twin (ax.twinx(): a second y-axis drawn over its host) shares the host's title
+        twin_of_titled = any(other is not ax and other.get_title() and ax.get_shared_x_axes().joined(ax, other)
+                             and ax.get_position().bounds == other.get_position().bounds
+                             for other in result.figure.axes)
+        if ax.get_label() != "<colorbar>" and not twin_of_titled:
             assert ax.get_title(), f"{type(explorer).__name__}{params}: a panel without a title"
     assert result.summary, params
 
