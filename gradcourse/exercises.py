@@ -61,6 +61,16 @@ def missing(name: str) -> Feedback:
                           "run the cell again.")
 
 
+def _not_a_function(fn, name: str) -> Feedback | None:
+    """The feedback for a coding exercise's answer that is no function yet (nothing, or not
+    callable), else ``None``: the check goes on."""
+    if fn is None:
+        return missing(name)
+    if not callable(fn):
+        return Feedback(False, f"Not quite: pass the function itself, without brackets; got {_show(fn)}.")
+    return None
+
+
 def cannot_check(argument: str, expected: str, value: Any) -> Feedback:
     """The feedback for an unusable argument supplied by the notebook (not the learner's answer)."""
     return Feedback(None, f"This check cannot run: {argument} should be {expected}; got {_show(value)}. "
@@ -881,11 +891,9 @@ def batchnorm_forward(fn: Any) -> Feedback:
     """
     import torch
 
-    name = "your batchnorm_forward function"
-    if fn is None:
-        return missing(name)
-    if not callable(fn):
-        return Feedback(False, f"Not quite: pass the function itself, without brackets; got {_show(fn)}.")
+    unusable = _not_a_function(fn, "your batchnorm_forward function")
+    if unusable is not None:
+        return unusable
     for case in _bn_cases():
         z, gamma, beta, mean, var, training = case
         mode = "training" if training else "eval"
@@ -1464,11 +1472,9 @@ def static_loss_scaler(fn: Any) -> Feedback:
     """
     import torch
 
-    name = "your scaled_step function"
-    if fn is None:
-        return missing(name)
-    if not callable(fn):
-        return Feedback(False, f"Not quite: pass the function itself, without brackets; got {_show(fn)}.")
+    unusable = _not_a_function(fn, "your scaled_step function")
+    if unusable is not None:
+        return unusable
     scales = _scaler_cases()
     expected, reference = _scaler_run(_gradscaler_step, scales)
     try:
