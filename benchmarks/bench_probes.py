@@ -340,7 +340,7 @@ g = torch.Generator().manual_seed(0)
 x, y = torch.randn(16, 3, 64, 64, generator=g), torch.randint(0, 10, (16,), generator=g)
 net = resnet18(10, seed=0)
 opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-probe = Probe(net, optimizer=opt) if sys.argv[1] == "probe" else None
+probe = Probe(net, optimizer=opt, updates=sys.argv[1] == "probe") if sys.argv[1] != "bare" else None
 if probe is not None:
     probe.__enter__()
 for _ in range(3):
@@ -364,14 +364,16 @@ def startup_rows(repeats: int = 5) -> list[str]:
 
     runs = {mode: [child(STARTUP_CHILD, mode) for _ in range(repeats)] for mode in ("torch", "bare", "probe")}
     med = lambda mode, key: statistics.median(r[key] for r in runs[mode])  # noqa: E731
-    resnet = {mode: child(RESNET_MEMORY_CHILD, mode) for mode in ("bare", "probe")}
+    resnet = {mode: child(RESNET_MEMORY_CHILD, mode) for mode in ("bare", "probe", "lean")}
     return [f"| `import torch` | {med('torch', 'import_s'):.2f} s |",
             f"| `import gradcourse` after torch | {med('probe', 'gradcourse_s'):.2f} s |",
             f"| first step of the MLP 20×64, bare (fresh process) | {med('bare', 'first_step_s'):.3f} s |",
             f"| first step probed (attach, step, detach, trace) | {med('probe', 'first_step_s'):.3f} s |",
             f"| ResNet-18 64×64 batch 16, 3 steps: peak RSS bare | {resnet['bare']['rss_mb']:.0f} MB |",
             f"| ... probed every step | {resnet['probe']['rss_mb']:.0f} MB (the probe holds "
-            f"{resnet['probe']['held_mb']:.0f} MB: the weights before the step, and its scratch) |"]
+            f"{resnet['probe']['held_mb']:.0f} MB: the weights before the step, and its scratch) |",
+            f"| ... probed every step, `updates=False` (no update ratio) | {resnet['lean']['rss_mb']:.0f} MB "
+            f"(the probe holds {resnet['lean']['held_mb']:.0f} MB: its scratch) |"]
 
 
 def overhead_in_child(steady_heap: bool, repeats: int) -> dict:

@@ -204,7 +204,10 @@ class Probe:
     bounds the history: when it fills, every other record is dropped and ``every`` doubles, so
     memory stays flat however long the run. ``layers`` restricts the probe to a list of module
     names (default: every module that owns parameters; see :class:`~gradcourse.trace.Trace` for
-    which are ``trace.layers`` and which ``trace.norms``).
+    which are ``trace.layers`` and which ``trace.norms``). ``updates=False`` leaves out the update
+    ratio ‖ΔW‖/‖W‖ (NaN in the trace): reading ΔW needs a copy of every weight before each recorded
+    step, as much memory again as the model's weights (45 MB for ResNet-18, 28 GB for a 7B-parameter
+    model), which a model that barely fits its device cannot spare.
 
     **Mixed precision.** ``trace.precision`` names the narrowest float format a recorded forward
     pass computed in (``torch.autocast``'s, else the weights'). With a ``torch.amp.GradScaler``,
@@ -238,7 +241,8 @@ class Probe:
 
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
                  hist_range: tuple[float, float] = (-12.0, 2.0), max_records: int = 1000,
-                 layers: Sequence[str] | None = None, scaler: torch.amp.GradScaler | None = None):
+                 layers: Sequence[str] | None = None, scaler: torch.amp.GradScaler | None = None,
+                 updates: bool = True):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -248,8 +252,11 @@ class Probe:
         if scaler is not None and optimizer is None:
             raise ValueError("scaler needs optimizer: Probe(model, optimizer=opt, scaler=scaler), the optimizer "
                              "that scaler.step(opt) steps")
+        if not isinstance(updates, bool):
+            raise ValueError(f"updates must be True or False; got {updates!r}")
         self.model = model
         self.optimizer = optimizer
+        self.updates = updates
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.precision: str | None = None   # the narrowest float format a recorded forward pass ran in
         self.skipped_steps: list[int] = []  # steps the scaler skipped (Inf/NaN in the gradients)
@@ -307,6 +314,8 @@ class Probe:
             if la.module in called_by_parent:
                 notes.append(f"{la.name}: attention calls this weight directly: its output is its parent "
                              "attention layer's (output_grad_norm and activation recorded there)")
+        if not self.updates:
+            notes.append("update_ratio not recorded (updates=False: no copy of the weights was kept)")
         return notes
 
     def _assign_roles(self, modules: dict[str, nn.Module], named: dict | None, tap: nn.Module | None) -> dict:
@@ -478,7 +487,10 @@ class Probe:
 
     # -- reading the weights and their gradients -------------------------------------------------
     def _snapshot(self) -> torch.Tensor:
-        """Copy the weights (for ΔW) and return their norms per layer."""
+        """Copy the weights (for ΔW) and return their norms per layer (``updates=False``: the
+        norms alone, no copy)."""
+        if not self.updates:
+            return self._per_layer(norms(self._weights, self._scratch))
         with torch.no_grad():
             if self._before is None:
                 self._before = [torch.empty_like(w) for w in self._weights]
@@ -528,9 +540,13 @@ class Probe:
     def _finish_update(self) -> None:
         """The recorded step's update is done: read ΔW, then the whole record in one transfer."""
         recording, self._awaiting_update = self._awaiting_update, None
-        with torch.no_grad():
-            torch._foreach_sub_(self._before, self._weights)  # now −ΔW
-        update_norms = self._per_layer(norms(self._before, self._scratch))
+        if not self.updates:
+            update_norms = torch.full((len(self._layers),), math.nan, dtype=recording.weight_norms.dtype,
+                                      device=recording.weight_norms.device)
+        else:
+            with torch.no_grad():
+                torch._foreach_sub_(self._before, self._weights)  # now −ΔW
+            update_norms = self._per_layer(norms(self._before, self._scratch))
         self._records.append(self._to_host(recording, update_norms))
         if len(self._records) > self.max_records:
             self._records = self._records[::2]

@@ -728,3 +728,30 @@ def test_nan_and_inf_stay_visible():
     assert math.isnan(measurements.norm(t)) and math.isinf(measurements.norm(torch.tensor([1.0, math.inf])))
     stats = measurements.activation_statistics([measurements.activation_sums(t, nn.Sigmoid())])[0][:, 0]
     assert np.isnan(stats[0]) and np.isnan(stats[1])
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False])
+def test_updates_false_keeps_no_copy_of_the_weights_and_records_the_rest(with_optimizer):
+    """``updates=False``: the update ratio is NaN and no weight copy is held; every other quantity is
+    what the full probe records on the same run."""
+    x, y = data.spirals(64, seed=3)
+    traces, probes = [], []
+    for updates in (True, False):
+        net = models.mlp(4, 12, activation="tanh", seed=1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        with Probe(net, optimizer=opt if with_optimizer else None, updates=updates) as probe:
+            for _ in range(3):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+        traces.append(probe.trace)
+        probes.append(probe)
+    full, lean = traces
+    assert probes[0]._before is not None and probes[1]._before is None
+    assert np.isnan(lean.get("update_ratio")).all() and (full.get("update_ratio") > 0).all()
+    assert lean.steps.tolist() == full.steps.tolist()
+    for q in ("grad_norm", "output_grad_norm", "weight_norm", "act_mean", "act_std", "saturated_frac", "grad_hist"):
+        np.testing.assert_array_equal(lean.get(q), full.get(q), err_msg=q)
+    assert any("updates=False" in note for note in lean.notes)
+    with pytest.raises(ValueError, match="updates"):
+        Probe(net, updates="no")
