@@ -1,12 +1,25 @@
-"""Wall time and peak memory of every lesson notebook, executed top to bottom in a fresh kernel.
+"""Wall time and peak memory of every lesson notebook, executed top to bottom in a fresh kernel,
+with the time of each cell and of the kernel's start.
 
-Run: ``.venv/bin/python benchmarks/bench_notebooks.py``. Each notebook runs in its own kernel
-process (nbclient); the kernel's peak RSS is read from the kernel itself at the end of the run.
-Budgets (CONTRIBUTING.md): each lesson ≤ 30 s on one core and ≤ 600 MB; the whole course ≤ 150 s.
+Run: ``.venv/bin/python benchmarks/bench_notebooks.py [NOTEBOOK ...]`` (default: every lesson).
+Each notebook runs in its own kernel process (nbclient); the kernel's peak RSS is read from the
+kernel itself at the end of the run, and each cell's time from the kernel's own busy/idle
+messages (``record_timing``), so the time between cells (nbclient's round trips) is not a cell's.
+``--start`` instead times a kernel's start in fresh processes: ``import torch``,
+``import gradcourse``, the first backward pass and the first optimizer step.
+
+Budgets (CONTRIBUTING.md, issue 24): each lesson ≤ 30 s on one core and ≤ 600 MB; the whole
+course ≤ 150 s; no cell over 8 s, and a cell over 3 s shows that it is working (a progress bar or
+printed lines); a kernel's start ≤ 2 s.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,33 +28,98 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PEAK_RSS = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+CELL_BUDGET_S, SHOW_PROGRESS_S = 8.0, 3.0
 
 
-def measure(path: Path) -> tuple[float, int]:
+def cell_seconds(cell) -> float | None:
+    """A code cell's run time from the kernel's busy and idle messages (``None`` if not recorded)."""
+    timing = cell.get("metadata", {}).get("execution", {})
+    if "iopub.status.busy" not in timing or "iopub.status.idle" not in timing:
+        return None
+    busy, idle = (datetime.datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                  for k in ("iopub.status.busy", "iopub.status.idle"))
+    return (idle - busy).total_seconds()
+
+
+def shows_progress(cell) -> bool:
+    """Whether a cell gave a sign of life while it ran: a widget (tqdm.auto's bar, an explorer) or
+    more than one stream output."""
+    outputs = cell.get("outputs", [])
+    widgets = any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    return widgets or sum(o.get("output_type") == "stream" for o in outputs) > 1
+
+
+def measure(path: Path) -> dict:
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(PEAK_RSS))
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
     peak_mb = int(notebook.cells[-1].outputs[0]["text"].strip())
-    return seconds, peak_mb
+    cells = [(i, cell_seconds(c), shows_progress(c)) for i, c in enumerate(notebook.cells[:-1])
+             if c.cell_type == "code"]
+    cells = [(i, s, p) for i, s, p in cells if s is not None]
+    return {"seconds": seconds, "peak_mb": peak_mb, "cells": cells}
 
 
-def main() -> str:
+def start_times(repeats: int = 5) -> dict[str, float]:
+    """Medians over fresh processes of each part of a kernel's start."""
+    child = """
+import json, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import gradcourse
+gradcourse.start()
+t2 = time.perf_counter()
+net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+torch.nn.functional.cross_entropy(net(torch.randn(8, 2)), torch.randint(0, 2, (8,))).backward()
+t3 = time.perf_counter()
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+opt.step()
+t4 = time.perf_counter()
+print(json.dumps({"import torch": t1 - t0, "import gradcourse, start()": t2 - t1,
+                  "first backward": t3 - t2, "first optimizer (imports torch._dynamo)": t4 - t3,
+                  "kernel start": t4 - t0}))
+"""
+    runs = [json.loads(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def main(paths: list[Path] | None = None) -> str:
     lines = ["### Notebooks (fresh kernel, top to bottom; lessons call gradcourse.start(): 1 thread)", "",
-             "| notebook | wall time | kernel peak RSS |", "|---|---|---|"]
+             "| notebook | wall time | kernel peak RSS | slowest cells (cell index: seconds) | "
+             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life |", "|---|---|---|---|---|"]
     total = 0.0
-    for path in NOTEBOOKS:
-        seconds, peak_mb = measure(path)
-        total += seconds
-        lines.append(f"| {path.name} | {seconds:.1f} s | {peak_mb} MB |")
-    lines.append(f"| **whole course** | **{total:.1f} s** | |")
+    for path in paths or NOTEBOOKS:
+        m = measure(path)
+        total += m["seconds"]
+        slowest = sorted(m["cells"], key=lambda c: -c[1])[:3]
+        silent = [f"c{i}" for i, s, shown in m["cells"] if s > SHOW_PROGRESS_S and not shown]
+        lines.append(f"| {path.name} | {m['seconds']:.1f} s | {m['peak_mb']} MB | "
+                     + ", ".join(f"c{i}: {s:.1f}" + (" **over 8 s**" if s > CELL_BUDGET_S else "")
+                                 for i, s, _ in slowest)
+                     + f" | {', '.join(silent) or 'none'} |")
+    lines.append(f"| **whole course** | **{total:.1f} s** | | | |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def start_table() -> str:
+    lines = ["| part of a kernel's start (fresh process, median of 5) | seconds |", "|---|---|"]
+    lines += [f"| {key} | {value:.2f} |" for key, value in start_times().items()]
     text = "\n".join(lines)
     print(text)
     return text
 
 
 if __name__ == "__main__":
-    main()
+    args = sys.argv[1:]
+    if args == ["--start"]:
+        start_table()
+    else:
+        main([Path(a).resolve() for a in args] or None)

@@ -35,7 +35,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    sections = [bench_probes.main(), bench_explorers.main(), bench_notebooks.main()]
+    sections = [bench_probes.main(), bench_explorers.main(), bench_notebooks.main(), bench_notebooks.start_table()]
     text = "\n\n".join([
         "# Benchmark results",
         f"Machine: {machine()}.",

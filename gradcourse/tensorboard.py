@@ -71,7 +71,9 @@ def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True, overw
     for path in old:
         path.unlink()
     trace = run.trace
-    writer = SummaryWriter(log_dir=str(logdir))
+    # A queue that holds the whole run: with the default of 10 events, each add_* waited for the
+    # writer thread (thousands of lock hand-overs: 1.4 s per 20-layer run of 100 steps, 0.1 s so).
+    writer = SummaryWriter(log_dir=str(logdir), max_queue=1_000_000, flush_secs=3600)
     try:
         for tag, values in (("loss", run.losses), ("grad_norm_total", run.grad_norm_total)):
             for step, value in enumerate(values):
