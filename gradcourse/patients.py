@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from . import _checks, data, models
 from .remedies import REMEDIES, Remedy, lookup
 from .run import Run
-from .train import fit
+from .train import fit, progress_bar
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,23 @@ def _treat(patient: str, remedy: str, seed: int) -> Run:
     return fit(models.mlp(**model_kwargs), _spirals(seed), progress=False, **fit_kwargs)
 
 
-def mystery_runs(seed: int = 0) -> dict[str, Run]:
+def mystery_runs(seed: int = 0, progress: bool | None = None) -> dict[str, Run]:
     """The four mystery patients, trained on the spirals of ``seed``: ``{"A": Run, ...}``.
 
     Their configurations are in :data:`PATIENTS` and in each ``run.params`` (no peeking before
-    you have made your diagnosis).
+    you have made your diagnosis). ``progress`` shows a bar over the patients (default: in a
+    notebook; the four take a few seconds).
     """
     seed = _checks.seed(seed)
-    return {name: treat(name, "none", seed) for name in PATIENTS}
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress must be True, False or None; got {progress!r}")
+    runs = {}
+    with progress_bar(len(PATIENTS), progress, desc="patients") as bar:
+        for name in PATIENTS:
+            runs[name] = treat(name, "none", seed)
+            if bar is not None:
+                bar.update(1)
+    return runs
 
 
 def reveal(patient: str) -> str:

@@ -134,7 +134,7 @@ def fit(
     # probe's __exit__ as it is (the probe removes its hooks either way) and closes the bar.
     with contextlib.ExitStack() as stack:
         monitor = stack.enter_context(Probe(model, every=every)) if probe else None
-        bar = stack.enter_context(_progress_bar(steps, progress))
+        bar = stack.enter_context(progress_bar(steps, progress))
         for step in range(steps):
             xb, yb = x, y
             if batch_size is not None:
@@ -424,7 +424,15 @@ def _where(monitor: Probe | None, fallback: str) -> str:
     return fallback
 
 
-def _progress_bar(steps: int, progress: bool | None):
+def progress_bar(total: int, progress: bool | None, desc: str = "training"):
+    """A ``tqdm.auto`` bar of ``total`` updates that disappears when done (``progress=None``: shown
+    in a notebook kernel only), or a context that does nothing. Use it as a context manager and
+    call ``bar.update(1)`` per item when it is a bar.
+
+    >>> with progress_bar(3, False) as bar:
+    ...     bar is None
+    True
+    """
     if progress is None:
         progress = "ipykernel" in sys.modules
     if not progress:
@@ -432,4 +440,4 @@ def _progress_bar(steps: int, progress: bool | None):
     from tqdm.auto import tqdm
 
     # No explicit disable=: the environment variable TQDM_DISABLE=1 (set by the tests) switches it off.
-    return tqdm(total=steps, desc="training", leave=False)
+    return tqdm(total=total, desc=desc, leave=False)

@@ -194,3 +194,33 @@ def test_patient_chart_draws_each_patients_probes():
             assert low == int(low) and high == int(high) and high - low >= 1
     with pytest.raises(ValueError, match="runs must be"):
         patient_chart({})
+
+
+def test_mystery_runs_shows_a_bar_over_the_patients(monkeypatch):
+    """A few seconds of training: a tqdm.auto bar, one update per patient, closed at the end."""
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.updates, self.closed = kwargs, 0, False
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.closed = True
+
+        def update(self, n=1):
+            self.updates += n
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    runs = mystery_runs(0, progress=True)
+    assert len(bars) == 1 and bars[0].kwargs["total"] == len(PATIENTS) == bars[0].updates and bars[0].closed
+    assert list(runs) == list(PATIENTS)
+    mystery_runs(0, progress=False)
+    assert len(bars) == 1
+    with pytest.raises(ValueError, match="progress"):
+        mystery_runs(0, progress="yes")
