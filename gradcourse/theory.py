@@ -13,8 +13,14 @@ import numpy as np
 import torch
 
 from . import _checks
-from .measurements import SATURATION_MARGIN  # one source: the probe's definition of a saturated unit
 from .models import INITS
+
+#: An activation within this distance of an asymptote (sigmoid: 0 or 1; tanh: ±1) counts as
+#: saturated: its slope there is at most 6 % of its largest (tanh: 1 − 0.97² = 0.059) or 12 %
+#: (the sigmoid: 0.97·0.03 / 0.25 = 0.116), so it passes little gradient back. One source: the
+#: definition lives here with the predictions made from it (:func:`tanh_saturated_fraction`), and
+#: the probe measures by it (:mod:`gradcourse.measurements` imports it from here).
+SATURATION_MARGIN = 0.03
 
 # --- shared: the Gaussian expectation and erf every section uses ---
 
@@ -461,7 +467,7 @@ def tanh_signal_ratio(sigma_w: float, depth: int, x: np.ndarray, *, sigma_b: flo
 
 def tanh_saturated_fraction(q: float | np.ndarray, margin: float = SATURATION_MARGIN) -> np.ndarray:
     """Fraction of tanh units with |tanh(h)| > 1 − margin when h ~ N(0, q) (the probe's
-    definition, :data:`gradcourse.probes.SATURATION_MARGIN`):
+    definition, :data:`SATURATION_MARGIN`):
     P(|h| > atanh(1 − margin)) = erfc(atanh(1 − margin) / √(2q)).
 
     >>> round(float(tanh_saturated_fraction(12.48)), 3)
