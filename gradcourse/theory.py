@@ -552,6 +552,11 @@ def largest_stable_lr(curvature: float) -> float:
 def clip_by_norm(g: np.ndarray, threshold: float) -> np.ndarray:
     """``g · min(1, threshold/‖g‖)``: the whole vector is rescaled, its direction kept.
 
+    The operation on one vector, for figures and predictions. Not to be confused with
+    :func:`gradcourse.remedies.clip_norm` (the setting ``fit(..., clip=...)`` takes, which clips a
+    model's gradients in training) nor with ``exercises.clip_by_norm`` (lesson 03's check of the
+    learner's own clipping function).
+
     >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).tolist()
     [0.6000000000000001, 0.8]
     """
