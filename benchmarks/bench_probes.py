@@ -40,8 +40,8 @@ from torch import nn
 from gradcourse import data, models
 from gradcourse import probes as probes_module
 from gradcourse.losses import loss_function
+from gradcourse.models import resnet18
 from gradcourse.probes import Probe
-from gradcourse.widgets.lesson08 import resnet18
 
 STEPS = 50
 #: Rounds per repeat for ResNet-18 and nanoGPT (a step takes 0.1–0.3 s): ten, so that every=10 records one in ten.
@@ -334,7 +334,7 @@ print(json.dumps({"import_s": after_gradcourse - start, "gradcourse_s": after_gr
 RESNET_MEMORY_CHILD = """
 import json, resource, sys, torch
 from gradcourse.probes import Probe
-from gradcourse.widgets.lesson08 import resnet18
+from gradcourse.models import resnet18
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)
 x, y = torch.randn(16, 3, 64, 64, generator=g), torch.randint(0, 10, (16,), generator=g)

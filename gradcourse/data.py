@@ -212,3 +212,26 @@ def digits(seed: int = 0, *, n_test: int = 360, flatten: bool = False) -> Datase
     test, train = order[:n_test], order[n_test:]
     return Dataset(x[train], y[train], x[test], y[test],
                    f"digits(seed={seed}, n_test={n_test}{', flatten=True' if flatten else ''})")
+
+
+def digits_images(dataset: Dataset, *, size: int = 32, channels: int = 3, n: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training digits of ``dataset`` as ``(n, channels, size, size)`` images for an ImageNet-
+    shaped model: each 8×8 image upsampled (bilinear) and repeated over the channels, standardised
+    to mean 0 and std 1 over the training images; ``n`` keeps the first ``n``. Returns ``(x, y)``.
+
+    >>> x, y = digits_images(digits(0), n=4)
+    >>> tuple(x.shape), tuple(y.shape)
+    ((4, 3, 32, 32), (4,))
+    """
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a gradcourse.data.Dataset (e.g. data.digits()); got {dataset!r}")
+    size = _checks.integer("size", size, low=8, high=256)
+    channels = _checks.integer("channels", channels, low=1, high=16)
+    x, y = dataset.x, dataset.y
+    if n is not None:
+        n = _checks.integer("n", n, low=1, high=len(x))
+        x, y = x[:n], y[:n]
+    big = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    big = (big - dataset.x.mean()) / dataset.x.std()
+    return big.repeat(1, channels, 1, 1).contiguous(), y

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from torch import nn
@@ -291,7 +291,6 @@ with losses=[...]); got str
         raise ValueError("run must carry a probe trace: train it with fit(..., probe=True)")
     if len(run.trace.steps) == 0:
         raise ValueError("run must hold at least one recorded step")
-    m = _measure(run)
     params = run.params if isinstance(run.params, dict) else {}
     config = _recipe(params.get("model"))
     if "activation" not in config and _module_activation(run.model):
@@ -301,25 +300,26 @@ with losses=[...]); got str
     if "batchnorm" not in config and isinstance(run.model, nn.Module) and any(
             isinstance(module, nn.modules.batchnorm._BatchNorm) for module in run.model.modules()):
         config["batchnorm"] = True  # a torchvision ResNet has BatchNorm whatever its config says
+    m = _measure(run, config)
     evidence: list[str] = []
 
-    transformer_evidence, transformer_notes = _transformer_evidence(run, m)
+    transformer = _transformer_evidence(m)
 
     def verdict(problem: str, evidence: list[str], also: tuple[str, ...] = ()) -> Diagnosis:
         remedies, notes = _remedies(problem, m, config, params)
-        return Diagnosis(problem, evidence + transformer_evidence
+        return Diagnosis(problem, evidence + transformer.evidence
                          + _recipe_evidence(problem, remedies, m, config, params),
-                         remedies, m, m["diverged_at"] if problem in ("exploding", "bad_data") else None,
-                         list(also), notes + transformer_notes)
+                         remedies, m.as_dict(), m.diverged_at if problem in ("exploding", "bad_data") else None,
+                         list(also), notes + transformer.notes(problem))
 
     # 1. NaN / Inf: bad data, or an explosion that went all the way.
-    if m["diverged_at"] is not None:
-        if m["bad_data"]:
+    if m.diverged_at is not None:
+        if m.bad_data:
             return verdict("bad_data", _bad_data_evidence(m) + _loss_evidence(m))
-        where = m["nonfinite_layer"]
+        where = m.nonfinite_layer
         place = f", starting in {where}" if where not in (None, "loss", "gradient", "output", "input") else ""
-        kind = "loss" if m["nonfinite_where"] != "gradient" else "gradient"
-        evidence.append(f"The {kind} became NaN/Inf at step {m['diverged_at']}{place}; training "
+        kind = "loss" if m.nonfinite_where != "gradient" else "gradient"
+        evidence.append(f"The {kind} became NaN/Inf at step {m.diverged_at}{place}; training "
                         "stopped there.")
         evidence += _explosion_evidence(m, before_nan=True)
         return verdict("exploding", evidence + _loss_evidence(m))
@@ -328,33 +328,32 @@ with losses=[...]); got str
 
     # 2. Representation collapse (lesson 09), when the run carries it: checked before the units, since
     #    a collapsed Transformer's FFN units read as dead while the cause is the collapse.
-    if "collapse_end" in m:
+    if m.collapse_end is not None:
         remedies, notes = _remedies("collapse", m, config, params)
-        return Diagnosis("collapse", transformer_evidence + _signal_evidence(m) + _loss_evidence(m), remedies, m,
-                         None, [], notes + transformer_notes[1:])
+        return Diagnosis("collapse", transformer.evidence + _signal_evidence(m) + _loss_evidence(m), remedies,
+                         m.as_dict(), None, [], notes + transformer.notes("collapse"))
 
     # 3. Dead ReLUs (their zero signal would otherwise read as vanishing). Only units measured as 0
     #    for every input, in a network whose activation can die: a leaky, ELU or GELU unit cannot.
-    dead = m["dead_mean_end"]
-    never = _never_dead(run, config)
-    m["never_dead"] = never
+    dead = m.dead_mean_end
+    never = m.never_dead
     if never is not None:
-        negative = m["dead_any_end"]
+        negative = m.dead_any_end
         evidence.append(f"The network's activation is {never}, whose units pass some gradient for every "
                         "input, so no unit can die"
                         + (f" ({_pct(negative)} of them were negative for every input at the last step)."
                            if not math.isnan(negative) else "."))
-    elif m["dead_signed_layers"]:
-        shown = ", ".join(m["dead_signed_layers"][:5]) + (", …" if len(m["dead_signed_layers"]) > 5 else "")
+    elif m.dead_signed_layers:
+        shown = ", ".join(m.dead_signed_layers[:5]) + (", …" if len(m.dead_signed_layers) > 5 else "")
         evidence.append(f"The units after {shown} output negative values, so they are no ReLUs (leaky ReLU, "
                         "ELU, GELU…) and cannot die: they were left out of the dead-unit count.")
     if never is None and not math.isnan(dead):
-        layer, worst = m["dead_worst_layer"], m["dead_worst"]
+        layer, worst = m.dead_worst_layer, m.dead_worst
         if dead >= DEAD_FRACTION or worst >= DEAD_LAYER_FRACTION:
             evidence.append(f"At the last step {_pct(dead)} of the hidden ReLU units were dead "
                             f"(0 for every input), {_pct(worst)} in {layer} (thresholds "
                             f"{_pct(DEAD_FRACTION)} on average, {_pct(DEAD_LAYER_FRACTION)} in one layer).")
-            start = m["dead_mean_start"]
+            start = m.dead_mean_start
             if dead > start + 0.2:
                 evidence.append(f"At step 0 only {_pct(start)} were dead: training killed them "
                                 "(a step too large pushes a unit's input below 0 for every example).")
@@ -369,21 +368,21 @@ with losses=[...]); got str
     #     number format's doing, not the network's: named before saturation and vanishing, whose
     #     small gradients it may hide (the zero signal reads as vanishing).
     underflow = _underflow(run.trace, m)
-    if underflow and max(m["underflow_fraction"].values()) >= UNDERFLOW_FRACTION:
+    if underflow and max(m.underflow_fraction.values()) >= UNDERFLOW_FRACTION:
         return verdict("underflow", underflow + evidence + _loss_evidence(m))
     evidence += underflow + _skipped_evidence(run.trace)
 
     # 4. Saturation (sigmoid/tanh units on their flat tails), and whether the signal grows anyway.
-    saturated = max(m["saturated_mean_start"], m["saturated_mean_end"])
+    saturated = max(m.saturated_mean_start, m.saturated_mean_end)
     if not math.isnan(saturated):
         if saturated >= SATURATION_FRACTION:
-            evidence.append(f"{_pct(m['saturated_mean_start'])} of the hidden units were saturated "
-                            f"at step 0 and {_pct(m['saturated_mean_end'])} at the last step, "
-                            f"{_pct(m['saturated_worst'])} in {m['saturated_worst_layer']} "
+            evidence.append(f"{_pct(m.saturated_mean_start)} of the hidden units were saturated "
+                            f"at step 0 and {_pct(m.saturated_mean_end)} at the last step, "
+                            f"{_pct(m.saturated_worst)} in {m.saturated_worst_layer} "
                             f"(threshold {_pct(SATURATION_FRACTION)}): their slope is near 0.")
             trained = _made_by_training(m, "saturated")
             if trained:
-                evidence.append(f"At step 0 only {_pct(m['saturated_mean_start'])} were saturated: training "
+                evidence.append(f"At step 0 only {_pct(m.saturated_mean_start)} were saturated: training "
                                 "pushed them there (steps too large grow the weights until every unit's "
                                 "input sits on a tail), so the learning rate is the cause, not the "
                                 "initialisation.")
@@ -397,8 +396,8 @@ with losses=[...]); got str
                     f"(the chaotic phase of lesson 02). {cure}"]
                 return verdict("saturation", evidence + _loss_evidence(m), also=("exploding",))
             return verdict("saturation", evidence + _signal_evidence(m) + _loss_evidence(m))
-        evidence.append(f"Saturated units: {_pct(m['saturated_mean_start'])} at step 0, "
-                        f"{_pct(m['saturated_mean_end'])} at the last step (below the "
+        evidence.append(f"Saturated units: {_pct(m.saturated_mean_start)} at step 0, "
+                        f"{_pct(m.saturated_mean_end)} at the last step (below the "
                         f"{_pct(SATURATION_FRACTION)} threshold).")
 
     # 5. Exploding without a NaN (yet). Checked before vanishing: a run that starts by exploding
@@ -408,21 +407,21 @@ with losses=[...]); got str
         return verdict("exploding", signs + evidence + unmeasured + _loss_evidence(m))
 
     # 6. Vanishing: the signal shrinks on its way back.
-    low = _nanmin(m["signal_ratio_start"], m["signal_ratio_end"])
+    low = _nanmin(m.signal_ratio_start, m.signal_ratio_end)
     if not math.isnan(low) and low < VANISHING_SIGNAL_RATIO:
         return verdict("vanishing", _signal_evidence(m, verdict="vanishing") + evidence + unmeasured
                        + _loss_evidence(m))
 
     # 7. Nothing wrong with the gradients: healthy, if the units could be seen.
     evidence = _signal_evidence(m) + [
-        f"The largest total gradient norm was {_num(m['grad_norm_max'])} (threshold "
+        f"The largest total gradient norm was {_num(m.grad_norm_max)} (threshold "
         f"{_num(EXPLODING_GRAD_NORM)}), the median update moved the weights by "
-        f"{_num(m['update_ratio_median'])} of their size per step (threshold {_num(LARGE_UPDATE_RATIO)})."
+        f"{_num(m.update_ratio_median)} of their size per step (threshold {_num(LARGE_UPDATE_RATIO)})."
     ] + evidence + unmeasured + _loss_evidence(m)
-    needs_units = not m["sequence"] and config.get("activation") not in _NO_UNHEALTHY_UNITS
-    if m["coverage_short"]:
+    needs_units = not m.sequence and config.get("activation") not in _NO_UNHEALTHY_UNITS
+    if m.coverage_short:
         return verdict("inconclusive", _coverage_evidence(m) + evidence)
-    if needs_units and m["unit_layers_measured"] == 0:
+    if needs_units and m.unit_layers_measured == 0:
         return verdict("inconclusive", evidence + _coverage_evidence(m))
     return verdict("healthy", evidence + _coverage_evidence(m))
 
@@ -526,13 +525,95 @@ def _activation_name(name: str) -> str:
 
 
 # -- measurements ------------------------------------------------------------------------------
-def _measure(run: Run) -> dict:
-    """Every number the verdict uses, as plain floats (NaN where it does not apply)."""
+@dataclass(frozen=True)
+class Measurements:
+    """Every number the doctor's checks read, measured once from a run by :func:`_measure`.
+
+    Frozen and typed: a check reads ``m.signal_ratio_start``, and a misspelt or missing name is an
+    AttributeError at once, where a dict of string keys handed back ``KeyError`` at best and a
+    silently absent value at worst; building it with a key too many or too few raises. A ratio or
+    fraction that does not apply to the run is NaN; a layer name or step that does not exist, None.
+    :attr:`Diagnosis.numbers` is the same values as a dict (:meth:`as_dict`).
+    """
+
+    # the layers and the backpropagated signal ‖∂L/∂z‖ (or ‖∂L/∂h_t‖ through time)
+    layers: list[str]
+    sequence: bool
+    signal_first: str
+    signal_last: str
+    signal_ratio_start: float
+    signal_ratio_end: float
+    step_end: int
+    signal_ratio_max: float
+    # the weight gradients, clipping and the update sizes
+    grad_norm_start: float
+    grad_norm_max: float
+    grad_norm_max_step: int | None
+    weights_counted: int
+    clipped_fraction: float
+    update_ratio_median: float
+    update_ratio_first: float
+    update_ratio_last: float
+    # saturated (sigmoid/tanh) and dead (ReLU) units, over the hidden layers where they were measured
+    dead_signed_layers: list[str]
+    dead_any_end: float
+    saturated_mean_start: float
+    saturated_mean_end: float
+    saturated_worst: float
+    saturated_worst_layer: str | None
+    dead_mean_start: float
+    dead_mean_end: float
+    dead_worst: float
+    dead_worst_layer: str | None
+    unit_layers_measured: int
+    unit_layers_unmeasured: list[str]
+    never_dead: str | None  # the activation when no unit of it can die (leaky ReLU, GELU, …)
+    # what the probe saw of the model
+    layers_seen: int
+    layers_total: int
+    layers_unseen: dict[str, str]
+    signal_places: int
+    coverage_short: bool
+    # the loss curve
+    loss_start: float
+    loss_end: float
+    loss_min: float
+    loss_max: float
+    loss_drop: float
+    loss_jump_fraction: float
+    loss_window: int
+    loss_window_start: float
+    loss_window_end: float
+    batches: str | int | None  # "full", the batch size, or None (a loop of your own)
+    steps: int
+    # NaN/Inf: where and whether the data brought it
+    diverged_at: int | None
+    nonfinite_layer: str | None
+    nonfinite_where: str | None
+    bad_data: str | None
+    probe_notes: list[str]
+    # lesson 09, when the run carries it: collapse (None unless it collapsed) and attention-logit growth
+    collapse_start: float | None
+    collapse_end: float | None
+    collapse_step: int | None
+    attention_logit_start: float | None
+    max_attention_logit: float | None  # None unless the logits grew past LOGIT_GROWTH
+    # lesson 10: each layer's share of exactly-0 weight-gradient entries under float16
+    underflow_fraction: dict[str, float]
+
+    def as_dict(self) -> dict:
+        """The measurements as a dict (name → value), what :attr:`Diagnosis.numbers` holds."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _measure(run: Run, config: dict) -> Measurements:
+    """Every number the verdict uses, as plain floats (NaN where it does not apply): the keys
+    collected here must be exactly :class:`Measurements`' fields, or building it raises."""
     trace = run.trace
     layers = list(trace.layers)
     hidden = list(range(max(len(layers) - 1, 1)))  # every layer but the output layer
     sequence = trace.hidden_grad_norm is not None
-    m: dict = {"layers": layers, "sequence": sequence}
+    v: dict = {"layers": layers, "sequence": sequence}
 
     signal = (trace.get("hidden_grad_norm") if sequence
               else _scalar(trace, "output_grad_norm")[:, hidden]).astype(float)
@@ -545,32 +626,32 @@ def _measure(run: Run) -> dict:
             signal, where = signal[:, kept], [hidden[k] for k in kept]
     rows = [i for i in range(len(signal)) if np.isfinite(signal[i]).all()]
     ratio = lambda row: _ratio(signal[row, 0], signal[row, -1])  # noqa: E731
-    m["signal_first"] = "h_1" if sequence else _display(layers[where[0]])
-    m["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[where[-1]])
-    m["signal_ratio_start"] = ratio(0) if 0 in rows and signal.shape[1] > 1 else math.nan
-    m["signal_ratio_end"] = ratio(rows[-1]) if rows and signal.shape[1] > 1 else math.nan
-    m["step_end"] = int(trace.steps[rows[-1]]) if rows else int(trace.steps[-1])
-    m["signal_ratio_max"] = (max(ratio(r) for r in rows) if rows and signal.shape[1] > 1
+    v["signal_first"] = "h_1" if sequence else _display(layers[where[0]])
+    v["signal_last"] = f"h_{signal.shape[1]}" if sequence else _display(layers[where[-1]])
+    v["signal_ratio_start"] = ratio(0) if 0 in rows and signal.shape[1] > 1 else math.nan
+    v["signal_ratio_end"] = ratio(rows[-1]) if rows and signal.shape[1] > 1 else math.nan
+    v["step_end"] = int(trace.steps[rows[-1]]) if rows else int(trace.steps[-1])
+    v["signal_ratio_max"] = (max(ratio(r) for r in rows) if rows and signal.shape[1] > 1
                              else math.nan)
 
     totals = np.asarray(run.grad_norm_total, dtype=float)
     finite = totals[np.isfinite(totals)]
-    m["grad_norm_start"] = float(totals[0]) if len(totals) else math.nan
-    m["grad_norm_max"] = float(finite.max()) if len(finite) else math.nan
-    m["grad_norm_max_step"] = int(np.flatnonzero(totals == finite.max())[0]) if len(finite) else None
+    v["grad_norm_start"] = float(totals[0]) if len(totals) else math.nan
+    v["grad_norm_max"] = float(finite.max()) if len(finite) else math.nan
+    v["grad_norm_max_step"] = int(np.flatnonzero(totals == finite.max())[0]) if len(finite) else None
     # how many weight values the gradient histogram counted (the weights of trace.layers; not the
     # biases, nor the norm layers', which the trace keeps apart)
     hist = trace.grad_hist
-    m["weights_counted"] = int(hist[0].sum()) if hist is not None and len(hist) else 0
+    v["weights_counted"] = int(hist[0].sum()) if hist is not None and len(hist) else 0
 
     clipped = np.asarray(run.clipped, dtype=bool)
-    m["clipped_fraction"] = float(clipped.mean()) if len(clipped) else 0.0
+    v["clipped_fraction"] = float(clipped.mean()) if len(clipped) else 0.0
 
     updates = _scalar(trace, "update_ratio")[:, hidden].astype(float)
     updates = updates[np.isfinite(updates).all(axis=1) & ~np.isin(trace.steps, trace.skipped_steps)]
-    m["update_ratio_median"] = float(np.median(updates)) if updates.size else math.nan
-    m["update_ratio_first"] = float(np.median(updates[:, 0])) if updates.size else math.nan
-    m["update_ratio_last"] = float(np.median(updates[:, -1])) if updates.size else math.nan
+    v["update_ratio_median"] = float(np.median(updates)) if updates.size else math.nan
+    v["update_ratio_first"] = float(np.median(updates[:, 0])) if updates.size else math.nan
+    v["update_ratio_last"] = float(np.median(updates[:, -1])) if updates.size else math.nan
 
     # Saturated/dead fractions are averaged over the hidden layers where the probe measured them
     # (it needs to see the activation after the layer); the evidence says when some were not.
@@ -581,55 +662,58 @@ def _measure(run: Run) -> dict:
         act_mean = _scalar(trace, "act_mean")[:, hidden].astype(float)
         signed = np.array([bool((column[np.isfinite(column)] < NEGATIVE_MEAN).any()) for column in act_mean.T],
                           dtype=bool)
-    m["dead_signed_layers"] = []
-    m["dead_any_end"] = math.nan
+    v["dead_signed_layers"] = []
+    v["dead_any_end"] = math.nan
     for name in ("saturated", "dead"):
         values = _scalar(trace, f"{name}_frac")[:, hidden].astype(float)
         end = rows[-1] if rows else len(values) - 1
-        m[f"{name}_mean_start"] = m[f"{name}_mean_end"] = m[f"{name}_worst"] = math.nan
-        m[f"{name}_worst_layer"] = None
+        v[f"{name}_mean_start"] = v[f"{name}_mean_end"] = v[f"{name}_worst"] = math.nan
+        v[f"{name}_worst_layer"] = None
         columns = np.flatnonzero(np.isfinite(values[0]) & np.isfinite(values[end]))
         measured[columns] = True
         if name == "dead" and len(columns):
-            m["dead_any_end"] = float(values[end, columns].mean())
-            m["dead_signed_layers"] = [_display(layers[hidden[c]]) for c in columns if signed[c]]
+            v["dead_any_end"] = float(values[end, columns].mean())
+            v["dead_signed_layers"] = [_display(layers[hidden[c]]) for c in columns if signed[c]]
             columns = np.array([c for c in columns if not signed[c]], dtype=int)
         if not len(columns):
             continue  # not a sigmoid/tanh (saturation) or ReLU (dead units) network, or not seen
         values = values[:, columns]
-        m[f"{name}_mean_start"] = float(values[0].mean())
-        m[f"{name}_mean_end"] = float(values[end].mean())
+        v[f"{name}_mean_start"] = float(values[0].mean())
+        v[f"{name}_mean_end"] = float(values[end].mean())
         # Dead units are judged at the end (training kills them); saturation at either end.
         worst_row = values[end] if name == "dead" else np.maximum(values[0], values[end])
         k = int(np.argmax(worst_row))
-        m[f"{name}_worst"] = float(worst_row[k])
-        m[f"{name}_worst_layer"] = _display(layers[hidden[columns[k]]])
-    m["unit_layers_measured"] = int(measured.sum())
-    m["unit_layers_unmeasured"] = [_display(layers[hidden[i]]) for i in np.flatnonzero(~measured)]
-    m.update(_coverage(run, signal, sequence))
+        v[f"{name}_worst"] = float(worst_row[k])
+        v[f"{name}_worst_layer"] = _display(layers[hidden[columns[k]]])
+    v["unit_layers_measured"] = int(measured.sum())
+    v["unit_layers_unmeasured"] = [_display(layers[hidden[i]]) for i in np.flatnonzero(~measured)]
+    v.update(_coverage(run, signal, sequence))
 
     losses = np.asarray(run.losses, dtype=float)
     good = losses[np.isfinite(losses)]
-    m["loss_start"] = float(losses[0]) if len(losses) else math.nan
-    m["loss_end"] = float(good[-1]) if len(good) else math.nan
-    m["loss_min"] = float(good.min()) if len(good) else math.nan
-    m["loss_max"] = float(good.max()) if len(good) else math.nan
-    m["loss_drop"] = (1 - m["loss_min"] / m["loss_start"]) if len(good) and m["loss_start"] > 0 else math.nan
+    v["loss_start"] = float(losses[0]) if len(losses) else math.nan
+    v["loss_end"] = float(good[-1]) if len(good) else math.nan
+    v["loss_min"] = float(good.min()) if len(good) else math.nan
+    v["loss_max"] = float(good.max()) if len(good) else math.nan
+    v["loss_drop"] = (1 - v["loss_min"] / v["loss_start"]) if len(good) and v["loss_start"] > 0 else math.nan
     jumps = good[1:] > (1 + ERRATIC_JUMP) * good[:-1]
-    m["loss_jump_fraction"] = float(jumps.mean()) if len(jumps) else 0.0
-    m.update(_loss_windows(good, run.params))  # for telling mini-batch noise from a large learning rate
-    m["steps"] = len(losses)
+    v["loss_jump_fraction"] = float(jumps.mean()) if len(jumps) else 0.0
+    v.update(_loss_windows(good, run.params))  # for telling mini-batch noise from a large learning rate
+    v["steps"] = len(losses)
 
     nonfinite = trace.nonfinite or {}
-    m["diverged_at"] = run.diverged_at
-    if m["diverged_at"] is None and not np.isfinite(losses).all():
-        m["diverged_at"] = int(np.flatnonzero(~np.isfinite(losses))[0])
-    m["nonfinite_layer"] = nonfinite.get("layer", run.diverged_layer)
-    m["nonfinite_where"] = nonfinite.get("where")
-    m["bad_data"] = _bad_data(run, m)
+    v["diverged_at"] = run.diverged_at
+    if v["diverged_at"] is None and not np.isfinite(losses).all():
+        v["diverged_at"] = int(np.flatnonzero(~np.isfinite(losses))[0])
+    v["nonfinite_layer"] = nonfinite.get("layer", run.diverged_layer)
+    v["nonfinite_where"] = nonfinite.get("where")
+    v["bad_data"] = _bad_data(run, v["diverged_at"], v["nonfinite_where"], v["nonfinite_layer"])
     notes = getattr(trace, "notes", None) or []
-    m["probe_notes"] = [str(n) for n in (notes.values() if isinstance(notes, dict) else notes)]
-    return m
+    v["probe_notes"] = [str(n) for n in (notes.values() if isinstance(notes, dict) else notes)]
+    v.update(_transformer_numbers(run))
+    v["underflow_fraction"] = _underflow_shares(trace)
+    v["never_dead"] = _never_dead(run, config)
+    return Measurements(**v)
 
 
 def _coverage(run: Run, signal: np.ndarray, sequence: bool) -> dict:
@@ -716,40 +800,70 @@ COLLAPSE_BELOW = 1e-6
 LOGIT_GROWTH = 100.0
 
 
-def _transformer_evidence(run: Run, m: dict) -> tuple[list[str], list[str]]:
-    """Lesson 09's evidence, when the run carries it: ``run.metrics["collapse"]`` (1 − cos between
-    positions, one value per step, as :func:`gradcourse.widgets.lesson09.collapse` measures it) and
-    ``run.metrics["max_attention_logit"]`` (the largest attention logit per step). Sentences for the
-    evidence and notes; nothing when the run does not carry them.
+def _transformer_numbers(run: Run) -> dict:
+    """Lesson 09's numbers, when the run carries them: ``run.metrics["collapse"]`` (1 − cos between
+    positions, one value per step, as lesson 09 measures it) and ``run.metrics["max_attention_logit"]``
+    (the largest attention logit per step). The collapse values are None unless the last one is below
+    :data:`COLLAPSE_BELOW`; the logits' unless they grew past :data:`LOGIT_GROWTH` (and ten times
+    their step-0 size)."""
+    metrics = run.metrics if isinstance(run.metrics, dict) else {}
+    out = dict.fromkeys(("collapse_start", "collapse_end", "collapse_step", "attention_logit_start",
+                         "max_attention_logit"))
+    collapse = _series(metrics.get("collapse"))
+    if collapse is not None and collapse[-1] < COLLAPSE_BELOW:
+        out.update(collapse_start=float(collapse[0]), collapse_end=float(collapse[-1]),
+                   collapse_step=int(np.flatnonzero(collapse < COLLAPSE_BELOW)[0]))
+    logits = _series(metrics.get("max_attention_logit"))
+    if logits is not None and logits.max() > max(LOGIT_GROWTH, 10 * abs(logits[0])):
+        out.update(attention_logit_start=float(logits[0]), max_attention_logit=float(logits.max()))
+    return out
+
+
+@dataclass(frozen=True)
+class _TransformerFindings:
+    """Lesson 09's evidence and its two notes, by name. The collapse note gives the advice that the
+    verdict "collapse" gives as its remedies (warmup, Pre-LN), so that verdict leaves it out
+    (:meth:`notes`); any other verdict keeps both."""
+
+    evidence: list[str]
+    collapse_note: str | None = None
+    logit_note: str | None = None
+
+    def notes(self, problem: str) -> list[str]:
+        kept = (None if problem == "collapse" else self.collapse_note, self.logit_note)
+        return [note for note in kept if note is not None]
+
+
+def _transformer_evidence(m: Measurements) -> _TransformerFindings:
+    """Lesson 09's sentences from the measurements: the evidence, and the collapse and logit notes;
+    nothing when the run carries neither.
 
     >>> import numpy as np
     >>> run = Run(np.ones(3), np.ones(3), np.zeros(3, bool), {"collapse": [0.9, 1e-3, 1e-12]}, {})
-    >>> evidence, notes = _transformer_evidence(run, {})
-    >>> evidence[0].startswith("Representation collapse"), "Pre-LN" in notes[0]
+    >>> values = dict.fromkeys(f.name for f in fields(Measurements))   # a run that measured nothing else
+    >>> found = _transformer_evidence(Measurements(**{**values, **_transformer_numbers(run)}))
+    >>> found.evidence[0].startswith("Representation collapse"), "Pre-LN" in found.notes("healthy")[0]
     (True, True)
+    >>> found.notes("collapse")
+    []
     """
-    metrics = run.metrics if isinstance(run.metrics, dict) else {}
-    evidence, notes = [], []
-    collapse = _series(metrics.get("collapse"))
-    if collapse is not None and collapse[-1] < COLLAPSE_BELOW:
-        step = int(np.flatnonzero(collapse < COLLAPSE_BELOW)[0])
-        evidence.append(f"Representation collapse: 1 − cos between positions fell from {_num(collapse[0])} at "
-                        f"step 0 to {_num(collapse[-1])} at the end, below {_num(COLLAPSE_BELOW)} from step "
-                        f"{step} on: every position's representation is the same, so the model cannot tell "
-                        "them apart. No gradient blew up; this is lesson 09's collapse.")
-        notes.append("Collapse (lesson 09): warm the learning rate up (fit(..., warmup=...)) or move each "
-                     "LayerNorm inside its branch (Pre-LN); both keep the first large steps from making every "
-                     "position alike.")
-        m["collapse_end"], m["collapse_start"] = float(collapse[-1]), float(collapse[0])
-    logits = _series(metrics.get("max_attention_logit"))
-    if logits is not None and logits.max() > max(LOGIT_GROWTH, 10 * abs(logits[0])):
-        evidence.append(f"The largest attention logit grew from {_num(logits[0])} at step 0 to "
-                        f"{_num(float(logits.max()))} (threshold {_num(LOGIT_GROWTH)}): the softmax puts "
+    evidence = []
+    collapse_note = logit_note = None
+    if m.collapse_end is not None:
+        evidence.append(f"Representation collapse: 1 − cos between positions fell from {_num(m.collapse_start)} at "
+                        f"step 0 to {_num(m.collapse_end)} at the end, below {_num(COLLAPSE_BELOW)} from step "
+                        f"{m.collapse_step} on: every position's representation is the same, so the model cannot "
+                        "tell them apart. No gradient blew up; this is lesson 09's collapse.")
+        collapse_note = ("Collapse (lesson 09): warm the learning rate up (fit(..., warmup=...)) or move each "
+                         "LayerNorm inside its branch (Pre-LN); both keep the first large steps from making every "
+                         "position alike.")
+    if m.max_attention_logit is not None:
+        evidence.append(f"The largest attention logit grew from {_num(m.attention_logit_start)} at step 0 to "
+                        f"{_num(m.max_attention_logit)} (threshold {_num(LOGIT_GROWTH)}): the softmax puts "
                         "nearly all its weight on one key, and its gradient vanishes.")
-        notes.append("Attention-logit growth (lesson 09): a LayerNorm on the queries and keys (qk-norm) "
-                     "keeps the logits bounded; a smaller learning rate slows the growth.")
-        m["max_attention_logit"] = float(logits.max())
-    return evidence, notes
+        logit_note = ("Attention-logit growth (lesson 09): a LayerNorm on the queries and keys (qk-norm) "
+                      "keeps the logits bounded; a smaller learning rate slows the growth.")
+    return _TransformerFindings(evidence, collapse_note, logit_note)
 
 
 def _series(values) -> np.ndarray | None:
@@ -764,7 +878,7 @@ def _series(values) -> np.ndarray | None:
     return array if array.size else None
 
 
-def _bad_data(run: Run, m: dict) -> str | None:
+def _bad_data(run: Run, step: int | None, where: str | None, layer: str | None) -> str | None:
     """``"inputs"`` or ``"targets"`` when the NaN/Inf came with the data rather than from training.
 
     The probe checks every forward pass: a non-finite output of the *first* layer on a step whose
@@ -772,10 +886,9 @@ def _bad_data(run: Run, m: dict) -> str | None:
     near 1e38). A NaN loss from a finite model output can only come from the targets (cross-entropy
     of finite logits is finite; a squared error of finite numbers overflows to Inf, not NaN).
     """
-    step, trace = m["diverged_at"], run.trace
+    trace = run.trace
     if step is None:
         return None
-    where, layer = m["nonfinite_where"], m["nonfinite_layer"]
     if layer in ("input", "data") or where in ("input", "data"):
         return "inputs"
     rows = np.flatnonzero(np.asarray(trace.steps) == step)
@@ -841,127 +954,127 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.0f}%"
 
 
-def _signal_evidence(m: dict, verdict: str = "") -> list[str]:
-    start, end = m["signal_ratio_start"], m["signal_ratio_end"]
+def _signal_evidence(m: Measurements, verdict: str = "") -> list[str]:
+    start, end = m.signal_ratio_start, m.signal_ratio_end
     if math.isnan(start) and math.isnan(end):
         return []
-    first, last = m["signal_first"], m["signal_last"]
-    what = "the gradient signal ‖∂L/∂h‖ at the first time step" if m["sequence"] else \
+    first, last = m.signal_first, m.signal_last
+    what = "the gradient signal ‖∂L/∂h‖ at the first time step" if m.sequence else \
         f"the gradient signal ‖∂L/∂z‖ reaching {first}"
     text = (f"At step 0 {what} was {_relative(start)} the one at {last}; at the last step "
-            f"(step {m['step_end']}) {_relative(end)} it.")
+            f"(step {m.step_end}) {_relative(end)} it.")
     if verdict == "vanishing":
         text += f" Threshold for vanishing: {_num(VANISHING_SIGNAL_RATIO)}."
         extra = []
-        if not math.isnan(m["update_ratio_first"]) and m["update_ratio_last"] > 0:
-            first = m["update_ratio_first"]
+        if not math.isnan(m.update_ratio_first) and m.update_ratio_last > 0:
+            first = m.update_ratio_first
             moved = (f"moved by {_num(first)} of their size per step (median)" if first > 0 else
                      "did not move at all (each update was too small to change a float32 weight)")
             extra.append(f"The first layer's weights {moved}; the last hidden layer's moved by "
-                         f"{_num(m['update_ratio_last'])}: the first layers barely learn.")
+                         f"{_num(m.update_ratio_last)}: the first layers barely learn.")
         return [text, *extra]
     return [text]
 
 
-def _explosion_evidence(m: dict, *, before_nan: bool, batchnorm: bool = False) -> list[str]:
+def _explosion_evidence(m: Measurements, *, before_nan: bool, batchnorm: bool = False) -> list[str]:
     """Every explosion sign that fires. In a BatchNorm network the raw signal ratio is not one:
     BN divides each layer's backward signal by the batch std of that layer's input, so the ratio
     reflects the weights' scale, which BN makes irrelevant to the forward pass."""
     signs = []
-    if (not batchnorm and not math.isnan(m["signal_ratio_start"])
-            and m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO):
-        signs.append(f"At step 0 the gradient signal reaching {m['signal_first']} was "
-                     f"{_num(m['signal_ratio_start'])} times the one at {m['signal_last']}: it grows "
+    if (not batchnorm and not math.isnan(m.signal_ratio_start)
+            and m.signal_ratio_start > EXPLODING_SIGNAL_RATIO):
+        signs.append(f"At step 0 the gradient signal reaching {m.signal_first} was "
+                     f"{_num(m.signal_ratio_start)} times the one at {m.signal_last}: it grows "
                      f"going backward (threshold {_num(EXPLODING_SIGNAL_RATIO)}).")
     if _large_gradient(m):
-        rms = m["grad_norm_max"] / math.sqrt(m["weights_counted"]) if m["weights_counted"] else math.nan
+        rms = m.grad_norm_max / math.sqrt(m.weights_counted) if m.weights_counted else math.nan
         per_weight = "" if math.isnan(rms) else f", {_num(rms)} per weight"
-        signs.append(f"The total gradient norm reached {_num(m['grad_norm_max'])} at step "
-                     f"{m['grad_norm_max_step']}{per_weight} (thresholds {_num(EXPLODING_GRAD_NORM)} and "
+        signs.append(f"The total gradient norm reached {_num(m.grad_norm_max)} at step "
+                     f"{m.grad_norm_max_step}{per_weight} (thresholds {_num(EXPLODING_GRAD_NORM)} and "
                      f"{EXPLODING_GRAD_RMS:g} per weight; with He or Xavier init the course's networks start "
                      "between about 0.5 and 3, 0.007 to 0.06 per weight).")
-    if not math.isnan(m["loss_max"]) and m["loss_max"] > LOSS_BLOWUP * m["loss_start"] and m["steps"] > 1:
-        signs.append(f"The loss rose from {_num(m['loss_start'])} to {_num(m['loss_max'])}, more "
+    if not math.isnan(m.loss_max) and m.loss_max > LOSS_BLOWUP * m.loss_start and m.steps > 1:
+        signs.append(f"The loss rose from {_num(m.loss_start)} to {_num(m.loss_max)}, more "
                      f"than {LOSS_BLOWUP:g} times its first value.")
-    if not math.isnan(m["update_ratio_median"]) and m["update_ratio_median"] > LARGE_UPDATE_RATIO:
-        signs.append(f"A typical step changed the weights by {_num(m['update_ratio_median'])} of "
+    if not math.isnan(m.update_ratio_median) and m.update_ratio_median > LARGE_UPDATE_RATIO:
+        signs.append(f"A typical step changed the weights by {_num(m.update_ratio_median)} of "
                      f"their size (threshold {_num(LARGE_UPDATE_RATIO)}): the steps are far too big.")
-    if signs and m["clipped_fraction"] > 0:
-        signs.append(f"Gradient clipping was on and cut {_pct(m['clipped_fraction'])} of the steps: "
+    if signs and m.clipped_fraction > 0:
+        signs.append(f"Gradient clipping was on and cut {_pct(m.clipped_fraction)} of the steps: "
                      "it keeps each step bounded, but the gradients it measures are still this large "
                      "(clipping treats the symptom, lesson 03).")
-    if before_nan and not signs and m["steps"] > 1 and not math.isnan(m["grad_norm_max"]):
-        signs.append(f"The total gradient norm went from {_num(m['grad_norm_start'])} to "
-                     f"{_num(m['grad_norm_max'])} before the NaN.")
+    if before_nan and not signs and m.steps > 1 and not math.isnan(m.grad_norm_max):
+        signs.append(f"The total gradient norm went from {_num(m.grad_norm_start)} to "
+                     f"{_num(m.grad_norm_max)} before the NaN.")
     return signs
 
 
-def _large_gradient(m: dict) -> bool:
+def _large_gradient(m: Measurements) -> bool:
     """Whether the largest total gradient norm is an explosion's: above the threshold in total and
     per weight (a large model's healthy norm is large in total only)."""
-    largest = m["grad_norm_max"]
+    largest = m.grad_norm_max
     if math.isnan(largest) or largest <= EXPLODING_GRAD_NORM:
         return False
-    return not m["weights_counted"] or largest > EXPLODING_GRAD_RMS * math.sqrt(m["weights_counted"])
+    return not m.weights_counted or largest > EXPLODING_GRAD_RMS * math.sqrt(m.weights_counted)
 
 
-def _bad_data_evidence(m: dict) -> list[str]:
-    step = m["diverged_at"]
-    if m["bad_data"] == "targets":
+def _bad_data_evidence(m: Measurements) -> list[str]:
+    step = m.diverged_at
+    if m.bad_data == "targets":
         return [f"The loss was NaN at step {step} although the model's output was finite and its weights "
                 "were finite: the NaN came from the targets."]
-    return [f"The first layer, {_display(m['layers'][0])}, produced NaN/Inf at step {step} although every weight was "
+    return [f"The first layer, {_display(m.layers[0])}, produced NaN/Inf at step {step} although every weight was "
             "finite: the NaN came in with the inputs, not from the gradients."]
 
 
-def _unmeasured_evidence(m: dict, config: dict) -> list[str]:
-    out = [f"The probe noted: {note}" for note in m["probe_notes"]]
-    if m["sequence"] or config.get("activation") in _NO_UNHEALTHY_UNITS:
+def _unmeasured_evidence(m: Measurements, config: dict) -> list[str]:
+    out = [f"The probe noted: {note}" for note in m.probe_notes]
+    if m.sequence or config.get("activation") in _NO_UNHEALTHY_UNITS:
         return out
-    missing = m["unit_layers_unmeasured"]
-    if m["unit_layers_measured"] == 0:
+    missing = m.unit_layers_unmeasured
+    if m.unit_layers_measured == 0:
         out.append("Saturated (sigmoid/tanh) and dead (ReLU) units were not measured: the probe did not "
                    "see the activation after each layer. The doctor cannot rule out saturation or dead "
                    "ReLUs.")
     elif missing:
         shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
-        out.append(f"Saturated or dead units were measured in {m['unit_layers_measured']} of "
-                   f"{m['unit_layers_measured'] + len(missing)} hidden layers; not in {shown} (the probe "
+        out.append(f"Saturated or dead units were measured in {m.unit_layers_measured} of "
+                   f"{m.unit_layers_measured + len(missing)} hidden layers; not in {shown} (the probe "
                    "saw no sigmoid, tanh or ReLU after them).")
     return out
 
 
-def _coverage_evidence(m: dict) -> list[str]:
+def _coverage_evidence(m: Measurements) -> list[str]:
     """What the probe did not see, layer by layer (nothing when it saw every layer)."""
-    blind = m["layers_unseen"]
+    blind = m.layers_unseen
     if not blind:
         return []
     shown = "; ".join(f"{_display(name)}: {why}" for name, why in list(blind.items())[:6])
     more = f"; and {len(blind) - 6} more" if len(blind) > 6 else ""
-    text = f"The probe saw {m['layers_seen']} of {m['layers_total']} layers. Not seen: {shown}{more}."
-    if m["coverage_short"] and m["signal_places"] < 2:
+    text = f"The probe saw {m.layers_seen} of {m.layers_total} layers. Not seen: {shown}{more}."
+    if m.coverage_short and m.signal_places < 2:
         text += (" The backpropagated signal was measured at fewer than two places, so whether it "
                  "vanishes or explodes on its way back could not be judged.")
     return [text]
 
 
-def _loss_evidence(m: dict) -> list[str]:
-    if m["steps"] == 0:
+def _loss_evidence(m: Measurements) -> list[str]:
+    if m.steps == 0:
         return ["No losses were given, so the loss curve was not judged."]
-    if math.isnan(m["loss_min"]):
-        return [f"The loss was never finite (its first value was {m['loss_start']})."]
-    end = "at its last finite step" if m["diverged_at"] is not None else "at the end"
-    text = f"Loss: {_num(m['loss_start'])} at step 0, {_num(m['loss_end'])} {end}"
-    if m["steps"] < MIN_STEPS_FOR_SHAPE:
-        return [text + f" (too few steps, {m['steps']}, to judge the loss curve's shape)."]
-    if m["loss_drop"] < PLATEAU_DROP:
-        text += (f"; it never improved by more than {_pct(max(m['loss_drop'], 0.0))} (a plateau: "
+    if math.isnan(m.loss_min):
+        return [f"The loss was never finite (its first value was {m.loss_start})."]
+    end = "at its last finite step" if m.diverged_at is not None else "at the end"
+    text = f"Loss: {_num(m.loss_start)} at step 0, {_num(m.loss_end)} {end}"
+    if m.steps < MIN_STEPS_FOR_SHAPE:
+        return [text + f" (too few steps, {m.steps}, to judge the loss curve's shape)."]
+    if m.loss_drop < PLATEAU_DROP:
+        text += (f"; it never improved by more than {_pct(max(m.loss_drop, 0.0))} (a plateau: "
                  f"threshold {_pct(PLATEAU_DROP)}).")
     else:
-        text += f" (best {_num(m['loss_min'])}, {_pct(m['loss_drop'])} below the start)."
+        text += f" (best {_num(m.loss_min)}, {_pct(m.loss_drop)} below the start)."
     out = [text]
-    if m["loss_jump_fraction"] >= ERRATIC_FRACTION:
-        out.append(f"The loss is erratic: {_pct(m['loss_jump_fraction'])} of the steps raised it by "
+    if m.loss_jump_fraction >= ERRATIC_FRACTION:
+        out.append(f"The loss is erratic: {_pct(m.loss_jump_fraction)} of the steps raised it by "
                    f"more than {_pct(ERRATIC_JUMP)} (threshold {_pct(ERRATIC_FRACTION)} of the steps)"
                    + _erratic_cause(m)[1])
     return out
@@ -987,15 +1100,15 @@ def _loss_windows(good: np.ndarray, params) -> dict:
             "loss_window_end": float(good[-k:].mean()) if k else math.nan, "batches": batches}
 
 
-def _erratic_cause(m: dict) -> tuple[str, str]:
+def _erratic_cause(m: Measurements) -> tuple[str, str]:
     """Why an erratic loss jumps, and the end of the sentence that says so: ``"lr"`` (every step
     saw the whole data set, so the jumps are the steps; or the loss's average rose, which the spread
     between batches cannot do), ``"batches"`` (mini-batches, and the average fell by at least
     :data:`NOISE_TREND_DROP`: the jumps are the spread between batches) or ``"either"`` (the
     batches are unknown, or the average barely fell: both are possible)."""
-    if m.get("batches") == "full":
+    if m.batches == "full":
         return "lr", ": the learning rate is probably too large."
-    start, end, k = m["loss_window_start"], m["loss_window_end"], m["loss_window"]
+    start, end, k = m.loss_window_start, m.loss_window_end, m.loss_window
     falls = start > 0 and end <= (1 - NOISE_TREND_DROP) * start
     how = "fell" if falls else "rose" if end > start else f"fell by less than {_pct(NOISE_TREND_DROP)}"
     average = f"; averaged over {k} steps it {how} from {_num(start)} to {_num(end)}"
@@ -1003,14 +1116,14 @@ def _erratic_cause(m: dict) -> tuple[str, str]:
     if end > start:
         return "lr", (average + ": the learning rate is probably too large (the spread between "
                       "mini-batches makes the loss jump, it does not raise its average).")
-    if m.get("batches") is None:
+    if m.batches is None:
         if falls:
             return "either", (average + f". If your loop draws mini-batches, these jumps are the spread "
                               f"between batches {spread}, not a learning rate too large; if every step "
                               "sees the whole data set, the learning rate is probably too large.")
         return "either", (average + ": the learning rate may be too large, or, if your loop draws "
                           f"mini-batches, the jumps may be the spread between batches {spread}.")
-    size = f"mini-batches of {m['batches']}"
+    size = f"mini-batches of {m.batches}"
     if falls:
         return "batches", (average + f", so these jumps are the spread between {size} {spread}, not a "
                            "learning rate too large.")
@@ -1019,9 +1132,9 @@ def _erratic_cause(m: dict) -> tuple[str, str]:
 
 
 # -- remedies ----------------------------------------------------------------------------------
-def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[Remedy], list[str]]:
+def _remedies(problem: str, m: Measurements, config: dict, params: dict) -> tuple[list[Remedy], list[str]]:
     """The ranked registry entries for ``problem``, and the notes (advice that is no remedy)."""
-    if config.get("kind") == "sequence" or m["sequence"]:
+    if config.get("kind") == "sequence" or m.sequence:
         return _sequence_remedies(problem, config)
     activation = config.get("activation", "")
     init = config.get("init", "")
@@ -1046,13 +1159,13 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
     elif problem == "exploding":
         critical = "he_init" if activation in _RELU_FAMILY or not activation else "xavier_init"
         too_wide = init == "normal" and std is not None and std > _critical_std(activation) * 1.2
-        born = too_wide or m["signal_ratio_start"] > EXPLODING_SIGNAL_RATIO
+        born = too_wide or m.signal_ratio_start > EXPLODING_SIGNAL_RATIO
         if born:
             names.append(critical)
         names.append("lower_lr")
         names += [] if params.get("clip") else ["clip_norm"]
         names += [] if batchnorm else ["batchnorm"]
-        if not born and m["grad_norm_start"] <= EXPLODING_GRAD_NORM:
+        if not born and m.grad_norm_start <= EXPLODING_GRAD_NORM:
             notes.append(_WARMUP_NOTE)  # it was fine at step 0: training made it explode
     elif problem == "saturation":
         if _made_by_training(m, "saturated"):  # absent at step 0: the steps did it
@@ -1065,11 +1178,11 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
             notes.append("Large steps also grow the weights into saturation during training: a smaller "
                          "learning rate keeps them in range (lesson 02).")
     elif problem == "dead_relu":
-        killed = m["dead_mean_end"] > m["dead_mean_start"] + 0.2
+        killed = m.dead_mean_end > m.dead_mean_start + 0.2
         names += ["lower_lr", "leaky_relu", "he_init"] if killed else ["he_init", "leaky_relu", "lower_lr"]
         names += [] if batchnorm else ["batchnorm"]
     elif problem == "healthy":
-        if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_jump_fraction"] >= ERRATIC_FRACTION:
+        if m.steps >= MIN_STEPS_FOR_SHAPE and m.loss_jump_fraction >= ERRATIC_FRACTION:
             cause = _erratic_cause(m)[0]
             if cause == "lr":
                 names.append("lower_lr")
@@ -1077,7 +1190,7 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
                              "probably too large.")
             elif cause == "batches":
                 notes.append(f"The gradients are fine and the loss falls on average: its jumps are the "
-                             f"spread between mini-batches of {m['batches']}, nothing to treat. A larger "
+                             f"spread between mini-batches of {m.batches}, nothing to treat. A larger "
                              "batch smooths the curve; judge the fit by the loss on the whole training set "
                              "(run.metrics['train_loss']).")
             else:
@@ -1086,11 +1199,11 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
                              "is too large or the jumps are the spread between mini-batches. A smaller "
                              "learning rate tells them apart: a learning rate's jumps shrink with it, the "
                              "batches' spread stays.")
-        if m["steps"] >= MIN_STEPS_FOR_SHAPE and m["loss_drop"] < PLATEAU_DROP:
+        if m.steps >= MIN_STEPS_FOR_SHAPE and m.loss_drop < PLATEAU_DROP:
             notes.append("The gradients are fine but the loss has not moved yet: train for more "
                          "steps or with a larger learning rate.")
     elif problem == "collapse":
-        born = m["collapse_start"] < COLLAPSE_BELOW  # already collapsed at step 0: the architecture
+        born = m.collapse_start < COLLAPSE_BELOW  # already collapsed at step 0: the architecture
         pre = config.get("norm") == "pre"
         names += ([] if pre else ["pre_ln"]) + ["warmup"] if born else ["warmup"] + ([] if pre else ["pre_ln"])
         names.append("lower_lr")
@@ -1102,10 +1215,10 @@ def _remedies(problem: str, m: dict, config: dict, params: dict) -> tuple[list[R
         notes.append("Ask the doctor again on the run with loss scaling: with the format's problem gone, it "
                      "reads what the network itself does (the same network may still vanish in float32).")
     elif problem == "bad_data":
-        what = "targets y" if m["bad_data"] == "targets" else "inputs x"
+        what = "targets y" if m.bad_data == "targets" else "inputs x"
         notes.append(f"Check the {what}: torch.isfinite(x).all() and torch.isfinite(y).all() must both "
                      "be True. Remove or fill the missing values, then train again.")
-    elif problem == "inconclusive" and m["coverage_short"]:
+    elif problem == "inconclusive" and m.coverage_short:
         notes.append("The doctor judges only what the probe measured: the layers listed as not seen may "
                      "hold the problem. For a recurrent model, plot the gradient over time steps "
                      "‖∂L/∂h_t‖ (lesson 06) or build it with gradcourse.models.sequence_model, which the "
@@ -1126,13 +1239,10 @@ UNDERFLOW_NOTED = 0.01
 FLOAT16_TINY = 2.0 ** -24
 
 
-def _underflow(trace: Trace, m: dict) -> list[str]:
-    """Evidence of float16 underflow: the share of each layer's weight-gradient entries in the
-    histogram's first bin (zero, or below 2^-40 after a GradScaler unscaled them) at the first and the
-    last recorded step that the scaler did not skip, when the probe saw the forward passes run in
-    float16 (``trace.precision``). Embeddings are left out (the rows of unused tokens are exactly 0
-    in any format). Keeps ``m["underflow_fraction"]`` (layer → share, the larger of the two steps)."""
-    m["underflow_fraction"] = {}
+def _underflow_rows(trace: Trace) -> list[int]:
+    """The rows of ``trace`` that :func:`_underflow_shares` reads: the first and the last recorded step
+    that the scaler did not skip, when the probe saw the forward passes run in float16
+    (``trace.precision``) and the loss scale leaves the format to blame for a zero; else none."""
     if trace.precision != "float16" or trace.grad_hist is None or not len(trace.steps):
         return []
     skipped = set(trace.skipped_steps)
@@ -1142,23 +1252,40 @@ def _underflow(trace: Trace, m: dict) -> list[str]:
     # With a loss scale S, float16 loses what lies below 2^-24/S; from S = 2^16 on that is below the
     # histogram's first edge (2^-40), where a float32 run's gradients land in the first bin as well:
     # the format is then not to blame for the zeros, and the steps are not read.
-    scales = trace.loss_scale if trace.loss_scale is not None else np.ones(len(trace.steps))
+    scales = _loss_scales(trace)
     floor = 2.0 ** round(float(trace.hist_edges[0]) / math.log10(2.0)) if trace.hist_edges is not None else 0.0
     rows = [rows[0], rows[-1]]
-    rows = [r for r in rows if not FLOAT16_TINY / float(scales[r]) <= floor]
+    return [r for r in rows if not FLOAT16_TINY / float(scales[r]) <= floor]
+
+
+def _loss_scales(trace: Trace) -> np.ndarray:
+    return trace.loss_scale if trace.loss_scale is not None else np.ones(len(trace.steps))
+
+
+def _underflow_shares(trace: Trace) -> dict[str, float]:
+    """Layer → the share of its weight-gradient entries in the histogram's first bin (zero, or below
+    2^-40 after a GradScaler unscaled them), the larger of the two steps :func:`_underflow_rows`
+    reads; empty when it reads none. Embeddings are left out (the rows of unused tokens are exactly
+    0 in any format)."""
+    rows = _underflow_rows(trace)
     if not rows:
-        return []
+        return {}
     hist = np.asarray(trace.grad_hist, dtype=float)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         zero = np.nanmax(hist[:, :, 0] / hist.sum(axis=2), axis=0)
-    shares = {name: float(z) for name, z in zip(trace.layers, zero)
-              if trace.kinds.get(name) != "embedding" and np.isfinite(z)}
-    m["underflow_fraction"] = shares
+    return {name: float(z) for name, z in zip(trace.layers, zero)
+            if trace.kinds.get(name) != "embedding" and np.isfinite(z)}
+
+
+def _underflow(trace: Trace, m: Measurements) -> list[str]:
+    """Evidence of float16 underflow, from ``m.underflow_fraction`` (:func:`_underflow_shares`)."""
+    shares = m.underflow_fraction
     worst = sorted((n for n in shares if shares[n] >= UNDERFLOW_NOTED), key=trace.layers.index)
     if not worst:
         return []
+    scales = _loss_scales(trace)
     listed = ", ".join(f"{_display(n)} {_pct(shares[n])}" for n in worst[:6]) + (", …" if len(worst) > 6 else "")
-    scaled = (f" even at a loss scale of {_num(float(min(scales[r] for r in rows)))}"
+    scaled = (f" even at a loss scale of {_num(float(min(scales[r] for r in _underflow_rows(trace))))}"
               if trace.loss_scale is not None else " (no loss scaling)")
     return [f"The forward passes ran in float16{scaled}, and the share of each layer's weight-gradient entries "
             f"that were exactly 0 was: {listed}. float16 keeps nothing below 2^-24 ≈ {_num(FLOAT16_TINY)}: "
@@ -1183,13 +1310,13 @@ _WARMUP_NOTE = ("The problem was absent at step 0 and grew during training, so t
                 "first 100 steps, lesson 09) or clipping (lesson 03) keeps the early steps small.")
 
 
-def _made_by_training(m: dict, name: str) -> bool:
+def _made_by_training(m: Measurements, name: str) -> bool:
     """Whether the saturated (or dead) units were rare at step 0 (under half the doctor's threshold) and
     above the threshold at the end: training made the problem, so its step size (learning rate) is the
     cause. A network born nearly at the threshold (a tanh net at 4/√fan_in starts about 48% saturated)
     is the initialisation's doing."""
     threshold = SATURATION_FRACTION if name == "saturated" else DEAD_FRACTION
-    start, end = m[f"{name}_mean_start"], m[f"{name}_mean_end"]
+    start, end = getattr(m, f"{name}_mean_start"), getattr(m, f"{name}_mean_end")
     return start < threshold / 2 and end >= threshold
 
 
@@ -1205,7 +1332,7 @@ def _sequence_remedies(problem: str, config: dict) -> tuple[list[Remedy], list[s
     return [], []
 
 
-def _recipe_evidence(problem: str, remedies: list[Remedy], m: dict, config: dict, params: dict) -> list[str]:
+def _recipe_evidence(problem: str, remedies: list[Remedy], m: Measurements, config: dict, params: dict) -> list[str]:
     """What in the run's recipe the first remedies answer (its weight scale, its learning rate)."""
     out = []
     activation, std = config.get("activation", ""), config.get("weight_std")

@@ -1234,6 +1234,104 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0, besides_first: 
                            "it started with or the steps it took? Choose a remedy that changes that.")
 
 
+# --- lesson 08 ---
+# The checks train or probe the learner's digits model with the lesson's own loop (gradcourse.train).
+
+#: Exercise 3 trains the learner's fixed model this long (10 epochs of the digits) and asks this
+#: test accuracy of it.
+FIXED_MODEL_STEPS = 230
+FIXED_MODEL_ACCURACY = 0.9
+
+
+def _vanishing_depth(*, max_depth: int = 20, seed: int = 0) -> int:
+    """The smallest depth at which a sigmoid MLP (width 64, PyTorch's default init) on the digits
+    sends back to its first layer less than ``VANISHING_SIGNAL_RATIO`` of the signal at its last
+    hidden layer, at step 0 (one probed batch of 256 training images)."""
+    from .data import digits
+    from .models import digits_model
+    from .probes import probe_once
+
+    seed = _checks.seed(seed)
+    ds = digits(seed)
+    x, y = ds.x[:256], ds.y[:256]
+    for depth in range(2, max_depth + 1):
+        trace = probe_once(digits_model("mlp", depth, activation="sigmoid", seed=seed), x, y)
+        signal = trace.get("output_grad_norm")[0, :-1]
+        if signal[0] / signal[-1] < doctor.VANISHING_SIGNAL_RATIO:
+            return depth
+    return max_depth + 1
+
+
+@exercise
+def vanishing_depth(answer: Any) -> Feedback:
+    """Lesson 08, exercise 1: the depth at which the doctor starts calling the sigmoid MLP "vanishing" (±1)."""
+    name = "the depth"
+    if answer is None:
+        return missing(name)
+    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
+        return Feedback(False, f"{name} should be a whole number of hidden layers, like 8; got {_show(answer)}.")
+    try:
+        value = float(answer)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value != round(value) or value < 1:
+        return Feedback(False, f"{name} should be a whole number of hidden layers (1 or more); got {_show(answer)}.")
+    expected = _vanishing_depth()
+    return check_number(int(answer), expected, name=name, rel=0.0, abs_tol=1,
+                        praise=f"Measured: from {expected} layers on, the first layer hears less than "
+                               f"{doctor.VANISHING_SIGNAL_RATIO:g} of the last layer's signal.",
+                        hint="Take the per-layer factor χ from the 12-layer network's signal ratio "
+                             "(ratio = χ^11) and solve χ^(L-1) < 1e-4 for L.")
+
+
+@exercise
+def fixed_model(answer: Any, *, seed: int = 0) -> Feedback:
+    """Lesson 08, exercise 3: a model that fixes lesson 08's ``broken_model()``. It is trained here
+    (``FIXED_MODEL_STEPS`` steps of :func:`gradcourse.train.train_loop` at its learning rate, the
+    lesson's loop, same seed) and must be called healthy and reach ``FIXED_MODEL_ACCURACY`` on the
+    test images."""
+    import torch
+    from torch import nn
+
+    from .data import digits
+    from .train import train_loop
+
+    seed = _checks.seed(seed)
+    name = "your fixed model"
+    if answer is None:
+        return missing(name)
+    if not isinstance(answer, nn.Module):
+        return Feedback(False, f"{name} should be a torch.nn.Module (e.g. an nn.Sequential); "
+                               f"got {type(answer).__name__}.")
+    ds = digits(seed)
+    try:
+        with torch.no_grad():
+            out = answer(ds.x[:2])
+    except Exception as error:  # noqa: BLE001 - any failure of the learner's model becomes feedback
+        return Feedback(False, f"{name} cannot read a batch of digits of shape (n, 1, 8, 8): "
+                               f"{type(error).__name__}: {error}")
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 10):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return Feedback(False, f"{name} should return 10 logits per image, shape (n, 10); got {shape}.")
+    try:
+        outcome = train_loop(answer, ds, steps=FIXED_MODEL_STEPS, seed=seed)
+    except Exception as error:  # noqa: BLE001 - any failure of the learner's model or loop becomes feedback
+        return Feedback(False, f"{name} could not be probed and trained: {type(error).__name__}: {error}")
+    d = doctor.diagnose(outcome.trace, losses=outcome.losses, model=outcome.model)
+    if outcome.diverged:
+        return Feedback(False, f"Training {name} diverged: {d.headline} Look at the init scale.")
+    accuracy = outcome.test_accuracy
+    if d.problem != "healthy":
+        return Feedback(False, f"The doctor still finds a problem ({d.problem}): {d.evidence[0]} "
+                               f"(test accuracy {accuracy:.0%}).")
+    if accuracy < FIXED_MODEL_ACCURACY:
+        return Feedback(False, f"The gradients look healthy, but the test accuracy after {FIXED_MODEL_STEPS} "
+                               f"steps is {accuracy:.0%} (needed: {FIXED_MODEL_ACCURACY:.0%}). Try BatchNorm "
+                               "or ReLU with He init.")
+    return Feedback(True, f"Fixed: the doctor calls it healthy and it reaches {accuracy:.1%} on the test "
+                          "images.")
+
+
 # --- lesson 09 ---
 
 @exercise

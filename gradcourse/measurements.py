@@ -35,9 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-#: An activation within this distance of an asymptote (sigmoid: 0 or 1; tanh: ±1) counts as
-#: saturated: its slope is then below about 3 % of its maximum, so it passes almost no gradient back.
-SATURATION_MARGIN = 0.03
+from .theory import SATURATION_MARGIN  # a saturated unit as theory defines it (one source)
 
 SATURATING = (nn.Sigmoid, nn.Tanh)
 #: Activations with a true zero-gradient region, where a unit can die (LeakyReLU, ELU, GELU and

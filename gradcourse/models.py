@@ -1,7 +1,10 @@
-"""Model factories: a deep MLP (plain, BatchNorm, residual) and an unrolled recurrent sequence model.
+"""Model factories: a deep MLP (plain, BatchNorm, residual), an unrolled recurrent sequence model, and
+lesson 08's models of your own (a digits MLP or CNN as an ``nn.Sequential``, torchvision's ResNet-18).
 
 Hidden linear layers are named ``layer1``, ``layer2``, … front to back, so probes and plots can
-label them; every model records the arguments it was built with in ``model.config``.
+label them; every model of the course's recipes records the arguments it was built with in
+``model.config``. Lesson 08's models carry none, like a model you wrote: the doctor reads them from
+their modules.
 
 >>> from gradcourse.models import mlp
 >>> net = mlp(depth=3, width=16, activation="tanh", init="xavier", seed=0)
@@ -12,6 +15,7 @@ label them; every model records the arguments it was built with in ``model.confi
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -354,6 +358,193 @@ def resnet_mlp(
     with _seeded(seed):
         model = ResidualMLP(blocks, width, activation, batchnorm, residual, in_features, out_features)
     model.config = config
+    return model
+
+
+# --- lesson 08: models of your own ---
+# Plain ``nn.Sequential`` networks and torchvision's ResNet-18, as a learner writes or imports them:
+# they carry no ``model.config``, so the doctor reads their activation and BatchNorm from their modules.
+
+DIGITS_KINDS = ("mlp", "cnn")
+DIGITS_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+#: "default" is PyTorch's own init (uniform, std 1/√(3·fan_in)); "he" is He (kaiming) normal,
+#: Var(w) = 2/fan_in; "xavier" is Glorot normal, Var(w) = 2/(fan_in + fan_out). Biases start at 0
+#: except with "default".
+DIGITS_INITS = ("default", "he", "xavier")
+
+
+def digits_model(kind: str = "mlp", depth: int = 12, *, activation: str = "sigmoid", init: str = "default",
+                 batchnorm: bool = False, width: int = 64, seed: int = 0) -> nn.Sequential:
+    """Lesson 08's model of your own: an ``nn.Sequential`` for 8×8 digits (input ``(n, 1, 8, 8)``, 10 logits out).
+
+    ``kind="mlp"``: ``Flatten``, then ``depth`` blocks ``Linear(width) → [BatchNorm1d] →
+    activation``, then ``Linear(10)``. ``kind="cnn"``: ``depth`` blocks ``Conv2d(3×3, padding 1)
+    → [BatchNorm2d] → activation``, the first half with ``width // 4`` channels on the 8×8 grid,
+    a 2×2 max-pool, the rest with ``width // 2`` channels on 4×4, a max-pool, then ``Linear(10)``.
+    The same ``seed`` builds the same weights without touching torch's global random state.
+
+    >>> net = digits_model("cnn", 4, activation="relu", init="he", batchnorm=True)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape, sum(isinstance(m, nn.Conv2d) for m in net)
+    (torch.Size([2, 10]), 4)
+    """
+    seed = _checks.seed(seed)
+    _checks.choice("kind", kind, DIGITS_KINDS)
+    depth = _checks.integer("depth", depth, low=2 if kind == "cnn" else 1, high=60)
+    _checks.choice("activation", activation, DIGITS_ACTIVATIONS)
+    _checks.choice("init", init, DIGITS_INITS)
+    if not isinstance(batchnorm, bool):
+        raise ValueError(f"batchnorm must be True or False; got {batchnorm!r}")
+    width = _checks.integer("width", width, low=4, high=512)
+    act = ACTIVATIONS[activation]
+    layers: dict[str, nn.Module] = {}  # named, so that the probe and the doctor name layers readably
+    with _seeded(seed):
+        if kind == "mlp":
+            layers["flatten"] = nn.Flatten()
+            fan_in = 64
+            for k in range(1, depth + 1):
+                layers[f"fc{k}"] = nn.Linear(fan_in, width)
+                if batchnorm:
+                    layers[f"bn{k}"] = nn.BatchNorm1d(width)
+                layers[f"act{k}"] = act()
+                fan_in = width
+            layers["head"] = nn.Linear(width, 10)
+        else:
+            channels, first_stage = 1, (depth + 1) // 2
+            for k in range(1, depth + 1):
+                out = width // 4 if k <= first_stage else width // 2
+                layers[f"conv{k}"] = nn.Conv2d(channels, out, 3, padding=1)
+                if batchnorm:
+                    layers[f"bn{k}"] = nn.BatchNorm2d(out)
+                layers[f"act{k}"] = act()
+                channels = out
+                if k in (first_stage, depth):
+                    layers[f"pool{k}"] = nn.MaxPool2d(2)
+            layers["flatten"] = nn.Flatten()
+            layers["head"] = nn.Linear(channels * 4, 10)
+        model = nn.Sequential(OrderedDict(layers))
+        if init != "default":
+            for module in model.modules():
+                if isinstance(module, (nn.Linear, nn.Conv2d)):
+                    if init == "he":
+                        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    else:
+                        nn.init.xavier_normal_(module.weight)
+                    nn.init.zeros_(module.bias)
+    return model
+
+
+
+def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock``: conv3x3 → BN → ReLU (in place) → conv3x3 → BN, plus the
+    identity (or a 1×1 conv + BN ``downsample``) added in place, then the same ReLU again."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity  # the functional residual add, in place as torchvision writes it
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    """torchvision's ``ResNet`` with ``BasicBlock`` (``resnet18``: two blocks per stage)."""
+
+    def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = 1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
+        for m in self.modules():  # torchvision's init (zero_init_residual=False)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * BasicBlock.expansion))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * BasicBlock.expansion
+        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def _torchvision_resnet18(num_classes: int) -> nn.Module | None:
+    """``torchvision.models.resnet18(num_classes=...)`` if torchvision imports and loads, else None."""
+    try:
+        from torchvision.models import resnet18 as tv_resnet18
+    except Exception:  # noqa: BLE001 - not installed, or built for another torch (operator ... does not exist)
+        return None
+    return tv_resnet18(num_classes=num_classes)
+
+
+def resnet18(num_classes: int = 10, *, in_channels: int = 3, seed: int = 0) -> nn.Module:
+    """ResNet-18 as torchvision defines it, with its own initialisation, built from ``seed``.
+
+    ``torchvision.models.resnet18(num_classes=num_classes)`` when torchvision is importable, else
+    the same architecture written out here (:class:`ResNet`, :class:`BasicBlock`), because PyPI's
+    torchvision wheel does not load with the CPU build of torch the course installs. Either way the
+    module names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
+    …, ``fc``), the ReLUs are in place, the residual add is ``out += identity`` in ``forward``, and
+    the init is torchvision's: He (kaiming) normal with ``mode="fan_out"`` for every convolution,
+    BatchNorm weight 1 and bias 0, PyTorch's default for ``fc``. ``in_channels`` other than 3
+    replaces the stem convolution ``conv1`` by one that reads that many channels (same init).
+    The same ``seed`` builds the same weights without touching torch's global random state.
+
+    >>> net = resnet18(10, seed=0)
+    >>> net(torch.zeros(2, 3, 32, 32)).shape, sum(p.numel() for p in net.parameters())
+    (torch.Size([2, 10]), 11181642)
+    >>> [name for name, _ in net.named_modules()][1:4], net.layer1[0].relu.inplace
+    (['conv1', 'bn1', 'relu'], True)
+    >>> resnet18(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_classes must be at least 1; got 0
+    """
+    seed = _checks.seed(seed)
+    num_classes = _checks.integer("num_classes", num_classes, low=1)
+    in_channels = _checks.integer("in_channels", in_channels, low=1)
+    with _seeded(seed):
+        model = _torchvision_resnet18(num_classes) or ResNet((2, 2, 2, 2), num_classes=num_classes)
+        if in_channels != 3:
+            model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     return model
 
 

@@ -13,8 +13,14 @@ import numpy as np
 import torch
 
 from . import _checks
-from .measurements import SATURATION_MARGIN  # one source: the probe's definition of a saturated unit
 from .models import INITS
+
+#: An activation within this distance of an asymptote (sigmoid: 0 or 1; tanh: ±1) counts as
+#: saturated: its slope there is at most 6 % of its largest (tanh: 1 − 0.97² = 0.059) or 12 %
+#: (the sigmoid: 0.97·0.03 / 0.25 = 0.116), so it passes little gradient back. One source: the
+#: definition lives here with the predictions made from it (:func:`tanh_saturated_fraction`), and
+#: the probe measures by it (:mod:`gradcourse.measurements` imports it from here).
+SATURATION_MARGIN = 0.03
 
 # --- shared: the Gaussian expectation and erf every section uses ---
 
@@ -461,7 +467,7 @@ def tanh_signal_ratio(sigma_w: float, depth: int, x: np.ndarray, *, sigma_b: flo
 
 def tanh_saturated_fraction(q: float | np.ndarray, margin: float = SATURATION_MARGIN) -> np.ndarray:
     """Fraction of tanh units with |tanh(h)| > 1 − margin when h ~ N(0, q) (the probe's
-    definition, :data:`gradcourse.probes.SATURATION_MARGIN`):
+    definition, :data:`SATURATION_MARGIN`):
     P(|h| > atanh(1 − margin)) = erfc(atanh(1 − margin) / √(2q)).
 
     >>> round(float(tanh_saturated_fraction(12.48)), 3)
@@ -545,6 +551,11 @@ def largest_stable_lr(curvature: float) -> float:
 
 def clip_by_norm(g: np.ndarray, threshold: float) -> np.ndarray:
     """``g · min(1, threshold/‖g‖)``: the whole vector is rescaled, its direction kept.
+
+    The operation on one vector, for figures and predictions. Not to be confused with
+    :func:`gradcourse.remedies.clip_norm` (the setting ``fit(..., clip=...)`` takes, which clips a
+    model's gradients in training) nor with ``exercises.clip_by_norm`` (lesson 03's check of the
+    learner's own clipping function).
 
     >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).tolist()
     [0.6000000000000001, 0.8]

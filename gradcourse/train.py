@@ -10,13 +10,16 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import sys
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from . import _checks, _runfile
 from .data import Dataset
@@ -26,6 +29,7 @@ from .modes import evaluating
 from .probes import Probe
 from .remedies import Clipping, clip_norm
 from .run import Run
+from .trace import Trace
 
 OPTIMIZERS = ("sgd", "adam", "radam")
 #: What fit says when it is asked to probe a ``torch.compile``'d model.
@@ -221,6 +225,86 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     if scores.dim() != y.dim() + 1 or scores.shape[0] != len(y):
         raise ValueError(f"y has shape {tuple(y.shape)} but the model's class scores have shape {tuple(scores.shape)}")
     return (scores.argmax(dim=1) == y).float().mean().item()
+
+
+# -- a plain loop for a model of your own (lesson 08) --------------------------------------------
+#: The plain loop's recipe: mini-batches of 64, SGD with momentum 0.9 at lr 0.03, a probe recording
+#: every 5th step; 230 steps are 10 epochs of the digits' 1,437 training images.
+LOOP_BATCH = 64
+LOOP_MOMENTUM = 0.9
+LOOP_LR = 0.03
+LOOP_EVERY = 5
+
+
+@dataclass
+class Outcome:
+    """What :func:`train_loop` returns: the loss of every step (the last one NaN/Inf if training
+    diverged), the probe's trace, the test accuracy (NaN if diverged) and the trained model. The
+    doctor reads it as it reads any loop of your own:
+    ``diagnose(outcome.trace, losses=outcome.losses, model=outcome.model)``."""
+
+    losses: list[float]
+    trace: Trace
+    test_accuracy: float
+    model: nn.Module
+
+    @property
+    def diverged(self) -> bool:
+        return not math.isfinite(self.losses[-1])
+
+
+def train_loop(model: nn.Module, dataset: Dataset, *, lr: float = LOOP_LR, steps: int = 230,
+               batch_size: int = LOOP_BATCH, seed: int = 0, every: int = LOOP_EVERY,
+               subset: int | None = None, progress: bool = False) -> Outcome:
+    """Train ``model`` on ``dataset`` with a plain PyTorch loop under a probe; stop at the first NaN.
+
+    Beside :func:`fit`, which trains the course's recipes, this is lesson 08's loop for a model of
+    your own, written as a learner writes it (a ``DataLoader``, an optimizer, a
+    :class:`~gradcourse.probes.Probe` attached in one line): a ``DataLoader`` shuffling with a
+    generator seeded by ``seed``, mini-batches of ``batch_size``, cross-entropy, SGD with momentum 0.9. ``subset``
+    trains on the first ``subset`` training images only. ``progress`` shows a ``tqdm.auto`` bar.
+
+    >>> from gradcourse import data, models
+    >>> net = models.digits_model("mlp", 3, activation="relu", init="he")
+    >>> out = train_loop(net, data.digits(0), steps=20)
+    >>> len(out.losses), out.trace.steps.tolist()[:3], out.diverged, out.test_accuracy > 0.5
+    (20, [0, 5, 10], False, True)
+    """
+    seed = _checks.seed(seed)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a gradcourse.data.Dataset (e.g. data.digits()); got {dataset!r}")
+    lr = _checks.number("lr", lr, low=0.0, low_open=True)
+    steps = _checks.integer("steps", steps, low=1)
+    batch_size = _checks.integer("batch_size", batch_size, low=1)
+    every = _checks.integer("every", every, low=1)
+    x, y = dataset.x, dataset.y
+    if subset is not None:
+        subset = _checks.integer("subset", subset, low=batch_size, high=len(x))
+        x, y = x[:subset], y[:subset]
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=LOOP_MOMENTUM)
+    losses: list[float] = []
+    progress = _flag("progress", progress)
+    model.train()
+    with _progress_bar(steps, progress) as bar, Probe(model, every=every) as probe:
+        while len(losses) < steps and (not losses or math.isfinite(losses[-1])):
+            for xb, yb in loader:  # one epoch
+                loss = nn.functional.cross_entropy(model(xb), yb)
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    break  # stop cleanly at the first NaN/Inf
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if bar is not None:
+                    bar.update()
+                if len(losses) == steps:
+                    break
+    score = math.nan if not math.isfinite(losses[-1]) else accuracy(model, dataset.x_test, dataset.y_test)
+    return Outcome(losses, probe.trace, score, model)
 
 
 def _evaluate(model: nn.Module, loss_fn, classify: bool, x: torch.Tensor, y: torch.Tensor,

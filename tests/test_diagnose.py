@@ -709,3 +709,60 @@ def test_tensorboard_export_of_an_own_loop_run(runs, tmp_path):
     events = _events(export(run, tmp_path / "mine").parent)
     np.testing.assert_allclose([e.value for e in events.Scalars("loss")], run.losses, rtol=1e-6)
     assert len(events.Scalars("grad_norm/0")) == len(run.trace.steps)
+
+
+# -- the measurements' contract ------------------------------------------------------------------
+def _fits(value, hint) -> bool:
+    """Whether ``value`` has the type ``hint`` names (``float``, ``int | None``, ``list[str]``, ``dict[str, float]``…);
+    a bool is no int or float, and NaN is a float."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if hint in (int, float):
+        return isinstance(value, hint) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, hint)
+
+
+def test_fits_reads_the_annotations_it_is_given():
+    assert _fits(float("nan"), float) and not _fits(1, float) and not _fits(True, int)
+    assert _fits(None, int | None) and _fits(3, int | None) and not _fits("3", int | None)
+    assert _fits(["a"], list[str]) and not _fits(["a", 1], list[str]) and not _fits(("a",), list[str])
+    assert _fits({"fc1": 0.5}, dict[str, float]) and not _fits({"fc1": "half"}, dict[str, float])
+    assert not _fits(np.int64(3), int) and not _fits(np.bool_(True), bool)
+
+
+def test_the_measurements_are_frozen_and_every_field_has_its_declared_type(runs):
+    """_measure returns a frozen Measurements whose every field holds the type it declares, on a run of
+    every verdict (a dict of string keys let a check read a key that was never written, or a numpy bool)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(doctor.Measurements)
+    names = [f.name for f in dataclasses.fields(doctor.Measurements)]
+    assert set(hints) == set(names) and len(names) >= 40
+    seen = set()
+    for kind, run in runs.items():
+        m = doctor._measure(run, doctor._recipe(run.params.get("model")))
+        wrong = {n: (getattr(m, n), hints[n]) for n in names if not _fits(getattr(m, n), hints[n])}
+        assert not wrong, (kind, wrong)
+        d = diagnose(run)
+        seen.add(d.problem)
+        assert list(d.numbers) == names and d.numbers["steps"] == m.steps == len(run.losses)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            m.steps = 0
+    assert seen == set(PROBLEMS)                             # a run of every verdict
+    values = doctor._measure(runs["healthy"], {}).as_dict()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'signal_ratio'"):
+        doctor.Measurements(**values, signal_ratio=1.0)      # a key no check declared
+    values.pop("loss_end")
+    with pytest.raises(TypeError, match="loss_end"):
+        doctor.Measurements(**values)                        # a key a check reads, never measured

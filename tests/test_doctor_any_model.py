@@ -365,6 +365,8 @@ def test_collapse_and_attention_logit_growth_reach_the_evidence(spirals, tmp_pat
         assert "grew from 9.2 at step 0 to 1500" in _text(d)
         assert d.problem == "collapse" and [r.name for r in d.remedies] == ["warmup", "pre_ln", "lower_lr"]
         assert any("qk-norm" in n for n in d.notes)  # the logits' cure, beside the collapse's remedies
+        # the collapse note says what the verdict's remedies say: named, it is left out, and only it
+        assert not any(n.startswith("Collapse (lesson 09)") for n in d.notes)
     run.metrics["collapse"] = [0.9, 8e-5, 0.95, 0.95, 0.95]         # dips and recovers (with warmup)
     run.metrics["max_attention_logit"] = [9.2, 20.0, 54.0, 50.0, 50.0]
     healthy = diagnose(run)
@@ -402,3 +404,17 @@ def test_a_transformer_encoder_says_what_the_probe_did_not_see():
     assert "looks sound" not in repr(d) and math.isfinite(d.numbers["signal_ratio_start"])
     if d.numbers["layers_seen"] < d.numbers["layers_total"]:
         assert f"The probe saw {d.numbers['layers_seen']} of {d.numbers['layers_total']} layers" in _text(d)
+
+
+def test_the_transformer_notes_are_chosen_by_name_not_by_position():
+    """The collapse verdict leaves out the collapse note (its remedies say it) and keeps the logits';
+    any other verdict keeps both. The notes were a list whose first entry the collapse verdict cut
+    (notes[1:]), which cut the logits' note instead whenever the collapse note was absent."""
+    from gradcourse.doctor import _TransformerFindings
+
+    both = _TransformerFindings(["e"], collapse_note="Collapse (lesson 09): …", logit_note="qk-norm …")
+    assert both.notes("collapse") == ["qk-norm …"] and both.notes("exploding") == ["Collapse (lesson 09): …",
+                                                                                  "qk-norm …"]
+    logits_only = _TransformerFindings(["e"], logit_note="qk-norm …")
+    assert logits_only.notes("collapse") == logits_only.notes("healthy") == ["qk-norm …"]
+    assert _TransformerFindings([]).notes("collapse") == []

@@ -189,7 +189,8 @@ def test_right_and_wrong_answers(name, rights, wrongs):
 
 def test_every_check_has_literal_cases():
     tested = {c[0] for c in CASES} | {"threshold_choice", "mystery_diagnoses", "signal_exponent", "prescription",
-                                      "signal_probe"}   # signal_probe: tests/test_lesson01.py
+                                      "signal_probe",   # signal_probe: tests/test_lesson01.py
+                                      "vanishing_depth", "fixed_model"}   # tests/test_lesson08.py
     assert tested == set(_checks())
 
 

@@ -8,6 +8,9 @@
   ``losses``, ``run`` and ``train`` never import ``plots`` or ``diagnose``.
 - The readers of a run record (``doctor``, ``plots``, ``tensorboard``) import ``run``, never the
   training loop ``train``.
+- The benchmarks, tools and dashboard import no lesson module (``widgets.lessonNN``): what they
+  measure or build on lives in the core (the ``EXPLORERS`` registry of ``gradcourse.widgets`` is
+  how they reach an explorer).
 """
 
 from __future__ import annotations
@@ -128,3 +131,28 @@ def test_notebook_imports_only_its_own_lesson_module(path):
     bad = sorted(m for m in widgets if not (m == own or m.startswith(own + ".")))
     bad = [m for m in bad if not (m == "gradcourse.widgets" and own in widgets)]
     assert not bad, f"{path.name} imports {bad} from the widgets; a notebook imports only {own}"
+
+
+OUTSIDE = sorted(p for folder in ("benchmarks", "tools", "dashboard") for p in (ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", OUTSIDE, ids=[str(p.relative_to(ROOT)) for p in OUTSIDE])
+def test_benchmarks_and_tools_import_no_lesson_module(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = imported_modules(tree, "__main__")
+    # a script that runs code in a child process holds it as a string: read those imports too
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
+            try:
+                found |= imported_modules(ast.parse(node.value), "__main__")
+            except SyntaxError:
+                continue
+    bad = sorted(m for m in found if re.match(r"gradcourse\.widgets\.lesson\d\d", m))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: what it needs belongs in the core"
+
+
+def test_the_outside_check_sees_a_lesson_import_in_a_child_script():
+    source = 'CHILD = """\nfrom gradcourse.widgets.lesson08 import resnet18\n"""\n'
+    tree = ast.parse(source)
+    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert "gradcourse.widgets.lesson08.resnet18" in imported_modules(ast.parse(strings[0]), "__main__")

@@ -15,18 +15,17 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gradcourse import data
+from gradcourse import data, exercises
+from gradcourse.data import digits_images
+from gradcourse.doctor import diagnose
+from gradcourse.models import digits_model as build
+from gradcourse.models import resnet18
 from gradcourse.probes import probe_once
+from gradcourse.train import train_loop
 from gradcourse.widgets import EXPLORERS
-from gradcourse.widgets.lesson08 import (
-    DigitsExplorer,
-    broken_model,
-    build,
-    check_fixed_model,
-    check_vanishing_depth,
-    train_loop,
-    vanishing_depth,
-)
+from gradcourse.widgets.lesson08 import DigitsExplorer, broken_model
+
+check_fixed_model, check_vanishing_depth = exercises.fixed_model, exercises.vanishing_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +119,8 @@ def test_train_loop_stops_at_the_first_nan_and_the_doctor_says_where():
     assert math.isnan(out.test_accuracy)
     assert out.trace.nonfinite["step"] == len(out.losses) - 1 < 10
     assert out.trace.nonfinite["layer"] in out.trace.layers
-    assert out.diagnosis.problem == "exploding" and out.diagnosis.diverged_at == len(out.losses) - 1
+    verdict = diagnose(out.trace, losses=out.losses, model=out.model)
+    assert verdict.problem == "exploding" and verdict.diverged_at == len(out.losses) - 1
 
 
 def test_train_loop_refuses_bad_arguments():
@@ -228,7 +228,7 @@ def _descendants(widget):
 
 def test_vanishing_depth_is_six_layers():
     # 0.144 per layer (sigma'(0) = 1/4 times 1/sqrt(3)): 0.144**4 = 4e-4 > 1e-4 > 0.144**5 = 6e-5
-    assert vanishing_depth() == 6
+    assert exercises._vanishing_depth() == 6
 
 
 def test_check_vanishing_depth_answers_everything():
@@ -244,7 +244,7 @@ def test_check_vanishing_depth_answers_everything():
 
 def test_broken_model_is_broken_and_the_check_sees_it():
     out = train_loop(broken_model(), data.digits(0))
-    assert out.diagnosis.problem != "healthy" and out.test_accuracy < 0.5
+    assert diagnose(out.trace, losses=out.losses, model=out.model).problem != "healthy" and out.test_accuracy < 0.5
     assert check_fixed_model(broken_model()).correct is False
 
 
@@ -365,7 +365,6 @@ def _resnet_parameters(num_classes: int, in_channels: int = 3) -> int:
 
 
 def test_resnet18_is_torchvisions_architecture_and_init():
-    from gradcourse.widgets.lesson08 import resnet18
 
     model = resnet18(10, seed=0)
     assert [name for name, _ in model.named_modules()][1:] == _torchvision_resnet18_names()
@@ -395,7 +394,6 @@ def test_resnet18_is_torchvisions_architecture_and_init():
 
 
 def test_resnet18_is_seeded_and_refuses_bad_arguments():
-    from gradcourse.widgets.lesson08 import digits_images, resnet18
 
     state = torch.get_rng_state()
     a, b, c = resnet18(seed=1), resnet18(seed=1), resnet18(seed=2)
@@ -420,7 +418,6 @@ def test_the_probe_sees_every_parameter_of_resnet18_and_measures_it_right():
     import copy
 
     from gradcourse.probes import Probe
-    from gradcourse.widgets.lesson08 import digits_images, resnet18
 
     model = resnet18(10, seed=0)
     twin = copy.deepcopy(model)
@@ -452,7 +449,6 @@ def _train_resnet(lr: float, *, steps: int = 6, batch_size: int = 32, seed: int 
     """The notebook's plain loop on ResNet-18: SGD with momentum, the first steps × batch_size digits
     as 32×32 RGB images in order, the probe attached with the optimizer."""
     from gradcourse.probes import Probe
-    from gradcourse.widgets.lesson08 import digits_images, resnet18
 
     x, y = digits_images(data.digits(seed), n=steps * batch_size)
     model = resnet18(10, seed=seed)

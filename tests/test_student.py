@@ -26,9 +26,8 @@ LESSONS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 # Feedback._repr_markdown_ starts with one mark per verdict: ✏️ means "no answer yet".
 NOT_ANSWERED, RIGHT, WRONG = "✏️", "✅", "❌"
 # A check whose feedback the cell shows: a call to exercises.<check>(...) at the start of a line.
-#: An exercise check: one of exercises.py, or a lesson module's own check (lesson 08 trains the
-#: learner's model with that lesson's loop, so its checks live beside it).
-CHECK_CALL = re.compile(r"^(?:exercises\.\w+|(?:lesson\d\d\.)?check_\w+)\(", re.M)
+#: An exercise check: one of exercises.py (every lesson's checks live there, lesson 08's too).
+CHECK_CALL = re.compile(r"^exercises\.\w+\(", re.M)
 
 
 student = load_tool("student")

@@ -312,6 +312,92 @@ def test_one_source_for_each_constant():
     assert "√2" in doctor._critical_name("relu") and "tanh is 1 " in doctor._critical_name("tanh")
 
 
+#: Constants with one source (name → the module that defines it). Any other module reads them from
+#: there; a module that assigns one of these names a value of its own, or a literal equal to the
+#: constant under a name that shares a word with it (``MARGIN = 0.03``), holds a copy.
+ONE_SOURCE = {
+    "SATURATION_MARGIN": "gradcourse.theory",
+    "SLOPE_AT_ZERO": "gradcourse.theory",
+    "CRITICAL_SIGMA_W": "gradcourse.theory",
+    "VANISHING_SIGNAL_RATIO": "gradcourse.doctor",
+    "EXPLODING_SIGNAL_RATIO": "gradcourse.doctor",
+    "SATURATION_FRACTION": "gradcourse.doctor",
+    "DEAD_FRACTION": "gradcourse.doctor",
+    "_RELU_FAMILY": "gradcourse.doctor",
+    "_NEVER_DEAD": "gradcourse.doctor",
+    "LR_DIVISOR": "gradcourse.remedies",
+}
+
+
+def _constant_copies(sources: dict[str, str]) -> list[str]:
+    """Every copy of a :data:`ONE_SOURCE` constant in ``sources`` (module name → its code), as
+    "module: NAME = ...", read with ``ast`` from module and class bodies."""
+    import ast
+    import importlib
+
+    values = {name: getattr(importlib.import_module(module), name) for name, module in ONE_SOURCE.items()}
+    words = {name: {w for w in name.strip("_").split("_") if len(w) >= 4} for name in ONE_SOURCE}
+    found = []
+    for module, code in sources.items():
+        bodies = [ast.parse(code).body]
+        bodies += [node.body for node in bodies[0] if isinstance(node, ast.ClassDef)]
+        for node in (n for body in bodies for n in body if isinstance(n, (ast.Assign, ast.AnnAssign))):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if node.value is None or isinstance(node.value, (ast.Name, ast.Attribute)):
+                continue  # a reference to the source (MARGIN = SATURATION_MARGIN) is no copy
+            try:
+                literal = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                literal = None
+            for target in (t.id for t in targets if isinstance(t, ast.Name)):
+                for name, source in ONE_SOURCE.items():
+                    if module == source:
+                        continue
+                    same_name = target == name
+                    alike = bool(words[name] & set(target.strip("_").split("_")))
+                    same_value = literal is not None and type(literal) is type(values[name]) and literal == values[name]
+                    if same_name or (alike and same_value):
+                        found.append(f"{module}: {target} = {ast.unparse(node.value)} (a copy of {source}.{name})")
+    return found
+
+
+def test_no_constant_has_a_copy():
+    """One source for each constant: no module of the package assigns a value of its own to a constant
+    that another module defines (the saturation margin lived in the probe's measurements and theory
+    imported it; a second _RELU_FAMILY sat unused in remedies)."""
+    from pathlib import Path
+
+    root = Path(theory.__file__).resolve().parents[1]
+    sources = {".".join(p.relative_to(root).with_suffix("").parts): p.read_text(encoding="utf-8")
+               for p in sorted((root / "gradcourse").rglob("*.py"))}
+    assert set(ONE_SOURCE.values()) <= set(sources)
+    assert _constant_copies(sources) == []
+
+
+def test_the_copy_finder_finds_copies_under_either_name():
+    copies = _constant_copies({
+        "gradcourse.measurements": "SATURATION_MARGIN = 0.03\n",              # the old second home
+        "gradcourse.widgets.lesson01": "MARGIN = 0.03\nclass X:\n    VANISHING_RATIO = 1e-4\n",
+        "gradcourse.remedies": '_RELU_FAMILY = ("relu",)\nLR = 0.03\n',
+        "gradcourse.widgets.lesson02": "from ..theory import SATURATION_MARGIN\nMARGIN = SATURATION_MARGIN\n",
+        "gradcourse.theory": "SATURATION_MARGIN = 0.03\n",                     # the source itself
+    })
+    assert [c.split(" (a copy")[0] for c in copies] == [
+        "gradcourse.measurements: SATURATION_MARGIN = 0.03", "gradcourse.widgets.lesson01: MARGIN = 0.03",
+        "gradcourse.widgets.lesson01: VANISHING_RATIO = 0.0001", "gradcourse.remedies: _RELU_FAMILY = ('relu',)"]
+
+
+def test_theory_imports_neither_the_probe_nor_its_measurements():
+    """The definitions flow from theory to what measures by them, never back."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(theory.__file__).read_text(encoding="utf-8"))
+    imported = {(node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {m for m in imported if m.split(".")[-1] in ("measurements", "probes", "trace")}, imported
+
+
 def test_the_doctor_states_gelus_critical_scale():
     """A GELU network drawn at twice its critical scale: the evidence says 2, not ReLU's √2."""
     from gradcourse import diagnose

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradcourse import data, models, plots, remedies, start
-from gradcourse.train import Run, accuracy, fit
+from gradcourse.train import Run, accuracy, fit, train_loop
 
 ds = data.spirals(16, seed=0)
 
@@ -144,9 +144,12 @@ def _seed_calls():
         "data.reversal": lambda seed: data.reversal(seed=seed),
         "data.digits": lambda seed: data.digits(seed=seed),
         "exercises.prescription": lambda seed: exercises.prescription("lower_lr", seed=seed),
+        "exercises.fixed_model": lambda seed: exercises.fixed_model(tiny, seed=seed),
         "models.mlp": lambda seed: models.mlp(2, 4, seed=seed),
         "models.sequence_model": lambda seed: models.sequence_model("rnn", seed=seed),
         "models.resnet_mlp": lambda seed: models.resnet_mlp(2, 4, seed=seed),
+        "models.digits_model": lambda seed: models.digits_model(seed=seed),
+        "models.resnet18": lambda seed: models.resnet18(seed=seed),
         "precision.build": lambda seed: precision.build(2, seed=seed),
         "precision.lost_fraction": lambda seed: precision.lost_fraction(1e-3, seed=seed),
         "precision.smallest_scale": lambda seed: precision.smallest_scale(2, seed=seed),
@@ -155,6 +158,7 @@ def _seed_calls():
         "patients.treat": lambda seed: patients.treat("A", seed=seed),
         "patients.mystery_runs": lambda seed: patients.mystery_runs(seed=seed),
         "train.fit": lambda seed: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, seed=seed),
+        "train.train_loop": lambda seed: train_loop(tiny, data.digits(), seed=seed),
         "transformer.transformer": lambda seed: transformer.transformer(2, seed=seed),
         "widgets.lesson01.build": lambda seed: lesson01.build(seed=seed),
         "widgets.lesson01.measure": lambda seed: lesson01.measure(seed=seed),
@@ -164,12 +168,7 @@ def _seed_calls():
         "widgets.lesson05.build": lambda seed: lesson05.build(4, True, False, seed=seed),
         "widgets.lesson06.adding_data": lambda seed: lesson06.adding_data(10, seed=seed),
         "widgets.lesson06.build": lambda seed: lesson06.build("rnn", seed=seed),
-        "widgets.lesson08.build": lambda seed: lesson08.build(seed=seed),
         "widgets.lesson08.broken_model": lambda seed: lesson08.broken_model(seed=seed),
-        "widgets.lesson08.resnet18": lambda seed: lesson08.resnet18(seed=seed),
-        "widgets.lesson08.train_loop": lambda seed: lesson08.train_loop(tiny, data.digits(), seed=seed),
-        "widgets.lesson08.vanishing_depth": lambda seed: lesson08.vanishing_depth(seed=seed),
-        "widgets.lesson08.check_fixed_model": lambda seed: lesson08.check_fixed_model(tiny, seed=seed),
         "widgets.lesson09.experiment": lambda seed: lesson09.experiment(seed=seed),
         "widgets.lesson09.perturbation_change": lambda seed: lesson09.perturbation_change(tiny, seed=seed),
     }
