@@ -289,7 +289,7 @@ def train_loop(model: nn.Module, dataset: Dataset, *, lr: float = LOOP_LR, steps
     losses: list[float] = []
     progress = _flag("progress", progress)
     model.train()
-    with _progress_bar(steps, progress) as bar, Probe(model, every=every) as probe:
+    with progress_bar(steps, progress) as bar, Probe(model, every=every) as probe:
         while len(losses) < steps and (not losses or math.isfinite(losses[-1])):
             for xb, yb in loader:  # one epoch
                 loss = nn.functional.cross_entropy(model(xb), yb)

@@ -16,11 +16,11 @@ import math
 
 import pytest
 import torch
+from zoo import ZOO
 
 from gradcourse import diagnose
 from gradcourse.probes import Probe
 from gradcourse.remedies import LR_DIVISOR
-from zoo import ZOO
 
 STEPS = 30
 
