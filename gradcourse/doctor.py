@@ -87,6 +87,10 @@ EXPLODING_GRAD_NORM = 1e2
 EXPLODING_GRAD_RMS = 0.3
 #: Exploding: the loss rose to more than this multiple of its first value (training made it worse).
 LOSS_BLOWUP = 10.0
+#: Exploding: or the loss never fell PLATEAU_DROP below its first value and rose above this multiple
+#: of it: every step overshot (Adam at a rate far too large keeps the gradient moderate while the
+#: loss climbs: a GPT-2 MLP under Adam at lr 1 peaked 7.7-13.7 times above its start, seeds 0-4 on both kernel sets).
+LOSS_ROSE = 4.0
 #: Exploding: a median update ‖ΔW‖/‖W‖ above this means every step rewrites a tenth of the weight;
 #: a well-tuned run moves its weights by about 1e-3 to 1e-2 of their size per step.
 LARGE_UPDATE_RATIO = 0.1
@@ -685,6 +689,13 @@ def _measure(run: Run, config: dict) -> Measurements:
         k = int(np.argmax(worst_row))
         v[f"{name}_worst"] = float(worst_row[k])
         v[f"{name}_worst_layer"] = _display(layers[hidden[columns[k]]])
+    # A layer whose activation the probe read as neither saturating nor rectifying (a GELU, a leaky
+    # ReLU, values beyond ±1 on both sides, or no activation before the next layer) has no unit that
+    # could saturate or die: it was seen, with nothing of either kind to count.
+    for c, i in enumerate(hidden):
+        if (trace.activation_kinds.get(layers[i]) == "other"
+                and trace.activation_source.get(layers[i]) in _SEEN_SOURCES):
+            measured[c] = True
     v["unit_layers_measured"] = int(measured.sum())
     v["unit_layers_unmeasured"] = [_display(layers[hidden[i]]) for i in np.flatnonzero(~measured)]
     v.update(_coverage(run, signal, sequence))
@@ -996,6 +1007,10 @@ def _explosion_evidence(m: Measurements, *, before_nan: bool, batchnorm: bool = 
     if not math.isnan(m.loss_max) and m.loss_max > LOSS_BLOWUP * m.loss_start and m.steps > 1:
         signs.append(f"The loss rose from {_num(m.loss_start)} to {_num(m.loss_max)}, more "
                      f"than {LOSS_BLOWUP:g} times its first value.")
+    elif (m.steps >= MIN_STEPS_FOR_SHAPE and m.loss_drop < PLATEAU_DROP
+          and m.loss_max > LOSS_ROSE * m.loss_start):
+        signs.append(f"The loss never fell {_pct(PLATEAU_DROP)} below its first value, {_num(m.loss_start)}, "
+                     f"and rose to {_num(m.loss_max)}, more than {LOSS_ROSE:g} times it: the steps overshoot.")
     if not math.isnan(m.update_ratio_median) and m.update_ratio_median > LARGE_UPDATE_RATIO:
         signs.append(f"A typical step changed the weights by {_num(m.update_ratio_median)} of "
                      f"their size (threshold {_num(LARGE_UPDATE_RATIO)}): the steps are far too big.")
@@ -1135,7 +1150,7 @@ def _erratic_cause(m: Measurements) -> tuple[str, str]:
 def _remedies(problem: str, m: Measurements, config: dict, params: dict) -> tuple[list[Remedy], list[str]]:
     """The ranked registry entries for ``problem``, and the notes (advice that is no remedy)."""
     if config.get("kind") == "sequence" or m.sequence:
-        return _sequence_remedies(problem, config)
+        return _sequence_remedies(problem, m, config)
     activation = config.get("activation", "")
     init = config.get("init", "")
     std = config.get("weight_std")
@@ -1199,7 +1214,12 @@ def _remedies(problem: str, m: Measurements, config: dict, params: dict) -> tupl
                              "is too large or the jumps are the spread between mini-batches. A smaller "
                              "learning rate tells them apart: a learning rate's jumps shrink with it, the "
                              "batches' spread stays.")
-        if m.steps >= MIN_STEPS_FOR_SHAPE and m.loss_drop < PLATEAU_DROP:
+        if m.steps >= MIN_STEPS_FOR_SHAPE and m.loss_drop < PLATEAU_DROP and m.loss_end > m.loss_start:
+            if "lower_lr" not in names:
+                names.append("lower_lr")
+            notes.append("The gradients are fine but the loss ended above where it started: the steps "
+                         "overshoot, so try a smaller learning rate before training longer.")
+        elif m.steps >= MIN_STEPS_FOR_SHAPE and m.loss_drop < PLATEAU_DROP:
             notes.append("The gradients are fine but the loss has not moved yet: train for more "
                          "steps or with a larger learning rate.")
     elif problem == "collapse":
@@ -1305,6 +1325,10 @@ def _skipped_evidence(trace: Trace) -> list[str]:
             "scale. Such an Inf is the loss scale's, not an exploding gradient; the doctor read the other steps."]
 
 
+#: Where the probe read an activation's values (``trace.activation_source``): not "output" (nothing
+#: after the layer was seen) nor "unmeasured" (recurrent layers).
+_SEEN_SOURCES = ("named", "module", "function", "input", "none")
+
 _WARMUP_NOTE = ("The problem was absent at step 0 and grew during training, so the steps caused it: "
                 "besides a smaller learning rate, a warmup (fit(..., warmup=100) ramps it up over the "
                 "first 100 steps, lesson 09) or clipping (lesson 03) keeps the early steps small.")
@@ -1320,13 +1344,18 @@ def _made_by_training(m: Measurements, name: str) -> bool:
     return start < threshold / 2 and end >= threshold
 
 
-def _sequence_remedies(problem: str, config: dict) -> tuple[list[Remedy], list[str]]:
+def _sequence_remedies(problem: str, m: Measurements, config: dict) -> tuple[list[Remedy], list[str]]:
     cell = config.get("cell", "rnn")
     if problem == "vanishing":
         names = {"rnn": ["gated_cell"], "lstm": ["forget_bias"]}.get(cell, [])
         return [REMEDIES[n] for n in names], ["Do not reach for gradient clipping: it cannot make small "
                                                "gradients larger (lesson 03)."]
     if problem == "exploding":
+        # (a NaN at step 0 counts as born: the very first step blew up)
+        born = not m.grad_norm_start <= EXPLODING_GRAD_NORM or m.signal_ratio_start > EXPLODING_SIGNAL_RATIO
+        if not born:  # sound at step 0: the steps made it explode, and clipping alone leaves them too large
+            names = ["lower_lr", "clip_norm", *(["recurrent_scale"] if cell == "rnn" else [])]
+            return [REMEDIES[n] for n in names], [_WARMUP_NOTE]
         names = ["clip_norm", *(["recurrent_scale"] if cell == "rnn" else []), "lower_lr"]
         return [REMEDIES[n] for n in names], []
     return [], []

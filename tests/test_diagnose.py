@@ -68,8 +68,8 @@ def runs(spirals):
         "healthy": _train(spirals, depth=6, activation="relu", init="kaiming", steps=150),
         "bad_data": fit(models.mlp(4, 16, activation="relu", init="kaiming", seed=0),
                         (_with_nan(spirals.x, 3), spirals.y), steps=10, lr=0.1),
-        # SiLU has neither a flat tail the probe counts nor dead units: nothing to measure them with
-        "inconclusive": _own_loop(_sequential(nn.SiLU), spirals.x, spirals.y, steps=30, lr=0.1)[0],
+        # hidden weights called with F.linear: the probe sees their gradients, not their outputs
+        "inconclusive": _own_loop(_FunctionalMLP(), spirals.x, spirals.y, steps=30, lr=0.1)[0],
         # lesson 09's Post-LN Transformer without warmup: every position alike from step 4 on
         "collapse": lesson09.experiment(norm="post", depth=6, steps=40, probe=True).run,
         # lesson 10: a 5-layer sigmoid MLP, healthy in float32, under float16 autocast
@@ -111,6 +111,24 @@ def _sequential(activation, *, depth=4, width=32, tell_probe=False, seed=0):
     if tell_probe:
         net.probe_activations = {str(2 * k): str(2 * k + 1) for k in range(depth)}
     return net
+
+
+class _FunctionalMLP(nn.Module):
+    """Linear modules whose weights the forward pass calls with ``F.linear`` (as attention calls its
+    projections): the probe reads their gradients from the parameters but never sees a hidden
+    layer's output or its activation."""
+
+    def __init__(self, depth: int = 4, width: int = 32, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        sizes = [2] + [width] * depth
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = torch.tanh(nn.functional.linear(x, layer.weight, layer.bias))
+        return self.head(x)
 
 
 def _own_loop(net, x, y, *, steps, lr, scale=1.0):
@@ -556,6 +574,19 @@ def test_own_loop_on_a_sequential_mlp(spirals):
 def test_own_loop_without_activations_is_inconclusive(runs):
     d = diagnose(runs["inconclusive"])
     assert d.problem == "inconclusive" and "were not measured" in _text(d)
+    assert d.numbers["unit_layers_measured"] == 0
+
+
+@pytest.mark.parametrize("activation", [nn.SiLU, nn.GELU, nn.Identity])
+def test_activations_seen_with_nothing_to_saturate_or_die_are_healthy(activation, spirals):
+    """SiLU and GELU modules, or no activation at all: the probe saw every hidden layer's activation
+    and none has a flat tail or a dead region, so a run that trains is healthy (it was
+    'inconclusive', as if the probe had seen nothing)."""
+    run, losses = _own_loop(_sequential(activation), spirals.x, spirals.y, steps=30, lr=0.1)
+    d = diagnose(run)
+    assert d.problem == "healthy", d.evidence
+    assert d.numbers["unit_layers_measured"] == 4 and not d.numbers["unit_layers_unmeasured"]
+    assert set(run.trace.activation_kinds.values()) == {"other"}
 
 
 def test_own_saturated_sigmoid_sequential_is_not_healthy(spirals):
@@ -708,7 +739,7 @@ def test_tensorboard_export_of_an_own_loop_run(runs, tmp_path):
     run = runs["inconclusive"]
     events = _events(export(run, tmp_path / "mine").parent)
     np.testing.assert_allclose([e.value for e in events.Scalars("loss")], run.losses, rtol=1e-6)
-    assert len(events.Scalars("grad_norm/0")) == len(run.trace.steps)
+    assert len(events.Scalars("grad_norm/hidden.0")) == len(run.trace.steps)
 
 
 # -- the measurements' contract ------------------------------------------------------------------

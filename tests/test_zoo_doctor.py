@@ -24,14 +24,17 @@ from gradcourse.remedies import LR_DIVISOR
 
 STEPS = 30
 
-#: model -> (optimizer, broken learning rate, the verdicts a too-large rate gives it)
+#: model -> (optimizer, broken learning rate, the verdicts a too-large rate gave it over seeds 0-4 and
+#: both kernel sets). In a model with ReLUs, steps that large either blow it up or kill the ReLUs
+#: (dead in 7 of 10 runs for ResNet-18, 3 of 10 for the encoder's ReLU FFN, 1 of 10 for MobileNet); both
+#: verdicts name the learning rate first.
 BROKEN = {
-    "resnet18": ("sgd", 5.0, {"exploding", "dead_relu"}),          # killed ReLUs or a blow-up: both the steps' doing
-    "mobilenet_v3_small": ("sgd", 5.0, {"exploding"}),
+    "resnet18": ("sgd", 5.0, {"exploding", "dead_relu"}),
+    "mobilenet_v3_small": ("sgd", 5.0, {"exploding", "dead_relu"}),
     "nanogpt": ("adam", 1.0, {"exploding"}),
     "gpt2_conv1d": ("adam", 1.0, {"exploding"}),
     "lstm_lm": ("sgd", 100.0, {"exploding"}),
-    "transformer_encoder": ("adam", 1.0, {"exploding"}),
+    "transformer_encoder": ("adam", 1.0, {"exploding", "dead_relu"}),
     "dict_output": ("sgd", 5.0, {"dead_relu", "exploding"}),
 }
 
