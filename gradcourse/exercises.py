@@ -963,6 +963,86 @@ def batchnorm_forward(fn: Any) -> Feedback:
                           "variance with B − 1) and in eval mode (the running statistics).")
 
 
+def _bn_backward_cases():
+    """(dy, z, γ) for the BatchNorm backward exercise: section 1's batch with a fixed upstream
+    gradient, then a random batch of 16 with 5 features and random γ."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    worked = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [6.0, 0.0]])
+    z = 3 * torch.randn(16, 5, generator=generator) + 2
+    return [(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 2.0], [0.5, -1.0]]), worked, torch.ones(2)),
+            (torch.randn(16, 5, generator=generator), z, torch.rand(5, generator=generator) + 0.5)]
+
+
+def _bn_backward_parts(dy, z, gamma, eps=1e-5):
+    """The three paths of BatchNorm's backward pass (training mode), per feature: the direct one through
+    z_i, the one through the batch mean and the one through the batch std."""
+    import torch
+
+    sigma = torch.sqrt(z.var(0, unbiased=False) + eps)
+    z_hat = (z - z.mean(0)) / sigma
+    g = gamma * dy
+    return g / sigma, -g.mean(0) / sigma, -z_hat * (g * z_hat).mean(0) / sigma
+
+
+@exercise
+def batchnorm_backward(fn: Any) -> Feedback:
+    """Lesson 04 Ex 6 (optional, code): ``fn(dy, z, gamma)`` returns ∂L/∂z of a training-mode BatchNorm
+    layer (eps 1e-5) given the upstream gradient ``dy = ∂L/∂y``, as autograd computes it, on section 1's
+    batch and on a random one. The check names a missing path (the batch mean's, the batch std's, γ).
+
+    >>> import torch
+    >>> def solution(dy, z, gamma, eps=1e-5):
+    ...     sigma = torch.sqrt(z.var(0, unbiased=False) + eps)
+    ...     z_hat, g = (z - z.mean(0)) / sigma, gamma * dy
+    ...     return (g - g.mean(0) - z_hat * (g * z_hat).mean(0)) / sigma
+    >>> batchnorm_backward(solution).correct, batchnorm_backward(lambda dy, z, gamma: dy).correct
+    (True, False)
+    """
+    import torch
+
+    unusable = _not_a_function(fn, "your batchnorm_backward function")
+    if unusable is not None:
+        return unusable
+    close = functools.partial(torch.allclose, atol=1e-5, rtol=1e-4)
+    for dy, z, gamma in _bn_backward_cases():
+        leaf = z.clone().requires_grad_(True)
+        torch.nn.functional.batch_norm(leaf, None, None, gamma, torch.zeros_like(gamma), True, 0.1, 1e-5).backward(dy)
+        expected = leaf.grad
+        try:
+            returned = fn(dy.clone(), z.clone(), gamma.clone())
+        except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
+            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)}. "
+                                   "Run it on its own to see where.")
+        if returned is None or returned is Ellipsis:
+            return Feedback(None, "Fill in your batchnorm_backward function: it returns nothing yet. Return ∂L/∂z, "
+                                  "a tensor of z's shape.")
+        if not isinstance(returned, torch.Tensor) or returned.shape != z.shape:
+            return Feedback(False, f"Not quite: return one tensor of z's shape {tuple(z.shape)}, ∂L/∂z; got "
+                                   f"{_show(returned)}.")
+        got = returned.detach().float()
+        if close(got, expected):
+            continue
+        direct, through_mean, through_std = _bn_backward_parts(dy, z, gamma)
+        if close(got, direct):
+            hint = ("you treated the batch mean and std as constants. Both depend on every z_i of the batch: "
+                    "add the path through μ (∂μ/∂z_i = 1/B) and the one through σ (∂σ/∂z_i = ẑ_i/B).")
+        elif close(got, direct + through_mean):
+            hint = ("the path through the batch std is missing: σ depends on z_i too (∂σ/∂z_i = ẑ_i/B), which "
+                    "removes from the gradient its component along ẑ.")
+        elif close(got, direct + through_std):
+            hint = "the path through the batch mean is missing: μ depends on z_i (∂μ/∂z_i = 1/B)."
+        elif close(got * gamma, expected):
+            hint = "multiply by γ: y = γ·ẑ + β, so ∂L/∂ẑ = γ·∂L/∂y."
+        else:
+            hint = "compare your result with autograd's on a small batch (z.requires_grad_(), batch_norm, backward(dy))."
+        return Feedback(False, f"Not quite: {hint}")
+    return Feedback(True, "Right: the same ∂L/∂z as autograd. Its three paths subtract from γ·dy its batch mean and "
+                          "its component along ẑ, then divide by σ: so Σ_i ∂L/∂z_i = 0, Σ_i ẑ_i·∂L/∂z_i = 0, and a "
+                          "layer whose weights are doubled (σ doubled) gets half the gradient.")
+
+
 # --- lesson 05 ---
 
 @exercise

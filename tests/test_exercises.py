@@ -151,6 +151,10 @@ CASES = [
      [lambda z, g, b, m, v, t: (lambda m, v: (torch.nn.functional.batch_norm(z, m, v, g, b, t, 0.1, 1e-5), m, v))(
          m.clone(), v.clone())],
      [lambda *a: a[0], lambda z, g, b, m, v, t: (z, m, v)]),
+    ("batchnorm_backward",                       # right: autograd; wrong: the mean and std taken as constants
+     [lambda dy, z, g: torch.autograd.grad(torch.nn.functional.batch_norm(
+         z.requires_grad_(True), None, None, g, None, True, 0.1, 1e-5), z, dy)[0]],
+     [lambda dy, z, g: g * dy / torch.sqrt(z.var(0, unbiased=False) + 1e-5), lambda dy, z, g: dy]),
     # lesson 05
     ("resnet_plain30_ratio", [5.21e-12, 1.8e-11, "(1/6)**14.5", 2e-12], [8.6e-20, 1e-5, 1.0, -5.2e-12, 1e-13]),
     ("resnet_he_branch_factor", [1.7321, "3**0.5", 1.84, 1.59], [1.0274, 2.0, 3.0, 1.0]),

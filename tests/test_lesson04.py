@@ -243,3 +243,37 @@ def test_explorer_reports_both_per_layer_factors():
     assert values["grad_per_layer"] == pytest.approx(values["grad_ratio"] ** (1 / 9))
     assert values["per_layer"] == pytest.approx(values["signal_ratio"] ** (1 / 9))
     assert values["per_layer"] > values["grad_per_layer"] + 0.3     # sigmoid + BN: the signal grows faster
+
+
+def _bn_backward_variant(drop):
+    def backward(dy, z, gamma, eps=1e-5):
+        sigma = torch.sqrt(z.var(0, unbiased=False) + eps)
+        z_hat, g = (z - z.mean(0)) / sigma, (dy if drop == "gamma" else gamma * dy)
+        result = g
+        if drop not in ("mean", "both"):
+            result = result - g.mean(0)
+        if drop not in ("std", "both"):
+            result = result - z_hat * (g * z_hat).mean(0)
+        return result / sigma
+    return backward
+
+
+@pytest.mark.parametrize("drop, words", [(None, "Right"), ("both", "constants"), ("std", "batch std is missing"),
+                                         ("mean", "batch mean is missing"), ("gamma", "multiply by γ")])
+def test_batchnorm_backward_check_names_the_missing_path(drop, words):
+    from gradcourse import exercises
+
+    feedback = exercises.batchnorm_backward(_bn_backward_variant(drop))
+    assert feedback.correct is (drop is None) and words in feedback.message, feedback.message
+
+
+def test_batchnorm_backward_check_skeleton_and_odd_answers():
+    from gradcourse import exercises
+
+    def skeleton(dy, z, gamma, eps=1e-5):
+        ...
+
+    assert exercises.batchnorm_backward(skeleton).correct is None
+    assert exercises.batchnorm_backward(None).correct is None
+    assert exercises.batchnorm_backward(lambda dy, z, gamma: 1 / 0).correct is False
+    assert exercises.batchnorm_backward(lambda dy, z, gamma: dy[:1]).correct is False
