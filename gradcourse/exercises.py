@@ -1036,7 +1036,8 @@ def batchnorm_backward(fn: Any) -> Feedback:
         elif close(got * gamma, expected):
             hint = "multiply by γ: y = γ·ẑ + β, so ∂L/∂ẑ = γ·∂L/∂y."
         else:
-            hint = "compare your result with autograd's on a small batch (z.requires_grad_(), batch_norm, backward(dy))."
+            hint = ("compare your result with autograd's on a small batch (z.requires_grad_(), batch_norm, "
+                    "backward(dy)).")
         return Feedback(False, f"Not quite: {hint}")
     return Feedback(True, "Right: the same ∂L/∂z as autograd. Its three paths subtract from γ·dy its batch mean and "
                           "its component along ẑ, then divide by σ: so Σ_i ∂L/∂z_i = 0, Σ_i ẑ_i·∂L/∂z_i = 0, and a "
