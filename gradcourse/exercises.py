@@ -838,7 +838,7 @@ def adam_rescues_sigmoid(answer: Any) -> Feedback:
     """
     return check_choice(answer, "no", name="whether Adam rescues it", options=("yes", "no"),
                         praise="Adam gives each weight a step of about its learning rate only where the "
-                               "gradient is well above ε = 1e-8; layer 1's entries are around 1e-11. And "
+                               "gradient is well above ε = 1e-8; layer 1's entries are 1e-10 or smaller. And "
                                "the forward pass has collapsed too: at layer 10 the examples differ by "
                                "about 1e-8, so the last layers cannot tell the inputs apart, whatever step "
                                "they take. BN fixes both, forward and backward.",
