@@ -136,6 +136,7 @@ CASES = [
     # lesson 03
     ("value_clip_angle", [31, 30.96, "30.96"], [45, 14, 0]),
     ("norm_clip_component", [3, "3.0", "6/2"], [6, 5, 0.6]),
+    ("clipped_step_transfer", [1, "1.0", 0.95, "0.2*0.01/(0.02*0.1)"], [10, 0.1, 4, 0.5]),
     ("clip_by_norm",   # by hand: the norm of all gradients, then g.mul_(min(1, t/norm)) in place
      [lambda ps, t: (lambda n: [p.grad.mul_(min(1.0, t / (n + 1e-6))) for p in ps] and n)(
          float(torch.sqrt(sum((p.grad ** 2).sum() for p in ps))))],
@@ -145,18 +146,26 @@ CASES = [
     ("bn_relu_growth_ratio", [259, 260, 95, 88, "1.211**29"], [30, 1.21, 1000, 35, 1758]),
     ("bn_running_mean", [0.542, "0.542"], [0.6, 2.0, 0.2]),
     ("bn_mode_for_testing", ["eval", "Eval"], ["train"]),
+    ("adam_rescues_sigmoid", ["no", "No", " NO "], ["yes"]),
     ("batchnorm_forward",                        # right: torch's functional batch_norm (it updates m, v in place)
      [lambda z, g, b, m, v, t: (lambda m, v: (torch.nn.functional.batch_norm(z, m, v, g, b, t, 0.1, 1e-5), m, v))(
          m.clone(), v.clone())],
      [lambda *a: a[0], lambda z, g, b, m, v, t: (z, m, v)]),
+    ("batchnorm_backward",                       # right: autograd; wrong: the mean and std taken as constants
+     [lambda dy, z, g: torch.autograd.grad(torch.nn.functional.batch_norm(
+         z.requires_grad_(True), None, None, g, None, True, 0.1, 1e-5), z, dy)[0]],
+     [lambda dy, z, g: g * dy / torch.sqrt(z.var(0, unbiased=False) + 1e-5), lambda dy, z, g: dy]),
     # lesson 05
     ("resnet_plain30_ratio", [5.21e-12, 1.8e-11, "(1/6)**14.5", 2e-12], [8.6e-20, 1e-5, 1.0, -5.2e-12, 1e-13]),
     ("resnet_he_branch_factor", [1.7321, "3**0.5", 1.84, 1.59], [1.0274, 2.0, 3.0, 1.0]),
     ("resnet_degradation", ["overfitting", "Overfitting"], ["optimisation difficulty"]),
+    ("resnet_deep_stream_ratio", [3.76, 2.8, 4.3, "1.0274**49"], [1.97, 1.0274, 0.41 ** 49, 10, -3.76]),
+    ("resnet_wide_plain_ratio", [6.7e-16, 2.2e-15, "(1/6)**19.5"], [5.2e-12, (1 / 24) ** 19.5, 0.41, 1e-17]),
     # lesson 06
     ("rnn_bound_after_steps", [0.0115, 0.011529, "0.8**20"], [0.8, 0.16, 0.02]),
     ("rnn_ratio_t30", [5.55e-10, "0.48**29", "0.5**30", 1.9e-10], [1.9e-9, "0.5**29", 0.48, 1e-16, -5.55e-10]),
     ("forget_bias_memory", [95, 94.7, 100], [7, 50, 150]),
+    ("forget_bias_two_factor", [0.881, 0.95, 0.98, "1/(1+2.718**-2)"], [0.83, 0.731, 0.5, 1.1]),
     ("remedy_for_long_memory", ["gated cell", "Gated cell", "gated_cell", "GATED-CELL"],
      ["clipping", "smaller learning rate"]),
     # lesson 09

@@ -1,12 +1,14 @@
 """Lesson 03: the clipping explorer, the cliff toy, the clipping theory and the exercise checks."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from gradcourse import data, exercises, models, remedies, theory
-from gradcourse.widgets.lesson03 import ClippingExplorer, cliff_figure, descend
+from gradcourse.widgets.lesson03 import ClippingExplorer, cliff_figure, descend, train_patient
 
 
 def test_explorer_default_rescues_the_diverging_run():
@@ -127,3 +129,42 @@ def test_clip_by_norm_exercise_skeleton_and_odd_answers():
     for odd in (3.0, "clip_by_norm", [_by_hand], 26.18):
         feedback = exercises.clip_by_norm(odd)
         assert feedback.correct is False and "without brackets" in feedback.message
+
+
+def test_sharpness_is_the_largest_hessian_eigenvalue():
+    """Power iteration on Hessian-vector products against the full Hessian of a small MLP."""
+    from gradcourse.widgets.lesson03 import sharpness
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    x, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+    shapes = [p.shape for p in net.parameters()]
+    flat = torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    def loss(theta):
+        chunks, i = [], 0
+        for shape in shapes:
+            n = math.prod(shape)
+            chunks.append(theta[i:i + n].view(shape))
+            i += n
+        hidden = torch.tanh(torch.nn.functional.linear(x, chunks[0], chunks[1]))
+        return torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, chunks[2], chunks[3]), y)
+
+    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))
+    assert eigenvalues.max() > eigenvalues.min().abs()          # the largest is also the largest in size
+    top, vector = sharpness(net, x, y, iterations=500, rtol=1e-9)
+    assert top == pytest.approx(eigenvalues.max().item(), rel=1e-4)
+    assert sum(v.numel() for v in vector) == flat.numel()
+
+
+def test_edge_of_stability_on_seed_0_and_not_on_seed_1():
+    """Lesson 03's spikes: the healthy run at lr 0.2 (seed 0) hovers at sharpness 2/lr = 10 and spikes;
+    seed 1 stays below the edge and does not. Measured with AVX2 and the portable kernels: seed 0 median
+    11.1-11.3 from step 50, worst loss after step 50 0.043-0.055; seed 1 median 4.5-5.0, worst 0.004."""
+    from gradcourse.widgets.lesson03 import sharpness_along
+
+    edge = {seed: sharpness_along(0.2, scale=1.0, seed=seed) for seed in (0, 1)}
+    late = {seed: np.median(run["sharpness"][run["steps"] >= 50]) for seed, run in edge.items()}
+    assert 8 < late[0] < 14 and late[1] < 7
+    assert edge[0]["losses"][50:].max() > 0.02 > 0.01 > edge[1]["losses"][50:].max()
+    assert np.array_equal(edge[0]["losses"], train_patient(lr=0.2, scale=1.0).losses)

@@ -11,7 +11,13 @@ from _tools import assert_registered
 from matplotlib.figure import Figure
 
 from gradcourse import data, models, theory
-from gradcourse.widgets.lesson04 import BatchNormExplorer, batch_spread, gradient_at_init, training_loss
+from gradcourse.widgets.lesson04 import (
+    BatchNormExplorer,
+    batch_spread,
+    gradient_at_init,
+    gradient_parts,
+    training_loss,
+)
 
 
 def test_registered():
@@ -199,3 +205,75 @@ def test_batchnorm_forward_check_odd_answers():
     assert "raised ZeroDivisionError" in exercises.batchnorm_forward(lambda *a: 1 / 0).message
     assert "three tensors" in exercises.batchnorm_forward(lambda *a: a[0]).message
     assert "shape" in exercises.batchnorm_forward(lambda z, g, b, m, v, t: (z[:1], m, v)).message
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_gradient_parts_split_the_weight_gradient(activation):
+    """‖∂L/∂W_k‖ = ‖δ_k‖·‖h̄_{k-1}‖·a_k, with δ and h from hooks of our own (not gradient_parts'), and
+    the weight gradient against the probe's; BN's backward leaves δ with no batch mean."""
+    spirals = data.spirals(n=128, seed=1)
+    net = models.mlp(6, 16, activation=activation, batchnorm=True, seed=1)
+    parts = gradient_parts(net, spirals)
+    grads, signal, _ = gradient_at_init(net, spirals)
+    np.testing.assert_allclose(parts["weight"], grads[:6], rtol=1e-5)
+    np.testing.assert_allclose(parts["signal"], signal[:6], rtol=1e-5)
+    inputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0].detach()))
+             for m in net.modules() if isinstance(m, torch.nn.Linear)][:6]
+    with torch.no_grad():
+        net(spirals.x)
+    for h in hooks:
+        h.remove()
+    centred = [float((h - h.mean(0)).norm()) for h in inputs[:6]]
+    np.testing.assert_allclose(parts["input"], centred, rtol=1e-5)
+    np.testing.assert_allclose(parts["weight"], parts["signal"] * parts["input"] * parts["alignment"], rtol=1e-4)
+    assert np.all(parts["alignment"] <= 1 + 1e-9) and max(parts["dense"]) < 1e-4
+    assert max(parts["mean_signal"]) < 1e-4 * max(parts["signal"])
+
+
+def test_gradient_parts_without_bn_keep_the_batch_mean():
+    """Without BN nothing removes δ's batch mean, and δᵀh̄ is not the weight gradient: the check sees it."""
+    spirals = data.spirals(n=128, seed=1)
+    parts = gradient_parts(models.mlp(4, 16, activation="sigmoid", seed=1), spirals)
+    assert max(parts["dense"]) > 1e-2
+
+
+def test_explorer_reports_both_per_layer_factors():
+    values = BatchNormExplorer().run(steps=0).values
+    assert values["grad_per_layer"] == pytest.approx(values["grad_ratio"] ** (1 / 9))
+    assert values["per_layer"] == pytest.approx(values["signal_ratio"] ** (1 / 9))
+    assert values["per_layer"] > values["grad_per_layer"] + 0.3     # sigmoid + BN: the signal grows faster
+
+
+def _bn_backward_variant(drop):
+    def backward(dy, z, gamma, eps=1e-5):
+        sigma = torch.sqrt(z.var(0, unbiased=False) + eps)
+        z_hat, g = (z - z.mean(0)) / sigma, (dy if drop == "gamma" else gamma * dy)
+        result = g
+        if drop not in ("mean", "both"):
+            result = result - g.mean(0)
+        if drop not in ("std", "both"):
+            result = result - z_hat * (g * z_hat).mean(0)
+        return result / sigma
+    return backward
+
+
+@pytest.mark.parametrize("drop, words", [(None, "Right"), ("both", "constants"), ("std", "batch std is missing"),
+                                         ("mean", "batch mean is missing"), ("gamma", "multiply by γ")])
+def test_batchnorm_backward_check_names_the_missing_path(drop, words):
+    from gradcourse import exercises
+
+    feedback = exercises.batchnorm_backward(_bn_backward_variant(drop))
+    assert feedback.correct is (drop is None) and words in feedback.message, feedback.message
+
+
+def test_batchnorm_backward_check_skeleton_and_odd_answers():
+    from gradcourse import exercises
+
+    def skeleton(dy, z, gamma, eps=1e-5):
+        ...
+
+    assert exercises.batchnorm_backward(skeleton).correct is None
+    assert exercises.batchnorm_backward(None).correct is None
+    assert exercises.batchnorm_backward(lambda dy, z, gamma: 1 / 0).correct is False
+    assert exercises.batchnorm_backward(lambda dy, z, gamma: dy[:1]).correct is False

@@ -326,3 +326,27 @@ def test_student_version_shows_no_answer(student_dir, lesson):
     nb = nbformat.read(student_dir / lesson, as_version=4)
     found = leaks(nb)
     assert not found, f"{lesson}: the student version gives answers away:\n" + "\n".join(found)
+
+
+TRANSFER_QUESTIONS = {   # issue 22: lessons 03-06's questions whose answers are not on the screen
+    "clipped_step_transfer": "number", "adam_rescues_sigmoid": "option", "resnet_deep_stream_ratio": "number",
+    "resnet_wide_plain_ratio": "number", "forget_bias_two_factor": "number",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFER_QUESTIONS))
+def test_the_leak_test_knows_the_transfer_questions_answers(name):
+    """The leak test reads each transfer question's answer, and finds it when a cell shows it."""
+    from gradcourse import exercises
+
+    expected = _expected(getattr(exercises, name))
+    assert expected is not None and expected[0] == TRANSFER_QUESTIONS[name], (name, expected)
+    v4 = nbformat.v4
+    shown = f'"{expected[1][0]}"' if expected[0] == "option" else f"{expected[1]:.3g}"
+    measure = v4.new_code_cell("measured = run()")
+    measure.outputs = [_output(f"measured: {shown}")]
+    nb = v4.new_notebook(cells=[v4.new_markdown_cell("**Exercise 1.** Predict."), v4.new_code_cell("answer = None"),
+                                v4.new_code_cell(f"exercises.{name}(answer)"), measure])
+    assert leaks(nb), (name, shown)
+    measure.outputs = []
+    assert not leaks(nb), name

@@ -16,6 +16,7 @@ import torch
 
 from .. import data, models, plots, train
 from ..activations import hidden_outputs
+from ..hooks import Hooks
 from ..modes import evaluating
 from ..probes import probe_once
 from .base import Explorer, Param, Result
@@ -30,6 +31,42 @@ def gradient_at_init(model: torch.nn.Module, dataset) -> tuple[np.ndarray, np.nd
     trace = probe_once(model, dataset.x, dataset.y)
     model.zero_grad(set_to_none=True)
     return trace.get("grad_norm")[0], trace.get("output_grad_norm")[0], trace.layers
+
+
+def gradient_parts(model: torch.nn.Module, dataset) -> dict[str, np.ndarray]:
+    """One forward/backward pass on the full training set, no update, and for every hidden Linear
+    layer k the three parts of its weight gradient ∂L/∂W_k = δ_kᵀ h_{k-1}, summed over the batch:
+    ``signal`` ‖δ_k‖ (δ_k = ∂L/∂z_k, one row per example), ``input`` ‖h̄_{k-1}‖ (the layer's input with its
+    batch mean removed), ``alignment`` ‖δ_kᵀh̄_{k-1}‖ / (‖δ_k‖·‖h̄_{k-1}‖) (1 when every example's δ is the
+    same multiple of its input, near 0 when they cancel in the sum over examples), and ``weight``
+    ‖∂L/∂W_k‖ from autograd. ``mean_signal`` is max |Σ_i δ_ik|: 0 up to rounding after a BN layer,
+    so that δᵀh = δᵀh̄. ``dense`` is max |∂L/∂W − δᵀh̄| / ‖∂L/∂W‖ over the layers (the check)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][:-1]   # the head goes
+    seen = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        seen[module] = (inputs[0].detach(), output)
+
+    with Hooks() as hooks:
+        for module in linears:
+            hooks.add(module.register_forward_hook(keep))
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(dataset.x), dataset.y).backward()
+    parts = {key: [] for key in ("signal", "input", "alignment", "weight", "mean_signal", "dense")}
+    for module in linears:
+        h, z = seen[module]
+        delta, centred = z.grad.double(), (h - h.mean(dim=0)).double()
+        product = delta.T @ centred
+        weight = module.weight.grad.double()
+        parts["signal"].append(delta.norm().item())
+        parts["input"].append(centred.norm().item())
+        parts["alignment"].append(product.norm().item() / (delta.norm().item() * centred.norm().item()))
+        parts["weight"].append(weight.norm().item())
+        parts["mean_signal"].append(delta.sum(dim=0).abs().max().item())
+        parts["dense"].append(((weight - product).norm() / weight.norm()).item())
+    model.zero_grad(set_to_none=True)
+    return {key: np.array(value) for key, value in parts.items()}
 
 
 def batch_spread(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -75,13 +112,15 @@ class BatchNormExplorer(Explorer):
             "grad_ratio": float(grads[0] / grads[depth - 1]),
             "signal_ratio": float(signal[0] / signal[depth - 1]),
             "per_layer": float((signal[0] / signal[depth - 1]) ** (1 / max(depth - 1, 1))),
+            "grad_per_layer": float((grads[0] / grads[depth - 1]) ** (1 / max(depth - 1, 1))),
         }
         runs = {}
         fig, axes = plots.new_figure(2 if steps else 1, width=4.8, height=3.4)
         plots.draw_layer_gradients(axes[0, 0], grads[:depth], signal[:depth],
                                    title="Gradient per layer at initialisation")
-        summary = (f"At the start the first layer's weight gradient is {values['grad_ratio']:.2g}× the "
-                   f"last layer's; the signal changes by about {values['per_layer']:.2f}× per layer.")
+        summary = (f"At the start the first layer's weight gradient ‖∂L/∂W‖ is {values['grad_ratio']:.2g}× the "
+                   f"last layer's (×{values['grad_per_layer']:.2f} per layer); the signal ‖∂L/∂z‖ changes by "
+                   f"about ×{values['per_layer']:.2f} per layer.")
         if steps:
             full = batch_size >= N_TRAIN
             run = train.fit(model, dataset, steps=steps, lr=lr, momentum=0.9, clip=1.0, probe=False,
