@@ -116,3 +116,15 @@ def test_sharpness_along_is_the_same_run_and_measures_the_hessian():
     top = np.linalg.eigvalsh((2 * extended.T @ extended / 64).numpy()).max()
     linear = sharpness_along(torch.nn.Linear(3, 1), (x, y), steps=3, lr=0.01)
     assert np.allclose(linear.sharpness, top, rtol=2e-3)   # rtol 1e-3 stops the power iteration
+
+
+def test_sharpness_figure_is_titled_labelled_and_inside_its_figure():
+    import numpy as np
+    from test_plots import texts_outside
+
+    from gradcourse.widgets.lesson00 import sharpness_figure
+
+    fig = sharpness_figure(np.linspace(0.7, 0.3, 20), np.linspace(2, 10, 20), 0.5)
+    assert all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    assert any("2/lr = 4" in t.get_text() for t in fig.axes[1].get_legend().get_texts())
+    assert texts_outside(fig, 100) == []

@@ -179,3 +179,18 @@ def test_top_hessian_eigenvalue_keeps_the_sign_and_refuses_nothing_to_measure():
     assert saddle.value == pytest.approx(-7.0, rel=1e-6)
     with pytest.raises(ValueError, match="params"):
         top_hessian_eigenvalue(lambda: w.sum(), [torch.zeros(2)])
+
+
+def test_sharpness_figure_is_titled_labelled_and_inside_its_figure():
+    from test_plots import texts_outside
+
+    from gradcourse.widgets.lesson02 import sharpness_figure
+
+    steps = np.arange(0, 150, 10)
+    fig = sharpness_figure(steps, np.geomspace(26, 0.5, len(steps)), 0.8, title="He init, lr 0.8",
+                           shade=np.arange(150) > 100, shade_label="loss on the ln 2 plateau")
+    ax = fig.axes[0]
+    assert ax.get_title() and ax.get_xlabel() and "log scale" in ax.get_ylabel() and ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("2/lr = 2.5" in label for label in labels) and "loss on the ln 2 plateau" in labels
+    assert texts_outside(fig, 100) == []

@@ -158,12 +158,12 @@ def sharpness_figure(steps: np.ndarray, sharpness: np.ndarray, lr: float, *, tit
     if shade is not None and np.any(shade):
         ax.fill_between(np.arange(len(shade)), 0, 1, where=shade, transform=ax.get_xaxis_transform(),
                         color="0.85", step="mid", label=shade_label)
-    ax.semilogy(steps, sharpness, "s-", ms=3, color=plots.color(1), label="sharpness λ_max")
+    ax.semilogy(steps, sharpness, "s-", ms=3, color=plots.color(1), label="largest Hessian eigenvalue")
     ax.axhline(2 / lr, color="black", ls="--", lw=1, label=f"2/lr = {2 / lr:g}: gradient descent stable below")
     if mark is not None:
         ax.axvline(mark, color=plots.color(0), ls=":", lw=1.5, label=mark_label)
     ax.set_xlabel("step")
-    ax.set_ylabel("largest Hessian eigenvalue λ_max (log scale)")
+    ax.set_ylabel("sharpness λ_max (log scale)")
     ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small", loc="upper right")
     ax.grid(True, which="major", alpha=0.3)
