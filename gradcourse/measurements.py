@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -482,3 +482,65 @@ def _float64_bins(values: torch.Tensor, low: int, bins: int) -> torch.Tensor:
     exponent = (exponent - 1 - low).clamp_(0, bins - 1).long()
     exponent.masked_fill_(mantissa == 0, 0)
     return exponent.masked_fill_(~torch.isfinite(values), bins - 1)
+
+
+# --- the loss surface's curvature (lessons 00 and 02: the edge of stability) ---
+
+class Sharpness(NamedTuple):
+    """What :func:`top_hessian_eigenvalue` found: the eigenvalue, its unit eigenvector (one tensor
+    per parameter, to start the next call from) and the Hessian-vector products it took."""
+
+    value: float
+    vector: list[torch.Tensor]
+    products: int
+
+
+def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
+
+
+def top_hessian_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], *,
+                           iters: int = 100, rtol: float = 1e-3, start: Sequence[torch.Tensor] | None = None,
+                           seed: int = 0) -> Sharpness:
+    """The *sharpness*: the Hessian eigenvalue of largest magnitude of ``loss_fn()`` with respect to
+    ``params``, by power iteration on Hessian-vector products (autograd's double backward: the
+    Hessian itself is never formed, so this works on any model).
+
+    Gradient descent at learning rate α multiplies the distance to the minimum along that
+    eigenvector by ``1 − α·λ`` each step (lesson 02's one-weight quadratic), so it is stable only
+    while ``λ < 2/α``. ``loss_fn`` is called once (its graph is kept for all products);
+    ``start`` (e.g. the ``vector`` of the previous call, a few steps of training earlier) makes it
+    converge in a few products, otherwise a random vector drawn with ``seed`` starts it. It stops
+    when the estimate changes by less than ``rtol`` (relative) or after ``iters`` products. The
+    sign is kept: a large negative eigenvalue (a saddle) comes back negative.
+
+    >>> w = torch.tensor([1.0, 2.0], requires_grad=True)
+    >>> round(top_hessian_eigenvalue(lambda: 0.5 * (3 * w[0] ** 2 + 10 * w[1] ** 2), [w]).value, 3)
+    10.0
+    """
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("params must hold at least one tensor that requires a gradient")
+    if start is None:
+        generator = torch.Generator().manual_seed(int(seed))
+        vector = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    else:
+        vector = [v.detach().to(p.dtype).clone() for v, p in zip(start, params)]
+    scale = math.sqrt(_dot(vector, vector))
+    if not scale > 0:
+        raise ValueError("start must be a non-zero vector")
+    vector = [v / scale for v in vector]
+    gradients = torch.autograd.grad(loss_fn(), params, create_graph=True)
+    value, products = math.nan, 0
+    for products in range(1, int(iters) + 1):
+        product = torch.autograd.grad(gradients, params, grad_outputs=vector, retain_graph=True)
+        estimate = _dot(product, vector)                     # Rayleigh quotient vᵀHv, ‖v‖ = 1
+        size = math.sqrt(_dot(product, product))
+        if not size > 0:                                     # v lies in H's null space
+            return Sharpness(0.0, vector, products)
+        vector = [p.detach() / size for p in product]
+        converged = abs(estimate - value) <= rtol * abs(estimate)
+        value = estimate
+        if converged:
+            break
+    return Sharpness(value, vector, products)

@@ -15,6 +15,7 @@ import numbers
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -305,6 +306,57 @@ def train_loop(model: nn.Module, dataset: Dataset, *, lr: float = LOOP_LR, steps
                     break
     score = math.nan if not math.isfinite(losses[-1]) else accuracy(model, dataset.x_test, dataset.y_test)
     return Outcome(losses, probe.trace, score, model)
+
+
+class Sharpened(NamedTuple):
+    """What :func:`sharpness_along` measured: the steps, the sharpness before each of them, and the
+    loss of every step trained (the same numbers ``fit`` would give)."""
+
+    steps: np.ndarray
+    sharpness: np.ndarray
+    losses: np.ndarray
+
+
+def sharpness_along(model: nn.Module, data, *, steps: int, lr: float, at=None, rtol: float = 1e-3) -> Sharpened:
+    """Train ``model`` as ``fit(model, data, steps=steps, lr=lr)`` does (full-batch gradient descent,
+    no momentum) and measure the sharpness, the largest Hessian eigenvalue of the training loss
+    (:func:`~gradcourse.measurements.top_hessian_eigenvalue`), before each step listed in ``at``
+    (default: every step). Gradient descent is stable along the sharpest direction only while the
+    sharpness is below ``2/lr``: the *edge of stability* (Cohen et al. 2021).
+
+    Plain gradient descent carries nothing from one step to the next but the weights, so training
+    in pieces between the measurements is the same run as one ``fit`` (the lessons assert it on
+    their losses). Each measurement starts from the previous eigenvector, so it costs a few
+    Hessian-vector products. Training stops at a non-finite loss, as ``fit`` does.
+
+    >>> from gradcourse import data, models
+    >>> found = sharpness_along(models.mlp(2, 8, activation="tanh", seed=0), data.spirals(64), steps=3, lr=0.1)
+    >>> found.steps.tolist(), len(found.losses), bool(found.sharpness[0] > 0)
+    ([0, 1, 2], 3, True)
+    """
+    from .measurements import top_hessian_eigenvalue
+
+    steps = _checks.integer("steps", steps, low=1)
+    at = sorted({int(s) for s in (range(steps) if at is None else at) if 0 <= int(s) < steps})
+    x, y = _unpack(data)
+    x, y = _as_inputs(model, x, "x"), _as_targets(model, y, "y")
+    loss_fn = loss_function(y)
+    params = [p for p in model.parameters() if p.requires_grad]
+    measured, values, losses, vector, done = [], [], [], None, 0
+    for step in [*at, steps]:
+        if step > done:
+            piece = fit(model, (x, y), steps=step - done, lr=lr, probe=False, progress=False)
+            losses.extend(piece.losses.tolist())
+            done = step
+            if piece.diverged_at is not None:
+                break
+        if step < steps:
+            found = top_hessian_eigenvalue(lambda: loss_fn(model(x), y), params, start=vector, rtol=rtol)
+            measured.append(step)
+            values.append(found.value)
+            vector = found.vector
+    model.zero_grad(set_to_none=True)
+    return Sharpened(np.array(measured), np.array(values, dtype=np.float64), np.array(losses, dtype=np.float64))
 
 
 def _evaluate(model: nn.Module, loss_fn, classify: bool, x: torch.Tensor, y: torch.Tensor,

@@ -126,11 +126,11 @@ CASES = [
     # lesson 01
     ("sigmoid_he_factor", [0.3536, "2**0.5/4", 0.316], [1.4142, 0.25, 0.5, 0.144]),   # 0.316: lesson 01 measures it
     ("depth_for_tiny_signal", [11, "11", 11.2], [10, 12, 20]),
-    ("fix_for_tanh_default", ["xavier", "Xavier ", "XAVIER"], ["clip", "relu"]),
+    ("wider_tanh_ratio", [1.8817e-6, "3**-12", "(1/3**0.5)**24", 9.5e-7, 1.78e-6], [29, 1e-3, 0.577, 1e-20, 1e-7]),
     # lesson 02
     ("relu_growth_per_layer", [1.2247, "1.5**0.5", "(3/2)^0.5"], [1.5, 2, 1.41]),
-    ("relu_first_to_last", [357.5, "1.5**14.5", 249, 317], [1.5**29, 100, 1.2247, 2**10 * 2]),
-    ("explosion_probe", ["output_grad_norm", "output grad norm"], ["grad_norm"]),
+    ("relu_first_to_last", [357.5, "1.5**14.5", 249, 317, 102, 449], [1.5**29, 60, 1.2247, 2**10 * 2, 3000]),
+    ("leaky_relu_factor", [1.118, "1.25**0.5", "(1 + 0.5**2)**0.5", 1.071, 1.13], [1.0, 1.25, 1.2247, 0.79, 1.414]),
     ("largest_learning_rate", [0.16, "2/12.5", "0.16"], [0.08, 0.05, 0.5]),
     ("tanh_phase", ["chaotic", "Chaotic"], ["ordered"]),
     # lesson 03

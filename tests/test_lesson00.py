@@ -93,3 +93,38 @@ def test_half_he_curves_check():
     assert exercises.half_he_curves("dead_frac").correct is False and "one of" in exercises.half_he_curves(
         "dead_frac").message
     assert exercises.half_he_curves(3).correct is False
+
+
+def test_sharpness_along_is_the_same_run_and_measures_the_hessian():
+    """train.sharpness_along: its losses are fit's, step for step; on a linear model with the mean
+    squared error the Hessian is the constant 2·E[x̃x̃ᵀ] (x̃ = (x, 1)), whose top eigenvalue numpy gives."""
+    import numpy as np
+    import torch
+
+    from gradcourse import data, models
+    from gradcourse.train import fit, sharpness_along
+
+    ds = data.spirals(128, seed=0)
+    found = sharpness_along(models.mlp(3, 16, activation="tanh", seed=2), ds, steps=12, lr=0.5, at=[0, 5, 11])
+    run = fit(models.mlp(3, 16, activation="tanh", seed=2), ds, steps=12, lr=0.5, probe=False, progress=False)
+    assert found.steps.tolist() == [0, 5, 11] and np.allclose(found.losses, run.losses)
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 3) * torch.tensor([1.0, 3.0, 0.5])
+    y = torch.randn(64, 1)
+    extended = torch.cat([x, torch.ones(64, 1)], dim=1).double()
+    top = np.linalg.eigvalsh((2 * extended.T @ extended / 64).numpy()).max()
+    linear = sharpness_along(torch.nn.Linear(3, 1), (x, y), steps=3, lr=0.01)
+    assert np.allclose(linear.sharpness, top, rtol=2e-3)   # rtol 1e-3 stops the power iteration
+
+
+def test_sharpness_figure_is_titled_labelled_and_inside_its_figure():
+    import numpy as np
+    from test_plots import texts_outside
+
+    from gradcourse.widgets.lesson00 import sharpness_figure
+
+    fig = sharpness_figure(np.linspace(0.7, 0.3, 20), np.linspace(2, 10, 20), 0.5)
+    assert all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    assert any("2/lr = 4" in t.get_text() for t in fig.axes[1].get_legend().get_texts())
+    assert texts_outside(fig, 100) == []

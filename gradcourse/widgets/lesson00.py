@@ -157,3 +157,28 @@ class ScalarChainExplorer(Explorer):
             summary += (f" With the offset, the pre-activations sit near {z[-1]:+.2g} instead of 0, where "
                         f"the slope is smaller than at 0.")
         return Result(figure=fig, values=values, summary=summary)
+
+
+@plots.styled
+def sharpness_figure(losses: np.ndarray, sharpness: np.ndarray, lr: float) -> Figure:
+    """The loss (left) and the sharpness, the Hessian's largest eigenvalue, against 2/lr (right),
+    at steps 0, 1, …, len(sharpness) − 1 of a run (``train.sharpness_along``'s numbers)."""
+    fig, axes = plots.new_figure(2, width=4.6, height=3.2)
+    left, right = axes[0]
+    steps = np.arange(len(sharpness))
+    left.plot(steps, losses[: len(steps)], "o-", ms=3, color=plots.color(0), label="training loss")
+    left.axhline(losses[0], color="grey", ls=":", lw=1, label=f"loss at step 0 ({losses[0]:.2f})")
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.set_title("The loss jumps up for a few steps", fontsize="medium")
+    left.legend(fontsize="small")
+    right.plot(steps, sharpness, "s-", ms=3, color=plots.color(1), label="sharpness λ_max")
+    right.axhline(2 / lr, color="black", ls="--", lw=1, label=f"2/lr = {2 / lr:g}: stable below")
+    right.set_xlabel("step")
+    right.set_ylabel("largest Hessian eigenvalue λ_max")
+    right.set_title("…after the curvature grew past 2/lr", fontsize="medium")
+    right.legend(fontsize="small")
+    for ax in (left, right):
+        plots.integer_ticks(ax)
+        ax.grid(True, alpha=0.3)
+    return fig

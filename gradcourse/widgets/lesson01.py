@@ -54,7 +54,7 @@ def saturated_fraction(activation: str, values: np.ndarray) -> float:
 
 
 def measure(depth: int = 20, activation: str = "sigmoid", init: str = "default", *,
-            weight_scale: float = 1.0, input_scale: float = 1.0, seed: int = 0) -> dict:
+            weight_scale: float = 1.0, input_scale: float = 1.0, width: int = WIDTH, seed: int = 0) -> dict:
     """Probe one batch through a freshly built MLP; return the numbers the lesson talks about.
 
     Keys: ``signal`` (‖∂L/∂z_k‖ per hidden layer), ``weight_grad`` (‖∂L/∂W_k‖), ``theory``
@@ -66,7 +66,7 @@ def measure(depth: int = 20, activation: str = "sigmoid", init: str = "default",
     seed = _checks.seed(seed)
     ds = data.cached_spirals(512)
     x = ds.x * input_scale
-    net = build(depth, activation, init, weight_scale=weight_scale, seed=seed)
+    net = build(depth, activation, init, weight_scale=weight_scale, width=width, seed=seed)
     with np.errstate(all="ignore"):
         trace = probe_once(net, x, ds.y)
         net.zero_grad(set_to_none=True)

@@ -144,3 +144,27 @@ def _figure(signal, weight_grads, predicted, values, activation, weight_scale, d
     ax.set_title("What the optimiser sees")
     ax.legend(fontsize="small", loc="upper left")
     return fig
+
+
+@plots.styled
+def sharpness_figure(steps: np.ndarray, sharpness: np.ndarray, lr: float, *, title: str,
+                     shade: np.ndarray | None = None, shade_label: str = "", mark: int | None = None,
+                     mark_label: str = ""):
+    """The sharpness (the Hessian's largest eigenvalue, ``train.sharpness_along``) at the measured
+    ``steps`` of a run, on a log axis, against the stability limit 2/lr. ``shade`` (one bool per
+    training step) greys the steps where it holds; ``mark`` draws a dotted line at one step."""
+    fig, axes = plots.new_figure(1, width=5.6, height=3.4)
+    ax = axes[0, 0]
+    if shade is not None and np.any(shade):
+        ax.fill_between(np.arange(len(shade)), 0, 1, where=shade, transform=ax.get_xaxis_transform(),
+                        color="0.85", step="mid", label=shade_label)
+    ax.semilogy(steps, sharpness, "s-", ms=3, color=plots.color(1), label="largest Hessian eigenvalue")
+    ax.axhline(2 / lr, color="black", ls="--", lw=1, label=f"2/lr = {2 / lr:g}: gradient descent stable below")
+    if mark is not None:
+        ax.axvline(mark, color=plots.color(0), ls=":", lw=1.5, label=mark_label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("sharpness λ_max (log scale)")
+    ax.set_title(title, fontsize="medium")
+    ax.legend(fontsize="small", loc="upper right")
+    ax.grid(True, which="major", alpha=0.3)
+    return fig
