@@ -1,6 +1,5 @@
 """Lesson 03: the clipping explorer, the cliff toy, the clipping theory and the exercise checks."""
 
-import math
 
 import numpy as np
 import pytest
@@ -129,32 +128,6 @@ def test_clip_by_norm_exercise_skeleton_and_odd_answers():
     for odd in (3.0, "clip_by_norm", [_by_hand], 26.18):
         feedback = exercises.clip_by_norm(odd)
         assert feedback.correct is False and "without brackets" in feedback.message
-
-
-def test_sharpness_is_the_largest_hessian_eigenvalue():
-    """Power iteration on Hessian-vector products against the full Hessian of a small MLP."""
-    from gradcourse.widgets.lesson03 import sharpness
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
-    x, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
-    shapes = [p.shape for p in net.parameters()]
-    flat = torch.cat([p.detach().flatten() for p in net.parameters()])
-
-    def loss(theta):
-        chunks, i = [], 0
-        for shape in shapes:
-            n = math.prod(shape)
-            chunks.append(theta[i:i + n].view(shape))
-            i += n
-        hidden = torch.tanh(torch.nn.functional.linear(x, chunks[0], chunks[1]))
-        return torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, chunks[2], chunks[3]), y)
-
-    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))
-    assert eigenvalues.max() > eigenvalues.min().abs()          # the largest is also the largest in size
-    top, vector = sharpness(net, x, y, iterations=500, rtol=1e-9)
-    assert top == pytest.approx(eigenvalues.max().item(), rel=1e-4)
-    assert sum(v.numel() for v in vector) == flat.numel()
 
 
 def test_edge_of_stability_on_seed_0_and_not_on_seed_1():

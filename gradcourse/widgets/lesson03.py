@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import _checks, data, models, plots, remedies
+from ..measurements import top_hessian_eigenvalue
 from ..run import Run
 from ..train import fit
 from .base import Explorer, Param, Result
@@ -44,47 +45,11 @@ def train_patient(lr: float, clip=None, *, scale: float = 1.2, steps: int = STEP
                progress=progress, seed=seed)
 
 
-def sharpness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, start=None,
-              iterations: int = 20, rtol: float = 1e-2) -> tuple[float, list]:
-    """The largest eigenvalue of the Hessian of the cross-entropy loss (the *sharpness*), by power
-    iteration on Hessian-vector products (double backward). Returns it and its eigenvector, which
-    a later call takes as ``start`` (one step of training moves it little, so a few iterations do).
-
-    >>> net = torch.nn.Linear(2, 2)
-    >>> x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
-    >>> top, _ = sharpness(net, x, y, iterations=100, rtol=1e-6)
-    >>> loss = lambda *flat: torch.nn.functional.cross_entropy(  # the full Hessian, to compare
-    ...     torch.nn.functional.linear(x, flat[0].view(2, 2), flat[1]), y)
-    >>> H = torch.autograd.functional.hessian(loss, (net.weight.detach().flatten(), net.bias.detach()))
-    >>> full = torch.cat([torch.cat([H[i][j] for j in range(2)], dim=1) for i in range(2)])
-    >>> abs(top - torch.linalg.eigvalsh(full).max().item()) < 1e-4
-    True
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    if start is None:
-        generator = torch.Generator().manual_seed(0)
-        start = [torch.randn(p.shape, generator=generator) for p in params]
-    norm = torch.sqrt(sum((v * v).sum() for v in start))
-    vector = [v / norm for v in start]
-    value = None
-    for _ in range(iterations):
-        product = torch.autograd.grad(grads, params, vector, retain_graph=True)
-        new = sum((h * v).sum() for h, v in zip(product, vector)).item()   # Rayleigh quotient vᵀHv
-        norm = torch.sqrt(sum((h * h).sum() for h in product))
-        vector = [h.detach() / norm for h in product]
-        converged = value is not None and abs(new - value) <= rtol * abs(new)
-        value = new
-        if converged:
-            break
-    return value, vector
-
-
 def sharpness_along(lr: float, clip: float | None = None, *, scale: float = 1.2, steps: int = STEPS,
                     every: int = 10, seed: int = 0) -> dict:
     """:func:`train_patient`'s run, step for step (the same full-batch SGD, clipping the norm at
-    ``clip``), measuring the :func:`sharpness` every ``every`` steps before the update. Returns
+    ``clip``), measuring the sharpness (the largest Hessian eigenvalue,
+    :func:`~gradcourse.measurements.top_hessian_eigenvalue`) every ``every`` steps before the update. Returns
     ``losses`` (every step, the same as the run's), ``steps`` and ``sharpness`` (the measured ones)."""
     seed = _checks.seed(seed)
     every = _checks.integer("every", every, low=1)
@@ -93,7 +58,10 @@ def sharpness_along(lr: float, clip: float | None = None, *, scale: float = 1.2,
     losses, measured, values, vector = [], [], [], None
     for step in range(steps):
         if step % every == 0:
-            value, vector = sharpness(model, spirals.x, spirals.y, start=vector)
+            found = top_hessian_eigenvalue(
+                lambda: torch.nn.functional.cross_entropy(model(spirals.x), spirals.y),
+                list(model.parameters()), start=vector, iters=20, rtol=1e-2)  # warm start: a few products
+            value, vector = found.value, found.vector
             measured.append(step)
             values.append(value)
         optimizer.zero_grad(set_to_none=True)
