@@ -266,10 +266,10 @@ def check_number(answer: Any, expected: float, *, name: str, rel: float = 0.05, 
     return Feedback(False, f"Not quite: {value:.4g} is {direction}. {hint}".strip())
 
 
-def check_whole_number(answer: Any, expected: int, *, name: str, within: int = 0, unit: str = "",
+def check_whole_number(answer: Any, expected: int, *, name: str, within: int = 0, unit: str = "", low: int = 0,
                        praise: str = "", hint: str = "") -> Feedback:
     """Right if ``answer`` is a whole number (``11``, ``"11"``, ``11.0``) within ``within`` of
-    ``expected``; a count of layers or steps is never 10.5.
+    ``expected``; a count of layers or steps is never 10.5, nor below ``low``.
 
     >>> check_whole_number("6", 6, name="the depth").correct, check_whole_number(10.5, 11, name="the depth")
     (True, Not quite: the depth is a whole number; 10.5 is not one.)
@@ -281,6 +281,8 @@ def check_whole_number(answer: Any, expected: int, *, name: str, within: int = 0
         return value
     if value != round(value):
         return Feedback(False, f"Not quite: {name} is a whole number{unit}; {value:g} is not one.")
+    if value < low:
+        return Feedback(False, f"Not quite: {name} is at least {low}{unit}; got {value:g}.")
     if abs(value - expected) <= within:
         return Feedback(True, f"Right: {name} = {expected}. {praise}".strip())
     direction = "too large" if value > expected else "too small"

@@ -472,7 +472,7 @@ def check_vanishing_depth(answer) -> Feedback:
     if answer is None:
         return missing(name)
     expected = vanishing_depth()
-    return check_whole_number(answer, expected, name=name, within=1, unit=" of hidden layers",
+    return check_whole_number(answer, expected, name=name, within=1, unit=" of hidden layers", low=1,
                               praise=f"Measured: from {expected} layers on, the first layer hears less than "
                                      f"{VANISHING_SIGNAL_RATIO:g} of the last layer's signal.",
                               hint="Take the per-layer factor χ from the 12-layer network's signal ratio "
