@@ -163,7 +163,8 @@ CASES = [
     # lesson 09
     ("shallow_post_ln", ["yes", "Yes", " YES "], ["no"]),
     ("adam_first_step", [1e-4, "1e-2/100", "0.0001"], [1e-2, 1e-3, 1e-6]),
-    ("deepnorm_alpha", [2.632, "48**0.25", 2.63], [1.0, 2.213, 48]),
+    ("deepnorm_first_step", [0.28, "0.28", 0.2775, 0.2828, "1e-2 / (96**-0.25 * (2/160)**0.5)"],
+     [0.0894, 0.01, 0.0032, 1.0, 0.25]),
     ("warmup_logits", ["yes", "YES"], ["no"]),
     # lesson 10 (measured on seed 0, AVX2 and ATen's default kernels alike)
     ("underflowing_layers", [5, "5", 4, 6], [8, 0, 2, -5]),
