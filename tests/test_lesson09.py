@@ -348,3 +348,15 @@ def test_the_preview_names_qk_norm(qk_norm, name):
     assert ax.get_title() == f"{name}: at initialisation"
     assert [text.get_text() for text in ax.get_legend().get_texts()] == [name]
     assert result.summary.startswith(f"{name}, untrained:")
+
+
+def test_the_first_figure_is_the_untrained_model_and_run_trains():
+    """Section 2 says the explorer first shows the untrained model; the first display trained the
+    default 300 steps instead (6 s of every notebook run). Run (a later call) trains."""
+    explorer = TransformerExplorer()
+    params = {name: spec.default for name, spec in explorer.params.items()}
+    explorer._displays(params)
+    assert "ffn_grad" in explorer.last_result.values and "final_loss" not in explorer.last_result.values
+    assert "press Run" in explorer.last_result.notice
+    explorer._displays({**params, "steps": 20})
+    assert "final_loss" in explorer.last_result.values

@@ -292,6 +292,13 @@ class TransformerExplorer(Explorer):
     #: Moving a control redraws the untrained model at once; the Run button trains.
     preview = {"steps": 0}
 
+    def _displays(self, params: dict, *, preview: bool = False) -> list:
+        """The first figure is the untrained model too, as the lesson says ("the explorer first shows
+        the untrained model"); only the Run button trains. (Training the default 300 steps on
+        display cost every run of the notebook 6 s.)"""
+        first, self._drawn = not getattr(self, "_drawn", False), True
+        return super()._displays(params, preview=preview or first)
+
     def compute(self, norm, depth, lr, warmup, qk_norm, optimizer, steps) -> Result:
         if steps == 0:
             grads = ffn_gradients(models.transformer(depth, norm=norm, qk_norm=qk_norm, seed=0))
