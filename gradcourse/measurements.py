@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _checks
 from .theory import SATURATION_MARGIN  # a saturated unit as theory defines it (one source)
 
 SATURATING = (nn.Sigmoid, nn.Tanh)
@@ -518,11 +519,12 @@ def top_hessian_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence
     >>> round(top_hessian_eigenvalue(lambda: 0.5 * (3 * w[0] ** 2 + 10 * w[1] ** 2), [w]).value, 3)
     10.0
     """
+    seed = _checks.seed(seed)
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("params must hold at least one tensor that requires a gradient")
     if start is None:
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(seed)
         vector = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
     else:
         vector = [v.detach().to(p.dtype).clone() for v, p in zip(start, params)]

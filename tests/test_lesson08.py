@@ -232,11 +232,11 @@ def test_vanishing_depth_is_six_layers():
 
 
 def test_check_vanishing_depth_answers_everything():
-    for right in (6, 5, 7, np.int64(6), 6.0):
+    for right in (6, 5, 7, np.int64(6), 6.0, "6", [6]):      # every form of a number, as in every check
         assert check_vanishing_depth(right).correct is True
     for wrong in (12, 3, 8):
         assert check_vanishing_depth(wrong).correct is False
-    for odd in ("six", 3.5, float("nan"), True, [6], 0, -6, 10**400, float("inf")):
+    for odd in ("six", 3.5, "6.5", float("nan"), True, [6, 7], 0, -6, 10**400, float("inf")):
         feedback = check_vanishing_depth(odd)
         assert feedback.correct is False and "depth" in feedback.message
     assert check_vanishing_depth(None).correct is None

@@ -350,3 +350,16 @@ def test_the_leak_test_knows_the_transfer_questions_answers(name):
     assert leaks(nb), (name, shown)
     measure.outputs = []
     assert not leaks(nb), name
+
+
+def test_lesson_09_exercise_3_is_covered_by_the_leak_test():
+    """Issue 22 §1: 09 Ex 3 was answered in the prose (α's formula). Its transfer question's answer
+    (0.28, computed by the check) is printed by the measuring cell under the check: the leak test
+    sees it in the author's notebook, and the student build clears it."""
+    from gradcourse import exercises
+
+    kind, value, _ = _expected(exercises.deepnorm_first_step)
+    assert kind == "number" and abs(value - 0.28) < 0.001
+    nb = nbformat.read(NOTEBOOK_DIR / "09_transformers.ipynb", as_version=4)
+    found = [p for p in leaks(nb) if p.startswith("deepnorm_first_step")]
+    assert found and all("which the check accepts" in p for p in found), found

@@ -132,10 +132,11 @@ def _public_seed_takers() -> set[str]:
 
 
 def _seed_calls():
-    from gradcourse import exercises, patients, precision, transformer
+    from gradcourse import exercises, measurements, patients, precision, transformer
     from gradcourse.widgets import lesson01, lesson02, lesson03, lesson05, lesson06, lesson08, lesson09
 
     tiny = torch.nn.Linear(2, 2)
+    w = torch.ones(2, requires_grad=True)
     return {
         "gradcourse.start": lambda seed: start(seed=seed),
         "data.spirals": lambda seed: data.spirals(seed=seed),
@@ -150,6 +151,8 @@ def _seed_calls():
         "models.resnet_mlp": lambda seed: models.resnet_mlp(2, 4, seed=seed),
         "models.digits_model": lambda seed: models.digits_model(seed=seed),
         "models.resnet18": lambda seed: models.resnet18(seed=seed),
+        "measurements.top_hessian_eigenvalue": lambda seed: measurements.top_hessian_eigenvalue(
+            lambda: (w ** 2).sum(), [w], seed=seed),
         "precision.build": lambda seed: precision.build(2, seed=seed),
         "precision.lost_fraction": lambda seed: precision.lost_fraction(1e-3, seed=seed),
         "precision.smallest_scale": lambda seed: precision.smallest_scale(2, seed=seed),
@@ -165,6 +168,7 @@ def _seed_calls():
         "widgets.lesson02.probe_network": lambda seed: lesson02.probe_network("relu", 2, 1.0, seed=seed),
         "widgets.lesson03.patient": lambda seed: lesson03.patient(seed=seed),
         "widgets.lesson03.train_patient": lambda seed: lesson03.train_patient(0.1, seed=seed),
+        "widgets.lesson03.sharpness_along": lambda seed: lesson03.sharpness_along(0.1, steps=1, seed=seed),
         "widgets.lesson05.build": lambda seed: lesson05.build(4, True, False, seed=seed),
         "widgets.lesson06.adding_data": lambda seed: lesson06.adding_data(10, seed=seed),
         "widgets.lesson06.build": lambda seed: lesson06.build("rnn", seed=seed),

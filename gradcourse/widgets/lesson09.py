@@ -137,20 +137,23 @@ class Experiment:
 
 def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: int = 0, qk_norm: bool = False,
                deepnorm: bool = False, optimizer: str = "adam", steps: int = STEPS, seed: int = 0,
-               probe: bool = False, progress: bool | None = False) -> Experiment:
+               width: int = 32, batch: int = BATCH, probe: bool = False,
+               progress: bool | None = False) -> Experiment:
     """Build ``models.transformer(depth, norm=..., seed=seed)`` and train it on :func:`task` with
     ``fit`` (Adam or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
     ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step).
+    ``width`` (the model's D) and ``batch`` make a cheaper run where a claim holds at a smaller size.
     The run's ``metrics`` also hold the Watch's ``collapse`` and ``max_attention_logit`` per step, which
     :func:`gradcourse.diagnose` reads."""
     seed = _checks.seed(seed)
-    model = models.transformer(depth, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
+    model = models.transformer(depth, width, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
     with Watch(model) as watch:
         run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
-                        batch_size=BATCH, seed=seed, probe=probe, every=10, progress=progress)
+                        batch_size=batch, seed=seed, probe=probe, every=10, progress=progress)
     # the run carries what the Watch saw, so the gradient doctor can name collapse and logit growth
     run.metrics.update(collapse=list(watch.collapse), max_attention_logit=list(watch.max_logit))
     label = (f"{'DeepNorm ' if deepnorm else ''}{norm.capitalize()}-LN, {depth} layers"
+             f"{f', width {width}' if width != 32 else ''}"
              f"{', qk-norm' if qk_norm else ''}, {optimizer}, lr {lr:g}, warmup {warmup}")
     return Experiment(run, np.array(watch.collapse), np.array(watch.max_logit), np.array(watch.entropy), label)
 
@@ -288,6 +291,13 @@ class TransformerExplorer(Explorer):
     }
     #: Moving a control redraws the untrained model at once; the Run button trains.
     preview = {"steps": 0}
+
+    def _displays(self, params: dict, *, preview: bool = False) -> list:
+        """The first figure is the untrained model too, as the lesson says ("the explorer first shows
+        the untrained model"); only the Run button trains. (Training the default 300 steps on
+        display cost every run of the notebook 6 s.)"""
+        first, self._drawn = not getattr(self, "_drawn", False), True
+        return super()._displays(params, preview=preview or first)
 
     def compute(self, norm, depth, lr, warmup, qk_norm, optimizer, steps) -> Result:
         if steps == 0:
