@@ -183,9 +183,9 @@ def test_he_branch_factor_check_against_the_measurement(spirals):
     signal = probe_once(net, spirals.x, spirals.y).get("output_grad_norm")[0]
     per_block = (signal[2] / signal[20]) ** (1 / 9)       # the stream: each block's second layer
     assert per_block == pytest.approx(1.836, rel=0.01)
-    for right in (per_block, 1.7321, "3**0.5"):
+    for right in (per_block, 1.7321, "3**0.5", "sqrt(3)", "√3"):   # square roots are read (issue 22 §2.10)
         assert exercises.resnet_he_branch_factor(right).correct is True
-    for wrong in (1.0274, 2, 3, "sqrt(3)"):
+    for wrong in (1.0274, 2, 3):
         assert exercises.resnet_he_branch_factor(wrong).correct is False
     assert "n·Var(w) = 2" in exercises.resnet_he_branch_factor(1.0274).message
 

@@ -218,9 +218,9 @@ def test_exercise2_literal_is_the_measured_ratio_at_t30():
 def test_exercise2_right_wrong_and_odd_answers():
     from gradcourse import exercises
 
-    for right in (5.55e-10, "0.48**29", 0.5 ** 30, "6e-10", [5.55e-10]):
+    for right in (5.55e-10, "0.48**29", 0.5 ** 30, "6e-10", [5.55e-10], 0.5 ** 29):   # the bound itself counts
         assert exercises.rnn_ratio_t30(right).correct is True, right
-    for wrong in (0.5 ** 29, 0.48 ** 49, 0.48, -5.55e-10, 1 / 0.48 ** 29):
+    for wrong in (0.5 ** 28, 0.48 ** 49, 0.48, -5.55e-10, 1 / 0.48 ** 29):
         feedback = exercises.rnn_ratio_t30(wrong)
         assert feedback.correct is False and "29" in feedback.message, wrong
     assert exercises.rnn_ratio_t30(None).correct is None
