@@ -15,6 +15,20 @@ def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+def flag(name: str, value: Any, *, optional: bool = False) -> bool | None:
+    """Return ``value`` if it is True or False (or None, when ``optional``), else raise a ValueError.
+
+    >>> flag("updates", True), flag("progress", None, optional=True)
+    (True, None)
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        either = "True, False or None" if optional else "True or False"
+        raise ValueError(f"{name} must be {either}; got {value!r}")
+    return value
+
+
 def integer(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as an int within [low, high], else raise a ValueError.
 

@@ -117,8 +117,7 @@ def mystery_runs(seed: int = 0, progress: bool | None = None) -> dict[str, Run]:
     notebook; the four take a few seconds).
     """
     seed = _checks.seed(seed)
-    if progress is not None and not isinstance(progress, bool):
-        raise ValueError(f"progress must be True, False or None; got {progress!r}")
+    progress = _checks.flag("progress", progress, optional=True)
     runs = {}
     with progress_bar(len(PATIENTS), progress, desc="patients") as bar:
         for name in PATIENTS:

@@ -252,11 +252,9 @@ class Probe:
         if scaler is not None and optimizer is None:
             raise ValueError("scaler needs optimizer: Probe(model, optimizer=opt, scaler=scaler), the optimizer "
                              "that scaler.step(opt) steps")
-        if not isinstance(updates, bool):
-            raise ValueError(f"updates must be True or False; got {updates!r}")
         self.model = model
         self.optimizer = optimizer
-        self.updates = updates
+        self.updates = _checks.flag("updates", updates)
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.precision: str | None = None   # the narrowest float format a recorded forward pass ran in
         self.skipped_steps: list[int] = []  # steps the scaler skipped (Inf/NaN in the gradients)

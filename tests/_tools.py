@@ -1,4 +1,5 @@
-"""Load a script of ``tools/`` as a module, for the tests of the classroom kit.
+"""Helpers shared by the tests: load a script of ``tools/`` as a module (for the tests of the classroom
+kit), check an explorer's registration, record the progress bars code makes.
 
 ``tools/`` holds command-line scripts, not a package, so they are loaded from their path.
 """
@@ -39,3 +40,32 @@ def assert_registered(lesson: str, explorer: type) -> None:
     others = [other.__name__ for other in EXPLORERS.values() if other is not explorer and f"{other.__name__}(" in code]
     assert not others, f"{path.name} builds other lessons' explorers: {others}"
     assert explorer.__module__ == f"gradcourse.widgets.lesson{lesson[:2]}"
+
+
+def record_progress_bars(monkeypatch) -> list:
+    """Replace ``tqdm.auto.tqdm`` by a recorder for the rest of the test; return the list that each
+    bar made joins. A bar keeps its keyword arguments (``kwargs``), its ``updates`` and whether it
+    was ``closed`` (left as a context manager)."""
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.updates, self.closed = kwargs, 0, False
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.closed = True
+
+        def update(self, n=1):
+            self.updates += n
+
+        def set_postfix(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    return bars

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _tools import record_progress_bars
 
 from gradcourse import diagnose
 from gradcourse.patients import PATIENTS, mystery_runs, patient_name, recipe, reveal, treat
@@ -198,25 +199,7 @@ def test_patient_chart_draws_each_patients_probes():
 
 def test_mystery_runs_shows_a_bar_over_the_patients(monkeypatch):
     """A few seconds of training: a tqdm.auto bar, one update per patient, closed at the end."""
-    import tqdm.auto
-
-    bars = []
-
-    class Bar:
-        def __init__(self, **kwargs):
-            self.kwargs, self.updates, self.closed = kwargs, 0, False
-            bars.append(self)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.closed = True
-
-        def update(self, n=1):
-            self.updates += n
-
-    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    bars = record_progress_bars(monkeypatch)
     runs = mystery_runs(0, progress=True)
     assert len(bars) == 1 and bars[0].kwargs["total"] == len(PATIENTS) == bars[0].updates and bars[0].closed
     assert list(runs) == list(PATIENTS)

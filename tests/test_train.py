@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tools import record_progress_bars
 from test_probes import hooks_left
 from torch import nn
 
@@ -301,30 +302,9 @@ def test_progress_bar_obeys_tqdm_disable(capfd, monkeypatch):
     """progress=True makes a tqdm.auto bar of ``steps`` steps, updated once a step and closed, with
     no disable= of its own: so TQDM_DISABLE=1 (tests/conftest.py sets it before tqdm is imported)
     is what keeps the real bar silent here. A fit that never made a bar passed the old version."""
-    import tqdm.auto
-
     fit(models.mlp(2, 4, seed=0), data.spirals(16, seed=0), steps=2, lr=0.1, progress=True)
     assert capfd.readouterr().err == ""
-    bars = []
-
-    class Bar:
-        def __init__(self, **kwargs):
-            self.kwargs, self.updates, self.closed = kwargs, 0, False
-            bars.append(self)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.closed = True
-
-        def update(self, n=1):
-            self.updates += n
-
-        def set_postfix(self, **kwargs):
-            pass
-
-    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    bars = record_progress_bars(monkeypatch)
     fit(models.mlp(2, 4, seed=0), data.spirals(16, seed=0), steps=3, lr=0.1, progress=True)
     assert len(bars) == 1 and bars[0].kwargs["total"] == 3 and "disable" not in bars[0].kwargs
     assert bars[0].updates == 3 and bars[0].closed
