@@ -4,7 +4,9 @@ with the time of each cell and of the kernel's start.
 Run: ``.venv/bin/python benchmarks/bench_notebooks.py [NOTEBOOK ...]`` (default: every lesson).
 Each notebook runs in its own kernel process (nbclient); the kernel's peak RSS is read from the
 kernel itself at the end of the run, and each cell's time from the kernel's own busy/idle
-messages (``record_timing``), so the time between cells (nbclient's round trips) is not a cell's.
+messages (``record_timing``), so the time between cells (nbclient's round trips) is not a cell's,
+and each cell's CPU time from IPython's pre/post_run_cell events (on a loaded machine the CPU time
+of a one-thread kernel stays near the quiet wall time, so it is the figure to compare there).
 ``--start`` instead times a kernel's start in fresh processes: ``import torch``,
 ``import gradcourse``, the first backward pass and the first optimizer step.
 
@@ -28,6 +30,21 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PEAK_RSS = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+# Each cell's CPU time, recorded by IPython's pre/post_run_cell events: on a busy machine a cell's
+# wall time grows with the load, its CPU time (one thread) stays close to the quiet machine's wall time.
+CPU_CLOCK = """
+import time as _bench_time
+_bench_cpu = []
+def _bench_pre(info):
+    _bench_cpu.append(-_bench_time.process_time())
+def _bench_post(result):
+    if _bench_cpu:  # the first post_run_cell is this cell's own, which had no pre_run_cell
+        _bench_cpu[-1] += _bench_time.process_time()
+get_ipython().events.register("pre_run_cell", _bench_pre)
+get_ipython().events.register("post_run_cell", _bench_post)
+"""
+# The last entry is the report's own cell, still running.
+CPU_REPORT = "import json; print(json.dumps(_bench_cpu[:-1]))"
 CELL_BUDGET_S, SHOW_PROGRESS_S = 8.0, 3.0
 
 
@@ -51,6 +68,8 @@ def shows_progress(cell) -> bool:
 
 def measure(path: Path) -> dict:
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(CPU_CLOCK))
+    notebook.cells.append(nbformat.v4.new_code_cell(CPU_REPORT))
     notebook.cells.append(nbformat.v4.new_code_cell(PEAK_RSS))
     client = NotebookClient(notebook, timeout=600, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
@@ -58,10 +77,13 @@ def measure(path: Path) -> dict:
     client.execute()
     seconds = time.perf_counter() - start
     peak_mb = int(notebook.cells[-1].outputs[0]["text"].strip())
-    cells = [(i, cell_seconds(c), shows_progress(c)) for i, c in enumerate(notebook.cells[:-1])
-             if c.cell_type == "code"]
-    cells = [(i, s, p) for i, s, p in cells if s is not None]
-    return {"seconds": seconds, "peak_mb": peak_mb, "cells": cells}
+    cpu = json.loads(notebook.cells[-2].outputs[0]["text"].strip())
+    lesson = notebook.cells[1:-2]
+    code = [i for i, c in enumerate(lesson) if c.cell_type == "code"]
+    cells = [(i, cell_seconds(lesson[i]), shows_progress(lesson[i]), cpu_s) for i, cpu_s in zip(code, cpu)]
+    cells = [(i, s, p) for i, s, p, _ in cells if s is not None]
+    return {"seconds": seconds, "peak_mb": peak_mb, "cells": cells, "cpu_seconds": sum(cpu),
+            "cell_cpu": dict(zip(code, cpu))}
 
 
 def start_times(repeats: int = 5) -> dict[str, float]:
@@ -91,19 +113,19 @@ print(json.dumps({"import torch": t1 - t0, "import gradcourse, start()": t2 - t1
 
 def main(paths: list[Path] | None = None) -> str:
     lines = ["### Notebooks (fresh kernel, top to bottom; lessons call gradcourse.start(): 1 thread)", "",
-             "| notebook | wall time | kernel peak RSS | slowest cells (cell index: seconds) | "
-             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life |", "|---|---|---|---|---|"]
+             "| notebook | wall time | cells' CPU time | kernel peak RSS | slowest cells (cell index: seconds) | "
+             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life |", "|---|---|---|---|---|---|"]
     total = 0.0
     for path in paths or NOTEBOOKS:
         m = measure(path)
         total += m["seconds"]
         slowest = sorted(m["cells"], key=lambda c: -c[1])[:3]
         silent = [f"c{i}" for i, s, shown in m["cells"] if s > SHOW_PROGRESS_S and not shown]
-        lines.append(f"| {path.name} | {m['seconds']:.1f} s | {m['peak_mb']} MB | "
-                     + ", ".join(f"c{i}: {s:.1f}" + (" **over 8 s**" if s > CELL_BUDGET_S else "")
-                                 for i, s, _ in slowest)
+        lines.append(f"| {path.name} | {m['seconds']:.1f} s | {m['cpu_seconds']:.1f} s | {m['peak_mb']} MB | "
+                     + ", ".join(f"c{i}: {s:.1f} (CPU {m['cell_cpu'][i]:.1f})"
+                                 + (" **over 8 s**" if s > CELL_BUDGET_S else "") for i, s, _ in slowest)
                      + f" | {', '.join(silent) or 'none'} |")
-    lines.append(f"| **whole course** | **{total:.1f} s** | | | |")
+    lines.append(f"| **whole course** | **{total:.1f} s** | | | | |")
     text = "\n".join(lines)
     print(text)
     return text
