@@ -6,6 +6,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 
 def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError naming both."""
@@ -16,17 +18,18 @@ def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 
 
 def flag(name: str, value: Any, *, optional: bool = False) -> bool | None:
-    """Return ``value`` if it is True or False (or None, when ``optional``), else raise a ValueError.
+    """Return ``value`` as a bool if it is True or False (or None, when ``optional``), else raise
+    a ValueError. NumPy's booleans count: a flag is often computed (``np.all(...)``).
 
-    >>> flag("updates", True), flag("progress", None, optional=True)
-    (True, None)
+    >>> flag("updates", True), flag("progress", None, optional=True), flag("seen", np.bool_(False))
+    (True, None, False)
     """
     if value is None and optional:
         return None
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         either = "True, False or None" if optional else "True or False"
         raise ValueError(f"{name} must be {either}; got {value!r}")
-    return value
+    return bool(value)
 
 
 def integer(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:

@@ -203,8 +203,7 @@ def digits(seed: int = 0, *, n_test: int = 360, flatten: bool = False) -> Datase
     seed = _checks.seed(seed)
     images, labels = _digits_arrays()
     n_test = _checks.integer("n_test", n_test, low=0, high=len(images) - 1)
-    if not isinstance(flatten, bool):
-        raise ValueError(f"flatten must be True or False; got {flatten!r}")
+    flatten = _checks.flag("flatten", flatten)
     order = torch.randperm(len(images), generator=_generator(seed))
     x = torch.from_numpy(images / DIGITS_MAX_PIXEL)
     x = x if flatten else x.reshape(-1, 1, 8, 8)

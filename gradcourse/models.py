@@ -111,9 +111,7 @@ def mlp(
         weight_std = _checks.number("weight_std", weight_std, low=0.0, low_open=True)
     elif weight_std is not None:
         raise ValueError(f"weight_std is only used with init='normal'; got init={init!r}")
-    for name, flag in (("batchnorm", batchnorm), ("residual", residual)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be True or False; got {flag!r}")
+    batchnorm, residual = _checks.flag("batchnorm", batchnorm), _checks.flag("residual", residual)
     in_features = _checks.integer("in_features", in_features, low=1)
     out_features = _checks.integer("out_features", out_features, low=1)
     config = dict(kind="mlp", depth=depth, width=width, activation=activation, init=init,
@@ -347,9 +345,7 @@ def resnet_mlp(
     blocks = _checks.integer("blocks", blocks, low=1, high=250)
     width = _checks.integer("width", width, low=1, high=4096)
     _checks.choice("activation", activation, ACTIVATIONS)
-    for name, flag in (("batchnorm", batchnorm), ("residual", residual)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be True or False; got {flag!r}")
+    batchnorm, residual = _checks.flag("batchnorm", batchnorm), _checks.flag("residual", residual)
     in_features = _checks.integer("in_features", in_features, low=1)
     out_features = _checks.integer("out_features", out_features, low=1)
     config = dict(kind="resnet_mlp", blocks=blocks, width=width, activation=activation,
@@ -392,8 +388,7 @@ def digits_model(kind: str = "mlp", depth: int = 12, *, activation: str = "sigmo
     depth = _checks.integer("depth", depth, low=2 if kind == "cnn" else 1, high=60)
     _checks.choice("activation", activation, DIGITS_ACTIVATIONS)
     _checks.choice("init", init, DIGITS_INITS)
-    if not isinstance(batchnorm, bool):
-        raise ValueError(f"batchnorm must be True or False; got {batchnorm!r}")
+    batchnorm = _checks.flag("batchnorm", batchnorm)
     width = _checks.integer("width", width, low=4, high=512)
     act = ACTIVATIONS[activation]
     layers: dict[str, nn.Module] = {}  # named, so that the probe and the doctor name layers readably

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _checks
 from .run import Run
 from .trace import LAYER_QUANTITIES
 
@@ -56,10 +57,7 @@ def export(run: Run, logdir: str | os.PathLike, *, diagnosis: bool = True, overw
         raise ValueError("run must carry a probe trace: train it with fit(..., probe=True)")
     if not isinstance(logdir, (str, os.PathLike)) or not str(logdir):
         raise ValueError(f"logdir must be a directory path (str or pathlib.Path); got {logdir!r}")
-    if not isinstance(diagnosis, bool):
-        raise ValueError(f"diagnosis must be True or False; got {diagnosis!r}")
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
+    diagnosis, overwrite = _checks.flag("diagnosis", diagnosis), _checks.flag("overwrite", overwrite)
     from torch.utils.tensorboard import SummaryWriter
 
     logdir = _make_logdir(Path(logdir))

@@ -112,13 +112,13 @@ def fit(
     warmup = _checks.integer("warmup", warmup, low=0)
     betas = _betas(betas, optimizer)
     clip = _clipping(clip)
-    probe = _flag("probe", probe)
+    probe = _checks.flag("probe", probe)
     every = _checks.integer("every", every, low=1)
     seed = _checks.seed(seed)
     if batch_size is not None:
         batch_size = _checks.integer("batch_size", batch_size, low=1, high=len(x))
     if progress is not None:
-        progress = _flag("progress", progress)
+        progress = _checks.flag("progress", progress)
     classify = not torch.is_floating_point(y)
     loss_fn = loss_function(y)  # the one rule probe_once uses too
     given = model
@@ -288,7 +288,7 @@ def train_loop(model: nn.Module, dataset: Dataset, *, lr: float = LOOP_LR, steps
                         generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=LOOP_MOMENTUM)
     losses: list[float] = []
-    progress = _flag("progress", progress)
+    progress = _checks.flag("progress", progress)
     model.train()
     with progress_bar(steps, progress) as bar, Probe(model, every=every) as probe:
         while len(losses) < steps and (not losses or math.isfinite(losses[-1])):
@@ -417,12 +417,6 @@ def _check_trainable(model: nn.Module, params: list[torch.Tensor], lr: float) ->
             raise ValueError(f"lr must be below {largest:.3g}, the largest number the model's {dtype} weights "
                              f"can hold (the step lr·gradient could not even be computed); got lr={lr:g}. "
                              "Learning rates that train are about 1e-4 to 1 (lesson 02)")
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False; got {value!r}")
-    return bool(value)
 
 
 def _betas(betas, optimizer: str) -> tuple[float, float] | None:

@@ -53,9 +53,7 @@ class Param:
         if self.options is not None:
             return _checks.choice(name, value, self.options)
         if isinstance(self.default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False; got {value!r}")
-            return value
+            return _checks.flag(name, value)
         if isinstance(self.default, int):
             return _checks.integer(name, value, low=self.low, high=self.high)
         return _checks.number(name, value, low=self.low, high=self.high)
