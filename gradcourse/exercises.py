@@ -1,482 +1,163 @@
-"""The checks behind each lesson's exercises: friendly feedback, never a traceback.
+"""Every lesson's answer keys, in lesson order: what each exercise expects, and what to say.
 
-Every check takes the learner's ``answer`` and returns a :class:`Feedback`, which a notebook
-shows as a sentence, whatever the answer is: a number, a string such as ``"1/4"`` or
-``"2**10"``, a one-element array or tensor, a list, ``NaN``, ``10**400``… ``None`` (the answer
-cell not filled in yet) gets a gentle reminder. Choices are compared without case, spaces,
-underscores or hyphens (``"Dead ReLUs"`` reads as ``"dead_relu"``).
-
-The other arguments come from the notebook (the mystery runs, a measured mean norm). When one of
-them is unusable (``None``, an empty dict, NaN), the check does not raise either: it returns a
-Feedback with ``correct=None`` that names the argument and what it expects.
+The notebooks call ``exercises.<key>(answer)`` and show the :class:`~gradcourse.answers.Feedback`
+it returns. A key whose answer is a number or an option is a record (:mod:`gradcourse.answers`:
+:class:`~gradcourse.answers.Number`, :class:`~gradcourse.answers.Ratio`,
+:class:`~gradcourse.answers.Whole`, :class:`~gradcourse.answers.Band`,
+:class:`~gradcourse.answers.Choice`): its expected value is derived (from :mod:`gradcourse.theory`,
+a float format's limits) or, where only an experiment gives it, the measured value with the spread
+it was measured over. A key that computes is a function: it trains or probes a model, runs the
+learner's function against a reference, or reads a Run.
 
 >>> from gradcourse import exercises
->>> exercises.check_number(None, 0.25, name="σ'(0)")
-Fill in your answer for σ'(0): replace `None` with your value and run the cell again.
->>> exercises.check_number("1/4", 0.25, name="σ'(0)").correct
-True
->>> exercises.check_number(float("nan"), 0.25, name="σ'(0)")
-Not quite: that is not a number (NaN). Write σ'(0) as a number, e.g. 0.25, "1/4" or "2**10".
+>>> exercises.chain_gradient_tanh("0.8**25").message[:44]
+'Right: the gradient at the input = 0.003778.'
+>>> exercises.tanh_phase("Ordered").correct
+False
 """
 
 from __future__ import annotations
 
-import ast
 import functools
 import math
-import numbers
-import operator
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import _checks, doctor
+from . import _checks, doctor, theory
+from .answers import (
+    QUANTITY_ALIASES,
+    Band,
+    Choice,
+    Feedback,
+    Mistake,
+    Number,
+    Ratio,
+    Whole,
+    as_number,
+    cannot_check,
+    capitalise,
+    check_number,
+    check_whole_number,
+    describe,
+    exercise,
+    missing,
+    normalise,
+    not_a_function,
+    peek,
+    read_answer,
+    skeleton,
+    two_digits,
+)
 from .hooks import hooks_left
 
-
-@dataclass(frozen=True)
-class Feedback:
-    """The verdict on one answer: ``correct`` is True, False or None (no answer yet, or the
-    check cannot run)."""
-
-    correct: bool | None
-    message: str
-
-    def __repr__(self) -> str:
-        return self.message
-
-    def _repr_markdown_(self) -> str:
-        mark = {True: "✅", False: "❌", None: "✏️"}[self.correct]
-        return f"{mark} {self.message}"
-
-    def __bool__(self) -> bool:
-        return bool(self.correct)
+# --- lesson 00 ---
 
 
-def missing(name: str) -> Feedback:
-    return Feedback(None, f"Fill in your answer for {name}: replace `None` with your value and "
-                          "run the cell again.")
-
-
-def _not_a_function(fn, name: str) -> Feedback | None:
-    """The feedback for a coding exercise's answer that is no function yet (nothing, or not
-    callable), else ``None``: the check goes on."""
-    if fn is None:
-        return missing(name)
-    if not callable(fn):
-        return Feedback(False, f"Not quite: pass the function itself, without brackets; got {_show(fn)}.")
-    return None
-
-
-def cannot_check(argument: str, expected: str, value: Any) -> Feedback:
-    """The feedback for an unusable argument supplied by the notebook (not the learner's answer)."""
-    return Feedback(None, f"This check cannot run: {argument} should be {expected}; got {_show(value)}. "
-                          "Re-run the cells above this one (or restore this cell as it was).")
-
-
-def exercise(check: Callable[..., Feedback]) -> Callable[..., Feedback]:
-    """Decorator for an exercise check: a ValueError raised while it reads its other arguments
-    (a width, a depth, a run) becomes a Feedback that says so, never a traceback."""
-
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs) -> Feedback:
-        try:
-            return check(*args, **kwargs)
-        except ValueError as error:
-            return Feedback(None, f"This check cannot run: {error}. Re-run the cells above this one "
-                                  "(or restore this cell as it was).")
-
-    return wrapper
-
-
-# --- reading an answer ---
-
-def _show(value: Any, limit: int = 60) -> str:
-    """A short, safe description of ``value`` for a message."""
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 (an object whose repr fails must not break the feedback)
-        text = f"a {type(value).__name__}"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _capital(sentence: str) -> str:
-    return sentence[:1].upper() + sentence[1:]
-
-
-class _Unreadable(Exception):
-    """The answer is not a number; the message says why."""
-
-
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-              ast.Div: operator.truediv, ast.Pow: operator.pow}
-#: The one function an answer may call: ``sqrt(3)``, ``math.sqrt(3)``, ``np.sqrt(3)`` (``√3`` is read as sqrt(3)).
-_SQRT_NAMES = {"sqrt", "math.sqrt", "np.sqrt", "numpy.sqrt"}
-
-
-def _function_name(node: ast.AST) -> str:
-    """``sqrt`` or ``math.sqrt`` for a Name or an Attribute of a Name, else ''."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-        return f"{node.value.id}.{node.attr}"
-    return ""
-
-
-def _evaluate(node: ast.AST) -> float:
-    """A number from an arithmetic expression of numbers, + − * / ** and brackets (no names, no
-    calls: nothing else is evaluated). Computed in floats, so 2**10**10 overflows at once."""
-    if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        try:
-            return float(node.value)
-        except OverflowError:
-            return math.inf
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        value = _evaluate(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        left, right = _evaluate(node.left), _evaluate(node.right)
-        try:
-            value = _OPERATORS[type(node.op)](left, right)
-        except ZeroDivisionError:
-            raise _Unreadable("it divides by zero") from None
-        except OverflowError:
-            return math.inf
-        if isinstance(value, complex):
-            raise _Unreadable("it is a complex number") from None
-        return value
-    if (isinstance(node, ast.Call) and _function_name(node.func) in _SQRT_NAMES and len(node.args) == 1
-            and not node.keywords):
-        value = _evaluate(node.args[0])
-        if value < 0:
-            raise _Unreadable("it takes the square root of a negative number")
-        return math.sqrt(value)
-    raise _Unreadable("it is not a number or an arithmetic expression of numbers")
-
-
-def _parse(text: str) -> float:
-    cleaned = (text.strip().replace("−", "-").replace("×", "*").replace("·", "*").replace("^", "**")
-               .replace("⁄", "/"))
-    # √ binds to the number or bracket right after it: √1.5 → sqrt(1.5), √(3/2) → sqrt(3/2), √2/4 → sqrt(2)/4
-    cleaned = re.sub(r"√\s*(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)", r"sqrt(\1)", cleaned).replace("√", "sqrt")
-    if not cleaned:
-        raise _Unreadable("it is empty")
-    if len(cleaned) > 100:
-        raise _Unreadable("it is too long for a number")
-    if "," in cleaned:
-        raise _Unreadable("it contains a comma (write decimals with a point, and one number only)")
-    try:
-        tree = ast.parse(cleaned, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        raise _Unreadable("it is not a number or an arithmetic expression of numbers") from None
-    return _evaluate(tree)
-
-
-def as_number(answer: Any) -> float:
-    """``answer`` as a float (possibly NaN or ±inf), or :class:`_Unreadable` saying why not.
-
-    Accepts numbers of any kind, numeric strings and arithmetic (``"1/4"``, ``"2**10"``,
-    ``"1e-3"``, square roots: ``"sqrt(2)/4"``, ``"√1.5"``), and one-element lists, arrays and tensors.
-
-    >>> as_number("2**10"), as_number([0.25]), as_number(10**400), as_number("√(3/2)") == 1.5 ** 0.5
-    (1024.0, 0.25, inf, True)
-    """
-    if isinstance(answer, (bool, np.bool_)):
-        raise _Unreadable("it is True/False, not a number")
-    if isinstance(answer, str):
-        return _parse(answer)
-    if answer is None or isinstance(answer, (bytes, bytearray, dict, set, frozenset)):
-        raise _Unreadable(f"it is a {type(answer).__name__}, not a number")
-    if isinstance(answer, numbers.Complex) and not isinstance(answer, numbers.Real):
-        raise _Unreadable("it is a complex number")
-    if isinstance(answer, numbers.Real):
-        try:
-            return float(answer)
-        except OverflowError:                      # an int beyond float's range, e.g. 10**400
-            return math.inf if answer > 0 else -math.inf
-    if callable(getattr(answer, "numel", None)):    # a torch tensor
-        count = int(answer.numel())
-    elif isinstance(answer, np.ndarray):
-        count = int(answer.size)
-    elif isinstance(answer, (list, tuple)):
-        count = len(answer)
-    else:
-        try:
-            return float(answer)
-        except Exception:  # noqa: BLE001 (any object: a number if float() takes it, else feedback)
-            raise _Unreadable(f"it is a {type(answer).__name__}, not a number") from None
-    if count != 1:
-        raise _Unreadable(f"it holds {count} values, not one number")
-    return as_number(answer.item() if hasattr(answer, "item") else answer[0])
-
-
-def _read_number(answer: Any, name: str, example: str) -> float | Feedback:
-    """The answer as a finite float, or the Feedback that explains why it is not one."""
-    try:
-        value = as_number(answer)
-    except _Unreadable as why:
-        return Feedback(False, _capital(f"{name} should be a number (e.g. {example}); got {_show(answer)}: {why}."))
-    except RecursionError:
-        return Feedback(False, _capital(f"{name} should be a number (e.g. {example}); got a deeply nested object."))
-    if math.isnan(value):
-        return Feedback(False, f"Not quite: that is not a number (NaN). Write {name} as a number, "
-                               f"e.g. {example}.")
-    if math.isinf(value):
-        return Feedback(False, f"Not quite: {_show(answer, 20)} is infinite, or too large to compute "
-                               f"with. {name} is a finite number.")
-    return value
-
-
-def two_digits(expected: float) -> float:
-    """Half a unit of ``expected``'s second significant digit: an answer rounded to two significant
-    digits is never further off than this, so every check accepts it (2.6 for 48^¼ = 2.632).
-
-    >>> two_digits(2.632), two_digits(0.16), two_digits(0.0)
-    (0.05, 0.005, 0.0)
-    """
-    if expected == 0 or not math.isfinite(expected):
-        return 0.0
-    return 0.5 * 10.0 ** (math.floor(math.log10(abs(expected))) - 1)
-
-
-def check_number(answer: Any, expected: float, *, name: str, rel: float = 0.05, abs_tol: float = 0.0,
-                 praise: str = "", hint: str = "") -> Feedback:
-    """Right if ``answer`` is within ``rel`` (relative) or ``abs_tol`` of ``expected``, and always
-    when it is ``expected`` rounded to two significant digits (:func:`two_digits`).
-
-    >>> check_number("0.25", 0.25, name="x").correct, check_number(0.5, 0.25, name="x")
-    (True, Not quite: 0.5 is too large.)
-    >>> check_number(2.6, 48 ** 0.25, name="α", rel=0.01).correct
-    True
-    """
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, '0.25, "1/4" or "2**10"')
-    if isinstance(value, Feedback):
-        return value
-    if math.isclose(value, expected, rel_tol=rel, abs_tol=max(abs_tol, two_digits(expected) * (1 + 1e-9))):
-        return Feedback(True, f"Right: {name} = {expected:.4g}. {praise}".strip())
-    direction = "too large" if value > expected else "too small"
-    return Feedback(False, f"Not quite: {value:.4g} is {direction}. {hint}".strip())
-
-
-def check_whole_number(answer: Any, expected: int, *, name: str, within: int = 0, unit: str = "", low: int = 0,
-                       praise: str = "", hint: str = "") -> Feedback:
-    """Right if ``answer`` is a whole number (``11``, ``"11"``, ``11.0``) within ``within`` of
-    ``expected``; a count of layers or steps is never 10.5, nor below ``low``.
-
-    >>> check_whole_number("6", 6, name="the depth").correct, check_whole_number(10.5, 11, name="the depth")
-    (True, Not quite: the depth is a whole number; 10.5 is not one.)
-    """
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, f"{expected + 2}")
-    if isinstance(value, Feedback):
-        return value
-    if value != round(value):
-        return Feedback(False, f"Not quite: {name} is a whole number{unit}; {value:g} is not one.")
-    if value < low:
-        return Feedback(False, f"Not quite: {name} is at least {low}{unit}; got {value:g}.")
-    if abs(value - expected) <= within:
-        return Feedback(True, f"Right: {name} = {expected}. {praise}".strip())
-    direction = "too large" if value > expected else "too small"
-    return Feedback(False, f"Not quite: {value:g} is {direction}. {hint}".strip())
-
-
-def normalise(text: str) -> str:
-    """Lower case, with runs of spaces, underscores and hyphens as one space, and American
-    spellings read as British ones (``optimization`` as ``optimisation``).
-
-    >>> normalise("  Dead_ReLU "), normalise("Optimization difficulty")
-    ('dead relu', 'optimisation difficulty')
-    """
-    text = re.sub(r"[\s_\-]+", " ", text).strip().lower()
-    return re.sub(r"(?<=\w\w)iz(e|es|ed|ing|ation|ations)\b", r"is\1", text)
-
-
-def check_choice(answer: Any, expected: str | Iterable[str], *, name: str, options: Iterable[str] | None = None,
-                 aliases: dict[str, str] | None = None, praise: str = "", hint: str = "") -> Feedback:
-    """Right if ``answer`` is (one of) ``expected``: strings compared by :func:`normalise`;
-    ``aliases`` maps other words to an option (``{"dead relus": "dead_relu"}``).
-
-    >>> check_choice("Gated-Cell", "gated cell", name="the remedy").correct
-    True
-    >>> check_choice(["eval"], "eval", name="the mode", options=("train", "eval"))
-    The mode should be one of 'train', 'eval'; got ['eval'].
-    """
-    if answer is None:
-        return missing(name)
-    accepted = (expected,) if isinstance(expected, str) else tuple(expected)
-    options = tuple(options) if options is not None else accepted
-    choices = {normalise(o): o for o in options}
-    choices.update({normalise(a): o for a, o in (aliases or {}).items()})
-    given = choices.get(normalise(answer)) if isinstance(answer, str) else None
-    if given is None:
-        return Feedback(False, _capital(f"{name} should be one of {', '.join(map(repr, options))}; "
-                                        f"got {_show(answer)}."))
-    if normalise(given) in {normalise(e) for e in accepted}:
-        return Feedback(True, f"Right: {given}. {praise}".strip())
-    return Feedback(False, f"Not quite. {hint}".strip())
-
-
-#: Other words for the probe's two per-layer quantities, for every check that asks for one.
-QUANTITY_ALIASES = {
-    "signal": "output_grad_norm", "the signal": "output_grad_norm", "signal gradient": "output_grad_norm",
-    "∂l/∂z": "output_grad_norm", "dl/dz": "output_grad_norm", "output gradient": "output_grad_norm",
-    "backward signal": "output_grad_norm",
-    "weight gradient": "grad_norm", "weight gradients": "grad_norm", "the weight gradient": "grad_norm",
-    "∂l/∂w": "grad_norm", "dl/dw": "grad_norm", "gradient of the weights": "grad_norm", "grad norm": "grad_norm",
-}
-
-
-def _skeleton(name: str, *, error: BaseException | None = None, result: Any = None) -> Feedback | None:
-    """The "fill in" feedback for a coding exercise's function that is still its skeleton: it raised
-    NotImplementedError, or computed with a ``...`` placeholder (a TypeError naming 'ellipsis'), or
-    returned ``...`` (alone or in a tuple); else ``None``."""
-    placeholder = (isinstance(error, NotImplementedError)
-                   or (isinstance(error, TypeError) and "ellipsis" in str(error))
-                   or result is Ellipsis
-                   or (isinstance(result, (tuple, list)) and any(part is Ellipsis for part in result)))
-    if not placeholder:
-        return None
-    return Feedback(None, f"Fill in {name}: replace each `...` (or the `raise NotImplementedError` line) with "
-                          "your code, and run the cell again.")
-
-
-# Each lesson adds its own named checks below, in its own section, built on the ones above.
-
-
-# --- lessons 00 and 01 ---
-# Expected answers are literals measured with the course's own code (seed 0); the lessons assert
-# the same numbers, so a change in the package that moves them fails a notebook, not a learner.
-
-def _peek(answer: Any) -> float | None:
-    """The answer as a finite float when it reads as one (to spot a typical wrong answer), else None."""
-    value = None if answer is None else _read_number(answer, "the answer", "0.25")
-    return value if isinstance(value, float) else None
-
-
-@exercise
-def chain_gradient_tanh(answer) -> Feedback:
-    """Lesson 00, Ex 1: |∂h_L/∂h_0| for a tanh scalar chain with w = 0.8 and L = 25 links at z = 0
+chain_gradient_tanh = Number(
+    expected=lambda: theory.chain_factor(0.8, "tanh") ** 25, name="the gradient at the input", rel=0.02,
+    mistakes=(Mistake("Not quite: that uses the sigmoid's slope 1/4. tanh'(0) = 1 − tanh²(0) = 1, "
+                      "so each link multiplies the gradient by |w| alone.", near=0.2 ** 25),),
+    text="""
+    Lesson 00, Ex 1: |∂h_L/∂h_0| for a tanh scalar chain with w = 0.8 and L = 25 links at z = 0
     (autograd gives 0.8²⁵ = 3.778e-3).
 
-    >>> chain_gradient_tanh(0.8 ** 25).correct, chain_gradient_tanh(0.2 ** 25).correct
-    (True, False)
-    """
-    value = _peek(answer)
-    if value is not None and math.isclose(value, 0.2 ** 25, rel_tol=0.05):
-        return Feedback(False, "Not quite: that uses the sigmoid's slope 1/4. tanh'(0) = 1 − tanh²(0) = 1, "
-                               "so each link multiplies the gradient by |w| alone.")
-    return check_number(answer, 0.00377789, name="the gradient at the input", rel=0.02,
-                        praise="tanh'(0) = 1, so each link gives |w·tanh'(0)| = 0.8, and 0.8²⁵ ≈ 3.8e-3: "
-                               "a factor that looks harmless still loses 99.6 % over 25 links.",
-                        hint="The factor per link is |w·tanh'(0)|, with tanh'(0) = 1 − tanh²(0); "
-                             "raise it to the power L = 25.")
+    Praise: tanh'(0) = 1, so each link gives |w·tanh'(0)| = 0.8, and 0.8²⁵ ≈ 3.8e-3: a factor that looks harmless
+    still loses 99.6 % over 25 links.
+
+    Hint: The factor per link is |w·tanh'(0)|, with tanh'(0) = 1 − tanh²(0); raise it to the power L = 25.
+    """)
 
 
-@exercise
-def critical_weight_offset(answer) -> Feedback:
-    """Lesson 00, Ex 2: the |w| at which a sigmoid chain whose units all sit at z = 2 neither vanishes
+critical_weight_offset = Number(
+    expected=lambda: 1 / theory.activation_slope("sigmoid", 2.0), name="the critical |w| at z = 2", rel=0.02,
+    mistakes=(Mistake("Not quite: 4 is the boundary for units at z = 0, where σ' = 1/4. "
+                      "Here the units sit at z = 2: compute σ'(2) = σ(2)(1 − σ(2)) first.",
+                      near=lambda: theory.critical_weight("sigmoid"), rel=0.02, either_sign=True),),
+    text="""
+    Lesson 00, Ex 2: the |w| at which a sigmoid chain whose units all sit at z = 2 neither vanishes
     nor explodes: 1/σ'(2) = 9.5244.
 
-    >>> [critical_weight_offset(a).correct for a in (9.52, "1/0.105", 4)]
-    [True, True, False]
-    """
-    value = _peek(answer)
-    if value is not None and math.isclose(abs(value), 4.0, rel_tol=0.02):
-        return Feedback(False, "Not quite: 4 is the boundary for units at z = 0, where σ' = 1/4. "
-                               "Here the units sit at z = 2: compute σ'(2) = σ(2)(1 − σ(2)) first.")
-    return check_number(answer, 9.5244, name="the critical |w| at z = 2", rel=0.02,
-                        praise="σ'(2) = σ(2)(1 − σ(2)) ≈ 0.105, so |w| = 1/0.105 ≈ 9.5: saturation moves the "
-                               "boundary up, and the weights must be larger to keep the gradient (lesson 01).",
-                        hint="The boundary is |w·σ'(z)| = 1 at the z where the units sit, here z = 2. "
-                             "Compute σ(2) ≈ 0.881, then σ'(2) = σ(2)(1 − σ(2)).")
+    Praise: σ'(2) = σ(2)(1 − σ(2)) ≈ 0.105, so |w| = 1/0.105 ≈ 9.5: saturation moves the boundary up, and the
+    weights must be larger to keep the gradient (lesson 01).
+
+    Hint: The boundary is |w·σ'(z)| = 1 at the z where the units sit, here z = 2. Compute σ(2) ≈ 0.881, then σ'(2) =
+    σ(2)(1 − σ(2)).
+    """)
 
 
-@exercise
-def half_he_curves(answer) -> Feedback:
-    """Lesson 00, Ex 3: a 20-layer ReLU network at HALF He's std. Which per-layer curve falls steeply
+half_he_curves = Choice(
+    expected="output_grad_norm", name="the curve that falls",
+    options=("output_grad_norm", "grad_norm", "both", "neither"),
+    aliases=QUANTITY_ALIASES,
+    text="""
+    Lesson 00, Ex 3: a 20-layer ReLU network at HALF He's std. Which per-layer curve falls steeply
     toward layer 1? Measured (seed 0): signal layer 1 / layer 20 = 1.7e-6, weight gradient
     layer 2 / layer 20 = 1.76.
 
-    >>> half_he_curves("output_grad_norm").correct, half_he_curves("both").correct
-    (True, False)
-    """
-    return check_choice(answer, "output_grad_norm", name="the curve that falls",
-                        options=("output_grad_norm", "grad_norm", "both", "neither"),
-                        aliases=QUANTITY_ALIASES,
-                        praise="The signal halves per layer going back (1.7e-6 over 19 layers), while the "
-                               "forward activations halve per layer going forward: in ∂L/∂W_k = δ_k h_{k−1}ᵀ "
-                               "the two cancel and the weight gradients stay level. Look at both curves.",
-                        hint="∂L/∂W_k pairs the signal δ_k with the layer's input h_{k−1}. With weights at half "
-                             "He's scale, which way does each of them shrink, and what does their product do?")
+    Praise: The signal halves per layer going back (1.7e-6 over 19 layers), while the forward activations halve per
+    layer going forward: in ∂L/∂W_k = δ_k h_{k−1}ᵀ the two cancel and the weight gradients stay level. Look at both
+    curves.
+
+    Hint: ∂L/∂W_k pairs the signal δ_k with the layer's input h_{k−1}. With weights at half He's scale, which way
+    does each of them shrink, and what does their product do?
+    """)
 
 
-@exercise
-def sigmoid_he_factor(answer) -> Feedback:
-    """Lesson 01, Ex 1: the per-layer factor of a width-64 sigmoid MLP with He's init, Var(w) = 2/n_in.
+# --- lesson 01 ---
+
+
+sigmoid_he_factor = Number(
+    expected=lambda: theory.small_signal_factor("sigmoid", "kaiming", 64), name="the per-layer factor", rel=0.12,
+    mistakes=(Mistake("Not quite: √(n·Var(w)) = √2 is only the weights' part. Multiply by the sigmoid's "
+                      "slope σ'(0) = 1/4.", near=math.sqrt(2)),),
+    text="""
+    Lesson 01, Ex 1: the per-layer factor of a width-64 sigmoid MLP with He's init, Var(w) = 2/n_in.
     Small-z theory √2/4 = 0.354; measured 0.316 (σ' < 1/4 away from 0): both are right.
 
-    >>> sigmoid_he_factor(0.354).correct, sigmoid_he_factor(0.316).correct, sigmoid_he_factor(0.5).correct
-    (True, True, False)
-    """
-    value = _peek(answer)
-    if value is not None and math.isclose(value, math.sqrt(2), rel_tol=0.05):
-        return Feedback(False, "Not quite: √(n·Var(w)) = √2 is only the weights' part. Multiply by the sigmoid's "
-                               "slope σ'(0) = 1/4.")
-    return check_number(answer, 0.3536, name="the per-layer factor", rel=0.12,
-                        praise="¼·√(64·2/64) = √2/4 ≈ 0.354 (measured 0.316: σ' < ¼ away from 0). Still far "
-                               "below 1: He's init is built for ReLU's ½, not the sigmoid's ¼, and 19 layers "
-                               "lose about 10 orders of magnitude.",
-                        hint="χ ≈ σ'(0)·√(n·Var(w)) with σ'(0) = 1/4 and n·Var(w) = 64 · 2/64 = 2.")
+    Praise: ¼·√(64·2/64) = √2/4 ≈ 0.354 (measured 0.316: σ' < ¼ away from 0). Still far below 1: He's init is built
+    for ReLU's ½, not the sigmoid's ¼, and 19 layers lose about 10 orders of magnitude.
+
+    Hint: χ ≈ σ'(0)·√(n·Var(w)) with σ'(0) = 1/4 and n·Var(w) = 64 · 2/64 = 2.
+    """)
 
 
-@exercise
-def depth_for_tiny_signal(answer) -> Feedback:
-    """Lesson 01, Ex 2: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
+depth_for_tiny_signal = Whole(
+    expected=lambda: theory.depth_for_ratio(1e-8, theory.small_signal_factor("sigmoid", "default", 64)),
+    name="the depth", unit=" of layers",
+    text="""
+    Lesson 01, Ex 2: the smallest depth at which a default-init sigmoid MLP (width 64) delivers less
     than 1e-8 of the last layer's signal to layer 1 (χ = 0.1443: 0.1443¹⁰ < 1e-8 < 0.1443⁹).
 
-    >>> depth_for_tiny_signal(11).correct, depth_for_tiny_signal(20).correct, depth_for_tiny_signal(10.5).correct
-    (True, False, False)
-    """
-    return check_whole_number(answer, 11, name="the depth", unit=" of layers",
-                              praise="0.144^(L−1) < 1e-8 needs L − 1 ≥ 10; the measuring cell agrees.",
-                              hint="Each layer multiplies the signal by ≈ 0.144; solve 0.144^(L−1) < 1e-8 for the "
-                                   "smallest whole L (there are L − 1 factors between layer L and layer 1).")
+    Praise: 0.144^(L−1) < 1e-8 needs L − 1 ≥ 10; the measuring cell agrees.
+
+    Hint: Each layer multiplies the signal by ≈ 0.144; solve 0.144^(L−1) < 1e-8 for the smallest whole L (there are
+    L − 1 factors between layer L and layer 1).
+    """)
 
 
-@exercise
-def wider_tanh_ratio(answer) -> Feedback:
-    """Lesson 01, Ex 3: a 25-layer tanh MLP with PyTorch's default init, widened from 64 to 256 units:
+wider_tanh_ratio = Ratio(
+    expected=lambda: theory.small_signal_factor("tanh", "default", 256) ** 24, factor=3.0,
+    name="the layer 1 / layer 25 ratio", example='"3**-12" or 1e-6',
+    mistakes=(Mistake("Not quite: widening does not help. PyTorch's default init draws Var(w) = 1/(3·n), so "
+                      "n·Var(w) = 1/3 whatever the width: the factor per layer is still tanh'(0)·√(1/3).", above=1e-3),
+              Mistake("Not quite: that is far too small. tanh'(0) = 1 (the sigmoid's 1/4 does not apply), and "
+                      "there are 24 factors between layer 25 and layer 1.", above=0.0, below=1e-15)),
+    text="""
+    Lesson 01, Ex 3: a 25-layer tanh MLP with PyTorch's default init, widened from 64 to 256 units:
     ‖∂L/∂z₁‖ / ‖∂L/∂z₂₅‖ at initialisation. The default Var(w) = 1/(3·n_in) scales with the width,
     so the factor stays 1·√(1/3) and the ratio is (1/√3)²⁴ = 1.88e-6 at any width. Measured at
     width 256: 1.28e-6, 9.5e-7, 1.78e-6, 1.20e-6, 1.51e-6 (seeds 0–4, the same on the portable
     kernels; tanh' < 1 away from 0 puts them below): right within a factor 3.
 
-    >>> wider_tanh_ratio("3**-12").correct, wider_tanh_ratio(9.5e-7).correct, wider_tanh_ratio(29).correct
-    (True, True, False)
-    """
-    value = _peek(answer)
-    if value is not None and value > 1e-3:
-        return Feedback(False, "Not quite: widening does not help. PyTorch's default init draws Var(w) = 1/(3·n), "
-                               "so n·Var(w) = 1/3 whatever the width: the factor per layer is still tanh'(0)·√(1/3).")
-    if value is not None and 0 < value < 1e-15:
-        return Feedback(False, "Not quite: that is far too small. tanh'(0) = 1 (the sigmoid's 1/4 does not apply), "
-                               "and there are 24 factors between layer 25 and layer 1.")
-    return _ratio_within(answer, 1.8817e-6, 3.0, name="the layer 1 / layer 25 ratio", example='"3**-12" or 1e-6',
-                         praise="n·Var(w) = n·1/(3n) = 1/3 at any width, so each layer still multiplies the signal by "
-                                "√(1/3) ≈ 0.58 and 24 of them give (1/√3)²⁴ ≈ 1.9e-6 (measured 1.3e-6 at width 256: "
-                                "tanh' < 1 away from 0). More width does not fix a default init; Xavier "
-                                "(n·Var(w) = 1) does.",
-                         hint="Per layer the signal changes by tanh'(0)·√(n·Var(w)); with the default init, what is "
-                              "n·Var(w) at width 256? Then count the factors between layer 25 and layer 1.")
+    Praise: n·Var(w) = n·1/(3n) = 1/3 at any width, so each layer still multiplies the signal by √(1/3) ≈ 0.58 and
+    24 of them give (1/√3)²⁴ ≈ 1.9e-6 (measured 1.3e-6 at width 256: tanh' < 1 away from 0). More width does not fix
+    a default init; Xavier (n·Var(w) = 1) does.
+
+    Hint: Per layer the signal changes by tanh'(0)·√(n·Var(w)); with the default init, what is n·Var(w) at width
+    256? Then count the factors between layer 25 and layer 1.
+    """)
 
 
 @exercise
@@ -496,7 +177,7 @@ def signal_probe(answer) -> Feedback:
     if answer is None:
         return missing(name)
     if not callable(answer):
-        return Feedback(False, f"Pass the function itself (its name, no parentheses); got {_show(answer)}.")
+        return Feedback(False, f"Pass the function itself (its name, no parentheses); got {describe(answer)}.")
     spirals = data.cached_spirals(512)
     net = models.mlp(20, 64, activation="sigmoid", seed=0)
     try:
@@ -506,7 +187,7 @@ def signal_probe(answer) -> Feedback:
                               "and run the cell again.")
     except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: feedback, not a traceback)
         left = " It also left hooks attached: remove them in a `finally:` block." if hooks_left(net) else ""
-        return Feedback(False, f"Your function raised {type(error).__name__}: {_show(str(error), 120)}. "
+        return Feedback(False, f"Your function raised {type(error).__name__}: {describe(str(error), 120)}. "
                                f"Run it on its own to see where.{left}")
     if hooks_left(net):
         return Feedback(False, "Your hooks are still attached to the model: keep the handle that each "
@@ -517,7 +198,7 @@ def signal_probe(answer) -> Feedback:
     try:
         mine = np.asarray([float(v) for v in result], dtype=float)
     except Exception:  # noqa: BLE001 (any object: feedback if it is not a list of numbers)
-        return Feedback(False, f"Return a list of 20 numbers, one per hidden layer; got {_show(result)}.")
+        return Feedback(False, f"Return a list of 20 numbers, one per hidden layer; got {describe(result)}.")
     if mine.shape != (20,):
         extra = " (the hidden layers only, not the head)" if mine.size == 21 else ""
         return Feedback(False, f"Return 20 numbers, one per hidden layer{extra}; got {mine.size}.")
@@ -537,158 +218,131 @@ def signal_probe(answer) -> Feedback:
 
 
 # --- lesson 02 ---
-# Expected values are literals measured with the lesson's own cells (seed 0) or worked out by hand.
 
-@exercise
-def relu_growth_per_layer(answer: Any) -> Feedback:
-    """Lesson 02 Ex 1: Var(w) = 3/fan_in in a ReLU net; by what factor does ‖∂L/∂z‖ grow per layer,
+
+relu_growth_per_layer = Number(
+    expected=lambda: theory.relu_signal_factor(1.5), name="growth per layer", rel=0.03,
+    text="""
+    Lesson 02 Ex 1: Var(w) = 3/fan_in in a ReLU net; by what factor does ‖∂L/∂z‖ grow per layer,
     going backward? (c = 1.5, so √1.5 = 1.2247.)
 
-    >>> relu_growth_per_layer("1.5**0.5").correct, relu_growth_per_layer(1.5).correct
-    (True, False)
-    """
-    return check_number(answer, 1.2247, name="growth per layer", rel=0.03,
-                        praise="3/n = c·2/n gives c = 1.5, and the norm grows by √1.5 ≈ 1.22 per layer.",
-                        hint="Write Var(w) = c · 2/fan_in; c multiplies the SQUARED norm, so the norm grows by √c.")
+    Praise: 3/n = c·2/n gives c = 1.5, and the norm grows by √1.5 ≈ 1.22 per layer.
+
+    Hint: Write Var(w) = c · 2/fan_in; c multiplies the SQUARED norm, so the norm grows by √c.
+    """)
 
 
-@exercise
-def relu_first_to_last(answer: Any) -> Feedback:
-    """Lesson 02 Ex 2: 30 ReLU layers of width 64 with Var(w) = 3/fan_in: predict ‖∂L/∂z₁‖ / ‖∂L/∂z₃₀‖
+relu_first_to_last = Ratio(
+    expected=lambda: theory.relu_signal_factor(1.5) ** 29, factor=4.0, name="first/last signal ratio",
+    example='"1.5**14.5" or 300',
+    mistakes=(Mistake("Not quite: 1.5²⁹ uses c per layer. c = 1.5 multiplies the SQUARED norm, so the norm gains "
+                      "√1.5 at each of the 29 steps.", near=1.5 ** 29),),
+    text="""
+    Lesson 02 Ex 2: 30 ReLU layers of width 64 with Var(w) = 3/fan_in: predict ‖∂L/∂z₁‖ / ‖∂L/∂z₃₀‖
     at initialisation. Mean field: 1.5^14.5 = 357.5. One finite-width draw falls below it (the log
     of a product of random factors averages below the log of their mean): seeds 0–19 measure 102 to
     449, geometric mean 248 (the same on the portable kernels). Right within a factor 4 of 357.5
     (89 to 1430), which holds every seed measured and the mean-field value.
 
-    >>> relu_first_to_last("1.5**14.5").correct, relu_first_to_last(249).correct, relu_first_to_last(102).correct
-    (True, True, True)
-    >>> relu_first_to_last(1.5 ** 29).correct, relu_first_to_last(1.2247).correct
-    (False, False)
-    """
-    value = _peek(answer)
-    if value is not None and math.isclose(value, 1.5 ** 29, rel_tol=0.05):
-        return Feedback(False, "Not quite: 1.5²⁹ uses c per layer. c = 1.5 multiplies the SQUARED norm, so the "
-                               "norm gains √1.5 at each of the 29 steps.")
-    return _ratio_within(answer, 357.5, 4.0, name="first/last signal ratio", example='"1.5**14.5" or 300',
-                         praise="29 layer-to-layer steps at √1.5 each: 1.5^14.5 ≈ 358, the mean-field value. One "
-                                "finite-width network lands below it, typically about 250 (the next cell explains "
-                                "why), and seeds scatter from about 100 to 450.",
-                         hint="The signal crosses 29 layers between layer 30 and layer 1, gaining √c = √1.5 "
-                              "at each (not c: c multiplies the squared norm).")
+    Praise: 29 layer-to-layer steps at √1.5 each: 1.5^14.5 ≈ 358, the mean-field value. One finite-width network
+    lands below it, typically about 250 (the next cell explains why), and seeds scatter from about 100 to 450.
+
+    Hint: The signal crosses 29 layers between layer 30 and layer 1, gaining √c = √1.5 at each (not c: c multiplies
+    the squared norm).
+    """)
 
 
-@exercise
-def leaky_relu_factor(answer: Any) -> Feedback:
-    """Lesson 02 Ex 3: leaky ReLU with negative slope a = 0.5 under He's init, Var(w) = 2/fan_in: the
+leaky_relu_factor = Number(
+    expected=math.sqrt(2 * (1 + 0.5 ** 2) / 2), name="the per-layer factor", rel=0.06,
+    mistakes=(Mistake("Not quite. 1 is ReLU's factor at He's init (a = 0). Here the units that are off still pass "
+                      "a = 0.5 of the gradient: E[φ'²] = (1 + a²)/2, not 1/2.", near=1.0, rel=0.01),
+              Mistake("Not quite. 1.25 is the factor of the SQUARED norm, n·Var(w)·E[φ'²]. The norm grows by its "
+                      "square root.", near=1.25, rel=0.01),
+              Mistake("Not quite. Square the slope: E[φ'²] = (1² + a²)/2 = (1 + 0.25)/2, not (1 + a)/2.",
+                      near=math.sqrt(1.5), rel=0.01),
+              Mistake("Not quite. He's Var(w) = 2/n gives n·Var(w) = 2: multiply E[φ'²] = 0.625 by 2 before the "
+                      "root.", near=math.sqrt(0.625), rel=0.01)),
+    text="""
+    Lesson 02 Ex 3: leaky ReLU with negative slope a = 0.5 under He's init, Var(w) = 2/fan_in: the
     per-layer growth of ‖∂L/∂z‖ going back. Half the units pass slope 1, half slope a:
     E[φ'²] = (1 + a²)/2, so the factor is √(n·Var(w)·(1 + a²)/2) = √1.25 = 1.118. Measured over
     20 layers of width 64: 1.071 to 1.130 (seeds 0–9, the same on the portable kernels; finite
     width puts most a little below): right within 6 %.
 
-    >>> leaky_relu_factor("1.25**0.5").correct, leaky_relu_factor(1.071).correct, leaky_relu_factor(1.0).correct
-    (True, True, False)
-    """
-    value = _peek(answer)
-    hints = [(1.0, "1 is ReLU's factor at He's init (a = 0). Here the units that are off still pass a = 0.5 of "
-                   "the gradient: E[φ'²] = (1 + a²)/2, not 1/2."),
-             (1.25, "1.25 is the factor of the SQUARED norm, n·Var(w)·E[φ'²]. The norm grows by its square root."),
-             (math.sqrt(1.5), "Square the slope: E[φ'²] = (1² + a²)/2 = (1 + 0.25)/2, not (1 + a)/2."),
-             (math.sqrt(0.625), "He's Var(w) = 2/n gives n·Var(w) = 2: multiply E[φ'²] = 0.625 by 2 before the root.")]
-    for wrong, hint in hints:
-        if value is not None and math.isclose(value, wrong, rel_tol=0.01):
-            return Feedback(False, f"Not quite. {hint}")
-    return check_number(answer, 1.1180, name="the per-layer factor", rel=0.06,
-                        praise="E[φ'²] = (1 + 0.5²)/2 = 0.625 and n·Var(w) = 2, so the squared norm grows by 1.25 "
-                               "and the norm by √1.25 ≈ 1.118 per layer (measured 1.07 to 1.13): He's scale is "
-                               "critical for ReLU only; a leakier unit needs Var(w) = 2/((1 + a²)·n).",
-                        hint="Per layer the squared signal is multiplied by n·Var(w)·E[φ'(z)²]. For leaky ReLU half "
-                             "the units have slope 1 and half slope a = 0.5.")
+    Praise: E[φ'²] = (1 + 0.5²)/2 = 0.625 and n·Var(w) = 2, so the squared norm grows by 1.25 and the norm by √1.25
+    ≈ 1.118 per layer (measured 1.07 to 1.13): He's scale is critical for ReLU only; a leakier unit needs Var(w) =
+    2/((1 + a²)·n).
+
+    Hint: Per layer the squared signal is multiplied by n·Var(w)·E[φ'(z)²]. For leaky ReLU half the units have slope
+    1 and half slope a = 0.5.
+    """)
 
 
-@exercise
-def largest_learning_rate(answer: Any) -> Feedback:
-    """Lesson 02 Ex 4: gradient descent on L(w) = ½·12.5·w²: the largest learning rate that still
+largest_learning_rate = Number(
+    expected=lambda: theory.largest_stable_lr(12.5), name="largest stable learning rate", rel=0.03,
+    text="""
+    Lesson 02 Ex 4: gradient descent on L(w) = ½·12.5·w²: the largest learning rate that still
     converges? (2/h = 0.16.)
 
-    >>> largest_learning_rate(0.16).correct, largest_learning_rate("2/12.5").correct
-    (True, True)
-    >>> largest_learning_rate(0.05).correct, largest_learning_rate(0.08).correct
-    (False, False)
-    """
-    return check_number(answer, 0.16, name="largest stable learning rate", rel=0.03,
-                        praise="α < 2/h = 2/12.5 = 0.16: lr 0.15 shrinks |w| to about 1e-3 in 50 steps, "
-                               "lr 0.17 grows it to about 360.",
-                        hint="One step multiplies w by (1 − αh). When is |1 − αh| < 1? "
-                             "(1/h is where one step lands exactly on the minimum, not the limit.)")
+    Praise: α < 2/h = 2/12.5 = 0.16: lr 0.15 shrinks |w| to about 1e-3 in 50 steps, lr 0.17 grows it to about 360.
+
+    Hint: One step multiplies w by (1 − αh). When is |1 − αh| < 1? (1/h is where one step lands exactly on the
+    minimum, not the limit.)
+    """)
 
 
-@exercise
-def tanh_phase(answer: Any) -> Feedback:
-    """Lesson 02 Ex 5 (deep dive): a deep tanh net without biases at σ_w = 5/3, PyTorch's gain for
+tanh_phase = Choice(
+    expected="chaotic", name="phase", options=("ordered", "chaotic"),
+    text="""
+    Lesson 02 Ex 5 (deep dive): a deep tanh net without biases at σ_w = 5/3, PyTorch's gain for
     tanh: ``"ordered"`` or ``"chaotic"``? (χ*(5/3) = 1.2098 from the fine-grid integral.)
 
-    >>> tanh_phase("chaotic").correct, tanh_phase("Ordered").correct
-    (True, False)
-    """
-    return check_choice(answer, "chaotic", name="phase", options=("ordered", "chaotic"),
-                        praise="χ* ≈ 1.21 > 1: the gain 5/3 sits on the chaotic side of the edge (σ_w = 1 "
-                               "without biases). Over 20 layers the signal grows about 33× toward layer 1.",
-                        hint="Without biases the edge of chaos is σ_w = 1. Is 5/3 above or below it? "
-                             "(theory.tanh_chi_fixed_point(5/3) tells you χ*.)")
+    Praise: χ* ≈ 1.21 > 1: the gain 5/3 sits on the chaotic side of the edge (σ_w = 1 without biases). Over 20
+    layers the signal grows about 33× toward layer 1.
+
+    Hint: Without biases the edge of chaos is σ_w = 1. Is 5/3 above or below it? (theory.tanh_chi_fixed_point(5/3)
+    tells you χ*.)
+    """)
 
 
 # --- lesson 03 ---
 
-@exercise
-def value_clip_angle(answer: Any) -> Feedback:
-    """Lesson 03: g = (4, 1) clipped by value at 1: the angle in degrees between g and the result?
 
-    >>> value_clip_angle(31).correct, value_clip_angle(0).correct
-    (True, False)
-    """
-    from . import theory
+value_clip_angle = Number(
+    expected=lambda: theory.clip_angle(np.array([4.0, 1.0]), "value", 1.0), name="angle (degrees)", rel=0.03,
+    text="""
+    Lesson 03: g = (4, 1) clipped by value at 1: the angle in degrees between g and the result?
 
-    return check_number(answer, theory.clip_angle(np.array([4.0, 1.0]), "value", 1.0),
-                        name="angle (degrees)", rel=0.03,
-                        praise="(4, 1) becomes (1, 1): from 14° to 45°, a turn of about 31°.",
-                        hint="Clip each component to [−1, 1], then compare the directions "
-                             "(arctan of y/x) before and after.")
+    Praise: (4, 1) becomes (1, 1): from 14° to 45°, a turn of about 31°.
+
+    Hint: Clip each component to [−1, 1], then compare the directions (arctan of y/x) before and after.
+    """)
 
 
-@exercise
-def norm_clip_component(answer: Any) -> Feedback:
-    """Lesson 03: g = (6, 8) clipped by norm at 5: its first component afterwards?
+norm_clip_component = Number(
+    expected=lambda: theory.clip_by_norm(np.array([6.0, 8.0]), 5.0)[0], name="first component",
+    text="""
+    Lesson 03: g = (6, 8) clipped by norm at 5: its first component afterwards?
 
-    >>> norm_clip_component(3).correct, norm_clip_component(5).correct
-    (True, False)
-    """
-    from . import theory
+    Praise: ‖g‖ = 10, so g is halved: (3, 4), same direction.
 
-    return check_number(answer, float(theory.clip_by_norm(np.array([6.0, 8.0]), 5.0)[0]),
-                        name="first component",
-                        praise="‖g‖ = 10, so g is halved: (3, 4), same direction.",
-                        hint="Norm clipping multiplies the whole vector by threshold/‖g‖.")
+    Hint: Norm clipping multiplies the whole vector by threshold/‖g‖.
+    """)
 
 
-
-@exercise
-def clipped_step_transfer(answer: Any) -> Feedback:
-    """Lesson 03 Ex 3: the patient at lr 0.02 with a norm threshold of 0.1, against section 2's run at
+clipped_step_transfer = Number(
+    expected=(0.2 * 0.01) / (0.02 * 0.1), name="the ratio of the final losses", rel=0.1,
+    text="""
+    Lesson 03 Ex 3: the patient at lr 0.02 with a norm threshold of 0.1, against section 2's run at
     lr 0.2 with a threshold of 0.01: the ratio of their losses after 200 steps. Both clip every step,
     so each step is α·t·g/‖g‖ with the same α·t = 0.002: the same run. Measured 1.0000 on seeds 0–4
     (the losses differ by at most 1e-4, float rounding). Right within 10 %.
 
-    >>> clipped_step_transfer(1).correct, clipped_step_transfer("0.2*0.01/(0.02*0.1)").correct
-    (True, True)
-    >>> clipped_step_transfer(10).correct, clipped_step_transfer(0.1).correct
-    (False, False)
-    """
-    return check_number(answer, 1.0, name="the ratio of the final losses", rel=0.1,
-                        praise="Every step is clipped in both runs, so each update is α·t·g/‖g‖: only the "
-                               "product α·t = 0.002 matters, and the two runs take the same steps. Once "
-                               "clipping acts on every step, the threshold is a step length.",
-                        hint="When every step is clipped, the update is α·min(1, t/‖g‖)·g = α·t·g/‖g‖. "
-                             "Compare α·t in the two runs.")
+    Praise: Every step is clipped in both runs, so each update is α·t·g/‖g‖: only the product α·t = 0.002 matters,
+    and the two runs take the same steps. Once clipping acts on every step, the threshold is a step length.
+
+    Hint: When every step is clipped, the update is α·min(1, t/‖g‖)·g = α·t·g/‖g‖. Compare α·t in the two runs.
+    """)
 
 
 def _patient_gradients() -> list:
@@ -734,7 +388,7 @@ def _call_by_hand(function: Callable, parameters: list, max_norm: float) -> tupl
 
 
 @exercise
-def clip_by_norm(answer: Any) -> Feedback:
+def clip_by_norm_function(answer: Any) -> Feedback:
     """Lesson 03 Ex 4 (code): ``answer(parameters, max_norm)`` clips the gradients in place as
     ``torch.nn.utils.clip_grad_norm_`` does and returns the total norm BEFORE clipping. Checked on
     lesson 02's patient at step 0 (total norm 26.18), at a threshold that clips (1) and at one that
@@ -747,9 +401,9 @@ def clip_by_norm(answer: Any) -> Feedback:
     ...     for g in grads:
     ...         g.mul_(min(1.0, max_norm / (total + 1e-6)))
     ...     return total
-    >>> clip_by_norm(mine)
+    >>> clip_by_norm_function(mine)
     Right: total norm before clipping = 26.18. Same gradients as torch.nn.utils.clip_grad_norm_, at both thresholds.
-    >>> clip_by_norm(lambda parameters, max_norm: ...).correct is None     # the skeleton, not written yet
+    >>> clip_by_norm_function(lambda parameters, max_norm: ...).correct is None     # the skeleton, not written yet
     True
     """
     import torch
@@ -758,8 +412,8 @@ def clip_by_norm(answer: Any) -> Feedback:
     if answer is None:
         return missing(name)
     if not callable(answer):
-        return Feedback(False, "Pass the function itself, without brackets: exercises.clip_by_norm(clip_by_norm); "
-                               f"got {_show(answer)}.")
+        return Feedback(False, "Pass the function itself, without brackets: "
+                               f"exercises.clip_by_norm_function(clip_by_norm); got {describe(answer)}.")
     grads = _patient_gradients()
     for max_norm in (1.0, 100.0):                       # one threshold that clips, one that must not
         mine, theirs = _fresh(grads), _fresh(grads)
@@ -767,8 +421,8 @@ def clip_by_norm(answer: Any) -> Feedback:
         try:
             total, called = _call_by_hand(answer, mine, max_norm)
         except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: it becomes a hint)
-            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(str(error), 120)}. "
-                                   "Run it on its own to see where, then try again.")
+            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: "
+                                   f"{describe(str(error), 120)}. Run it on its own to see where, then try again.")
         if called:
             return Feedback(False, "Not quite: that calls torch.nn.utils.clip_grad_norm_ itself. Write it by hand: "
                                    "the total norm, the factor min(1, max_norm/‖g‖), and g.mul_(factor).")
@@ -783,9 +437,9 @@ def clip_by_norm(answer: Any) -> Feedback:
             return Feedback(False, "Not quite: return the total norm before clipping (one number).")
         try:
             value = as_number(total)
-        except Exception:  # noqa: BLE001 (_Unreadable, or an object whose float() raises)
+        except Exception:  # noqa: BLE001 (Unreadable, or an object whose float() raises)
             return Feedback(False, "Not quite: return the total norm before clipping as one number; "
-                                   f"got {_show(total)}.")
+                                   f"got {describe(total)}.")
         if not math.isclose(value, expected_total, rel_tol=1e-3):
             if math.isclose(value, min(max_norm, expected_total), rel_tol=1e-3):
                 return Feedback(False, f"Not quite: you returned the norm after clipping ({value:.4g}); "
@@ -807,69 +461,40 @@ def clip_by_norm(answer: Any) -> Feedback:
 
 
 # --- lesson 04 ---
-# Expected values are literals measured in the lesson (seed 0 unless said), with the theory beside them.
-
-def _ratio_within(answer: Any, expected: float, factor: float, *, name: str, example: str,
-                  praise: str, hint: str) -> Feedback:
-    """Right if a positive ``answer`` is within ``factor`` of ``expected`` either way (a log scale:
-    ratios that span orders of magnitude scatter by a factor between seeds)."""
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, example)
-    if isinstance(value, Feedback):
-        return value
-    if value <= 0:
-        return Feedback(False, f"Not quite: {value:.3g} cannot be a ratio of two norms, which is positive. {hint}")
-    if expected / factor <= value <= expected * factor:
-        return Feedback(True, f"Right: {name} ≈ {expected:.2g}. {praise}".strip())
-    direction = "too large" if value > expected else "too small"
-    return Feedback(False, f"Not quite: {value:.3g} is {direction} (more than a factor {factor:g} off). {hint}")
 
 
-@exercise
-def bn_tanh_default_ratio(answer: Any) -> Feedback:
-    """Lesson 04 Ex 1: a width-32 tanh MLP with PyTorch's default init and no BN, 10 hidden layers:
+bn_tanh_default_ratio = Ratio(
+    expected=lambda: theory.small_signal_factor("tanh", "default", 32) ** 9, factor=2.5,
+    name="the first/last signal ratio", example='0.007 or "0.5**9"',
+    text="""
+    Lesson 04 Ex 1: a width-32 tanh MLP with PyTorch's default init and no BN, 10 hidden layers:
     ‖∂L/∂z₁‖/‖∂L/∂z₁₀‖ at initialisation. Theory (1/√3)⁹ = 7.1e-3; measured 5.0e-3 (seed 0;
     3.1e-3 and 4.7e-3 for seeds 1, 2). Right within a factor 2.5.
 
-    >>> bn_tanh_default_ratio(0.0071).correct, bn_tanh_default_ratio("3**-4.5").correct
-    (True, True)
-    >>> bn_tanh_default_ratio(0.144 ** 9).correct, bn_tanh_default_ratio(0.25 ** 9).correct
-    (False, False)
-    """
-    return _ratio_within(answer, 0.0071, 2.5, name="the first/last signal ratio", example='0.007 or "0.5**9"',
-                         praise="tanh'(0) = 1, so χ = √(n·Var(w)) = √(1/3) ≈ 0.577 per layer and 0.577⁹ ≈ 7e-3 "
-                                "(measured 5e-3): tanh vanishes too, only far more slowly than the sigmoid's "
-                                "0.144 per layer.",
-                         hint="Use χ = φ'(0)·√(n·Var(w)) with tanh'(0) = 1 (not the sigmoid's 1/4) and "
-                              "n·Var(w) = 1/3, over the 9 steps from layer 10 back to layer 1.")
+    Praise: tanh'(0) = 1, so χ = √(n·Var(w)) = √(1/3) ≈ 0.577 per layer and 0.577⁹ ≈ 7e-3 (measured 5e-3): tanh
+    vanishes too, only far more slowly than the sigmoid's 0.144 per layer.
+
+    Hint: Use χ = φ'(0)·√(n·Var(w)) with tanh'(0) = 1 (not the sigmoid's 1/4) and n·Var(w) = 1/3, over the 9 steps
+    from layer 10 back to layer 1.
+    """)
 
 
-@exercise
-def bn_relu_growth_ratio(answer: Any) -> Feedback:
-    """Lesson 04 Ex 2: ‖∂L/∂W₁‖/‖∂L/∂W₃₀‖ of a 30-layer ReLU+BN MLP (width 64) at initialisation.
+#: Lesson 04 Ex 2's hint, for an answer either side of the band.
+_BN_GROWTH_STEPS = ("There are 29 layer-to-layer steps between layer 30 and layer 1, each multiplying by "
+                    "√(π/(π−1)) ≈ 1.21.")
+bn_relu_growth_ratio = Band(
+    name="the first/last ratio at depth 30", low=80, high=300, example='259 or "1.2**29"',
+    right=lambda v: (f"Right: {v:.3g}. The formula gives 1.211²⁹ ≈ 259; the measured ratio is 88–101 over three "
+                     "seeds, because the first layer (it reads the raw 2-D input) and the last (it feeds the head) "
+                     "sit below the line the middle layers follow. Either way the first layer starts with ~100× "
+                     "the last one's gradient."),
+    above=lambda v: f"Not quite: {v:.3g} is too large. {_BN_GROWTH_STEPS}",
+    below=lambda v: f"Not quite: {v:.3g} is too small. {_BN_GROWTH_STEPS}",
+    text="""
+    Lesson 04 Ex 2: ‖∂L/∂W₁‖/‖∂L/∂W₃₀‖ of a 30-layer ReLU+BN MLP (width 64) at initialisation.
     Yang et al.'s factor gives 1.211²⁹ ≈ 259; measured 88, 99, 101 (seeds 0–2): layer 1 and the last
     layer sit off the line. Right from 80 to 300, so both the formula and the measurement count.
-
-    >>> bn_relu_growth_ratio(259).correct, bn_relu_growth_ratio(95).correct, bn_relu_growth_ratio("1.211**29").correct
-    (True, True, True)
-    >>> bn_relu_growth_ratio(35).correct, bn_relu_growth_ratio(1.211 ** 39).correct
-    (False, False)
-    """
-    name = "the first/last ratio at depth 30"
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, '259 or "1.2**29"')
-    if isinstance(value, Feedback):
-        return value
-    if 80 <= value <= 300:
-        return Feedback(True, f"Right: {value:.3g}. The formula gives 1.211²⁹ ≈ 259; the measured ratio is "
-                              "88–101 over three seeds, because the first layer (it reads the raw 2-D input) and "
-                              "the last (it feeds the head) sit below the line the middle layers follow. "
-                              "Either way the first layer starts with ~100× the last one's gradient.")
-    direction = "too large" if value > 300 else "too small"
-    return Feedback(False, f"Not quite: {value:.3g} is {direction}. There are 29 layer-to-layer steps between "
-                           "layer 30 and layer 1, each multiplying by √(π/(π−1)) ≈ 1.21.")
+    """)
 
 
 @exercise
@@ -881,8 +506,6 @@ def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
     >>> bn_running_mean(0.542).correct, bn_running_mean(2.0).correct
     (True, False)
     """
-    from . import _checks, theory
-
     passes = _checks.integer("passes", passes, low=1)
     batch_mean = _checks.number("batch_mean", batch_mean)
     expected = 0.0
@@ -895,25 +518,21 @@ def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
                              f"{passes} times, starting from 0.")
 
 
-
-@exercise
-def adam_rescues_sigmoid(answer: Any) -> Feedback:
-    """Lesson 04 Ex 4: does Adam (lr 1e-2, 200 full-batch steps) rescue the 10-layer sigmoid network
+adam_rescues_sigmoid = Choice(
+    expected="no", name="whether Adam rescues it", options=("yes", "no"),
+    text="""
+    Lesson 04 Ex 4: does Adam (lr 1e-2, 200 full-batch steps) rescue the 10-layer sigmoid network
     without BN (width 32, default init)? Measured: no, the loss stays at ln 2 to four digits on seeds
     0–4 at lr 1e-3 and 1e-2 (400 steps).
 
-    >>> adam_rescues_sigmoid("no").correct, adam_rescues_sigmoid("yes").correct
-    (True, False)
-    """
-    return check_choice(answer, "no", name="whether Adam rescues it", options=("yes", "no"),
-                        praise="Adam gives each weight a step of about its learning rate only where the "
-                               "gradient is well above ε = 1e-8; layer 1's entries are 1e-10 or smaller. And "
-                               "the forward pass has collapsed too: at layer 10 the examples differ by "
-                               "about 1e-8, so the last layers cannot tell the inputs apart, whatever step "
-                               "they take. BN fixes both, forward and backward.",
-                        hint="Look at section 1's right panel (how much the examples still differ at "
-                             "layer 10) as well as the left one. Can a better step for the last layers "
-                             "separate inputs that reach them as the same vector?")
+    Praise: Adam gives each weight a step of about its learning rate only where the gradient is well above ε = 1e-8;
+    layer 1's entries are 1e-10 or smaller. And the forward pass has collapsed too: at layer 10 the examples differ
+    by about 1e-8, so the last layers cannot tell the inputs apart, whatever step they take. BN fixes both, forward
+    and backward.
+
+    Hint: Look at section 1's right panel (how much the examples still differ at layer 10) as well as the left one.
+    Can a better step for the last layers separate inputs that reach them as the same vector?
+    """)
 
 
 def _bn_cases():
@@ -1000,7 +619,7 @@ def batchnorm_forward(fn: Any) -> Feedback:
     """
     import torch
 
-    unusable = _not_a_function(fn, "your batchnorm_forward function")
+    unusable = not_a_function(fn, "your batchnorm_forward function")
     if unusable is not None:
         return unusable
     for case in _bn_cases():
@@ -1009,18 +628,18 @@ def batchnorm_forward(fn: Any) -> Feedback:
         try:
             returned = fn(z.clone(), gamma.clone(), beta.clone(), mean.clone(), var.clone(), training)
         except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
-            skeleton = _skeleton("your batchnorm_forward function", error=error)
-            if skeleton is not None:
-                return skeleton
-            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)} "
+            unfinished = skeleton("your batchnorm_forward function", error=error)
+            if unfinished is not None:
+                return unfinished
+            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {describe(error, 120)} "
                                    f"(in {mode} mode). Run it on its own to see where.")
-        skeleton = _skeleton("your batchnorm_forward function", result=returned)
-        if skeleton is not None:
-            return skeleton
+        unfinished = skeleton("your batchnorm_forward function", result=returned)
+        if unfinished is not None:
+            return unfinished
         parts = returned if isinstance(returned, (tuple, list)) else ()
         if len(parts) != 3 or not all(isinstance(p, torch.Tensor) for p in parts):
             return Feedback(False, "Not quite: return three tensors, (output, new running_mean, new running_var); "
-                                   f"got {_show(returned)}.")
+                                   f"got {describe(returned)}.")
         out, new_mean, new_var = parts
         expected_out, expected_mean, expected_var = _bn_reference(*case)
         shapes = (out.shape, new_mean.shape, new_var.shape)
@@ -1077,7 +696,7 @@ def batchnorm_backward(fn: Any) -> Feedback:
     """
     import torch
 
-    unusable = _not_a_function(fn, "your batchnorm_backward function")
+    unusable = not_a_function(fn, "your batchnorm_backward function")
     if unusable is not None:
         return unusable
     close = functools.partial(torch.allclose, atol=1e-5, rtol=1e-4)
@@ -1088,14 +707,14 @@ def batchnorm_backward(fn: Any) -> Feedback:
         try:
             returned = fn(dy.clone(), z.clone(), gamma.clone())
         except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
-            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)}. "
+            return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {describe(error, 120)}. "
                                    "Run it on its own to see where.")
         if returned is None or returned is Ellipsis:
             return Feedback(None, "Fill in your batchnorm_backward function: it returns nothing yet. Return ∂L/∂z, "
                                   "a tensor of z's shape.")
         if not isinstance(returned, torch.Tensor) or returned.shape != z.shape:
             return Feedback(False, f"Not quite: return one tensor of z's shape {tuple(z.shape)}, ∂L/∂z; got "
-                                   f"{_show(returned)}.")
+                                   f"{describe(returned)}.")
         got = returned.detach().float()
         if close(got, expected):
             continue
@@ -1121,177 +740,145 @@ def batchnorm_backward(fn: Any) -> Feedback:
 
 # --- lesson 05 ---
 
-@exercise
-def resnet_plain30_ratio(answer: Any) -> Feedback:
-    """Lesson 05 Ex 1: plain-30 (ReLU, width 32, PyTorch's default init, no BN):
+
+resnet_plain30_ratio = Ratio(
+    expected=lambda: theory.small_signal_factor("relu", "default", 32) ** 29, factor=4.0,
+    name="the first/last signal ratio", example='5e-12 or "0.4**29"',
+    text="""
+    Lesson 05 Ex 1: plain-30 (ReLU, width 32, PyTorch's default init, no BN):
     ‖∂L/∂z₁‖/‖∂L/∂z₃₀‖ at initialisation. Theory √(1/6)²⁹ = 5.2e-12; one draw lies from 11× below to
     3.6× above it (seeds 0–9: 0.09–3.6× the theory, 1.8e-11 on seed 0), their geometric mean 0.6×.
     Right within a factor 4 of the theory.
 
-    >>> resnet_plain30_ratio(5.2e-12).correct, resnet_plain30_ratio("(1/6)**14.5").correct
-    (True, True)
-    >>> resnet_plain30_ratio(8.6e-20).correct, resnet_plain30_ratio(0.41 * 29).correct
-    (False, False)
-    """
-    return _ratio_within(answer, 5.21e-12, 4.0, name="the first/last signal ratio", example='5e-12 or "0.4**29"',
-                         praise="√(1/6)²⁹ ≈ 5e-12: twelve orders of magnitude after 30 layers, where res-50 keeps "
-                                "×2. One draw at width 32 lies anywhere from about 11× below to 4× above it "
-                                "(seeds 0–9); the theory is the typical value, not every draw's.",
-                         hint="Each plain ReLU layer multiplies the signal by √(n·Var(w)/2) = √(1/6) ≈ 0.41 with the "
-                              "default init; plain-30 has 29 steps between layer 30 and layer 1.")
+    Praise: √(1/6)²⁹ ≈ 5e-12: twelve orders of magnitude after 30 layers, where res-50 keeps ×2. One draw at width
+    32 lies anywhere from about 11× below to 4× above it (seeds 0–9); the theory is the typical value, not every
+    draw's.
+
+    Hint: Each plain ReLU layer multiplies the signal by √(n·Var(w)/2) = √(1/6) ≈ 0.41 with the default init;
+    plain-30 has 29 steps between layer 30 and layer 1.
+    """)
 
 
-@exercise
-def resnet_he_branch_factor(answer: Any) -> Feedback:
-    """Lesson 05 Ex 2: residual blocks whose two branch layers use He's init (n·Var(w) = 2) instead
+resnet_he_branch_factor = Number(
+    expected=lambda: theory.residual_block_factor(32, "kaiming"), name="the factor per block", rel=0.1,
+    text="""
+    Lesson 05 Ex 2: residual blocks whose two branch layers use He's init (n·Var(w) = 2) instead
     of the default 1/3: the factor per block. Theory √(1 + ½·2²) = √3 ≈ 1.73; measured 1.84, 1.59,
     1.62 per block over 10 blocks (seeds 0–2). Right within 10 %.
 
-    >>> resnet_he_branch_factor(1.73).correct, resnet_he_branch_factor("3**0.5").correct
-    (True, True)
-    >>> resnet_he_branch_factor(1.027).correct, resnet_he_branch_factor(3).correct
-    (False, False)
-    """
-    return check_number(answer, math.sqrt(3.0), name="the factor per block", rel=0.1,
-                        praise="√(1 + ½·(n·Var(w))²) = √3: over the 9 steps between 10 blocks about ×140. Skips are "
-                               "not magic: a branch as loud as the stream makes the gradient grow block after block. "
-                               "Residual networks "
-                               "keep their branches small (default-scale or scaled-down branches, a zero-initialised "
-                               "last BN γ, Fixup).",
-                        hint="Use the lesson's χ_block = √(1 + ½·(n·Var(w))²), now with n·Var(w) = 2 (He), and "
-                             "take the square root at the end.")
+    Praise: √(1 + ½·(n·Var(w))²) = √3: over the 9 steps between 10 blocks about ×140. Skips are not magic: a branch
+    as loud as the stream makes the gradient grow block after block. Residual networks keep their branches small
+    (default-scale or scaled-down branches, a zero-initialised last BN γ, Fixup).
+
+    Hint: Use the lesson's χ_block = √(1 + ½·(n·Var(w))²), now with n·Var(w) = 2 (He), and take the square root at
+    the end.
+    """)
 
 
-
-@exercise
-def resnet_deep_stream_ratio(answer: Any) -> Feedback:
-    """Lesson 05 Ex 3: a residual network of 50 blocks (width 32, default init, no BN): the signal in
+resnet_deep_stream_ratio = Ratio(
+    expected=lambda: theory.residual_block_factor(32) ** 49, factor=1.8,
+    name="the block 1 / block 50 signal ratio", example='3.8 or "1.03**49"',
+    text="""
+    Lesson 05 Ex 3: a residual network of 50 blocks (width 32, default init, no BN): the signal in
     the stream at block 1 over the signal at block 50, at initialisation. Theory 1.0274⁴⁹ = 3.76;
     measured 3.6, 2.8, 4.2, 4.3, 2.7 (seeds 0–4). Right within a factor 1.8 (25 blocks' 1.97 is not).
 
-    >>> resnet_deep_stream_ratio(3.76).correct, resnet_deep_stream_ratio("(1 + 1/18)**24.5").correct
-    (True, True)
-    >>> resnet_deep_stream_ratio(1.97).correct, resnet_deep_stream_ratio(0.41 ** 49).correct
-    (False, False)
-    """
-    return _ratio_within(answer, 3.76, 1.8, name="the block 1 / block 50 signal ratio", example='3.8 or "1.03**49"',
-                         praise="49 steps of χ_block = √(1 + 1/18) ≈ 1.027: about ×3.8. The identity path keeps a "
-                                "network of 101 linear layers within a factor of a few, where a plain one of that "
-                                "depth would lose forty orders of magnitude.",
-                         hint="Between block 50 and block 1 there are 49 block-to-block steps, each ×χ_block = "
-                              "√(1 + ½·(n·Var(w))²) with n·Var(w) = 1/3.")
+    Praise: 49 steps of χ_block = √(1 + 1/18) ≈ 1.027: about ×3.8. The identity path keeps a network of 101 linear
+    layers within a factor of a few, where a plain one of that depth would lose forty orders of magnitude.
+
+    Hint: Between block 50 and block 1 there are 49 block-to-block steps, each ×χ_block = √(1 + ½·(n·Var(w))²) with
+    n·Var(w) = 1/3.
+    """)
 
 
-@exercise
-def resnet_wide_plain_ratio(answer: Any) -> Feedback:
-    """Lesson 05 Ex 4: plain-40 at width 128 (ReLU, default init, no BN): ‖∂L/∂z₁‖/‖∂L/∂z₄₀‖ at
+resnet_wide_plain_ratio = Ratio(
+    expected=lambda: theory.small_signal_factor("relu", "default", 128) ** 39, factor=4.0,
+    name="the first/last signal ratio", example='7e-16 or "0.4**39"',
+    text="""
+    Lesson 05 Ex 4: plain-40 at width 128 (ReLU, default init, no BN): ‖∂L/∂z₁‖/‖∂L/∂z₄₀‖ at
     initialisation. The width cancels in n·Var(w) = 1/3: theory √(1/6)³⁹ = 6.7e-16; measured 0.27–3.3×
     the theory (seeds 0–4; 0.92× on seed 0). Right within a factor 4.
 
-    >>> resnet_wide_plain_ratio(6.7e-16).correct, resnet_wide_plain_ratio("(1/6)**19.5").correct
-    (True, True)
-    >>> resnet_wide_plain_ratio(5.2e-12).correct, resnet_wide_plain_ratio((1 / 24) ** 19.5).correct
-    (False, False)
-    """
-    return _ratio_within(answer, 6.70e-16, 4.0, name="the first/last signal ratio", example='7e-16 or "0.4**39"',
-                         praise="The width cancels: PyTorch's default gives Var(w) = 1/(3n), so n·Var(w) = 1/3 and "
-                                "χ = √(1/6) ≈ 0.41 per layer at any width; 39 steps give about 7e-16. A wider "
-                                "network does not vanish less; its draws only scatter a little less.",
-                         hint="χ = √(n·Var(w)/2) with the default Var(w) = 1/(3n): what is n·Var(w) at width 128? "
-                              "Then count the steps from layer 40 back to layer 1.")
+    Praise: The width cancels: PyTorch's default gives Var(w) = 1/(3n), so n·Var(w) = 1/3 and χ = √(1/6) ≈ 0.41 per
+    layer at any width; 39 steps give about 7e-16. A wider network does not vanish less; its draws only scatter a
+    little less.
+
+    Hint: χ = √(n·Var(w)/2) with the default Var(w) = 1/(3n): what is n·Var(w) at width 128? Then count the steps
+    from layer 40 back to layer 1.
+    """)
 
 
 # --- lesson 06 ---
 
-@exercise
-def rnn_bound_after_steps(answer: Any, *, spectral_norm: float = 0.8, steps_back: int = 20) -> Feedback:
-    """Lesson 06: a tanh RNN whose recurrent matrix has largest singular value ``spectral_norm``.
-    At most what fraction of ‖∂L/∂h_T‖ can reach ``steps_back`` steps earlier?
 
-    >>> rnn_bound_after_steps(0.0115).correct, rnn_bound_after_steps(0.8).correct
-    (True, False)
-    """
-    from . import theory
+rnn_bound_after_steps = Number(
+    expected=lambda: theory.bptt_bound(21, 0.8, "tanh")[0], name="the bound", rel=0.05,
+    text="""
+    Lesson 06: a tanh RNN whose recurrent matrix has largest singular value 0.8. At most what
+    fraction of ‖∂L/∂h_T‖ can reach 20 steps earlier? (The bound over 21 states, λ₁²⁰ = 0.0115.)
 
-    expected = float(theory.bptt_bound(steps_back + 1, spectral_norm, "tanh")[0])
-    return check_number(answer, expected, name="the bound", rel=0.05,
-                        praise="Each step back multiplies by Wᵀ·diag(tanh'), whose norm is at most "
-                               "λ₁·1, so twenty steps give at most λ₁²⁰.",
-                        hint="One step back is bounded by λ₁·γ with γ = 1 for tanh; multiply "
-                             f"{steps_back} such factors.")
+    Praise: Each step back multiplies by Wᵀ·diag(tanh'), whose norm is at most λ₁·1, so twenty steps give at most
+    λ₁²⁰.
 
+    Hint: One step back is bounded by λ₁·γ with γ = 1 for tanh; multiply 20 such factors.
+    """)
 
-@exercise
-def rnn_ratio_t30(answer: Any) -> Feedback:
-    """Lesson 06, Exercise 2 (predict, then measure): the plain tanh RNN with λ₁ = 0.5 (orthogonal
+#: Lesson 06 Ex 2: seed 0's measured ratio (seeds 0–4: 4.6e-10 to 1.02e-9, the same on portable kernels),
+#: and the bound 0.5²⁹ that no tanh RNN with λ₁ = 0.5 exceeds over the 29 steps from h_30 back to h_1.
+RNN_T30_MEASURED, RNN_T30_BOUND = 5.55e-10, 0.5 ** 29
+rnn_ratio_t30 = Band(
+    name="the first/last ratio", example='"0.5**29"',
+    low=RNN_T30_MEASURED / 3, high=RNN_T30_BOUND + two_digits(RNN_T30_BOUND) * (1 + 1e-9),
+    right=(f"Right: measured {RNN_T30_MEASURED:.2g} (seeds 0–4: 4.6e-10 to 1.0e-9). 29 steps back at the measured "
+           "0.48 per step give 0.48²⁹ ≈ 6e-10, a little below the bound 0.5²⁹ ≈ 1.9e-9 because tanh' < 1. The decay "
+           "per step does not depend on T; only the number of steps does."),
+    above=lambda v: (f"Not quite: {v:.3g} is above the bound 0.5²⁹ ≈ 1.9e-9, which no tanh RNN with λ₁ = 0.5 can "
+                     "exceed. Count the steps back from h_30 to h_1: there are 29."),
+    below=lambda v: (f"Not quite: {v:.3g} is too small. Count the steps back from h_30 to h_1 (29 of them) and use "
+                     "the factor per step that section 1 measured at λ₁ = 0.5, about 0.48."),
+    text="""
+    Lesson 06, Exercise 2 (predict, then measure): the plain tanh RNN with λ₁ = 0.5 (orthogonal
     × 0.5), on sequences of length 30 instead of 50. What is ‖∂L/∂h_1‖/‖∂L/∂h_30‖ at
     initialisation? Measured 5.55e-10 at seed 0 and 4.6e-10 to 1.02e-9 over seeds 0–4 (the same on
     portable kernels). Right from a third of seed 0's value up to the bound 0.5²⁹ = 1.86e-9 (to two
     digits): the measured factor 0.48²⁹ and the bound both count; a ratio above the bound cannot be.
-
-    >>> rnn_ratio_t30(0.48 ** 29).correct, rnn_ratio_t30(0.5 ** 29).correct, rnn_ratio_t30(0.5 ** 28).correct
-    (True, True, False)
-    """
-    name = "the first/last ratio"
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, '"0.5**29"')
-    if isinstance(value, Feedback):
-        return value
-    measured, bound = 5.55e-10, 0.5 ** 29
-    if measured / 3 <= value <= bound + two_digits(bound) * (1 + 1e-9):
-        return Feedback(True, f"Right: measured {measured:.2g} (seeds 0–4: 4.6e-10 to 1.0e-9). 29 steps back at "
-                              "the measured 0.48 per step give 0.48²⁹ ≈ 6e-10, a little below the bound "
-                              "0.5²⁹ ≈ 1.9e-9 because tanh' < 1. The decay per step does not depend on T; only the "
-                              "number of steps does.")
-    if value > bound:
-        return Feedback(False, f"Not quite: {value:.3g} is above the bound 0.5²⁹ ≈ 1.9e-9, which no tanh RNN with "
-                               "λ₁ = 0.5 can exceed. Count the steps back from h_30 to h_1: there are 29.")
-    return Feedback(False, f"Not quite: {value:.3g} is too small. Count the steps back from h_30 to h_1 (29 of them) "
-                           "and use the factor per step that section 1 measured at λ₁ = 0.5, about 0.48.")
+    """)
 
 
-@exercise
-def forget_bias_memory(answer: Any, *, forget_bias: float = 3.0, ratio: float = 0.01) -> Feedback:
-    """Lesson 06: an LSTM's forget gate sits at σ(b_f). With b_f = ``forget_bias``, about how
-    many steps back does the cell-state path take to shrink a gradient to ``ratio`` of its value?
+forget_bias_memory = Number(
+    expected=lambda: theory.steps_to_shrink(theory.forget_gate_factor(3.0), 0.01), name="the number of steps",
+    rel=0.1,
+    text="""
+    Lesson 06: an LSTM's forget gate sits at σ(b_f). With b_f = 3, about how many steps back does
+    the cell-state path take to shrink a gradient to 1 % of its value? (σ(3)ⁿ = 0.01: n = 94.8.)
 
-    >>> forget_bias_memory(95).correct, forget_bias_memory(7).correct
-    (True, False)
-    """
-    from . import theory
+    Praise: A forget gate near 1 is an almost loss-free path back in time: that is the point of the additive cell
+    state.
 
-    expected = theory.steps_to_shrink(theory.forget_gate_factor(forget_bias), ratio)
-    return check_number(answer, expected, name="the number of steps", rel=0.1,
-                        praise="A forget gate near 1 is an almost loss-free path back in time: "
-                               "that is the point of the additive cell state.",
-                        hint="The factor per step is σ(b_f) = 1/(1+e^(−b_f)); solve "
-                             "factor**n = ratio for n.")
+    Hint: The factor per step is σ(b_f) = 1/(1+e^(−b_f)); solve factor**n = ratio for n.
+    """)
 
 
-
-@exercise
-def forget_bias_two_factor(answer: Any) -> Feedback:
-    """Lesson 06 Ex 4: an LSTM (hidden 32) with forget-gate bias b_f = 2 on the adding problem, T = 50:
+forget_bias_two_factor = Number(
+    expected=0.95, name="the factor per step back", rel=0.08,
+    text="""
+    Lesson 06 Ex 4: an LSTM (hidden 32) with forget-gate bias b_f = 2 on the adding problem, T = 50:
     the factor per step back of ‖∂L/∂h_t‖ at initialisation. The guide σ(2) = 0.881; measured 0.967,
     0.944, 0.947, 0.980 (seeds 0–3), a little above it as b_f = 1 and 3 are. Right within 8 % of 0.95
     (0.874–1.03): the guide and the measurement both count, b_f = 1's 0.83 does not.
 
-    >>> forget_bias_two_factor(0.88).correct, forget_bias_two_factor(0.96).correct
-    (True, True)
-    >>> forget_bias_two_factor(0.83).correct, forget_bias_two_factor(0.5).correct
-    (False, False)
-    """
-    return check_number(answer, 0.95, name="the factor per step back", rel=0.08,
-                        praise="σ(2) ≈ 0.88 is the cell path's guide; the measured factor sits a little above it "
-                               "(0.94–0.98 over four seeds), as it does for b_f = 1 and 3: the gates add paths of "
-                               "their own. Over 49 steps that is the difference between 2e-3 and about 0.1.",
-                        hint="At initialisation the forget gate sits near σ(b_f). What is σ(2), and where did the "
-                             "measured factors for b_f = 1 and b_f = 3 sit relative to σ(1) and σ(3)?")
+    Praise: σ(2) ≈ 0.88 is the cell path's guide; the measured factor sits a little above it (0.94–0.98 over four
+    seeds), as it does for b_f = 1 and 3: the gates add paths of their own. Over 49 steps that is the difference
+    between 2e-3 and about 0.1.
+
+    Hint: At initialisation the forget gate sits near σ(b_f). What is σ(2), and where did the measured factors for
+    b_f = 1 and b_f = 3 sit relative to σ(1) and σ(3)?
+    """)
 
 
 # --- lesson 07 ---
 # The expected answers come from the gradient doctor and from the runs themselves.
+
 
 #: Other words for the doctor's verdicts (compared after :func:`normalise`).
 PROBLEM_ALIASES = {
@@ -1301,6 +888,8 @@ PROBLEM_ALIASES = {
     "exploding gradient": "exploding", "exploding gradients": "exploding", "explosion": "exploding",
     "explode": "exploding", "saturated": "saturation", "saturating": "saturation",
 }
+
+
 def _first_signal(run) -> np.ndarray | None:
     """‖∂L/∂z‖ of every hidden layer at the run's first recorded step, or None if not recorded."""
     trace = getattr(run, "trace", None)
@@ -1343,13 +932,13 @@ def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
     if answer is None or (isinstance(answer, dict) and all(v is None for v in answer.values())):
         return missing(name)
     if not isinstance(answer, dict):
-        return Feedback(False, _capital(f"{name} should be a dict like {example}; got {_show(answer)}."))
+        return Feedback(False, capitalise(f"{name} should be a dict like {example}; got {describe(answer)}."))
     patients = {str(p).strip().upper(): p for p in runs}
     given_by_patient = {}
     for key, value in answer.items():
         patient = patients.get(str(key).strip().upper())
         if patient is None:
-            return Feedback(False, f"There is no patient {_show(key)}: the patients are "
+            return Feedback(False, f"There is no patient {describe(key)}: the patients are "
                                    f"{', '.join(map(str, runs))}.")
         given_by_patient[patient] = value
     missing_names = [str(p) for p in runs if given_by_patient.get(p) is None]
@@ -1371,7 +960,7 @@ def mystery_diagnoses(answer: Any, runs: dict) -> Feedback:
         verdict = choices.get(normalise(given)) if isinstance(given, str) else None
         if verdict is None:
             return Feedback(False, f"Patient {patient}: the answer should be one of "
-                                   f"{', '.join(map(repr, problems))}; got {_show(given)}.")
+                                   f"{', '.join(map(repr, problems))}; got {describe(given)}.")
         accepted = accepted_diagnoses(run)
         if verdict not in accepted:
             wrong.append(f"patient {patient} ({hints.get(accepted[0], 'read its evidence')})")
@@ -1398,9 +987,9 @@ def signal_exponent(answer: Any, run) -> Feedback:
         return cannot_check("run", "a Run made by fit(..., probe=True) with the signal recorded at its "
                                    "first step, e.g. runs['A']", run)
     expected = float(np.log10(signal[0] / signal[-1]))
-    value = _peek(answer)
+    value = peek(answer)
     if value is not None and value > 0 and abs(value - expected) > 1.0 and abs(math.log10(value) - expected) <= 1.0:
-        return Feedback(False, f"Not quite: {_show(answer, 20)} is the ratio 10**k itself. Give the exponent k, "
+        return Feedback(False, f"Not quite: {describe(answer, 20)} is the ratio 10**k itself. Give the exponent k, "
                                f"the power of ten (e.g. {round(expected)} for a ratio of 10**{round(expected)}).")
     return check_number(answer, expected, name="the exponent k", rel=0.0, abs_tol=1.0,
                         praise="Each decade on the log axis is a factor of ten.",
@@ -1447,8 +1036,8 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0, besides_first: 
     remedy = _remedy(answer)
     if remedy is None:
         labels = ", ".join(repr(r.label) for r in REMEDIES.values())
-        return Feedback(False, _capital(f"{name} should be a remedy's name or label: one of {labels}; "
-                                        f"got {_show(answer)}."))
+        return Feedback(False, capitalise(f"{name} should be a remedy's name or label: one of {labels}; "
+                                        f"got {describe(answer)}."))
     before = treat(patient, seed=seed)
     if besides_first:
         first = (doctor.diagnose(before).remedies or [None])[0]
@@ -1477,6 +1066,7 @@ def prescription(answer: Any, patient: str = "D", seed: int = 0, besides_first: 
 
 # --- lesson 08 ---
 # The checks train or probe the learner's digits model with the lesson's own loop (gradcourse.train).
+
 
 #: Exercise 3 trains the learner's fixed model this long (10 epochs of the digits) and asks this
 #: test accuracy of it.
@@ -1574,32 +1164,30 @@ def fixed_model(answer: Any, *, seed: int = 0) -> Feedback:
 
 # --- lesson 09 ---
 
-@exercise
-def shallow_post_ln(answer: Any) -> Feedback:
-    """Lesson 09, exercise 1: does Post-LN with 3 layers, lr 1e-2 and no warmup solve the task in 300 steps?
+
+shallow_post_ln = Choice(
+    expected="yes", name="3-layer Post-LN without warmup", options=("yes", "no"),
+    text="""
+    Lesson 09, exercise 1: does Post-LN with 3 layers, lr 1e-2 and no warmup solve the task in 300 steps?
     ``"yes"`` or ``"no"`` (measured: yes, seeds 0–2).
 
-    >>> shallow_post_ln("yes").correct, shallow_post_ln("no").correct, shallow_post_ln(3).correct
-    (True, False, False)
-    """
-    return check_choice(answer, "yes", name="3-layer Post-LN without warmup", options=("yes", "no"),
-                        praise="Shallow Post-LN trains without warmup: the trouble grows with depth.",
-                        hint="Set layers to 3, warmup to 0, Post-LN, and press Run.")
+    Praise: Shallow Post-LN trains without warmup: the trouble grows with depth.
+
+    Hint: Set layers to 3, warmup to 0, Post-LN, and press Run.
+    """)
 
 
-@exercise
-def adam_first_step(answer: Any) -> Feedback:
-    """Lesson 09, exercise 2: with lr 1e-2 and warmup 100, by how much does Adam's first step move each weight
+adam_first_step = Number(
+    expected=1e-2 / 100, name="size of the first step", rel=0.01,
+    text="""
+    Lesson 09, exercise 2: with lr 1e-2 and warmup 100, by how much does Adam's first step move each weight
     (ignoring ε)? Adam's first step is lr·sign(g), and step 0 of the warmup uses lr·1/100.
 
-    >>> adam_first_step(1e-4).correct, adam_first_step(1e-2).correct, adam_first_step("x").correct
-    (True, False, False)
-    """
-    return check_number(answer, 1e-2 / 100, name="size of the first step", rel=0.01,
-                        praise="m̂/√v̂ = g/|g| at step 1, so every weight moves by the learning rate "
-                               "itself: 1e-2 · 1/100.",
-                        hint="After one step Adam's m̂ = g and v̂ = g²; what is m̂/√v̂? Then which "
-                             "learning rate does step 0 of a 100-step linear warmup use?")
+    Praise: m̂/√v̂ = g/|g| at step 1, so every weight moves by the learning rate itself: 1e-2 · 1/100.
+
+    Hint: After one step Adam's m̂ = g and v̂ = g²; what is m̂/√v̂? Then which learning rate does step 0 of a
+    100-step linear warmup use?
+    """)
 
 
 #: Lesson 09, exercise 3: the DeepNorm encoder whose first Adam step the learner predicts.
@@ -1619,53 +1207,53 @@ def deepnorm_first_step_ratio(depth: int = DEEPNORM_DEPTH, lr: float = DEEPNORM_
     return lr / (beta * math.sqrt(2 / (fan_in + fan_out)))
 
 
-@exercise
-def deepnorm_first_step(answer: Any) -> Feedback:
-    """Lesson 09, exercise 3 (predict, then measure): a 12-layer DeepNorm encoder, Adam at lr 1e-2, no
+deepnorm_first_step = Number(
+    expected=deepnorm_first_step_ratio, name="‖ΔW‖/‖W‖ after the first step", rel=0.03,
+    mistakes=(Mistake(lambda v: (f"Not quite: {v:.3g} is the ratio for a plain Xavier matrix. DeepNorm initialises "
+                                 "this matrix smaller, with gain β = (8N)^-¼: its ‖W‖ is β times smaller, so the same "
+                                 "step is a larger fraction of it."),
+                      near=DEEPNORM_LR / math.sqrt(2 / sum(FFN2_SHAPE))),          # Xavier without DeepNorm's β
+              Mistake("Not quite: 1e-2 is how far each entry moves. The question asks for the change of the whole "
+                      "matrix relative to its size: ‖ΔW‖/‖W‖, both over all 32 × 128 entries.", near=DEEPNORM_LR)),
+    text="""
+    Lesson 09, exercise 3 (predict, then measure): a 12-layer DeepNorm encoder, Adam at lr 1e-2, no
     warmup. By what fraction of its size, ‖ΔW‖/‖W‖, does the first step change a block's second FFN
     matrix? Theory 0.280; the probe measures 0.2775 to 0.2828 on seeds 0–4, in the first and the last
     block alike (the same on portable kernels): right within 3 %.
 
-    >>> deepnorm_first_step("0.28").correct, deepnorm_first_step(0.0894).correct, deepnorm_first_step(0.01).correct
-    (True, False, False)
-    """
-    expected = deepnorm_first_step_ratio()
-    plain = DEEPNORM_LR / math.sqrt(2 / sum(FFN2_SHAPE))          # Xavier without DeepNorm's β
-    value = _peek(answer)
-    if value is not None and math.isclose(value, plain, rel_tol=0.05):
-        return Feedback(False, f"Not quite: {value:.3g} is the ratio for a plain Xavier matrix. DeepNorm initialises "
-                               "this matrix smaller, with gain β = (8N)^-¼: its ‖W‖ is β times smaller, so the same "
-                               "step is a larger fraction of it.")
-    if value is not None and math.isclose(value, DEEPNORM_LR, rel_tol=0.05):
-        return Feedback(False, "Not quite: 1e-2 is how far each entry moves. The question asks for the change of the "
-                               "whole matrix relative to its size: ‖ΔW‖/‖W‖, both over all 32 × 128 entries.")
-    return check_number(answer, expected, name="‖ΔW‖/‖W‖ after the first step", rel=0.03,
-                        praise="Every entry moves by η = 1e-2, so ‖ΔW‖ = η·√(mn); Xavier with gain β = 96^-¼ ≈ 0.32 "
-                               "gives entries of std β·√(2/160) ≈ 0.036, so ‖W‖ ≈ 0.036·√(mn), and the ratio is "
-                               "η/0.036 ≈ 0.28, whatever the size of the gradient: the smaller the init, the larger "
-                               "Adam's first step is against it.",
-                        hint="Adam's first step moves every entry by η (when |g| ≫ ε): ‖ΔW‖ = η·√(number of entries). "
-                             "‖W‖ is the entries' std times √(number of entries), and Xavier-uniform with gain β has "
-                             "std β·√(2/(fan_in + fan_out)) with β = (8N)^-¼.")
+    Praise: Every entry moves by η = 1e-2, so ‖ΔW‖ = η·√(mn); Xavier with gain β = 96^-¼ ≈ 0.32 gives entries of std
+    β·√(2/160) ≈ 0.036, so ‖W‖ ≈ 0.036·√(mn), and the ratio is η/0.036 ≈ 0.28, whatever the size of the gradient:
+    the smaller the init, the larger Adam's first step is against it.
+
+    Hint: Adam's first step moves every entry by η (when |g| ≫ ε): ‖ΔW‖ = η·√(number of entries). ‖W‖ is the
+    entries' std times √(number of entries), and Xavier-uniform with gain β has std β·√(2/(fan_in + fan_out)) with β
+    = (8N)^-¼.
+    """)
 
 
-@exercise
-def warmup_logits(answer: Any) -> Feedback:
-    """Lesson 09, exercise 4: Pre-LN at lr 0.1 *with* a 100-step warmup and no qk-norm: does its largest attention
+warmup_logits = Choice(
+    expected="yes", name="logits above 1000 with warmup", options=("yes", "no"),
+    text="""
+    Lesson 09, exercise 4: Pre-LN at lr 0.1 *with* a 100-step warmup and no qk-norm: does its largest attention
     logit still pass 1000 within 300 steps? ``"yes"`` or ``"no"`` (measured: yes, above 10⁴, on seeds 0
     and 1, although the loss falls to 0.9 and 0.4).
 
-    >>> warmup_logits("yes").correct, warmup_logits("no").correct, warmup_logits(None).correct
-    (True, False, None)
-    """
-    return check_choice(answer, "yes", name="logits above 1000 with warmup", options=("yes", "no"),
-                        praise="Warmup delays the growth and lets the task be learned first, but "
-                               "nothing bounds |q·k|: the logits still reach ~10⁴. qk-LayerNorm bounds them.",
-                        hint="Set Pre-LN, lr 0.1, warmup 100, qk-LayerNorm off, press Run and read the "
-                             "right-hand panel.")
+    Praise: Warmup delays the growth and lets the task be learned first, but nothing bounds |q·k|: the logits still
+    reach ~10⁴. qk-LayerNorm bounds them.
+
+    Hint: Set Pre-LN, lr 0.1, warmup 100, qk-LayerNorm off, press Run and read the right-hand panel.
+    """)
 
 
 # --- lesson 10 ---
+
+def _precision():
+    """gradcourse.precision, imported when a lesson 10 key first needs it."""
+    from . import precision
+
+    return precision
+
+
 
 #: Lesson 10, Exercise 1: the depth at which the learner predicts the underflowing layers.
 UNDERFLOW_DEPTH = 8
@@ -1696,9 +1284,7 @@ def underflowing_layers(answer: Any, *, depth: int = UNDERFLOW_DEPTH) -> Feedbac
     shares = _fp16_zero_shares(depth)
     expected = sum(s > 0.5 for s in shares)
     name = "the number of layers"
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, "3")
+    value = read_answer(answer, name, "3")
     if isinstance(value, Feedback):
         return value
     listed = ", ".join(f"layer{k} {100 * s:.0f}%" for k, s in enumerate(shares, 1))
@@ -1738,9 +1324,7 @@ def smallest_loss_scale(answer: Any, *, depth: int = SCALE_DEPTH) -> Feedback:
     depth = _checks.integer("depth", depth, low=2, high=20)
     expected = _smallest_scale(depth)
     name = "the loss scale"
-    if answer is None:
-        return missing(name)
-    value = _read_number(answer, name, "2**12")
+    value = read_answer(answer, name, "2**12")
     if isinstance(value, Feedback):
         return value
     if not value > 0 or not math.isfinite(value):
@@ -1760,26 +1344,21 @@ def smallest_loss_scale(answer: Any, *, depth: int = SCALE_DEPTH) -> Feedback:
                            "few: the entries spread below their average.")
 
 
-@exercise
-def bf16_kept_ratio(answer: Any) -> Feedback:
-    """Lesson 10, Exercise 3: the smallest update ratio |Δw|/|w| that a bfloat16 weight keeps
+bf16_kept_ratio = Number(
+    expected=lambda: _precision().limits("bf16").eps / 2, name="the smallest kept update ratio", rel=0.15,
+    text="""
+    Lesson 10, Exercise 3: the smallest update ratio |Δw|/|w| that a bfloat16 weight keeps
     whatever its value: half the spacing at the bottom of a binade, eps/2 = 2^-8 (from
     ``torch.finfo(torch.bfloat16).eps``); within 15 %.
 
-    >>> bf16_kept_ratio(2 ** -8).correct, bf16_kept_ratio("1/256").correct, bf16_kept_ratio(1e-3).correct
-    (True, True, False)
-    """
-    from .precision import limits
+    Praise: bfloat16 has 8 bits of precision: neighbouring values are 2^-7 apart just above a power of two, and a
+    sum is rounded to the nearest one, so an update must be more than half that gap, 2^-8 of the weight, to survive
+    for every weight. At 2^-9 almost every update is lost.
 
-    expected = limits("bf16").eps / 2
-    return check_number(answer, expected, name="the smallest kept update ratio", rel=0.15,
-                        praise="bfloat16 has 8 bits of precision: neighbouring values are 2^-7 apart just above "
-                               "a power of two, and a sum is rounded to the nearest one, so an update must be "
-                               "more than half that gap, 2^-8 of the weight, to survive for every weight. At "
-                               "2^-9 almost every update is lost.",
-                        hint="Count the bits: bfloat16 keeps 8 bits of precision (7 stored, 1 implicit). How far "
-                             "apart are neighbouring values just above a power of two, relative to it, and how "
-                             "large must a change be for rounding to the nearest value to keep it?")
+    Hint: Count the bits: bfloat16 keeps 8 bits of precision (7 stored, 1 implicit). How far apart are neighbouring
+    values just above a power of two, relative to it, and how large must a change be for rounding to the nearest
+    value to keep it?
+    """)
 
 
 def _scaler_cases():
@@ -1845,7 +1424,7 @@ def static_loss_scaler(fn: Any) -> Feedback:
     """
     import torch
 
-    unusable = _not_a_function(fn, "your scaled_step function")
+    unusable = not_a_function(fn, "your scaled_step function")
     if unusable is not None:
         return unusable
     scales = _scaler_cases()
@@ -1853,14 +1432,14 @@ def static_loss_scaler(fn: Any) -> Feedback:
     try:
         decisions, weights = _scaler_run(fn, scales)
     except Exception as error:  # noqa: BLE001 (a learner's code may raise anything: say so, no traceback)
-        return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {_show(error, 120)}. "
+        return Feedback(False, f"Not quite: your function raised {type(error).__name__}: {describe(error, 120)}. "
                                "Run it on its own to see where.")
     for i, scale in enumerate(scales):
         decision = bool(decisions[i]) if isinstance(decisions[i], (bool, np.bool_)) else decisions[i]
         if decision != expected[i]:
             return Feedback(False, f"Not quite: at step {i} (scale 2^{math.log2(scale):.0f}) GradScaler "
                                    f"{'steps' if expected[i] else 'skips'} (returns {expected[i]}), yours returned "
-                                   f"{_show(decisions[i])}. Skip (return False, no step) exactly when a scaled "
+                                   f"{describe(decisions[i])}. Skip (return False, no step) exactly when a scaled "
                                    "gradient is Inf or NaN.")
         if not all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(weights[i], reference[i])):
             return Feedback(False, f"Not quite: at step {i} (scale 2^{math.log2(scale):.0f}) you "

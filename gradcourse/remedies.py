@@ -74,7 +74,7 @@ def clip_norm(threshold: float) -> Clipping:
     """Clip the total gradient norm to ``threshold``, keeping its direction (lesson 03).
 
     The setting ``fit(..., clip=clip_norm(1.0))`` takes. The same rule on one numpy vector is
-    :func:`gradcourse.theory.clip_by_norm`; ``exercises.clip_by_norm`` is lesson 03's check of a
+    :func:`gradcourse.theory.clip_by_norm`; ``exercises.clip_by_norm_function`` is lesson 03's check of a
     learner's own function.
 
     >>> clip_norm(1.0).describe()

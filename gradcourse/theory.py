@@ -554,7 +554,7 @@ def clip_by_norm(g: np.ndarray, threshold: float) -> np.ndarray:
 
     The operation on one vector, for figures and predictions. Not to be confused with
     :func:`gradcourse.remedies.clip_norm` (the setting ``fit(..., clip=...)`` takes, which clips a
-    model's gradients in training) nor with ``exercises.clip_by_norm`` (lesson 03's check of the
+    model's gradients in training) nor with ``exercises.clip_by_norm_function`` (lesson 03's check of the
     learner's own clipping function).
 
     >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).tolist()

@@ -78,7 +78,7 @@ def _by_hand(parameters, max_norm):
 
 
 def test_clip_by_norm_exercise_accepts_a_hand_written_clip():
-    feedback = exercises.clip_by_norm(_by_hand)
+    feedback = exercises.clip_by_norm_function(_by_hand)
     assert feedback.correct is True and "26.18" in feedback.message      # lesson 02's patient at step 0
 
 
@@ -112,7 +112,7 @@ def test_clip_by_norm_exercise_explains_each_wrong_answer():
              (lambda ps, t: torch.nn.utils.clip_grad_norm_(ps, t)): "by hand",
              (lambda ps, t: 1 / 0): "ZeroDivisionError", (lambda ps, t: "big"): "one number"}
     for function, words in cases.items():
-        feedback = exercises.clip_by_norm(function)
+        feedback = exercises.clip_by_norm_function(function)
         assert feedback.correct is False and words in feedback.message, (words, feedback)
     assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"     # the spy is gone again
 
@@ -123,10 +123,10 @@ def test_clip_by_norm_exercise_skeleton_and_odd_answers():
         total = ...
         return total
 
-    assert exercises.clip_by_norm(skeleton).correct is None
-    assert "Fill in" in exercises.clip_by_norm(None).message
+    assert exercises.clip_by_norm_function(skeleton).correct is None
+    assert "Fill in" in exercises.clip_by_norm_function(None).message
     for odd in (3.0, "clip_by_norm", [_by_hand], 26.18):
-        feedback = exercises.clip_by_norm(odd)
+        feedback = exercises.clip_by_norm_function(odd)
         assert feedback.correct is False and "without brackets" in feedback.message
 
 

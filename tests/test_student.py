@@ -173,11 +173,11 @@ def test_every_lesson_has_checked_exercises():
 # No answer in sight: what the student version shows before an exercise is answered.
 #
 # An exercise is a check call (``exercises.<check>(answer)``). Its expected answer is read from the
-# check itself: the check is called with a neutral answer while ``check_number``, ``check_choice``
-# and ``_ratio_within`` note the ``expected`` they are handed. The student sees, before answering,
-# every saved output of the notebook, every source above the exercise's answer cell, and the
-# sources of the cells between the answer cell and the next prompt (the measuring cells: they run
-# only after the learner has answered). None of these may state the answer:
+# check itself: from the key's record when it is kept as data, else the check is called with a
+# neutral answer while ``check_number`` notes the ``expected`` it is handed.
+# The student sees, before answering, every saved output of the notebook, every source above the
+# exercise's answer cell, and the sources of the cells between the answer cell and the next prompt
+# (the measuring cells: they run only after the learner has answered). None of these may state the answer:
 # - a number the student sees is a leak when it is the expected value rounded to three or more
 #   significant digits, or, in the exercise's own cells, a number (or a power such as ``0.8 ** 25``)
 #   that the check accepts as right;
@@ -189,38 +189,36 @@ NEUTRAL_ANSWER = 1234.5
 
 
 def _expected(check):
-    """(kind, expected, options) for a check of exercises.py, read from the check; None when the
-    check does not hand its answer to check_number, check_choice or _ratio_within."""
-    from gradcourse import exercises
+    """(kind, expected, options) for a check of exercises.py: read from the key when the check is
+    one kept as data (a number or a ratio, an option), else from what a check that computes hands to
+    check_number; None when it hands its answer to nothing of the kind (whole counts and bands are
+    not read)."""
+    from gradcourse import answers, exercises
 
-    seen = {}
-    originals = {name: getattr(exercises, name) for name in ("check_number", "check_choice", "_ratio_within")}
+    if isinstance(check, (answers.Number, answers.Ratio)):
+        return "number", float(check.expected() if callable(check.expected) else check.expected), None
+    if isinstance(check, answers.Choice):
+        return "option", check.accepted, tuple(check.options or check.accepted)
+    if isinstance(check, answers.Key):
+        return None
+    seen = []
+    original = exercises.check_number          # the only engine check that a computing check calls
 
-    def spy(name):
-        def record(answer, expected, *args, **kwargs):
-            seen.setdefault("call", (name, expected, kwargs.get("options")))
-            return originals[name](answer, expected, *args, **kwargs)
-        return record
+    def spy(answer, expected, *args, **kwargs):
+        seen.append(expected)
+        return original(answer, expected, *args, **kwargs)
 
     try:
-        for name in originals:
-            setattr(exercises, name, spy(name))
+        exercises.check_number = spy
         for neutral in (NEUTRAL_ANSWER, "an answer no check expects"):
             check(neutral)
-            if "call" in seen:
+            if seen:
                 break
     except TypeError:                      # the check needs more than the answer (runs, a mean norm)
         return None
     finally:
-        for name, function in originals.items():
-            setattr(exercises, name, function)
-    if "call" not in seen:
-        return None
-    name, expected, options = seen["call"]
-    if name == "check_choice":
-        accepted = (expected,) if isinstance(expected, str) else tuple(expected)
-        return "option", accepted, tuple(options or accepted)
-    return "number", float(expected), None
+        exercises.check_number = original
+    return ("number", float(seen[0]), None) if seen else None
 
 
 def _numbers(text):
