@@ -168,7 +168,7 @@ def _seed_calls():
         "widgets.lesson02.probe_network": lambda seed: lesson02.probe_network("relu", 2, 1.0, seed=seed),
         "widgets.lesson03.patient": lambda seed: lesson03.patient(seed=seed),
         "widgets.lesson03.train_patient": lambda seed: lesson03.train_patient(0.1, seed=seed),
-        "widgets.lesson03.sharpness_along": lambda seed: lesson03.sharpness_along(0.1, steps=1, seed=seed),
+        "widgets.lesson03.patient_data": lambda seed: lesson03.patient_data(seed=seed),
         "widgets.lesson05.build": lambda seed: lesson05.build(4, True, False, seed=seed),
         "widgets.lesson06.adding_data": lambda seed: lesson06.adding_data(10, seed=seed),
         "widgets.lesson06.build": lambda seed: lesson06.build("rnn", seed=seed),

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from .. import _checks, data, models, plots, remedies
-from ..measurements import top_hessian_eigenvalue
 from ..run import Run
 from ..train import fit
 from .base import Explorer, Param, Result
 
 STEPS = 200
+N_POINTS = 256   # the spirals' training points (full batch; lesson 02 used 512)
 
 
 # -- the patient ---------------------------------------------------------------------------------
@@ -36,42 +36,18 @@ def patient(scale: float = 1.2, *, depth: int = 10, seed: int = 0) -> models.MLP
                       seed=seed)
 
 
+def patient_data(seed: int = 0) -> data.Dataset:
+    """The spirals the patient trains on: ``N_POINTS`` training points drawn with ``seed`` (full batch)."""
+    return data.cached_spirals(N_POINTS, _checks.seed(seed))
+
+
 def train_patient(lr: float, clip=None, *, scale: float = 1.2, steps: int = STEPS,
                   probe: bool = False, progress: bool = False, seed: int = 0) -> Run:
     """Train :func:`patient` on the spirals (full batch, SGD) with optional clipping; ``seed``
     draws the weights and the spirals (the lesson uses 0; the tests measure its claims' spread)."""
     seed = _checks.seed(seed)
-    return fit(patient(scale, seed=seed), data.cached_spirals(512, seed), steps=steps, lr=lr, clip=clip, probe=probe,
+    return fit(patient(scale, seed=seed), patient_data(seed), steps=steps, lr=lr, clip=clip, probe=probe,
                progress=progress, seed=seed)
-
-
-def sharpness_along(lr: float, clip: float | None = None, *, scale: float = 1.2, steps: int = STEPS,
-                    every: int = 10, seed: int = 0) -> dict:
-    """:func:`train_patient`'s run, step for step (the same full-batch SGD, clipping the norm at
-    ``clip``), measuring the sharpness (the largest Hessian eigenvalue,
-    :func:`~gradcourse.measurements.top_hessian_eigenvalue`) every ``every`` steps before the update. Returns
-    ``losses`` (every step, the same as the run's), ``steps`` and ``sharpness`` (the measured ones)."""
-    seed = _checks.seed(seed)
-    every = _checks.integer("every", every, low=1)
-    model, spirals = patient(scale, seed=seed), data.cached_spirals(512, seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    losses, measured, values, vector = [], [], [], None
-    for step in range(steps):
-        if step % every == 0:
-            found = top_hessian_eigenvalue(
-                lambda: torch.nn.functional.cross_entropy(model(spirals.x), spirals.y),
-                list(model.parameters()), start=vector, iters=20, rtol=1e-2)  # warm start: a few products
-            value, vector = found.value, found.vector
-            measured.append(step)
-            values.append(value)
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(spirals.x), spirals.y)
-        losses.append(loss.item())
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-    return {"losses": np.array(losses), "steps": np.array(measured), "sharpness": np.array(values)}
 
 
 @functools.lru_cache(maxsize=16)

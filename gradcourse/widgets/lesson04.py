@@ -48,9 +48,7 @@ def gradient_parts(model: torch.nn.Module, dataset) -> dict[str, np.ndarray]:
         output.retain_grad()
         seen[module] = (inputs[0].detach(), output)
 
-    with Hooks() as hooks:
-        for module in linears:
-            hooks.add(module.register_forward_hook(keep))
+    with Hooks(*[module.register_forward_hook(keep) for module in linears]):
         model.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(dataset.x), dataset.y).backward()
     parts = {key: [] for key in ("signal", "input", "alignment", "weight", "mean_signal", "dense")}
