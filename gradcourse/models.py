@@ -545,4 +545,4 @@ def resnet18(num_classes: int = 10, *, in_channels: int = 3, seed: int = 0) -> n
 
 # --- lesson 09 ---
 
-from .transformer import Transformer, transformer  # noqa: E402,F401  (models.transformer, written in its own module)
+from .encoder import Transformer, transformer  # noqa: E402,F401  (models.transformer, written in its own module: encoder.py)

@@ -394,7 +394,11 @@ def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     else:
-        opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RAdam)(params, lr=lr, betas=betas)
+        # Adam's multi-tensor (foreach) update computes every parameter's step with the same operations in the
+        # same order, to the bit, in fewer Python calls: about 1 ms less per step for lesson 09's 76-tensor
+        # Transformer on one core (torch uses it by default only on GPUs). RAdam's differs in the last bits: kept.
+        opt = (torch.optim.Adam(params, lr=lr, betas=betas, foreach=True) if optimizer == "adam"
+               else torch.optim.RAdam(params, lr=lr, betas=betas))
     # LambdaLR sets lr·factor(0) at once and lr·factor(k) after the k-th scheduler.step().
     schedule = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup))
                 if warmup else None)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import gradcourse
-from gradcourse import data, doctor, models
+from gradcourse import data, doctor, models, transformer_measures
 from gradcourse.doctor import (
     DEAD_FRACTION,
     DEAD_LAYER_FRACTION,
@@ -33,7 +33,6 @@ from gradcourse.probes import Probe
 from gradcourse.remedies import REMEDIES, Remedy
 from gradcourse.trace import LAYER_QUANTITIES, Trace
 from gradcourse.train import Run, fit
-from gradcourse.widgets import lesson09
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -71,7 +70,7 @@ def runs(spirals):
         # hidden weights called with F.linear: the probe sees their gradients, not their outputs
         "inconclusive": _own_loop(_FunctionalMLP(), spirals.x, spirals.y, steps=30, lr=0.1)[0],
         # lesson 09's Post-LN Transformer without warmup: every position alike from step 4 on
-        "collapse": lesson09.experiment(norm="post", depth=6, steps=40, probe=True).run,
+        "collapse": transformer_measures.experiment(norm="post", depth=6, steps=40, probe=True).run,
         # lesson 10: a 5-layer sigmoid MLP, healthy in float32, under float16 autocast
         "underflow": _float16_run(),
     }

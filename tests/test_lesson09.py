@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from gradcourse import data, exercises, models
-from gradcourse.transformer import Block
-from gradcourse.widgets import lesson09
-from gradcourse.widgets.lesson09 import TransformerExplorer, Watch, experiment
+from gradcourse import transformer_measures as measures
+from gradcourse.encoder import Block
+from gradcourse.transformer_measures import Watch, experiment
+from gradcourse.widgets.lesson09 import TransformerExplorer
 
 F = nn.functional
 
@@ -192,14 +193,14 @@ def test_collapse_and_entropy_against_direct_formulas():
     h = torch.randn(3, 5, 4, generator=gen)
     cos = [F.cosine_similarity(h[n, i], h[n, j], dim=0).item()
            for n in range(3) for i in range(5) for j in range(5) if i != j]
-    assert lesson09.collapse(h) == pytest.approx(1 - np.mean(cos), rel=1e-5)
+    assert measures.collapse(h) == pytest.approx(1 - np.mean(cos), rel=1e-5)
     same = torch.ones(2, 8, 4) + 1e-6 * torch.randn(2, 8, 4, generator=gen)
-    assert 0 < lesson09.collapse(same) < 1e-10
+    assert 0 < measures.collapse(same) < 1e-10
     logits = torch.randn(2, 3, 4, 4, generator=gen)
     p = logits.softmax(-1)
-    assert lesson09.attention_entropy(logits) == pytest.approx(-(p * p.log()).sum(-1).mean().item(), rel=1e-5)
+    assert measures.attention_entropy(logits) == pytest.approx(-(p * p.log()).sum(-1).mean().item(), rel=1e-5)
     with pytest.raises(ValueError, match="hidden"):
-        lesson09.collapse(torch.ones(1, 1, 4))
+        measures.collapse(torch.ones(1, 1, 4))
 
 
 def test_watch_records_training_passes_only_and_removes_its_hooks():
@@ -241,8 +242,8 @@ def test_experiment_matches_fit_with_the_same_settings():
 
 def test_ffn_gradients_match_autograd():
     net = models.transformer(3, norm="pre", seed=0)
-    grads = lesson09.ffn_gradients(net, batch=16)
-    ds = lesson09.task()
+    grads = measures.ffn_gradients(net, batch=16)
+    ds = measures.task()
     F.cross_entropy(net(ds.x[:16]), ds.y[:16]).backward()
     direct = [block.ffn2.weight.grad.norm().item() for block in net.blocks]
     assert np.allclose(grads, direct, rtol=1e-4)
@@ -251,7 +252,7 @@ def test_ffn_gradients_match_autograd():
 def test_perturbation_restores_the_model():
     net = models.transformer(2, seed=0)
     before = [p.clone() for p in net.parameters()]
-    change = lesson09.perturbation_change(net, seed=0)
+    change = measures.perturbation_change(net, seed=0)
     assert 0 < change < 1
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
@@ -260,7 +261,7 @@ def test_post_ln_without_warmup_collapses_and_warmup_rescues():
     """Lesson claim 1 and 2 on seed 1 (the notebook uses seeds 0–2): no NaN, collapse, stuck at chance."""
     cold = experiment("post", 6, steps=60, seed=1)
     assert np.isfinite(cold.run.losses).all() and cold.collapse[50] < 1e-10
-    assert abs(cold.final_loss - lesson09.CHANCE) < 0.05
+    assert abs(cold.final_loss - measures.CHANCE) < 0.05
     warm = experiment("post", 6, warmup=100, steps=60, seed=1)
     assert warm.collapse.min() > 1e-5        # seed 1 dips to 8e-5 and recovers; without warmup: 1e-14
 
@@ -276,12 +277,12 @@ def test_the_doctor_calls_a_collapse_collapse_and_its_first_remedy_cures_it():
     verdict = diagnose(broken.run)
     assert verdict.problem == "collapse" and [r.name for r in verdict.remedies] == ["warmup", "pre_ln", "lower_lr"]
     assert "Representation collapse" in verdict.evidence[0]
-    _, training = verdict.remedies[0].apply(broken.run.params["model"], {"steps": lesson09.STEPS})
+    _, training = verdict.remedies[0].apply(broken.run.params["model"], {"steps": measures.STEPS})
     assert training["warmup"] == 100
     treated = experiment("post", 6, seed=0, probe=True, warmup=training["warmup"])
     cured = diagnose(treated.run)
     assert cured.problem == "healthy" and treated.collapse[-1] > 0.5
-    assert abs(broken.final_loss - lesson09.CHANCE) < 0.05 and treated.final_loss < 0.5
+    assert abs(broken.final_loss - measures.CHANCE) < 0.05 and treated.final_loss < 0.5
 
 
 def test_registered_and_explorer_defaults():
@@ -319,7 +320,7 @@ def test_exercise_answers_are_what_the_model_does():
     100-step warmup, Pre-LN at lr 0.1 learns, and its logits still pass 1000."""
     assert experiment("post", 3, seed=0).solved
     warm = experiment("pre", 6, lr=0.1, warmup=100, seed=0)
-    assert warm.max_logit.max() > 1000 and warm.final_loss < lesson09.CHANCE - 1
+    assert warm.max_logit.max() > 1000 and warm.final_loss < measures.CHANCE - 1
 
 
 @pytest.mark.parametrize("seed", [0, 3])

@@ -132,8 +132,8 @@ def _public_seed_takers() -> set[str]:
 
 
 def _seed_calls():
-    from gradcourse import exercises, measurements, patients, precision, transformer
-    from gradcourse.widgets import lesson01, lesson02, lesson03, lesson05, lesson06, lesson08, lesson09
+    from gradcourse import encoder, exercises, measurements, patients, precision, transformer_measures
+    from gradcourse.widgets import lesson01, lesson02, lesson03, lesson05, lesson06, lesson08
 
     tiny = torch.nn.Linear(2, 2)
     w = torch.ones(2, requires_grad=True)
@@ -162,7 +162,7 @@ def _seed_calls():
         "patients.mystery_runs": lambda seed: patients.mystery_runs(seed=seed),
         "train.fit": lambda seed: fit(models.mlp(2, 4), ds, steps=1, lr=0.1, seed=seed),
         "train.train_loop": lambda seed: train_loop(tiny, data.digits(), seed=seed),
-        "transformer.transformer": lambda seed: transformer.transformer(2, seed=seed),
+        "encoder.transformer": lambda seed: encoder.transformer(2, seed=seed),
         "widgets.lesson01.build": lambda seed: lesson01.build(seed=seed),
         "widgets.lesson01.measure": lambda seed: lesson01.measure(seed=seed),
         "widgets.lesson02.probe_network": lambda seed: lesson02.probe_network("relu", 2, 1.0, seed=seed),
@@ -173,8 +173,9 @@ def _seed_calls():
         "widgets.lesson06.adding_data": lambda seed: lesson06.adding_data(10, seed=seed),
         "widgets.lesson06.build": lambda seed: lesson06.build("rnn", seed=seed),
         "widgets.lesson08.broken_model": lambda seed: lesson08.broken_model(seed=seed),
-        "widgets.lesson09.experiment": lambda seed: lesson09.experiment(seed=seed),
-        "widgets.lesson09.perturbation_change": lambda seed: lesson09.perturbation_change(tiny, seed=seed),
+        "transformer_measures.experiment": lambda seed: transformer_measures.experiment(seed=seed),
+        "transformer_measures.perturbation_change":
+            lambda seed: transformer_measures.perturbation_change(tiny, seed=seed),
     }
 
 

@@ -1,4 +1,5 @@
-"""A small Transformer encoder written out plainly, for lesson 09 (where LayerNorm goes).
+"""A small Transformer encoder written out plainly, for lesson 09 (where LayerNorm goes); ``models.transformer``
+builds it, and :mod:`gradcourse.transformer_measures` holds what the lesson measures on it.
 
 Every block has one attention sub-layer (``qkv``: one ``Linear(D, 3D)`` for queries, keys and
 values; ``proj``: the output projection) and one feed-forward sub-layer (``ffn1``: ``D → 4D``,
