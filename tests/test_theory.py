@@ -203,6 +203,19 @@ def test_tanh_chi_fixed_point_values():
     assert theory.tanh_critical_sigma_w(0.3) == pytest.approx(1.3956, abs=1e-3)
 
 
+@pytest.mark.parametrize("sigma_b", [0.0, 0.3])
+def test_tanh_chi_fixed_point_of_an_array_is_each_numbers_to_the_bit(sigma_b):
+    # one bisection for all σ_w at once (lesson 02's phase diagram) gives what one call per σ_w gives,
+    # across the edge of chaos (σ_w = 1 with σ_b = 0, where q* jumps from 0) and deep in both phases
+    sigma_ws = np.array([0.3, 0.8, 1.0, 1.0 + 1e-9, 1.01, 1.4, 2.0, 4.0, 8.0])
+    one_by_one = [theory.tanh_chi_fixed_point(s, sigma_b=sigma_b) for s in sigma_ws]
+    np.testing.assert_array_equal(theory.tanh_chi_fixed_point(sigma_ws, sigma_b=sigma_b), one_by_one)
+    assert isinstance(one_by_one[0], float)
+    for bad in (np.array([1.0, 0.0]), np.array([1.0, np.nan]), np.array([-2.0])):
+        with pytest.raises(ValueError, match="sigma_w"):
+            theory.tanh_chi_fixed_point(bad)
+
+
 def test_lesson02_tanh_prediction(spirals):
     """Lesson 02 c14's mean-field numbers: growth ≈ 329 (was 357 with the coarse rule), 55 % saturated."""
     x = spirals.x.numpy()
