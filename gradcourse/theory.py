@@ -479,41 +479,48 @@ def tanh_saturated_fraction(q: float | np.ndarray, margin: float = SATURATION_MA
         return _erfc(math.atanh(1 - margin) / np.sqrt(2 * q))   # q = 0: erfc(∞) = 0
 
 
-def _tanh_fixed_point(sigma_w: float, sigma_b: float) -> float:
-    """q* with q* = σ_w² E[tanh(h)²] + σ_b², h ~ N(0, q*): the stable fixed point, by bisection.
+def _tanh_fixed_point(sigma_w: float | np.ndarray, sigma_b: float) -> np.ndarray:
+    """q* with q* = σ_w² E[tanh(h)²] + σ_b², h ~ N(0, q*): the stable fixed point, by bisection,
+    for one σ_w or an array of them at once (one bisection step bisects every bracket).
 
     F(q) = σ_w² E[tanh²] + σ_b² − q is concave with F(q) < 0 for q ≥ σ_w² + σ_b². With σ_b > 0,
     F(0) > 0 and the root is unique. With σ_b = 0, q = 0 is always a root; it is the stable one
     for σ_w ≤ 1 (E[tanh²] < q), while for σ_w > 1 F > 0 just above 0 and the stable root is the
     other one, which bisection from (0, σ_w²] finds (it never evaluates F at 0).
     """
-    if sigma_b == 0.0 and sigma_w <= 1.0:
-        return 0.0
-    low, high = 0.0, sigma_w ** 2 + sigma_b ** 2
+    sigma_w = np.asarray(sigma_w, dtype=float)
+    low, high = np.zeros_like(sigma_w), sigma_w ** 2 + sigma_b ** 2
     for _ in range(64):                       # 2⁻⁶⁴ of the bracket: below float64's resolution
         mid = (low + high) / 2
-        if sigma_w ** 2 * _tanh_averages(np.asarray(mid))[0] + sigma_b ** 2 > mid:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
+        above = sigma_w ** 2 * _tanh_averages(mid)[0] + sigma_b ** 2 > mid
+        low, high = np.where(above, mid, low), np.where(above, high, mid)
+    q_star = (low + high) / 2
+    return np.where(sigma_w <= 1.0, 0.0, q_star) if sigma_b == 0.0 else q_star
 
 
-def tanh_chi_fixed_point(sigma_w: float, *, sigma_b: float = 0.0) -> float:
+def tanh_chi_fixed_point(sigma_w: float | np.ndarray, *, sigma_b: float = 0.0) -> float | np.ndarray:
     """χ* = σ_w² E[tanh'(h)²] at the fixed point q* of the forward variance map.
 
     Deep in a network every layer sits at q*, so χ* decides the phase: χ* < 1 ordered (the
     signal vanishes), χ* > 1 chaotic (it explodes, even while units saturate). With σ_b = 0,
     q* = 0 for σ_w ≤ 1 (then χ* = σ_w²) and q* > 0 beyond, so the boundary is σ_w = 1.
-    q* is solved for directly (:func:`tanh_mean_field` reaches it layer by layer).
+    q* is solved for directly (:func:`tanh_mean_field` reaches it layer by layer). A number
+    gives a number; an array of σ_w gives an array (solved together, as fast as a few numbers).
 
     >>> round(tanh_chi_fixed_point(0.8), 3), round(tanh_chi_fixed_point(4.0), 3)
     (0.64, 2.377)
+    >>> tanh_chi_fixed_point(np.array([0.8, 4.0])).round(3).tolist()
+    [0.64, 2.377]
     """
-    sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
     sigma_b = _checks.number("sigma_b", sigma_b, low=0.0)
+    if np.ndim(sigma_w):
+        sigma_w = np.asarray(sigma_w, dtype=float)
+        if not np.all(np.isfinite(sigma_w) & (sigma_w > 0)):
+            raise ValueError(f"sigma_w must be finite and > 0; got {sigma_w!r}")
+        return sigma_w ** 2 * _tanh_averages(_tanh_fixed_point(sigma_w, sigma_b))[1]
+    sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
     q_star = _tanh_fixed_point(sigma_w, sigma_b)
-    return float(sigma_w ** 2 * _tanh_averages(np.asarray(q_star))[1])
+    return float(sigma_w ** 2 * _tanh_averages(q_star)[1])
 
 
 def tanh_critical_sigma_w(sigma_b: float = 0.0) -> float:

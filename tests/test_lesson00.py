@@ -1,4 +1,4 @@
-"""Lesson 00: the scalar-chain explorer and the lesson's exercise checks."""
+"""Lesson 00: the scalar-chain explorer, chain_gradients against theory, and the exercise checks."""
 
 
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 from _tools import assert_registered
 from matplotlib.figure import Figure
 
+from gradcourse import theory
 from gradcourse.widgets.lesson00 import ScalarChainExplorer, chain_gradients
 
 
@@ -128,3 +129,19 @@ def test_sharpness_figure_is_titled_labelled_and_inside_its_figure():
     assert all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
     assert any("2/lr = 4" in t.get_text() for t in fig.axes[1].get_legend().get_texts())
     assert texts_outside(fig, 100) == []
+
+
+# -- chain_gradients (autograd on a real scalar chain) against theory.scalar_chain's |w·φ'(0)|^(L−k)
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "linear"])
+@pytest.mark.parametrize("w", [-3.0, 0.5, 2.0, 4.0, 5.0])
+def test_chain_gradients_match_theory_at_z0(activation, w):
+    measured, z = chain_gradients(w, 25, activation)
+    assert np.all(z == 0)
+    np.testing.assert_allclose(measured, theory.scalar_chain(w, 25, activation), rtol=1e-12)
+
+
+def test_theory_is_an_upper_bound_for_a_sigmoid_chain_off_zero():
+    # sigma'(z) <= sigma'(0): a chain pushed off z = 0 passes less gradient than predicted.
+    for offset in (-2.0, 0.5, 2.0):
+        measured, _ = chain_gradients(2.0, 20, "sigmoid", offset)
+        assert measured[0] < theory.scalar_chain(2.0, 20, "sigmoid")[0]

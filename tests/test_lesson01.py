@@ -8,7 +8,13 @@ from matplotlib.figure import Figure
 
 from gradcourse import theory
 from gradcourse.widgets.base import figure_png
-from gradcourse.widgets.lesson01 import SaturationExplorer, activation_figure, measure, saturation_figure
+from gradcourse.widgets.lesson01 import (
+    SaturationExplorer,
+    activation_figure,
+    measure,
+    saturated_fraction,
+    saturation_figure,
+)
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +223,14 @@ def test_signal_probe_unanswered_and_odd():
     assert exercises.signal_probe(skeleton).correct is None      # the student's untouched skeleton
     assert exercises.signal_probe(3).correct is False
     assert exercises.signal_probe("signal_per_layer").correct is False
+
+
+@pytest.mark.parametrize("activation, init, scale", [("sigmoid", "default", 16.0), ("tanh", "xavier", 4.0)])
+def test_saturated_fraction_is_the_probes_rule(activation, init, scale):
+    # The histograms' labels count a layer's saturated units by the probe's rule: the same
+    # fraction, to the last bit, as the probe's saturated_frac of that layer.
+    m = measure(10, activation=activation, init=init, weight_scale=scale)
+    labels = np.array([saturated_fraction(activation, a) for a in m["activations"]])
+    np.testing.assert_array_equal(labels, m["saturated"])
+    assert labels.max() > 0.3                                # layers with many saturated units
+    assert np.isnan(saturated_fraction("relu", m["activations"][0]))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .. import _checks, data, models, plots, theory
+from .. import _checks, data, measurements, models, plots, theory
 from ..activations import hidden_outputs
 from ..measurements import SATURATION_MARGIN
 from ..probes import probe_once
@@ -45,12 +45,16 @@ def build(depth: int = 20, activation: str = "sigmoid", init: str = "default", *
 
 def saturated_fraction(activation: str, values: np.ndarray) -> float:
     """Fraction of ``values`` within MARGIN of an asymptote (sigmoid: 0 or 1; tanh: ±1), where
-    the slope is below ≈ 0.03 of its maximum: the unit passes almost no gradient back."""
-    if activation == "sigmoid":
-        return float(np.mean(np.abs(values - 0.5) > 0.5 - MARGIN))
-    if activation == "tanh":
-        return float(np.mean(np.abs(values) > 1 - MARGIN))
-    return float("nan")
+    the slope is below ≈ 0.03 of its maximum: the unit passes almost no gradient back. Counted
+    by the probe's own rule (``measurements.activation_sums``), so a histogram's label and the
+    probe's ``saturated_frac`` of the same layer agree exactly; NaN for a non-saturating activation."""
+    if activation not in ("sigmoid", "tanh"):
+        return float("nan")
+    values = torch.as_tensor(values)
+    if not values.numel():
+        return float("nan")
+    sums = measurements.activation_sums(values, activation)
+    return float((sums.sat_sigmoid if activation == "sigmoid" else sums.sat_tanh) / sums.count)
 
 
 def measure(depth: int = 20, activation: str = "sigmoid", init: str = "default", *,
