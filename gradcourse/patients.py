@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -97,16 +98,26 @@ def _spirals(seed: int) -> data.Dataset:
 
 def treat(patient: str, remedy: Remedy | str = "none", seed: int = 0) -> Run:
     """Train ``patient`` with ``remedy`` applied (``"none"``: the mystery run itself) on the
-    spirals of ``seed``. Runs are cached (the explorer and the exercise checks ask for the same
-    ones), so treat them as read-only."""
+    spirals of ``seed``. Runs are cached by what is trained (the explorer and the exercise checks
+    ask for the same ones; a remedy that changes nothing, such as He init for patient D, which
+    has it already, is the untreated run), so treat them as read-only."""
     seed = _checks.seed(seed)
-    return _treat(patient_name(patient), _remedy_name(remedy), seed)
+    model_kwargs, fit_kwargs = recipe(patient_name(patient), _remedy_name(remedy), seed=seed)
+    return _train(_settings(model_kwargs, models.mlp), _settings(fit_kwargs, fit), seed)
+
+
+def _settings(kwargs: dict, function) -> tuple:
+    """``kwargs`` as a cache key: sorted, without the arguments given as ``None`` whose default is
+    ``None`` (``weight_std=None`` trains what leaving it out trains)."""
+    defaults = inspect.signature(function).parameters
+    return tuple(sorted((k, v) for k, v in kwargs.items()
+                        if not (v is None and k in defaults and defaults[k].default is None)))
 
 
 @functools.lru_cache(maxsize=64)
-def _treat(patient: str, remedy: str, seed: int) -> Run:
-    model_kwargs, fit_kwargs = recipe(patient, remedy, seed=seed)
-    return fit(models.mlp(**model_kwargs), _spirals(seed), progress=False, **fit_kwargs)
+def _train(model_settings: tuple, fit_settings: tuple, seed: int) -> Run:
+    fit_kwargs = dict(fit_settings)
+    return fit(models.mlp(**dict(model_settings)), _spirals(seed), progress=False, **fit_kwargs)
 
 
 def mystery_runs(seed: int = 0, progress: bool | None = None) -> dict[str, Run]:

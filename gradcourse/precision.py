@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -109,6 +110,13 @@ def smallest_scale(depth: int, *, tol: float = 0.01, seed: int = 0, width: int =
     lesson's sigmoid MLP of ``depth`` layers, measured (powers 2^0 … 2^30 tried in turn)."""
     seed = _checks.seed(seed)
     tol = _checks.number("tol", tol, low=0.0, low_open=True)
+    depth = _checks.integer("depth", depth, low=1, high=500)    # models.mlp's bounds, checked before the cache
+    width = _checks.integer("width", width, low=1, high=4096)
+    return _smallest_scale(depth, tol, seed, width)
+
+
+@functools.lru_cache(maxsize=16, typed=True)  # lesson 10's exercise check and its solution measure the same
+def _smallest_scale(depth: int, tol: float, seed: int, width: int) -> float:
     reference = train("fp32", depth=depth, width=width, steps=1, seed=seed).trace.get("grad_norm")[0]
     for k in range(31):
         run = train("fp16+scaler", depth=depth, width=width, steps=1, init_scale=2.0 ** k, seed=seed)

@@ -96,6 +96,15 @@ def test_treat_names_and_labels_give_the_same_run():
     assert by_label.params["lr"] == 0.2 and by_label.params["seed"] == 1
 
 
+def test_a_remedy_that_changes_nothing_shares_the_untreated_run():
+    """Patient D has He init already: "he_init" trains exactly the untreated recipe, so treat returns
+    that run instead of training it again (lesson 07's solution cell asks for both)."""
+    untreated = treat("D", "none", 0)
+    assert recipe("D", "he_init")[0]["weight_std"] is None and "weight_std" not in recipe("D")[0]
+    assert treat("D", "he_init", 0) is untreated
+    assert treat("D", "clip_norm", 0) is not untreated and treat("D", "none", 1) is not untreated
+
+
 def test_explorer_default():
     assert EXPLORERS["07_gradient_doctor"] is DoctorExplorer
     result = DoctorExplorer().run()

@@ -50,6 +50,22 @@ def test_digits_is_sklearns_data_split_at_random_by_the_seed():
     assert flat.x.shape == (1697, 64) and flat.x_test.shape == (100, 64)
 
 
+def test_digits_reads_sklearns_file_in_load_digits_order_without_importing_sklearn():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    mine, my_labels = data._digits_arrays()
+    assert mine.dtype == np.float32 and my_labels.dtype == np.int64
+    np.testing.assert_array_equal(mine, images.astype(np.float32))     # the same rows, in the same order
+    np.testing.assert_array_equal(my_labels, labels)
+    child = "import sys, gradcourse.data as d; d.digits(0); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"      # its import cost lesson 08 1.4 s and 76 MB
+
+
 def test_digits_refuses_bad_arguments():
     with pytest.raises(ValueError, match="seed"):
         data.digits(seed=-1)

@@ -257,3 +257,21 @@ def test_static_loss_scaler_check():
     assert exercises.static_loss_scaler(None).correct is None
     assert "raised ZeroDivisionError" in exercises.static_loss_scaler(lambda loss, o, s: 1 / 0).message
     assert exercises.static_loss_scaler(3).correct is False
+
+
+def test_smallest_scale_is_measured_once_per_setting(monkeypatch):
+    """Lesson 10's exercise check and its solution cell ask for the same measurement: the second is the
+    cached first (0.5 s saved); another setting, or a bad argument, is measured or refused as before."""
+    precision._smallest_scale.cache_clear()
+    calls = []
+    real = precision.train
+    monkeypatch.setattr(precision, "train", lambda *a, **k: calls.append(k) or real(*a, **k))
+    first = precision.smallest_scale(3)
+    n = len(calls)
+    assert precision.smallest_scale(3) == first and len(calls) == n > 1
+    precision.smallest_scale(3, seed=1)
+    assert len(calls) > n
+    with pytest.raises(ValueError, match="depth"):
+        precision.smallest_scale([3])
+    with pytest.raises(ValueError, match="seed"):
+        precision.smallest_scale(3, seed=True)
