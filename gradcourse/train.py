@@ -391,10 +391,16 @@ def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup: int):
+    # foreach=True: one multi-tensor kernel per update term instead of a Python loop over the parameters
+    # (torch picks that loop on CPU). On a 50-layer BN net (lesson 05) Adam's step took half the training
+    # time, 2x faster now; the updates are bitwise the same (SGD and Adam, checked). RAdam's are not, so it
+    # keeps torch's default.
     if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
     else:
-        opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RAdam)(params, lr=lr, betas=betas)
+        opt = torch.optim.RAdam(params, lr=lr, betas=betas)
     # LambdaLR sets lr·factor(0) at once and lr·factor(k) after the k-th scheduler.step().
     schedule = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup))
                 if warmup else None)
