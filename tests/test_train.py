@@ -244,6 +244,34 @@ def test_adam_uses_the_given_betas_and_warmup():
     assert run.params["optimizer"] == "adam" and run.params["betas"] == [0.5, 0.8]
 
 
+@pytest.mark.parametrize("optimizer, kwargs", [("adam", dict(betas=(0.9, 0.98), warmup=3)),
+                                               ("sgd", dict(momentum=0.9)), ("sgd", {})])
+def test_multi_tensor_updates_equal_torchs_per_parameter_loop(optimizer, kwargs):
+    """fit steps Adam and SGD with foreach=True (lesson 05's 50-layer nets: half the time); the weights are
+    bitwise those of torch's one-parameter-at-a-time loop (foreach=False), the same loop run by hand."""
+    ds = data.spirals(64, seed=0)
+    net = models.mlp(6, 8, activation="relu", batchnorm=True, seed=0)
+    reference = models.mlp(6, 8, activation="relu", batchnorm=True, seed=0)
+    run = fit(net, ds, steps=6, lr=0.01, optimizer=optimizer, probe=False, **kwargs)
+    warmup = kwargs.get("warmup", 0)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(reference.parameters(), lr=0.01, betas=kwargs["betas"], foreach=False)
+    else:
+        opt = torch.optim.SGD(reference.parameters(), lr=0.01, momentum=kwargs.get("momentum", 0.0), foreach=False)
+    reference.train()
+    losses = []
+    for k in range(6):
+        for group in opt.param_groups:
+            group["lr"] = 0.01 * min(1.0, (k + 1) / warmup) if warmup else 0.01
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(reference(ds.x), ds.y)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    assert run.losses.tolist() == losses
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), reference.state_dict().values()))
+
+
 def test_radam_starts_as_sgd_with_bias_corrected_momentum():
     # RAdam's variance estimate is untrusted for the first steps (rho_t ≤ 5): it steps lr·m̂ = lr·g on step 1.
     net, xy = _scalar_problem(3.0)
