@@ -394,8 +394,8 @@ def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup
     # foreach=True: one multi-tensor kernel per update term instead of a Python loop over the parameters
     # (torch picks that loop on CPU). Lesson 05's 50-layer BN net (202 parameter tensors) trains about 15 %
     # faster (500 Adam steps: 10.1 -> 8.7 s CPU, one thread, alternating in one process); the updates are
-    # bitwise the same (SGD and Adam; tests/test_train.py). Lesson 09's 76-tensor Transformer saves about 1 ms of ~17 ms per Adam
-    # step. RAdam's foreach update differs in the last bits, so it keeps torch's default.
+    # bitwise the same (SGD and Adam; tests/test_train.py). Lesson 09's 76-tensor Transformer saves about 1 ms
+    # of ~17 ms per Adam step. RAdam's foreach update differs in the last bits, so it keeps torch's default.
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
     elif optimizer == "adam":
