@@ -157,9 +157,7 @@ def transformer(
     if width % heads:
         raise ValueError(f"heads must divide width ({width}); got {heads}")
     _checks.choice("norm", norm, NORMS)
-    for name, flag in (("qk_norm", qk_norm), ("deepnorm", deepnorm)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be True or False; got {flag!r}")
+    qk_norm, deepnorm = _checks.flag("qk_norm", qk_norm), _checks.flag("deepnorm", deepnorm)
     if deepnorm and norm != "post":
         raise ValueError(f"deepnorm applies to norm='post' only; got norm={norm!r}")
     vocab = _checks.integer("vocab", vocab, low=2, high=100_000)
