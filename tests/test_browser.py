@@ -68,7 +68,7 @@ CHROMIUM_ARGS = [
 ]
 
 SERVER_START_TIMEOUT = 90  # s, JupyterLab answering /api/status
-# Run All's limit scales with the lesson's work: its one-core time in benchmarks/RESULTS.md (60 s
+# Run All's limit scales with the lesson's work: its one-core time in benchmarks/RESULTS.md (51 s
 # for lesson 09), times 8 for a loaded machine (load 5-8 on 2 cores made lesson 09 take over 300 s
 # in the browser), plus JupyterLab's own overhead; never under 300 s.
 RUN_ALL_MIN_TIMEOUT = 300  # s
