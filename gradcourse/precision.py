@@ -110,8 +110,8 @@ def smallest_scale(depth: int, *, tol: float = 0.01, seed: int = 0, width: int =
     lesson's sigmoid MLP of ``depth`` layers, measured (powers 2^0 … 2^30 tried in turn)."""
     seed = _checks.seed(seed)
     tol = _checks.number("tol", tol, low=0.0, low_open=True)
-    depth = _checks.integer("depth", depth, low=1, high=500)    # models.mlp's bounds, checked before the cache
-    width = _checks.integer("width", width, low=1, high=4096)
+    # Whole numbers before the cache (hashable, one key for 8 and 8.0); models.mlp checks their upper bounds.
+    depth, width = _checks.integer("depth", depth, low=1), _checks.integer("width", width, low=1)
     return _smallest_scale(depth, tol, seed, width)
 
 

@@ -513,14 +513,15 @@ def tanh_chi_fixed_point(sigma_w: float | np.ndarray, *, sigma_b: float = 0.0) -
     [0.64, 2.377]
     """
     sigma_b = _checks.number("sigma_b", sigma_b, low=0.0)
-    if np.ndim(sigma_w):
+    one = not np.ndim(sigma_w)
+    if one:
+        sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
+    else:
         sigma_w = np.asarray(sigma_w, dtype=float)
         if not np.all(np.isfinite(sigma_w) & (sigma_w > 0)):
             raise ValueError(f"sigma_w must be finite and > 0; got {sigma_w!r}")
-        return sigma_w ** 2 * _tanh_averages(_tanh_fixed_point(sigma_w, sigma_b))[1]
-    sigma_w = _checks.number("sigma_w", sigma_w, low=0.0, low_open=True)
-    q_star = _tanh_fixed_point(sigma_w, sigma_b)
-    return float(sigma_w ** 2 * _tanh_averages(q_star)[1])
+    chi = sigma_w ** 2 * _tanh_averages(_tanh_fixed_point(sigma_w, sigma_b))[1]
+    return float(chi) if one else chi
 
 
 def tanh_critical_sigma_w(sigma_b: float = 0.0) -> float:
