@@ -155,10 +155,17 @@ def init_linear(layer: nn.Linear, scheme: str, weight_std: float | None = None) 
 
 
 class SequenceModel(nn.Module):
-    """A recurrent cell unrolled over time, then a linear ``readout`` of the last hidden state.
+    """A recurrent cell run over time, then a linear ``readout`` of the last hidden state.
 
-    The loop is written out so that every hidden state ``h_t`` passes through ``hidden_tap``
-    (an identity): a probe hooks it to measure ‖∂L/∂h_t‖ for each time step.
+    The same recurrence, with the same weights (``cell``'s), runs one of two ways:
+
+    - **unrolled** in Python, one ``cell`` call per time step, every hidden state ``h_t`` passing
+      through ``hidden_tap`` (an identity), whenever something listens: a hook on ``hidden_tap`` or
+      ``cell``, or a global module hook (a probe adds one for the steps it records, to measure ‖∂L/∂h_t‖);
+    - otherwise **fused**: one call of the kernel that ``nn.RNN``/``nn.GRU``/``nn.LSTM`` run (they
+      keep their weights in the cell's layout), a few times faster on a CPU for the LSTM.
+
+    Both give the same outputs and gradients (``tests/test_lesson06.py`` compares them).
     """
 
     def __init__(self, cell: str, hidden: int, input_size: int, output_size: int):
@@ -169,10 +176,29 @@ class SequenceModel(nn.Module):
         self.cell = cell_class(input_size, hidden)
         self.hidden_tap = nn.Identity()
         self.readout = nn.Linear(hidden, output_size)
+        # The fused module's recipe only: weightless (on the meta device) and not a submodule, so the
+        # model's parameters, state dict and probed layers stay the cell's.
+        fused_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self._fused = (fused_class(input_size, hidden, batch_first=True, device="meta"),)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"x must have shape (batch, seq_len, input_size); got {tuple(x.shape)}")
+        h = self._unrolled(x) if self._listened() or x.shape[1] == 0 else self._fused_last(x)
+        return self.readout(h)
+
+    def _listened(self) -> bool:
+        """Whether a hook may want to see each step: one on ``hidden_tap`` or ``cell``, or a global module hook."""
+        for module in (self.hidden_tap, self.cell):
+            if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
+                    or module._backward_pre_hooks:
+                return True
+        names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+        # A torch without these registries (they are private): unroll, which is always right.
+        return any(getattr(nn.modules.module, name, True) for name in names)
+
+    def _unrolled(self, x: torch.Tensor) -> torch.Tensor:
         h = x.new_zeros(x.shape[0], self.hidden)
         c = x.new_zeros(x.shape[0], self.hidden) if self.cell_type == "lstm" else None
         for t in range(x.shape[1]):
@@ -181,7 +207,11 @@ class SequenceModel(nn.Module):
             else:
                 h, c = self.cell(x[:, t], (h, c))
             h = self.hidden_tap(h)
-        return self.readout(h)
+        return h
+
+    def _fused_last(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {f"{name}_l0": p for name, p in self.cell.named_parameters()}
+        return torch.func.functional_call(self._fused[0], weights, (x,))[0][:, -1]
 
 
 def sequence_model(

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from _tools import assert_registered
 
 from gradcourse import data, theory
@@ -91,6 +92,63 @@ def test_exploding_rnn_diverges_and_clipping_keeps_it_finite(explorer):
 def test_bad_parameters_name_themselves(explorer, params, name):
     with pytest.raises(ValueError, match=name):
         explorer.run(**params)
+
+
+# -- the sequence model: torch's fused recurrence to train, the cell unrolled where a probe listens ----
+def _unrolled_by_hand(model, x):
+    """The model's recurrence written out: its cell stepped over time, then its readout."""
+    h = x.new_zeros(len(x), model.hidden)
+    c = x.new_zeros(len(x), model.hidden)
+    for t in range(x.shape[1]):
+        if model.cell_type == "lstm":
+            h, c = model.cell(x[:, t], (h, c))
+        else:
+            h = model.cell(x[:, t], h)
+    return model.readout(h)
+
+
+def _output_and_gradients(model, x, forward):
+    x = x.clone().requires_grad_(True)
+    y = forward(model, x)
+    grads = torch.autograd.grad((y ** 2).sum(), [x, *model.parameters()])
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("cell, bias", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 1.0)])
+def test_fused_pass_equals_the_cell_unrolled_by_hand(cell, bias):
+    """Unwatched (training), the model runs torch's fused recurrence and never calls its cell; its
+    output and every gradient (each weight, and the input's, which marker_sensitivity reads) equal
+    the cell stepped by hand over the 50 time steps."""
+    ds = adding_data(50)
+    model = build(cell, forget_bias=bias, seed=3)
+    calls = []
+    forward = model.cell.forward
+    model.cell.forward = lambda *args: calls.append(1) or forward(*args)
+    fused, fused_grads = _output_and_gradients(model, ds.x[:64], lambda m, x: m(x))
+    assert calls == []                                    # one fused call, no step through the cell
+    reference, reference_grads = _output_and_gradients(model, ds.x[:64], _unrolled_by_hand)
+    assert len(calls) == 50
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fused_grads, reference_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_model_unrolls_through_the_tap_when_something_listens(cell):
+    """A hook on hidden_tap (or the probe's, during a recorded step) sees every h_t pass, and the
+    result is the fused pass's; the hook gone, the model is fused again."""
+    ds = adding_data(20)
+    model = build(cell, seed=1)
+    fused = model(ds.x[:64])
+    seen = []
+    handle = model.hidden_tap.register_forward_hook(lambda module, args, out: seen.append(out))
+    unrolled = model(ds.x[:64])
+    handle.remove()
+    assert len(seen) == 20
+    torch.testing.assert_close(unrolled, fused, rtol=1e-5, atol=1e-6)
+    model(ds.x[:64])
+    assert len(seen) == 20
+    assert len(gradient_through_time(model, ds)) == 20          # the probe's recorded step unrolls
 
 
 # -- theory against measurement -------------------------------------------------------------------
@@ -189,12 +247,11 @@ def test_decay_factor_skips_the_underflowed_steps():
 @pytest.mark.parametrize("scale", [1.5, 2.0])
 def test_clipped_exploding_rnn_keeps_its_gradient_but_never_fits(scale):
     """Clipping keeps the exploding RNN finite; after training its gradient through time does not
-    vanish, its recurrent matrix stays large, and it never fits. Measured on seed 0 with AVX2, ATen's
-    default and the fully portable kernels (ATen default, MKL compatible, oneDNN SSE4.1): decay per step
-    0.94-0.99, first/last 0.05-0.89 (1e-6 at initialisation), λ₁ 1.65-1.72 and 2.24-2.38, loss 1.15-1.33 ×
-    baseline, slopes below 0.002."""
-    import torch
-
+    vanish, its recurrent matrix stays large, and it never fits. Measured on seed 0 with AVX2 (two
+    processes: MKL's last digits move with memory alignment, and the run is chaotic) and the fully
+    portable kernels (ATen default, MKL compatible, oneDNN SSE4.1), on torch's fused recurrence: decay
+    per step 0.94-1.01, first/last 0.055-1.03 (12 and 6e3 at initialisation), λ₁ 1.64-1.78 and
+    2.23-2.40, loss 1.15-1.32 × baseline, slopes below 0.003."""
     ds = adding_data(50)
     run = fit(build("rnn", recurrent_scale=scale), ds, steps=300, clip=1.0, lr=0.1, optimizer="sgd",
               batch_size=64, progress=False, seed=0)
