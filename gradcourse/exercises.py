@@ -521,7 +521,7 @@ def bn_running_mean(answer: Any, *, batch_mean: float = 2.0, passes: int = 3,
 adam_rescues_sigmoid = Choice(
     expected="no", name="whether Adam rescues it", options=("yes", "no"),
     text="""
-    Lesson 04 Ex 4: does Adam (lr 1e-2, 200 full-batch steps) rescue the 10-layer sigmoid network
+    Lesson 04 Ex 4: does Adam (lr 1e-2, 100 full-batch steps) rescue the 10-layer sigmoid network
     without BN (width 32, default init)? Measured: no, the loss stays at ln 2 to four digits on seeds
     0–4 at lr 1e-3 and 1e-2 (400 steps).
 
