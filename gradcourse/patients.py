@@ -39,10 +39,16 @@ class Patient:
     story: str = field(default="", compare=False)
 
 
+#: The probe records one step in this many of a patient's 100: steps 0, 11, …, 99, so the first and
+#: the last step, which the doctor and the chart read, are both recorded, at a third of the cost of
+#: probing every step (lesson 07 trains a dozen patient runs). Patient B stays probed every step: it
+#: diverges at step 2, and its chart shows the units that its first huge step killed.
+PROBE_EVERY = 11
+
 #: The patients. Learners are asked not to read this before they have made their diagnosis.
 PATIENTS = {
     "A": Patient("A", dict(depth=20, width=32, activation="sigmoid", init="default"),
-                 dict(steps=100, lr=0.1), "vanishing", "relu_he",
+                 dict(steps=100, lr=0.1, every=PROBE_EVERY), "vanishing", "relu_he",
                  "20 sigmoid layers with PyTorch's default init: each layer multiplies the signal "
                  "by about σ'(0)·(weight scale) ≈ 1/4 · 0.58."),
     "B": Patient("B", dict(depth=10, width=32, activation="relu", init="normal",
@@ -51,11 +57,11 @@ PATIENTS = {
                  "10 ReLU layers drawn at twice He's scale: the signal doubles per layer "
                  "going back, and lr = 0.1 turns the huge gradient into a NaN within a few steps."),
     "C": Patient("C", dict(depth=20, width=32, activation="tanh", init="normal", weight_std=4.0),
-                 dict(steps=100, lr=0.2), "saturation", "xavier_init",
+                 dict(steps=100, lr=0.2, every=PROBE_EVERY), "saturation", "xavier_init",
                  "20 tanh layers with weight std 4/√fan_in: the chaotic phase, where most units "
                  "sit at ±1 and yet the signal grows on its way back to layer 1."),
     "D": Patient("D", dict(depth=6, width=32, activation="relu", init="kaiming"),
-                 dict(steps=100, lr=0.3, optimizer="adam"), "dead_relu", "lower_lr",
+                 dict(steps=100, lr=0.3, optimizer="adam", every=PROBE_EVERY), "dead_relu", "lower_lr",
                  "6 ReLU layers with He init, trained with Adam at lr = 0.3: the first large "
                  "steps push most units below 0 for every input."),
 }
