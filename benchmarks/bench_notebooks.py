@@ -7,8 +7,10 @@ kernel itself at the end of the run, and each cell's time from the kernel's own 
 messages (``record_timing``), so the time between cells (nbclient's round trips) is not a cell's,
 and each cell's CPU time from IPython's pre/post_run_cell events (on a loaded machine the CPU time
 of a one-thread kernel stays near the quiet wall time, so it is the figure to compare there).
-``--start`` instead times a kernel's start in fresh processes: ``import torch``,
-``import gradcourse``, the first backward pass and the first optimizer step.
+``--start`` instead times a kernel's start in fresh processes (wall and CPU seconds): ``import torch``,
+``import gradcourse``, the first backward pass, the first step of ``fit`` (its SGD is written out and
+imports nothing more) and the first step of a ``torch.optim`` optimizer, which imports ``torch._dynamo``
+(every optimizer does in torch 2.13, and no setting skips it: see ``gradcourse.train._PlainSGD``).
 
 Budgets (CONTRIBUTING.md, issue 24): each lesson ≤ 30 s on one core and ≤ 600 MB; the whole
 course ≤ 150 s; no cell over 8 s, and a cell over 3 s shows that it is working (a progress bar or
@@ -86,29 +88,38 @@ def measure(path: Path) -> dict:
             "cell_cpu": dict(zip(code, cpu))}
 
 
-def start_times(repeats: int = 5) -> dict[str, float]:
-    """Medians over fresh processes of each part of a kernel's start."""
+def start_times(repeats: int = 5) -> dict[str, tuple[float, float]]:
+    """Medians over fresh processes of each part of a kernel's start: (wall, CPU) seconds."""
     child = """
 import json, time
-t0 = time.perf_counter()
+clocks = [(time.perf_counter(), time.process_time())]
+def mark():
+    clocks.append((time.perf_counter(), time.process_time()))
 import torch
-t1 = time.perf_counter()
+mark()
 import gradcourse
 gradcourse.start()
-t2 = time.perf_counter()
+mark()
 net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
 torch.nn.functional.cross_entropy(net(torch.randn(8, 2)), torch.randint(0, 2, (8,))).backward()
-t3 = time.perf_counter()
+mark()
+from gradcourse.train import fit
+fit(net, (torch.randn(8, 2), torch.randint(0, 2, (8,))), steps=1, lr=0.1, progress=False)
+mark()
 opt = torch.optim.SGD(net.parameters(), lr=0.1)
 opt.step()
-t4 = time.perf_counter()
-print(json.dumps({"import torch": t1 - t0, "import gradcourse, start()": t2 - t1,
-                  "first backward": t3 - t2, "first optimizer (imports torch._dynamo)": t4 - t3,
-                  "kernel start": t4 - t0}))
+mark()
+names = ["import torch", "import gradcourse, start()", "first backward", "first fit step (SGD, probed)",
+         "first torch.optim step (imports torch._dynamo)"]
+parts = {n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, clocks, clocks[1:])}
+parts["kernel start through fit (no torch.optim)"] = [clocks[4][0] - clocks[0][0], clocks[4][1] - clocks[0][1]]
+parts["kernel start with a torch.optim optimizer"] = [clocks[5][0] - clocks[0][0], clocks[5][1] - clocks[0][1]]
+print(json.dumps(parts))
 """
     runs = [json.loads(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1]) for _ in range(repeats)]
-    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    return {key: (statistics.median(r[key][0] for r in runs), statistics.median(r[key][1] for r in runs))
+            for key in runs[0]}
 
 
 def main(paths: list[Path] | None = None) -> str:
@@ -132,8 +143,8 @@ def main(paths: list[Path] | None = None) -> str:
 
 
 def start_table() -> str:
-    lines = ["| part of a kernel's start (fresh process, median of 5) | seconds |", "|---|---|"]
-    lines += [f"| {key} | {value:.2f} |" for key, value in start_times().items()]
+    lines = ["| part of a kernel's start (fresh process, median of 5) | wall s | CPU s |", "|---|---|---|"]
+    lines += [f"| {key} | {wall:.2f} | {cpu:.2f} |" for key, (wall, cpu) in start_times().items()]
     text = "\n".join(lines)
     print(text)
     return text
