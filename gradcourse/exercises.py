@@ -334,7 +334,7 @@ clipped_step_transfer = Number(
     expected=(0.2 * 0.01) / (0.02 * 0.1), name="the ratio of the final losses", rel=0.1,
     text="""
     Lesson 03 Ex 3: the patient at lr 0.02 with a norm threshold of 0.1, against section 2's run at
-    lr 0.2 with a threshold of 0.01: the ratio of their losses after 200 steps. Both clip every step,
+    lr 0.2 with a threshold of 0.01: the ratio of their losses after 150 steps. Both clip every step,
     so each step is α·t·g/‖g‖ with the same α·t = 0.002: the same run. Measured 1.0000 on seeds 0–4
     (the losses differ by at most 5e-4, float rounding). Right within 10 %.
 

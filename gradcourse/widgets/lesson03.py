@@ -24,7 +24,7 @@ from ..run import Run
 from ..train import fit
 from .base import Explorer, Param, Result
 
-STEPS = 200
+STEPS = 150
 N_POINTS = 256   # the spirals' training points (full batch; lesson 02 used 512)
 
 
