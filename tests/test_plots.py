@@ -210,3 +210,68 @@ def test_no_label_leaves_the_run_explorers_trained_figure(name):
     module, cls = name.split(".")
     explorer = getattr(importlib.import_module(f"gradcourse.widgets.{module}"), cls)()
     assert texts_outside(explorer.run().figure, explorer.dpi) == []
+
+
+# -- lighter_log_ticks: drawing spared, the image kept ---------------------------------------------
+def _semilogy(low: float, high: float):
+    fig, axes = plots.new_figure()
+    axes[0, 0].semilogy([0, 1, 2], [low, (low * high) ** 0.5, high])
+    return fig
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=50)
+    return buffer.getvalue()
+
+
+def test_lighter_log_ticks_keeps_the_image_of_an_axis_over_one_to_three_decades():
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    default = _png(_semilogy(0.01, 5.0))  # 2.7 decades: minor marks, no minor labels
+    lighter = plots.lighter_log_ticks(_semilogy(0.01, 5.0))
+    assert type(lighter.axes[0].yaxis.get_minor_formatter()) is NullFormatter
+    assert type(lighter.axes[0].yaxis.get_minor_locator()) is LogLocator
+    assert _png(lighter) == default
+
+
+def test_lighter_log_ticks_drops_minor_marks_over_three_decades_only():
+    from matplotlib.ticker import NullLocator
+
+    wide = _semilogy(1e-8, 1.0)
+    linear_x = wide.axes[0].xaxis.get_minor_locator(), wide.axes[0].xaxis.get_minor_formatter()
+    plots.lighter_log_ticks(wide)
+    assert type(wide.axes[0].yaxis.get_minor_locator()) is NullLocator
+    assert (wide.axes[0].xaxis.get_minor_locator(), wide.axes[0].xaxis.get_minor_formatter()) == linear_x
+    assert _png(wide) != _png(_semilogy(1e-8, 1.0))
+
+
+def test_lighter_log_ticks_leaves_a_narrow_axis_and_chosen_ticks_alone():
+    from matplotlib.ticker import FixedLocator
+
+    narrow = _semilogy(0.2, 0.7)  # within a decade: the minor labels are its only numbers
+    formatter, locator = narrow.axes[0].yaxis.get_minor_formatter(), narrow.axes[0].yaxis.get_minor_locator()
+    plots.lighter_log_ticks(narrow)
+    assert narrow.axes[0].yaxis.get_minor_formatter() is formatter
+    assert narrow.axes[0].yaxis.get_minor_locator() is locator
+    chosen = _semilogy(1e-8, 1.0)
+    chosen.axes[0].yaxis.set_minor_locator(FixedLocator([1e-5]))
+    plots.lighter_log_ticks(chosen)
+    assert type(chosen.axes[0].yaxis.get_minor_locator()) is FixedLocator
+
+
+def test_figures_shown_in_a_notebook_pass_through_lighter_log_ticks():
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib.ticker import NullLocator
+
+    shell = InteractiveShell.instance()
+    try:
+        plots.show_figures_inline()
+        fig = _semilogy(1e-8, 1.0)
+        data, _ = shell.display_formatter.format(fig)
+        assert "image/png" in data
+        assert type(fig.axes[0].yaxis.get_minor_locator()) is NullLocator
+    finally:
+        InteractiveShell.clear_instance()

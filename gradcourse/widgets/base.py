@@ -30,7 +30,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .. import _checks
+from .. import _checks, plots
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,8 @@ def _is_stop_note(item) -> bool:
 def figure_png(figure: Figure, dpi: int = 80) -> bytes:
     """Render a matplotlib Figure to PNG bytes (the Figure is not registered with pyplot, so
     nothing needs closing and repeated renders do not accumulate figures). The course's figures
-    use constrained layout, so no second "tight" pass is needed: it cost a quarter of the time."""
+    use constrained layout, so no second "tight" pass is needed: it cost a quarter of the time.
+    Log axes lose what they would not show (:func:`gradcourse.plots.lighter_log_ticks`)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    plots.lighter_log_ticks(figure).savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
