@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,20 +44,25 @@ def collapse(hidden: torch.Tensor) -> float:
     """How different the positions of a sequence are: 1 − cos between the representations of two
     distinct positions, averaged over pairs and over the batch. ``hidden`` is ``(batch, seq_len, D)``.
 
-    Computed as ½‖u_i − u_j‖² of the unit vectors, in float64, which equals 1 − cos but does not
-    round to 0 when the vectors agree to 7 digits (float32's 1 − cos would).
+    Computed in float64 from the unit vectors' distances to their mean, Σ_{i≠j} ½‖u_i − u_j‖² =
+    T·Σ_i ‖u_i − ū‖², which equals the sum of 1 − cos over pairs but does not round to 0 when the
+    vectors agree to 7 digits (float32's 1 − cos would).
 
     >>> round(collapse(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])), 12)     # orthogonal: cos 0
     1.0
     >>> collapse(torch.tensor([[[1.0, 2.0], [2.0, 4.0]]]))                 # parallel: cos 1
     0.0
     """
-    u = nn.functional.normalize(hidden.detach().double(), dim=-1)
-    length = u.shape[1]
-    if length < 2:
+    if hidden.dim() < 2 or hidden.shape[1] < 2:
         raise ValueError(f"hidden must hold at least 2 positions; got shape {tuple(hidden.shape)}")
-    distance = (u[:, :, None] - u[:, None]).pow(2).sum(-1) / 2     # (batch, T, T): 1 − cos of each pair
-    return float(distance.sum(dim=(1, 2)).mean() / (length * (length - 1)))
+    return float(_collapse_each(hidden[None])[0])
+
+
+def _collapse_each(hidden: torch.Tensor) -> torch.Tensor:
+    """:func:`collapse` of each ``hidden[s]`` of a stack ``(steps, batch, seq_len, D)``, in a few batched ops."""
+    u = nn.functional.normalize(hidden.detach().double(), dim=-1)
+    spread = (u - u.mean(dim=2, keepdim=True)).pow(2).sum(dim=(2, 3))    # (steps, batch): T·Σ_i‖u_i − ū‖² / T
+    return spread.mean(dim=1) / (u.shape[2] - 1)
 
 
 def attention_entropy(logits: torch.Tensor) -> float:
@@ -66,12 +72,17 @@ def attention_entropy(logits: torch.Tensor) -> float:
     >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(float(np.log(8)), 4)
     True
     """
+    return float(_entropy_each(logits[None])[0])
+
+
+def _entropy_each(logits: torch.Tensor) -> torch.Tensor:
+    """:func:`attention_entropy` of each ``logits[s]`` of a stack, in a few batched ops."""
     # H = −Σ p log p with p = e/s, e = exp(z), z = logits − max: H = log s − Σ e·z / s. Written out because
     # torch's (log_)softmax over a last axis of 8 is several times slower on CPU than these few ops.
     z = logits - logits.amax(-1, keepdim=True)
     e = z.exp()
     total = e.sum(-1)
-    return float((total.log() - (e * z).sum(-1) / total).mean())
+    return (total.log() - (e * z).sum(-1) / total).flatten(1).mean(dim=1)
 
 
 class Watch:
@@ -110,7 +121,10 @@ class Watch:
 
     def _on_output(self, module, args, output) -> None:
         if torch.is_grad_enabled():
-            logits = torch.stack(self.model.attention_logits())      # (blocks, batch, heads, T, T)
+            # every block's logits in one product (blocks, batch, heads, T, T), from the queries and keys
+            # each block kept (Block.last_logits, one block at a time, would take a product per block)
+            q, k = (torch.stack([block._last_qk[i] for block in self.model.blocks]) for i in (0, 1))
+            logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
             self.max_logit.append(float(logits.abs().max()))
             self.entropy.append(attention_entropy(logits))
 

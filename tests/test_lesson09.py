@@ -15,6 +15,7 @@ from torch import nn
 from gradcourse import data, exercises, models
 from gradcourse import transformer_measures as measures
 from gradcourse.encoder import Block
+from gradcourse.hooks import Hooks
 from gradcourse.transformer_measures import Watch, experiment
 from gradcourse.widgets.lesson09 import TransformerExplorer
 
@@ -214,6 +215,16 @@ def test_watch_records_training_passes_only_and_removes_its_hooks():
     assert len(watch.collapse) == len(watch.max_logit) == len(watch.entropy) == 2
     expected = max(block.last_logits.abs().max().item() for block in net.blocks)
     assert watch.max_logit[-1] == pytest.approx(expected)
+    # the last pass's entropy and collapse, from torch's softmax and cosine on what the last pass computed
+    p = torch.stack([block.last_logits for block in net.blocks]).softmax(-1)
+    assert watch.entropy[-1] == pytest.approx(-(p * p.log()).sum(-1).mean().item(), rel=1e-5)
+    store = {}
+    with Hooks(net.head.register_forward_pre_hook(lambda module, args: store.__setitem__("h", args[0]))):
+        net(tokens)
+    h = store["h"]
+    cos = F.cosine_similarity(h[:, :, None], h[:, None], dim=-1)           # (batch, 8, 8)
+    assert watch.collapse[-1] == pytest.approx(1 - ((cos.sum() - cos.diagonal(dim1=1, dim2=2).sum()) / (4 * 56)).item(),
+                                               rel=1e-4)
     assert not net._forward_hooks and not net.head._forward_pre_hooks
     with pytest.raises(ValueError, match="model"):
         Watch(nn.Linear(2, 2))
