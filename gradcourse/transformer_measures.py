@@ -154,7 +154,7 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
                width: int = 32, batch: int = BATCH, probe: bool = False,
                progress: bool | None = False) -> Experiment:
     """Build ``models.transformer(depth, norm=..., seed=seed)`` and train it on :func:`task` with
-    ``fit`` (Adam or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
+    ``fit`` (Adam, fused, or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
     ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step).
     ``width`` (the model's D) and ``batch`` make a cheaper run where a claim holds at a smaller size.
     The run's ``metrics`` also hold the Watch's ``collapse`` and ``max_attention_logit`` per step, which
@@ -163,7 +163,8 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
     model = models.transformer(depth, width, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
     with Watch(model) as watch:
         run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
-                        batch_size=batch, seed=seed, probe=probe, every=10, progress=progress)
+                        batch_size=batch, seed=seed, probe=probe, every=10, progress=progress,
+                        fused=optimizer == "adam")
     # the run carries what the Watch saw, so the gradient doctor can name collapse and logit growth
     run.metrics.update(collapse=list(watch.collapse), max_attention_logit=list(watch.max_logit))
     label = (f"{'DeepNorm ' if deepnorm else ''}{norm.capitalize()}-LN, {depth} layers"

@@ -239,7 +239,8 @@ def test_experiment_matches_fit_with_the_same_settings():
     exp = experiment("pre", depth=2, warmup=5, steps=25, seed=1)
     model = models.transformer(2, norm="pre", seed=1)
     run = train.fit(model, data.reversal(1024, seed=0, n_test=256), steps=25, lr=1e-2, optimizer="adam",
-                    betas=(0.9, 0.98), warmup=5, batch_size=32, seed=1, probe=False, progress=False)
+                    betas=(0.9, 0.98), warmup=5, batch_size=32, seed=1, probe=False, progress=False,
+                    fused=True)
     np.testing.assert_array_equal(exp.run.losses, run.losses)
     np.testing.assert_allclose(exp.run.lrs, [0.002, 0.004, 0.006, 0.008] + [0.01] * 21, rtol=1e-12)
     assert exp.run.params["batch_size"] == 32 and exp.run.params["betas"] == [0.9, 0.98]
@@ -372,3 +373,20 @@ def test_the_first_figure_is_the_untrained_model_and_run_trains():
     assert "press Run" in explorer.last_result.notice
     explorer._displays({**params, "steps": 20})
     assert "final_loss" in explorer.last_result.values
+
+
+def test_fused_adam_takes_the_same_steps_up_to_rounding():
+    """experiment() trains with fit(fused=True): torch's fused Adam, against the default update on the same
+    model and batches (3 steps: the runs agree to rounding; a long run would part in the last digits)."""
+    from gradcourse import train
+
+    ds = data.reversal(256, seed=0, n_test=0)
+    runs = [train.fit(models.transformer(2, seed=0), ds, steps=3, lr=1e-2, optimizer="adam", betas=(0.9, 0.98),
+                      batch_size=32, probe=False, progress=False, fused=fused) for fused in (False, True)]
+    np.testing.assert_allclose(runs[0].losses, runs[1].losses, rtol=1e-5)
+    for (name, a), b in zip(runs[0].model.named_parameters(), runs[1].model.parameters()):
+        if name.endswith("qkv.bias"):   # the keys' bias has no gradient but rounding noise (softmax ignores it),
+            a, b = (torch.cat([t[:32], t[64:]]) for t in (a, b))   # Adam divides by its size: skip it
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    with pytest.raises(ValueError, match="fused"):
+        train.fit(models.transformer(1, seed=0), ds, steps=1, lr=1e-2, optimizer="sgd", fused=True)
