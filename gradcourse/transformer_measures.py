@@ -12,7 +12,6 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,10 +120,7 @@ class Watch:
 
     def _on_output(self, module, args, output) -> None:
         if torch.is_grad_enabled():
-            # every block's logits in one product (blocks, batch, heads, T, T), from the queries and keys
-            # each block kept (Block.last_logits, one block at a time, would take a product per block)
-            q, k = (torch.stack([block._last_qk[i] for block in self.model.blocks]) for i in (0, 1))
-            logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            logits = torch.stack(self.model.attention_logits())      # (blocks, batch, heads, T, T)
             self.max_logit.append(float(logits.abs().max()))
             self.entropy.append(attention_entropy(logits))
 
