@@ -57,6 +57,7 @@ def fit(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
+    fused: bool = False,
 ) -> Run:
     """Train ``model`` on ``data`` for ``steps`` optimizer steps and return a :class:`Run`.
 
@@ -69,7 +70,9 @@ def fit(
     at it) or ``None``. ``batch_size=None`` trains on the full batch; otherwise mini-batches are
     drawn with ``seed``. With ``probe=True`` a :class:`~gradcourse.probes.Probe` records every
     ``every``-th step. ``progress`` shows a ``tqdm.auto`` bar (default: on in a notebook, off
-    elsewhere; ``TQDM_DISABLE=1`` in the environment switches it off everywhere).
+    elsewhere; ``TQDM_DISABLE=1`` in the environment switches it off everywhere). ``fused=True`` takes
+    torch's fused Adam (one kernel for all parameters; Adam only): about 4× cheaper than the default
+    update, equal to it up to rounding (so a long run ends elsewhere in the last digits).
 
     A NaN or Inf in the loss or in the gradient stops training cleanly: ``run.diverged_at`` is
     that step, ``run.diverged_layer`` where it began, and nothing is raised. A learning rate so
@@ -130,7 +133,10 @@ def fit(
     if not params:
         raise ValueError("model has no trainable parameters (every parameter has requires_grad=False)")
     _check_trainable(model, params, lr)
-    opt, schedule = _optimizer(params, optimizer, lr, momentum, betas, warmup)
+    fused = _checks.flag("fused", fused)
+    if fused and optimizer != "adam":
+        raise ValueError(f"fused applies to optimizer='adam' only; got optimizer={optimizer!r}")
+    opt, schedule = _optimizer(params, optimizer, lr, momentum, betas, warmup, fused)
     sampler = torch.Generator().manual_seed(seed)
     losses, totals, clipped, lrs = [], [], [], []
     diverged_at = diverged_layer = None
@@ -393,7 +399,7 @@ def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup: int):
+def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup: int, fused: bool = False):
     # foreach=True: one multi-tensor kernel per update term instead of a Python loop over the parameters
     # (torch picks that loop on CPU). Lesson 05's 50-layer BN net (202 parameter tensors) trains about 15 %
     # faster (500 Adam steps: 10.1 -> 8.7 s CPU, one thread, alternating in one process); the updates are
@@ -402,7 +408,9 @@ def _optimizer(params, optimizer: str, lr: float, momentum: float, betas, warmup
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
     elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
+        # fused (lesson 09's Transformer, 76 tensors): 0.56 against 2.2 ms per update, not bitwise the same
+        opt = (torch.optim.Adam(params, lr=lr, betas=betas, fused=True) if fused
+               else torch.optim.Adam(params, lr=lr, betas=betas, foreach=True))
     else:
         opt = torch.optim.RAdam(params, lr=lr, betas=betas)
     # LambdaLR sets lr·factor(0) at once and lr·factor(k) after the k-th scheduler.step().

@@ -43,20 +43,25 @@ def collapse(hidden: torch.Tensor) -> float:
     """How different the positions of a sequence are: 1 − cos between the representations of two
     distinct positions, averaged over pairs and over the batch. ``hidden`` is ``(batch, seq_len, D)``.
 
-    Computed as ½‖u_i − u_j‖² of the unit vectors, in float64, which equals 1 − cos but does not
-    round to 0 when the vectors agree to 7 digits (float32's 1 − cos would).
+    Computed in float64 from the unit vectors' distances to their mean, Σ_{i≠j} ½‖u_i − u_j‖² =
+    T·Σ_i ‖u_i − ū‖², which equals the sum of 1 − cos over pairs but does not round to 0 when the
+    vectors agree to 7 digits (float32's 1 − cos would).
 
     >>> round(collapse(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])), 12)     # orthogonal: cos 0
     1.0
     >>> collapse(torch.tensor([[[1.0, 2.0], [2.0, 4.0]]]))                 # parallel: cos 1
     0.0
     """
-    u = nn.functional.normalize(hidden.detach().double(), dim=-1)
-    length = u.shape[1]
-    if length < 2:
+    if hidden.dim() < 2 or hidden.shape[1] < 2:
         raise ValueError(f"hidden must hold at least 2 positions; got shape {tuple(hidden.shape)}")
-    distance = (u[:, :, None] - u[:, None]).pow(2).sum(-1) / 2     # (batch, T, T): 1 − cos of each pair
-    return float(distance.sum(dim=(1, 2)).mean() / (length * (length - 1)))
+    return float(_collapse_each(hidden[None])[0])
+
+
+def _collapse_each(hidden: torch.Tensor) -> torch.Tensor:
+    """:func:`collapse` of each ``hidden[s]`` of a stack ``(steps, batch, seq_len, D)``, in a few batched ops."""
+    u = nn.functional.normalize(hidden.detach().double(), dim=-1)
+    spread = (u - u.mean(dim=2, keepdim=True)).pow(2).sum(dim=(2, 3))    # (steps, batch): T·Σ_i‖u_i − ū‖² / T
+    return spread.mean(dim=1) / (u.shape[2] - 1)
 
 
 def attention_entropy(logits: torch.Tensor) -> float:
@@ -66,12 +71,17 @@ def attention_entropy(logits: torch.Tensor) -> float:
     >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(float(np.log(8)), 4)
     True
     """
+    return float(_entropy_each(logits[None])[0])
+
+
+def _entropy_each(logits: torch.Tensor) -> torch.Tensor:
+    """:func:`attention_entropy` of each ``logits[s]`` of a stack, in a few batched ops."""
     # H = −Σ p log p with p = e/s, e = exp(z), z = logits − max: H = log s − Σ e·z / s. Written out because
     # torch's (log_)softmax over a last axis of 8 is several times slower on CPU than these few ops.
     z = logits - logits.amax(-1, keepdim=True)
     e = z.exp()
     total = e.sum(-1)
-    return float((total.log() - (e * z).sum(-1) / total).mean())
+    return (total.log() - (e * z).sum(-1) / total).flatten(1).mean(dim=1)
 
 
 class Watch:
@@ -140,7 +150,7 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
                width: int = 32, batch: int = BATCH, probe: bool = False,
                progress: bool | None = False) -> Experiment:
     """Build ``models.transformer(depth, norm=..., seed=seed)`` and train it on :func:`task` with
-    ``fit`` (Adam or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
+    ``fit`` (Adam, fused, or RAdam, betas (0.9, 0.98), batches of 32 drawn with ``seed``, linear
     ``warmup``) under a :class:`Watch`; ``probe=True`` adds the course's Probe (every 10th step).
     ``width`` (the model's D) and ``batch`` make a cheaper run where a claim holds at a smaller size.
     The run's ``metrics`` also hold the Watch's ``collapse`` and ``max_attention_logit`` per step, which
@@ -149,7 +159,8 @@ def experiment(norm: str = "post", depth: int = 6, *, lr: float = LR, warmup: in
     model = models.transformer(depth, width, norm=norm, qk_norm=qk_norm, deepnorm=deepnorm, seed=seed)
     with Watch(model) as watch:
         run = train.fit(model, task(), steps=steps, lr=lr, optimizer=optimizer, betas=BETAS, warmup=warmup,
-                        batch_size=batch, seed=seed, probe=probe, every=10, progress=progress)
+                        batch_size=batch, seed=seed, probe=probe, every=10, progress=progress,
+                        fused=optimizer == "adam")
     # the run carries what the Watch saw, so the gradient doctor can name collapse and logit growth
     run.metrics.update(collapse=list(watch.collapse), max_attention_logit=list(watch.max_logit))
     label = (f"{'DeepNorm ' if deepnorm else ''}{norm.capitalize()}-LN, {depth} layers"

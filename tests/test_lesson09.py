@@ -15,6 +15,7 @@ from torch import nn
 from gradcourse import data, exercises, models
 from gradcourse import transformer_measures as measures
 from gradcourse.encoder import Block
+from gradcourse.hooks import Hooks
 from gradcourse.transformer_measures import Watch, experiment
 from gradcourse.widgets.lesson09 import TransformerExplorer
 
@@ -214,6 +215,16 @@ def test_watch_records_training_passes_only_and_removes_its_hooks():
     assert len(watch.collapse) == len(watch.max_logit) == len(watch.entropy) == 2
     expected = max(block.last_logits.abs().max().item() for block in net.blocks)
     assert watch.max_logit[-1] == pytest.approx(expected)
+    # the last pass's entropy and collapse, from torch's softmax and cosine on what the last pass computed
+    p = torch.stack([block.last_logits for block in net.blocks]).softmax(-1)
+    assert watch.entropy[-1] == pytest.approx(-(p * p.log()).sum(-1).mean().item(), rel=1e-5)
+    store = {}
+    with Hooks(net.head.register_forward_pre_hook(lambda module, args: store.__setitem__("h", args[0]))):
+        net(tokens)
+    h = store["h"]
+    cos = F.cosine_similarity(h[:, :, None], h[:, None], dim=-1)           # (batch, 8, 8)
+    assert watch.collapse[-1] == pytest.approx(1 - ((cos.sum() - cos.diagonal(dim1=1, dim2=2).sum()) / (4 * 56)).item(),
+                                               rel=1e-4)
     assert not net._forward_hooks and not net.head._forward_pre_hooks
     with pytest.raises(ValueError, match="model"):
         Watch(nn.Linear(2, 2))
@@ -228,7 +239,8 @@ def test_experiment_matches_fit_with_the_same_settings():
     exp = experiment("pre", depth=2, warmup=5, steps=25, seed=1)
     model = models.transformer(2, norm="pre", seed=1)
     run = train.fit(model, data.reversal(1024, seed=0, n_test=256), steps=25, lr=1e-2, optimizer="adam",
-                    betas=(0.9, 0.98), warmup=5, batch_size=32, seed=1, probe=False, progress=False)
+                    betas=(0.9, 0.98), warmup=5, batch_size=32, seed=1, probe=False, progress=False,
+                    fused=True)
     np.testing.assert_array_equal(exp.run.losses, run.losses)
     np.testing.assert_allclose(exp.run.lrs, [0.002, 0.004, 0.006, 0.008] + [0.01] * 21, rtol=1e-12)
     assert exp.run.params["batch_size"] == 32 and exp.run.params["betas"] == [0.9, 0.98]
@@ -361,3 +373,20 @@ def test_the_first_figure_is_the_untrained_model_and_run_trains():
     assert "press Run" in explorer.last_result.notice
     explorer._displays({**params, "steps": 20})
     assert "final_loss" in explorer.last_result.values
+
+
+def test_fused_adam_takes_the_same_steps_up_to_rounding():
+    """experiment() trains with fit(fused=True): torch's fused Adam, against the default update on the same
+    model and batches (3 steps: the runs agree to rounding; a long run would part in the last digits)."""
+    from gradcourse import train
+
+    ds = data.reversal(256, seed=0, n_test=0)
+    runs = [train.fit(models.transformer(2, seed=0), ds, steps=3, lr=1e-2, optimizer="adam", betas=(0.9, 0.98),
+                      batch_size=32, probe=False, progress=False, fused=fused) for fused in (False, True)]
+    np.testing.assert_allclose(runs[0].losses, runs[1].losses, rtol=1e-5)
+    for (name, a), b in zip(runs[0].model.named_parameters(), runs[1].model.parameters()):
+        if name.endswith("qkv.bias"):   # the keys' bias has no gradient but rounding noise (softmax ignores it),
+            a, b = (torch.cat([t[:32], t[64:]]) for t in (a, b))   # Adam divides by its size: skip it
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    with pytest.raises(ValueError, match="fused"):
+        train.fit(models.transformer(1, seed=0), ds, steps=1, lr=1e-2, optimizer="sgd", fused=True)
