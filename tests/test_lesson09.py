@@ -270,7 +270,7 @@ def test_perturbation_restores_the_model():
 
 
 def test_post_ln_without_warmup_collapses_and_warmup_rescues():
-    """Lesson claim 1 and 2 on seed 1 (the notebook uses seeds 0–2): no NaN, collapse, stuck at chance."""
+    """Lesson claim 1 and 2 on seed 1 (the notebook runs seeds 0 and 1): no NaN, collapse, stuck at chance."""
     cold = experiment("post", 6, steps=60, seed=1)
     assert np.isfinite(cold.run.losses).all() and cold.collapse[50] < 1e-10
     assert abs(cold.final_loss - measures.CHANCE) < 0.05
