@@ -54,14 +54,9 @@ def collapse(hidden: torch.Tensor) -> float:
     """
     if hidden.dim() < 2 or hidden.shape[1] < 2:
         raise ValueError(f"hidden must hold at least 2 positions; got shape {tuple(hidden.shape)}")
-    return float(_collapse_each(hidden[None])[0])
-
-
-def _collapse_each(hidden: torch.Tensor) -> torch.Tensor:
-    """:func:`collapse` of each ``hidden[s]`` of a stack ``(steps, batch, seq_len, D)``, in a few batched ops."""
     u = nn.functional.normalize(hidden.detach().double(), dim=-1)
-    spread = (u - u.mean(dim=2, keepdim=True)).pow(2).sum(dim=(2, 3))    # (steps, batch): T·Σ_i‖u_i − ū‖² / T
-    return spread.mean(dim=1) / (u.shape[2] - 1)
+    spread = (u - u.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))    # (batch,): T·Σ_i‖u_i − ū‖² / T
+    return float(spread.mean() / (u.shape[1] - 1))
 
 
 def attention_entropy(logits: torch.Tensor) -> float:
@@ -71,17 +66,12 @@ def attention_entropy(logits: torch.Tensor) -> float:
     >>> round(attention_entropy(torch.zeros(1, 1, 8, 8)), 4) == round(float(np.log(8)), 4)
     True
     """
-    return float(_entropy_each(logits[None])[0])
-
-
-def _entropy_each(logits: torch.Tensor) -> torch.Tensor:
-    """:func:`attention_entropy` of each ``logits[s]`` of a stack, in a few batched ops."""
     # H = −Σ p log p with p = e/s, e = exp(z), z = logits − max: H = log s − Σ e·z / s. Written out because
     # torch's (log_)softmax over a last axis of 8 is several times slower on CPU than these few ops.
     z = logits - logits.amax(-1, keepdim=True)
     e = z.exp()
     total = e.sum(-1)
-    return (total.log() - (e * z).sum(-1) / total).flatten(1).mean(dim=1)
+    return float((total.log() - (e * z).sum(-1) / total).mean())
 
 
 class Watch:
