@@ -50,6 +50,40 @@ def test_resnet_mlp_is_x_plus_f_of_x():
     assert torch.allclose(plain(x), expected)
 
 
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_forward_composes_the_modules_by_name_and_follows_a_replaced_one(residual):
+    # forward looks its modules up by their names (issue 24: no per-layer name formatting): the same
+    # function as composing them by hand, BN included, and a module replaced after construction is used.
+    def by_hand(net, x):
+        h = net.act1(net.bn1(net.layer1(x)))
+        for b in (1, 2, 3):
+            f = getattr(net, f"bn{2 * b + 1}")(getattr(net, f"layer{2 * b + 1}")(
+                getattr(net, f"act{2 * b}")(getattr(net, f"bn{2 * b}")(getattr(net, f"layer{2 * b}")(h)))))
+            h = h + f if residual else getattr(net, f"act{2 * b + 1}")(f)
+        return net.head(h)
+
+    def plain_by_hand(net, x):
+        a = net.act1(net.bn1(net.layer1(x)))
+        for k in (2, 3):
+            z = getattr(net, f"act{k}")(getattr(net, f"bn{k}")(getattr(net, f"layer{k}")(a)))
+            a = a + z if residual else z
+        return net.head(a)
+
+    x = torch.randn(6, 2)
+    for build, reference, swap in ((lambda: models.resnet_mlp(3, 8, batchnorm=True, residual=residual, seed=1),
+                                    by_hand, ("act4",) if residual else ("act4", "act5")),
+                                   (lambda: models.mlp(3, 8, activation="relu", batchnorm=True, residual=residual,
+                                                       seed=1), plain_by_hand, ("act2",))):
+        net = build().eval()
+        assert torch.equal(net(x), reference(net, x))
+        for name in swap:
+            setattr(net, name, nn.Tanh())
+        assert torch.equal(net(x), reference(net, x))
+        assert not torch.allclose(net(x), build().eval()(x))
+
+
 @pytest.mark.parametrize("bad", [{"blocks": 0}, {"width": 0}, {"batchnorm": 1}, {"residual": "no"},
                                  {"activation": "swish"}])
 def test_resnet_mlp_rejects_bad_args(bad):
