@@ -5,9 +5,7 @@ A lesson subclasses :class:`Explorer`, declares its controls in ``params`` and i
 sliders and menus whose changes call ``run`` again and replace the figure in place.
 
 >>> from gradcourse.widgets.base import Explorer, Param, Result
->>> from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
-from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
-from matplotlib.figure import Figure
+>>> from matplotlib.figure import Figure
 >>> class Square(Explorer):
 ...     title = "Squares"
 ...     params = {"x": Param(3, low=0, high=10)}
