@@ -25,6 +25,21 @@ def test_explorer_too_small_threshold_clips_everything_and_slows_training():
     assert v["final_loss"] > 20 * ClippingExplorer().run().values["final_loss"]
 
 
+def test_explorer_keeps_each_setting_s_run_and_trains_it_as_train_patient_does():
+    explorer = ClippingExplorer()
+    first = explorer.run(threshold=0.3, lr=0.3)
+    again = explorer.run(threshold=0.3, lr=0.3)
+    assert again.runs["clipped"] is first.runs["clipped"]            # a setting seen before: kept
+    assert again.runs["no clipping"] is first.runs["no clipping"]
+    other = ClippingExplorer().run(method="value", threshold=0.3, lr=0.3)
+    assert other.runs["clipped"] is not first.runs["clipped"]        # another method: its own run
+    assert other.runs["no clipping"] is first.runs["no clipping"]    # the unclipped run depends on lr only
+    fresh = train_patient(0.3, remedies.clip_norm(0.3))
+    assert np.array_equal(first.runs["clipped"].losses, fresh.losses)
+    assert np.array_equal(first.runs["clipped"].clipped, fresh.clipped)
+    assert first.values["final_loss"] == fresh.losses[-1]
+
+
 @pytest.mark.parametrize("bad, name", [({"method": "sign"}, "method"), ({"threshold": 0.0}, "threshold"),
                                        ({"lr": 5.0}, "lr")])
 def test_explorer_rejects_bad_parameters(bad, name):
