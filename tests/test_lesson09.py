@@ -252,9 +252,15 @@ def test_experiment_matches_fit_with_the_same_settings():
     assert exp.label == "Pre-LN, 2 layers, adam, lr 0.01, warmup 5"
 
 
+def test_experiment_probes_every_nth_step():
+    exp = experiment("post", depth=2, steps=7, probe=True, every=5, seed=0)
+    assert exp.run.trace.steps.tolist() == [0, 5] and exp.run.params["every"] == 5
+
+
 def test_ffn_gradients_match_autograd():
     net = models.transformer(3, norm="pre", seed=0)
     grads = measures.ffn_gradients(net, batch=16)
+    assert all(p.grad is None for p in net.parameters())          # measured without touching .grad
     ds = measures.task()
     F.cross_entropy(net(ds.x[:16]), ds.y[:16]).backward()
     direct = [block.ffn2.weight.grad.norm().item() for block in net.blocks]
