@@ -252,9 +252,15 @@ def test_experiment_matches_fit_with_the_same_settings():
     assert exp.label == "Pre-LN, 2 layers, adam, lr 0.01, warmup 5"
 
 
+def test_experiment_probes_every_nth_step():
+    exp = experiment("post", depth=2, steps=7, probe=True, every=5, seed=0)
+    assert exp.run.trace.steps.tolist() == [0, 5] and exp.run.params["every"] == 5
+
+
 def test_ffn_gradients_match_autograd():
     net = models.transformer(3, norm="pre", seed=0)
     grads = measures.ffn_gradients(net, batch=16)
+    assert all(p.grad is None for p in net.parameters())          # measured without touching .grad
     ds = measures.task()
     F.cross_entropy(net(ds.x[:16]), ds.y[:16]).backward()
     direct = [block.ffn2.weight.grad.norm().item() for block in net.blocks]
@@ -390,3 +396,47 @@ def test_fused_adam_takes_the_same_steps_up_to_rounding():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
     with pytest.raises(ValueError, match="fused"):
         train.fit(models.transformer(1, seed=0), ds, steps=1, lr=1e-2, optimizer="sgd", fused=True)
+
+
+def forward_with_sdpa(net, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The encoder's forward pass as it was written before attention was spelled out with bmm: the heads
+    kept as a (batch, heads, length, head_dim) axis, attention by ``F.scaled_dot_product_attention``, the
+    logits watched computed again beside it. Returns the logits and each block's q·kᵀ/√d."""
+    x, watched = net.token(tokens) + net.position.weight, []
+    for block in net.blocks:
+        def attention(h, block=block):
+            b, t, w = h.shape
+            q, k, v = block.qkv(h).view(b, t, 3, block.heads, block.head_dim).permute(2, 0, 3, 1, 4)
+            q, k = block.q_norm(q), block.k_norm(k)
+            watched.append(q @ k.transpose(-2, -1) / math.sqrt(block.head_dim))
+            return block.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, w))
+        if block.norm == "post":
+            x = block.ln1(block.alpha * x + attention(x))
+            x = block.ln2(block.alpha * x + block.ffn(x))
+        else:
+            x = x + attention(block.ln1(x))
+            x = x + block.ffn(block.ln2(x))
+    return net.head(net.final_ln(x)).transpose(1, 2), watched
+
+
+@pytest.mark.parametrize("kwargs", [dict(norm="post"), dict(norm="pre"), dict(norm="pre", qk_norm=True),
+                                    dict(norm="post", deepnorm=True)])
+def test_forward_and_gradients_equal_the_sdpa_encoder(kwargs):
+    """The lesson's 6-block encoder, and its gradients, equal the SDPA formulation within float32 rounding."""
+    net = models.transformer(6, seed=3, **kwargs)
+    perturb_(net)
+    tokens = torch.randint(0, 16, (32, 8), generator=torch.Generator().manual_seed(0))
+    targets = tokens.flip(1)
+    out = net(tokens)
+    F.cross_entropy(out, targets).backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    expected, watched = forward_with_sdpa(net, tokens)
+    F.cross_entropy(expected, targets).backward()
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5)
+    for got, block_logits in zip(net.attention_logits(), watched):
+        assert torch.allclose(got, block_logits.detach(), rtol=1e-5, atol=1e-5)
+    for (name, p), got in zip(net.named_parameters(), grads):
+        # atol: the keys' LayerNorm bias has gradient 0 in exact arithmetic (a shift of every key moves a row
+        # of logits by one constant, which softmax ignores); both computations leave rounding of ~1e-9
+        assert torch.allclose(got, p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-7), name

@@ -11,7 +11,7 @@ from .. import models, plots
 from ..transformer_measures import CHANCE, Experiment, experiment, ffn_gradients
 from .base import Explorer, Param, Result
 
-#: The explorer's default run: long enough for Post-LN with a 100-step warmup to learn the task (by step 136 on
+#: The explorer's default run: long enough for Post-LN with a 100-step warmup to learn the task (by step 133 on
 #: seeds 0-4, native and portable kernels) and for the runs without warmup to show where they go, short enough that
 #: Run answers within the 3 s budget on one core (300 steps took 3.6 s).
 RUN_STEPS = 150
