@@ -80,7 +80,10 @@ def accumulation_dtype(device: torch.device | str) -> torch.dtype:
     >>> accumulation_dtype("cpu"), accumulation_dtype("mps")
     (torch.float64, torch.float32)
     """
-    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+    # A probe asks a few hundred times per recorded step, nearly always with a torch.device: read its
+    # type without building a new device (torch.device(device) costs more than the answer).
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return torch.float32 if kind == "mps" else torch.float64
 
 
 #: Values per chunk of a large tensor's float64 copy (1 MB: it stays in the CPU's cache).
@@ -106,14 +109,25 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        # The views handed out, by (device, dtype, n): a probe asks for the same few sizes at every
+        # recorded step (one per layer shape), and slicing the buffer afresh is a torch call each time.
+        self._views: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
         self._offsets: tuple | None = None
 
     def take(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A flat tensor of ``n`` values of ``dtype`` on ``device``, its contents undefined."""
+        view = self._views.get((device, dtype, n))
+        if view is not None:
+            return view
         buffer = self._buffers.get((device, dtype))
         if buffer is None or buffer.numel() < n:
             buffer = self._buffers[(device, dtype)] = torch.empty(n, dtype=dtype, device=device)
-        return buffer[:n]
+            # views of the old buffer would keep it alive: forget them
+            self._views = {k: v for k, v in self._views.items() if k[:2] != (device, dtype)}
+        if len(self._views) >= 64:  # many sizes (varying sequence lengths): keep the dictionary small
+            self._views = {}
+        view = self._views[(device, dtype, n)] = buffer[:n]
+        return view
 
     def offsets(self, sizes: tuple[int, ...], rows: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """``256 * rows[i]`` repeated ``sizes[i]`` times (int32): the offset that moves each value's
@@ -132,14 +146,23 @@ class Scratch:
         return sum(b.numel() * b.element_size() for b in self._buffers.values()) + offsets
 
 
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` detached and flattened, without a torch call for what it already is (a gradient
+    needs no detach, a flat tensor no reshape: a probe reads dozens of tensors per recorded step)."""
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    return tensor if tensor.dim() == 1 else tensor.reshape(-1)
+
+
 def _float64_copy(tensor: torch.Tensor, scratch: Scratch | None) -> torch.Tensor:
     """``tensor`` flattened and converted to the device's :func:`accumulation_dtype` (float64): a
     fresh copy, or one into ``scratch``."""
-    flat = tensor.reshape(-1)
-    dtype = accumulation_dtype(flat.device)
+    flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)  # (a torch call saved when already flat)
+    device = flat.device
+    dtype = accumulation_dtype(device)
     if scratch is None:
         return flat.to(dtype, copy=True)
-    return scratch.take(flat.numel(), dtype, flat.device).copy_(flat)
+    return scratch.take(flat.numel(), dtype, device).copy_(flat)
 
 
 # -- norms ------------------------------------------------------------------------------------
@@ -152,7 +175,7 @@ def sum_of_squares(tensor: torch.Tensor, scratch: Scratch | None = None) -> torc
     >>> float(sum_of_squares(torch.tensor([3.0, 4.0])))
     25.0
     """
-    flat = tensor.detach().reshape(-1)
+    flat = _flat(tensor)
     if flat.numel() <= CHUNK:
         copy = _float64_copy(flat, scratch)
         return torch.dot(copy, copy)
@@ -185,10 +208,12 @@ def norms(tensors: Sequence[torch.Tensor], scratch: Scratch | None = None) -> to
         return torch.zeros(0, dtype=torch.float64)
     dtype = accumulation_dtype(tensors[0].device)
     small = [i for i, t in enumerate(tensors) if t.numel() <= SMALL]
-    if len(small) == len(tensors):
-        return torch.stack(torch._foreach_norm([t.detach() for t in tensors], 2, dtype=dtype))
-    found = dict(zip(small, torch._foreach_norm([tensors[i].detach() for i in small], 2, dtype=dtype)
-                     if small else ()))
+    # One no_grad block rather than a detach per tensor (a torch call each: a probe reads the norms of
+    # every weight three times per recorded step).
+    with torch.no_grad():
+        if len(small) == len(tensors):
+            return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=dtype))
+        found = dict(zip(small, torch._foreach_norm([tensors[i] for i in small], 2, dtype=dtype) if small else ()))
     for i, t in enumerate(tensors):
         if i not in found:
             found[i] = sum_of_squares(t, scratch).sqrt()
@@ -235,9 +260,10 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None,
     """
     kind = activation_kind(activation)
     a = a.detach()
+    flat = _flat(a)  # flattened once for every figure below
     n = a.numel()
     if n:
-        values = _float64_copy(a, scratch)
+        values = _float64_copy(flat, scratch)
         total = values.sum()
         centred = values.sub_(total, alpha=1 / n)  # a − mean (alpha: the division folded in)
         m2 = torch.dot(centred, centred)  # one vectorised pass (torch.var_mean's Welford loop is slower)
@@ -245,11 +271,11 @@ def activation_sums(a: torch.Tensor, activation: nn.Module | str | None = None,
         total = m2 = torch.full((), math.nan, dtype=accumulation_dtype(a.device), device=a.device)
     low = high = sat_sigmoid = sat_tanh = unit_max = None
     if kind == "infer" and n:
-        low, high = torch.aminmax(a.reshape(-1))
+        low, high = torch.aminmax(flat)
     if kind in ("sigmoid", "infer") and n:
-        sat_sigmoid = _saturated(a, "sigmoid", scratch)
+        sat_sigmoid = _saturated(flat, "sigmoid", scratch)
     if kind in ("tanh", "infer") and n:
-        sat_tanh = _saturated(a, "tanh", scratch)
+        sat_tanh = _saturated(flat, "tanh", scratch)
     if kind in ("relu", "infer") and n:
         unit_max = a.reshape(a.shape[0] if a.dim() else 1, -1).amax(dim=0)
     return ActivationSums(kind, n, total, m2, low, high, sat_sigmoid, sat_tanh, unit_max)
@@ -265,17 +291,17 @@ def _saturated(a: torch.Tensor, kind: str, scratch: Scratch | None = None) -> to
     and without a float64 copy: a value is saturated exactly when clamping it into the cut-offs
     of :func:`_cuts` (in its own dtype) changes it."""
     low, high = _cuts(kind, a.dtype)
-    flat = a.reshape(-1)
-    work = (torch.empty_like(flat) if scratch is None
-            else scratch.take(flat.numel(), flat.dtype, flat.device))
-    # clamp(a) − a is 0 exactly where clamping changed nothing (NaN stays NaN, and NaN ≠ 0:
+    flat = a if a.dim() == 1 else a.reshape(-1)
+    n, device = flat.numel(), flat.device
+    work = torch.empty_like(flat) if scratch is None else scratch.take(n, flat.dtype, device)
+    # clamp(a) ≠ a exactly where clamping changed the value (NaN stays NaN, and NaN ≠ NaN:
     # counted); ne_ leaves 1.0 or 0.0 in place, whose sum is the count (a count_nonzero or a
     # sum of booleans is twice as slow on the CPU).
-    changed = torch.clamp(flat, low, high, out=work).sub_(flat).ne_(0)
-    dtype = accumulation_dtype(flat.device)
-    if flat.numel() < _EXACT_FLOAT32_COUNT and flat.dtype == torch.float32:
-        return changed.sum().to(dtype)
-    return changed.sum(dtype=dtype)
+    changed = torch.clamp(flat, low, high, out=work).ne_(flat)
+    dtype = accumulation_dtype(device)
+    if SMALL < n < _EXACT_FLOAT32_COUNT and flat.dtype == torch.float32:
+        return changed.sum().to(dtype)  # a large tensor: float32's vectorised sum, exact here, is faster
+    return changed.sum(dtype=dtype)  # a whole number either way: the same count
 
 
 @functools.lru_cache(maxsize=16)
@@ -443,14 +469,14 @@ def log2_histogram(tensors: Sequence[torch.Tensor], low: int, high: int,
         while end < len(tensors) and size + tensors[end].numel() <= CHUNK:
             size += tensors[end].numel()
             end += 1
-        flats = [t.detach().reshape(-1) for t in tensors[start:end]]
+        flats = [_flat(t) for t in tensors[start:end]]
         if len(flats) == 1:  # one tensor, read in chunks
             for chunk in flats[0].split(CHUNK):
                 table[rows[start] * 256:(rows[start] + 1) * 256] += torch.bincount(
                     _exponents(chunk, scratch), minlength=256)
         else:  # several small tensors: one copy, each one's row an offset added to its exponents
             values = scratch.take(size, torch.float32, device)
-            torch.cat([f.to(torch.float32) for f in flats], out=values)
+            torch.cat([f if f.dtype == torch.float32 else f.to(torch.float32) for f in flats], out=values)
             offsets = scratch.offsets(tuple(f.numel() for f in flats), tuple(rows[start:end]), device)
             table += torch.bincount(_exponents(values, scratch).add_(offsets), minlength=n_rows * 256)
         start = end

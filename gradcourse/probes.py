@@ -581,7 +581,8 @@ class Probe:
             + recording.hidden_runs
         parts = [nan if recording.grad_norms is None else recording.grad_norms, recording.weight_norms,
                  update_norms, figures] + ([histogram.to(acc).reshape(-1)] if exact else [])  # in this order
-        flat = torch.cat([p.to(device=device, dtype=acc) for p in parts + hidden])
+        flat = torch.cat([p if p.dtype == acc and p.device == device else p.to(device=device, dtype=acc)
+                          for p in parts + hidden])
         flat = flat.cpu().numpy().astype(np.float64)  # the one host transfer of the step
         grad_norms, weight_norms, update_norms = flat[:3 * n].reshape(3, n)
         at = (3 + len(SUMMARY_FIELDS)) * n

@@ -162,7 +162,7 @@ def fit(
                 out = model(xb)
             loss = loss_fn(out, yb)
             losses.append(loss.item())
-            if not np.isfinite(losses[-1]):
+            if not math.isfinite(losses[-1]):
                 diverged_at, diverged_layer = step, _where(monitor, "loss")
                 totals.append(float("nan"))
                 clipped.append(False)
@@ -174,7 +174,7 @@ def fit(
                 total, was_clipped = clip.apply(params)
             totals.append(float(total))
             clipped.append(was_clipped)
-            if not np.isfinite(totals[-1]):
+            if not math.isfinite(totals[-1]):
                 if monitor is not None:
                     monitor.locate_nonfinite_gradient()
                 diverged_at, diverged_layer = step, _where(monitor, "gradient")

@@ -723,6 +723,27 @@ def test_chunked_measurements_match_float64_with_one_scratch_reused():
     close(measurements.sum_of_squares(finite, scratch), (finite.double() ** 2).sum().item(), rel=1e-12)
 
 
+def test_scratch_hands_out_one_view_per_size_and_forgets_them_when_it_grows():
+    """Scratch keeps the view of each size it handed out (a probe asks for the same sizes at every recorded
+    step); when a larger request grows the buffer, the old views go with the old buffer."""
+    scratch = measurements.Scratch()
+    small = scratch.take(10, torch.float64, torch.device("cpu"))
+    assert scratch.take(10, torch.float64, torch.device("cpu")) is small and scratch.nbytes == 80
+    other = scratch.take(4, torch.float64, torch.device("cpu"))
+    assert other.data_ptr() == small.data_ptr() and other.numel() == 4
+    scratch.take(1000, torch.float64, torch.device("cpu"))                  # grows: a new buffer
+    again = scratch.take(10, torch.float64, torch.device("cpu"))
+    assert again is not small and again.data_ptr() != small.data_ptr() and scratch.nbytes == 8000
+    assert scratch.take(10, torch.float32, torch.device("cpu")).dtype == torch.float32   # one buffer per dtype
+    # the measurements reuse it: the same sums however often, whatever the buffer held before
+    a = torch.sigmoid(torch.randn(8, 5, generator=torch.Generator().manual_seed(0)) * 6)
+    first = measurements.activation_sums(a, nn.Sigmoid(), scratch)
+    again = measurements.activation_sums(a, nn.Sigmoid(), scratch)
+    assert [float(v) for v in first[2:4] + first[6:7]] == [float(v) for v in again[2:4] + again[6:7]]
+    assert float(first.sat_sigmoid) == float(((a.double() - 0.5).abs() > 0.5 - measurements.SATURATION_MARGIN).sum())
+    assert float(first.sat_sigmoid) > 0
+
+
 def test_nan_and_inf_stay_visible():
     t = torch.tensor([1.0, math.nan, 2.0])
     assert math.isnan(measurements.norm(t)) and math.isinf(measurements.norm(torch.tensor([1.0, math.inf])))

@@ -470,3 +470,112 @@ def test_evaluating_gives_the_model_back_in_its_own_mode_even_after_an_error(tra
     assert net.training is training and net[2].training is training and torch.is_grad_enabled()
     with pytest.raises(ValueError, match="^model must be a torch.nn.Module"), evaluating("net"):
         pass
+
+
+def _plain_loop_reference(net, x, y, *, steps, lr, every, optimizer, momentum=0.0, clip=None, hist=(-40, 7)):
+    """What fit(..., every=every) records, computed by a plain torch loop written out here: forward,
+    loss, backward, torch's own clipping or total norm, a foreach optimizer step, and, on every
+    ``every``-th step, each Linear layer's figures summed in float64 the way the probe documents
+    them (activation = the output of the module named in ``probe_activations``, else the layer's own
+    output). Read from hooks that only keep tensors, so nothing of the probe takes part."""
+    from gradcourse.theory import SATURATION_MARGIN
+
+    layers = {name: m for name, m in net.named_modules() if isinstance(m, nn.Linear)}
+    acts = {name: net.get_submodule(net.probe_activations[name]) if name in net.probe_activations else None
+            for name in layers}
+    kept = {}
+    handles = [m.register_forward_hook(lambda m, a, out, name=name: kept.__setitem__(("z", name), out))
+               for name, m in layers.items()]
+    handles += [m.register_forward_hook(lambda m, a, out, name=name: kept.__setitem__(("a", name), out))
+                for name, m in acts.items() if m is not None]
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = (torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True) if optimizer == "sgd"
+           else torch.optim.Adam(params, lr=lr, foreach=True))
+    losses, totals, clipped, records = [], [], [], []
+    net.train()
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        out = net(x)
+        loss = nn.functional.cross_entropy(out, y)
+        losses.append(loss.item())
+        recorded = step % every == 0
+        if recorded:
+            for name in layers:
+                kept[("z", name)].retain_grad()
+        loss.backward()
+        if recorded:  # fit's probe (no optimizer given) reads the gradients as backward ends: before clipping
+            before = [m.weight.detach().clone() for m in layers.values()]
+            grads = [m.weight.grad.detach().clone() for m in layers.values()]
+        if clip is None:
+            total = nn.utils.get_total_norm([p.grad for p in params])
+        else:
+            total = nn.utils.clip_grad_norm_(params, clip)
+        totals.append(float(total))
+        clipped.append(clip is not None and float(total) > clip)
+        opt.step()
+        if not recorded:
+            continue
+        rec = {q: [] for q in ("grad_norm", "output_grad_norm", "weight_norm", "update_ratio", "act_mean",
+                               "act_std", "saturated_frac", "dead_frac")}
+        hists = []
+        for (name, m), w0, g in zip(layers.items(), before, grads):
+            f64 = torch.float64
+            rec["grad_norm"].append(torch.linalg.vector_norm(g, dtype=f64).item())
+            zg = kept[("z", name)].grad.reshape(-1).double()
+            rec["output_grad_norm"].append(math.sqrt(torch.dot(zg, zg).item()))
+            weight_norm = torch.linalg.vector_norm(w0, dtype=f64).item()
+            rec["weight_norm"].append(weight_norm)
+            rec["update_ratio"].append(torch.linalg.vector_norm(w0 - m.weight.detach(), dtype=f64).item()
+                                       / weight_norm)
+            a = kept[("a", name)] if acts[name] is not None else kept[("z", name)]
+            a = a.detach()
+            a64, n = a.reshape(-1).double(), a.numel()
+            total_a = a64.sum()
+            centred = a64.sub(total_a, alpha=1 / n)
+            rec["act_mean"].append(total_a.item() / n)
+            rec["act_std"].append(math.sqrt(max(torch.dot(centred, centred).item() / max(n - 1, 1), 0.0)))
+            kind = type(acts[name]).__name__ if acts[name] is not None else "other"
+            if kind == "Sigmoid":
+                rec["saturated_frac"].append(((a64 - 0.5).abs() > 0.5 - SATURATION_MARGIN).sum().item() / n)
+            else:
+                rec["saturated_frac"].append(math.nan)
+            units = a.reshape(len(a), -1).amax(dim=0)
+            rec["dead_frac"].append((units <= 0).sum().item() / units.numel() if kind == "ReLU" else math.nan)
+            # the float32 exponent field of each |g|, one bin per power of two, the ends gathering the rest
+            exponent = (g.reshape(-1).numpy().view(np.int32) >> 23) & 0xFF
+            bins = np.clip(exponent.astype(np.int64) - (127 + hist[0]), 0, hist[1] - hist[0] - 1)
+            hists.append(np.bincount(bins, minlength=hist[1] - hist[0]))
+        records.append((step, rec, np.array(hists)))
+    for handle in handles:
+        handle.remove()
+    return losses, totals, clipped, records
+
+
+@pytest.mark.parametrize("activation, init, optimizer, kwargs", [
+    ("sigmoid", "normal", "sgd", dict(momentum=0.9, clip=1.0)),  # lessons 01, 03, 04: momentum, clipping, saturation
+    ("relu", "kaiming", "adam", {}),                              # lesson 07's patient D: Adam, dead units
+])
+def test_fit_and_its_probe_record_bitwise_what_a_plain_loop_computes(activation, init, optimizer, kwargs):
+    """fit's losses, total norms, clipping flags, and every figure its probe records (issue 24 cut their
+    per-step overhead: one no_grad block instead of a detach per tensor, fewer reshapes and slices, the
+    saturation count in fewer passes) equal, bit for bit, what a plain torch loop computes."""
+    ds = data.spirals(64, seed=0)
+    net, reference = (models.mlp(5, 16, activation=activation, init=init, weight_std=4.0 if init == "normal" else None,
+                                 seed=0) for _ in range(2))
+    lr = 0.3 if optimizer == "adam" else 0.5
+    run = fit(net, ds, steps=9, lr=lr, optimizer=optimizer, every=4, progress=False, **kwargs)
+    losses, totals, clipped, records = _plain_loop_reference(reference, ds.x, ds.y, steps=9, lr=lr, every=4,
+                                                             optimizer=optimizer, **kwargs)
+    assert run.losses.tolist() == losses
+    assert run.grad_norm_total.tolist() == totals
+    assert run.clipped.tolist() == clipped and (0 < sum(clipped) < 9 if "clip" in kwargs else not any(clipped))
+    trace = run.trace
+    assert trace.steps.tolist() == [step for step, _, _ in records] == [0, 4, 8]
+    assert round(trace.hist_edges[0] / math.log10(2)) == -40 and len(trace.hist_edges) == 48
+    for i, (_, expected, hists) in enumerate(records):
+        for quantity, values in expected.items():
+            np.testing.assert_array_equal(trace.get(quantity)[i], np.array(values), err_msg=quantity)
+        np.testing.assert_array_equal(trace.grad_hist[i], hists)
+    # what the comparison covers is there to compare: saturated sigmoid units, dead ReLU units
+    assert (trace.get("saturated_frac" if activation == "sigmoid" else "dead_frac")[:, :5] > 0).any()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), reference.state_dict().values()))
