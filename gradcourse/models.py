@@ -55,11 +55,11 @@ class MLP(nn.Module):
         self.head = nn.Linear(width, out_features)
         #: Which module's output is the activation of each hidden layer (read by probes).
         self.probe_activations = {f"layer{k}": f"act{k}" for k in range(1, depth + 1)}
-        # Each hidden layer's module names, and whether it adds its input back, spelled once: forward
-        # looks the modules up by name in ``_modules`` (so a module replaced later, as lesson 02 swaps
-        # activations, is the one called) without formatting names or a failing ``hasattr`` per layer,
-        # which cost about 1 ms of a 50-layer net's 6 ms forward pass (issue 24).
-        self._steps = [(f"layer{k}", f"bn{k}", f"act{k}", residual and k > 1) for k in range(1, depth + 1)]
+        # Each hidden layer's module names, spelled once: forward looks the modules up by name in
+        # ``_modules`` (so a module replaced later, as lesson 02 swaps activations, is the one called)
+        # without formatting names or a failing ``hasattr`` per layer, which cost about 1 ms of a
+        # 50-layer net's 6 ms forward pass (issue 24).
+        self._steps = [(f"layer{k}", f"bn{k}", f"act{k}") for k in range(1, depth + 1)]
 
     def hidden_layers(self) -> list[nn.Linear]:
         """The hidden linear layers, front to back."""
@@ -67,12 +67,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         modules = self._modules
-        for linear, bn, act, skip in self._steps:
+        for k, (linear, bn, act) in enumerate(self._steps):
             z = modules[linear](x)
             if bn in modules:
                 z = modules[bn](z)
             a = modules[act](z)
-            x = x + a if skip else a
+            x = x + a if self.residual and k > 0 else a
         return modules["head"](x)
 
 
