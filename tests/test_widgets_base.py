@@ -67,6 +67,18 @@ def test_an_image_is_drawn_once_and_the_figure_keeps_its_layout_and_dpi():
     assert png == _fresh_png(_figure(4.0, 10.0, "once"), 60)
 
 
+def test_a_figure_with_a_colorbar_and_a_suptitle_is_drawn_as_savefig_draws_it():
+    def figure() -> Figure:  # constrained layout makes room for the colorbar and the suptitle
+        fig = _figure(4.0, 1.0, "left")
+        axes = fig.axes
+        mesh = axes[1].pcolormesh(np.arange(6.0), np.arange(4.0), np.arange(15.0).reshape(3, 5))
+        fig.colorbar(mesh, ax=axes[1], label="counts")
+        fig.suptitle("a figure title")
+        return fig
+
+    assert base.figure_png(figure()) == _fresh_png(figure())
+
+
 def test_an_explorer_s_image_is_the_one_savefig_draws():
     # Lesson 01's three panels: log axes with math-text labels, histograms, a legend placed "best".
     from gradcourse.widgets import EXPLORERS
