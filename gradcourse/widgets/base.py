@@ -30,7 +30,6 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
-from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .. import _checks, plots
 
@@ -299,10 +298,9 @@ def figure_png(figure: Figure, dpi: int = 80) -> bytes:
     use constrained layout, so no second "tight" pass is needed: it cost a quarter of the time.
     Log axes lose what they would not show (:func:`gradcourse.plots.lighter_log_ticks`).
 
-    The figure is drawn once. ``savefig`` on a figure with a layout engine draws it twice: a first,
-    invisible draw whose only use is to run the layout, then the real one; here the layout runs on
-    its own (the same computation, at the image's dpi) and ``savefig`` draws once without it, which
-    saves about a tenth of an explorer's image. The figure keeps its layout engine and dpi.
+    The figure is drawn once (:func:`gradcourse.plots.laid_out`: its layout runs on its own at the
+    image's dpi, then ``savefig`` draws without it, instead of drawing twice), about a tenth of an
+    explorer's image less. The figure keeps its layout engine and dpi.
 
     Every figure of one pixel size and density is drawn by the same Agg renderer
     (:class:`_SharedRendererCanvas`): matplotlib keeps its measured text sizes and parsed math text
@@ -311,18 +309,8 @@ def figure_png(figure: Figure, dpi: int = 80) -> bytes:
     Either way the image is the same, byte for byte (``tests/test_widgets_base.py``)."""
     buffer = io.BytesIO()
     _SharedRendererCanvas(figure)  # becomes figure.canvas
-    plots.lighter_log_ticks(figure)
-    engine, figure_dpi = figure.get_layout_engine(), figure.dpi
-    try:
-        figure.dpi = dpi  # what savefig sets while it draws: the layout sees the image's text sizes
-        if figure.axes and isinstance(engine, ConstrainedLayoutEngine):
-            engine.execute(figure)
-            figure.set_layout_engine(None)  # laid out: savefig then skips its layout-only draw
+    with plots.laid_out(plots.lighter_log_ticks(figure), dpi):
         figure.savefig(buffer, format="png", dpi=dpi)
-    finally:
-        if engine is not None and figure.get_layout_engine() is not engine:
-            figure.set_layout_engine(engine)
-        figure.dpi = figure_dpi
     return buffer.getvalue()
 
 
