@@ -275,3 +275,30 @@ def test_figures_shown_in_a_notebook_pass_through_lighter_log_ticks():
         assert type(fig.axes[0].yaxis.get_minor_locator()) is NullLocator
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_a_figure_shown_in_a_notebook_is_drawn_once_to_the_png_ipython_draws():
+    # IPython's print_figure alone draws a constrained-layout figure twice (a layout-only draw);
+    # the course's formatter lays it out first and draws once, to the same bytes.
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import print_figure
+
+    def figure():
+        fig = _semilogy(1e-8, 1.0)
+        fig.axes[0].set_title("a title")
+        fig.colorbar(fig.axes[0].scatter([1, 2], [1e-3, 1e-2], c=[0, 1]), ax=fig.axes[0], label="c")
+        return fig
+
+    shell = InteractiveShell.instance()
+    try:
+        plots.show_figures_inline()
+        fig, draws = figure(), []
+        fig.canvas.mpl_connect("draw_event", draws.append)
+        engine, dpi = fig.get_layout_engine(), fig.dpi
+        data, _ = shell.display_formatter.format(fig)
+        assert len(draws) == 1
+        assert fig.get_layout_engine() is engine and fig.dpi == dpi
+        shown = data["image/png"]  # base64 text, as the notebook stores it
+        assert shown == print_figure(plots.lighter_log_ticks(figure()), "png", bbox_inches=None, base64=True)
+    finally:
+        InteractiveShell.clear_instance()

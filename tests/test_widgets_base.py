@@ -52,3 +52,38 @@ def test_figures_of_one_size_share_a_renderer_and_few_are_kept():
     for k in range(base._KEEP_RENDERERS + 3):                # many sizes: only the latest few stay
         base.figure_png(_figure(2.0 + 0.25 * k, 1.0, "size"))
     assert len(base._RENDERERS) == base._KEEP_RENDERERS
+
+
+def test_an_image_is_drawn_once_and_the_figure_keeps_its_layout_and_dpi():
+    # savefig alone draws a constrained-layout figure twice (a layout-only draw, then the image);
+    # figure_png runs the layout itself and draws once, to the same bytes.
+    fig = _figure(4.0, 10.0, "once")
+    engine, dpi = fig.get_layout_engine(), fig.dpi
+    draws = []
+    fig.canvas.mpl_connect("draw_event", draws.append)  # the figure's callbacks outlive its canvas
+    png = base.figure_png(fig, 60)
+    assert len(draws) == 1
+    assert fig.get_layout_engine() is engine and fig.dpi == dpi
+    assert png == _fresh_png(_figure(4.0, 10.0, "once"), 60)
+
+
+def test_a_figure_with_a_colorbar_and_a_suptitle_is_drawn_as_savefig_draws_it():
+    def figure() -> Figure:  # constrained layout makes room for the colorbar and the suptitle
+        fig = _figure(4.0, 1.0, "left")
+        axes = fig.axes
+        mesh = axes[1].pcolormesh(np.arange(6.0), np.arange(4.0), np.arange(15.0).reshape(3, 5))
+        fig.colorbar(mesh, ax=axes[1], label="counts")
+        fig.suptitle("a figure title")
+        return fig
+
+    assert base.figure_png(figure()) == _fresh_png(figure())
+
+
+def test_an_explorer_s_image_is_the_one_savefig_draws():
+    # Lesson 01's three panels: log axes with math-text labels, histograms, a legend placed "best".
+    from gradcourse.widgets import EXPLORERS
+
+    explorer = EXPLORERS["01_sigmoid_saturation"]()
+    for settings in ({}, {"activation": "relu", "init": "kaiming", "depth": 7}):
+        mine, plain = explorer.run(**settings).figure, explorer.run(**settings).figure
+        assert base.figure_png(mine, explorer.dpi) == _fresh_png(plain, explorer.dpi)

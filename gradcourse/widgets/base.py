@@ -298,14 +298,19 @@ def figure_png(figure: Figure, dpi: int = 80) -> bytes:
     use constrained layout, so no second "tight" pass is needed: it cost a quarter of the time.
     Log axes lose what they would not show (:func:`gradcourse.plots.lighter_log_ticks`).
 
+    The figure is drawn once (:func:`gradcourse.plots.laid_out`: its layout runs on its own at the
+    image's dpi, then ``savefig`` draws without it, instead of drawing twice), about a tenth of an
+    explorer's image less. The figure keeps its layout engine and dpi.
+
     Every figure of one pixel size and density is drawn by the same Agg renderer
     (:class:`_SharedRendererCanvas`): matplotlib keeps its measured text sizes and parsed math text
     (the log axes' ``10^k`` labels) per renderer, so an explorer's next figure, which has the same
-    size and mostly the same texts, measures and parses them once instead of again every time. The
-    image is the same, byte for byte."""
+    size and mostly the same texts, measures and parses them once instead of again every time.
+    Either way the image is the same, byte for byte (``tests/test_widgets_base.py``)."""
     buffer = io.BytesIO()
     _SharedRendererCanvas(figure)  # becomes figure.canvas
-    plots.lighter_log_ticks(figure).savefig(buffer, format="png", dpi=dpi)
+    with plots.laid_out(plots.lighter_log_ticks(figure), dpi):
+        figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
