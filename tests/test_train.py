@@ -60,6 +60,30 @@ def test_train_loss_is_the_whole_training_set_not_the_last_mini_batch():
     assert run.metrics["train_loss"] == pytest.approx(by_hand, rel=1e-5)
 
 
+def test_evaluate_false_skips_the_whole_set_evaluation_and_nothing_else():
+    """evaluate=False (lesson 09 reads only the losses): the same losses, gradient norms and weights to the
+    bit, metrics with final_loss only, and the model never run on the whole training or held-out set."""
+    ds = data.spirals(256, seed=0, n_test=64)
+    runs = {}
+    for evaluate in (True, False):
+        net = models.mlp(3, 16, activation="tanh", seed=0)
+        batches = []
+        hook = net.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])))
+        runs[evaluate] = fit(net, ds, steps=5, lr=0.1, batch_size=32, seed=1, probe=False, evaluate=evaluate)
+        hook.remove()
+        runs[evaluate].batches = batches
+    kept, skipped = runs[True], runs[False]
+    np.testing.assert_array_equal(kept.losses, skipped.losses)
+    np.testing.assert_array_equal(kept.grad_norm_total, skipped.grad_norm_total)
+    for a, b in zip(kept.model.parameters(), skipped.model.parameters()):
+        assert torch.equal(a, b)
+    assert skipped.metrics == {"final_loss": skipped.losses[-1]}
+    assert {"train_loss", "test_loss", "train_accuracy", "test_accuracy"} <= set(kept.metrics)
+    assert skipped.batches == [32] * 5 and kept.batches == [32] * 5 + [len(ds.x), len(ds.x_test)]
+    with pytest.raises(ValueError, match="evaluate"):
+        fit(models.mlp(2, 4), ds, steps=1, lr=0.1, evaluate="no")
+
+
 def test_regression_targets_use_mean_squared_error():
     ds = data.adding_problem(seq_len=6, n=64, seed=0)
     model = models.sequence_model("gru", hidden=8, seed=0)
