@@ -131,7 +131,8 @@ class Transformer(nn.Module):
         return [block.last_logits for block in self.blocks]
 
     def attention_weights(self) -> list[torch.Tensor]:
-        """Each block's attention weights, softmax of its logits, from the last forward pass (``None`` before the first)."""
+        """Each block's attention weights (softmax of its logits) from the last forward pass (``None`` before the
+        first)."""
         return [block.last_weights for block in self.blocks]
 
 

@@ -68,7 +68,7 @@ def test_evaluate_false_skips_the_whole_set_evaluation_and_nothing_else():
     for evaluate in (True, False):
         net = models.mlp(3, 16, activation="tanh", seed=0)
         batches = []
-        hook = net.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])))
+        hook = net.register_forward_pre_hook(lambda module, args, seen=batches: seen.append(len(args[0])))
         runs[evaluate] = fit(net, ds, steps=5, lr=0.1, batch_size=32, seed=1, probe=False, evaluate=evaluate)
         hook.remove()
         runs[evaluate].batches = batches
