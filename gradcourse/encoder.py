@@ -44,7 +44,8 @@ class Block(nn.Module):
     """One Transformer block: attention, then feed-forward, each with a residual and a LayerNorm.
 
     After every forward pass ``last_logits`` holds the attention logits ``q·k/√d`` of shape
-    ``(batch, heads, seq_len, seq_len)`` (detached): lesson 09 watches the largest of them.
+    ``(batch, heads, seq_len, seq_len)`` and ``last_weights`` their softmax, the attention weights (both
+    detached): lesson 09 watches the largest logit and the weights' entropy.
     """
 
     def __init__(self, width: int, heads: int, norm: str, qk_norm: bool, alpha: float):
@@ -61,6 +62,7 @@ class Block(nn.Module):
         self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.last_logits: torch.Tensor | None = None
+        self.last_weights: torch.Tensor | None = None
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
@@ -77,7 +79,9 @@ class Block(nn.Module):
         # 09 training step about 10 % less (one core, measured side by side in one process).
         logits = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(self.head_dim)
         self.last_logits = logits.detach().view(batch, self.heads, length, length)
-        mixed = torch.bmm(torch.softmax(logits, dim=-1), v)
+        weights = torch.softmax(logits, dim=-1)
+        self.last_weights = weights.detach().view(batch, self.heads, length, length)
+        mixed = torch.bmm(weights, v)
         return self.proj(mixed.view(batch, self.heads, length, self.head_dim).transpose(1, 2)
                          .reshape(batch, length, width))
 
@@ -125,6 +129,11 @@ class Transformer(nn.Module):
     def attention_logits(self) -> list[torch.Tensor]:
         """Each block's attention logits from the last forward pass (``None`` before the first)."""
         return [block.last_logits for block in self.blocks]
+
+    def attention_weights(self) -> list[torch.Tensor]:
+        """Each block's attention weights (softmax of its logits) from the last forward pass (``None`` before the
+        first)."""
+        return [block.last_weights for block in self.blocks]
 
 
 def transformer(

@@ -40,7 +40,8 @@ class Run:
 
     ``metrics`` holds ``final_loss`` (``losses[-1]``: the last step's batch, before its update; with
     mini-batches of 2 it can be 0 while the model is far from fitting the data) and, unless the run
-    diverged, the trained model measured on whole data sets after the last update, in eval mode:
+    diverged (or ``fit`` was called with ``evaluate=False``), the trained model measured on whole data sets
+    after the last update, in eval mode:
     ``train_loss`` and ``test_loss`` (the training set and, for a Dataset, its held-out set) and,
     for class labels, ``train_accuracy`` and ``test_accuracy``. Report ``train_loss`` as "the loss".
     """

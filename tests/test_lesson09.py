@@ -204,6 +204,26 @@ def test_collapse_and_entropy_against_direct_formulas():
         measures.collapse(torch.ones(1, 1, 4))
 
 
+def test_entropy_from_the_weights_equals_the_entropy_from_the_logits():
+    """The Watch reads the entropy from the softmax the forward pass made (weights_entropy); it is the
+    logits' entropy (attention_entropy, float64 here) for ordinary logits and for the runaway ones of
+    lesson 09 (|logit| up to 2e4: most weights underflow to exactly 0, where 0 ln 0 counts 0, not NaN)."""
+    gen = torch.Generator().manual_seed(1)
+    for scale in (1.0, 30.0, 2e4):
+        logits = scale * torch.randn(6, 4, 4, 8, 8, generator=gen)
+        p = logits.double().softmax(-1)
+        by_hand = float(-(torch.where(p > 0, p * p.log(), 0.0)).sum(-1).mean())
+        weights = logits.softmax(-1)
+        if scale == 2e4:
+            assert (weights == 0).float().mean() > 0.5
+        assert measures.weights_entropy(weights) == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
+        assert measures.attention_entropy(logits) == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
+    net = models.transformer(2, seed=0)
+    net(torch.randint(0, 16, (4, 8)))
+    for logits, weights in zip(net.attention_logits(), net.attention_weights()):
+        assert torch.equal(weights, logits.softmax(-1))
+
+
 def test_watch_records_training_passes_only_and_removes_its_hooks():
     net = models.transformer(2, seed=0)
     tokens = torch.randint(0, 16, (4, 8))
@@ -250,6 +270,20 @@ def test_experiment_matches_fit_with_the_same_settings():
         last_20 += float(run.losses[step])
     assert exp.final_loss == pytest.approx(last_20 / 20, rel=1e-12)
     assert exp.label == "Pre-LN, 2 layers, adam, lr 0.01, warmup 5"
+
+
+def test_experiment_skips_the_whole_set_evaluation_unless_asked():
+    """The lesson reads only the losses: experiment() leaves out fit's evaluation on the 1,024 + 256 sequences
+    (the same losses to the bit), and evaluate=True measures the trained model on both sets as fit does."""
+    quick = experiment("pre", depth=2, steps=5, seed=0)
+    full = experiment("pre", depth=2, steps=5, seed=0, evaluate=True)
+    np.testing.assert_array_equal(quick.run.losses, full.run.losses)
+    assert set(quick.run.metrics) == {"final_loss", "collapse", "max_attention_logit"}
+    assert {"train_loss", "test_loss", "train_accuracy", "test_accuracy"} <= set(full.run.metrics)
+    with torch.no_grad():
+        scores = full.run.model.eval()(measures.task().x_test)
+    assert full.run.metrics["test_loss"] == pytest.approx(
+        F.cross_entropy(scores, measures.task().y_test).item(), rel=1e-6)
 
 
 def test_experiment_probes_every_nth_step():
