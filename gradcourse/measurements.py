@@ -157,7 +157,7 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
 def _float64_copy(tensor: torch.Tensor, scratch: Scratch | None) -> torch.Tensor:
     """``tensor`` flattened and converted to the device's :func:`accumulation_dtype` (float64): a
     fresh copy, or one into ``scratch``."""
-    flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)  # (a torch call saved when already flat)
+    flat = _flat(tensor)
     device = flat.device
     dtype = accumulation_dtype(device)
     if scratch is None:
@@ -291,7 +291,7 @@ def _saturated(a: torch.Tensor, kind: str, scratch: Scratch | None = None) -> to
     and without a float64 copy: a value is saturated exactly when clamping it into the cut-offs
     of :func:`_cuts` (in its own dtype) changes it."""
     low, high = _cuts(kind, a.dtype)
-    flat = a if a.dim() == 1 else a.reshape(-1)
+    flat = _flat(a)
     n, device = flat.numel(), flat.device
     work = torch.empty_like(flat) if scratch is None else scratch.take(n, flat.dtype, device)
     # clamp(a) ≠ a exactly where clamping changed the value (NaN stays NaN, and NaN ≠ NaN:
