@@ -1,9 +1,10 @@
 """What lesson 09 measures on the small Transformer encoder of :mod:`gradcourse.encoder`, and the
 lesson's training recipe: how alike the positions' representations become (:func:`collapse`), how
-sharp the attention is (:func:`attention_entropy`), :class:`Watch`, which records both and the
-largest attention logit at every training step, and :func:`experiment`, one run of the reversal
-task under a Watch. Beside them, the measurements at initialisation: the FFN gradient by block,
-the representation the head reads, and how far a small perturbation of the weights moves the output.
+sharp the attention is (:func:`attention_entropy` from the logits, :func:`weights_entropy` from the
+attention weights), :class:`Watch`, which records both and the largest attention logit at every
+training step, and :func:`experiment`, one run of the reversal task under a Watch. Beside them,
+the measurements at initialisation: the FFN gradient by block, the representation the head reads,
+and how far a small perturbation of the weights moves the output.
 
 >>> exp = experiment("pre", depth=2, steps=20, seed=0)
 >>> len(exp.collapse) == len(exp.max_logit) == len(exp.run.losses) == 20
