@@ -34,7 +34,7 @@ def _first_and_best(call) -> str:
 
 def _neighbours(spec: Param, count: int = REPEATS) -> list:
     """The slider positions next to the default (upwards, or downwards where the range ends)."""
-    step = spec.step or (1 if isinstance(spec.default, int) else (spec.high - spec.low) / 100)
+    step = spec.slider_step  # the widget's own step (a log slider's in decades)
     values = []
     for direction in (1, -1):
         for k in range(1, count + 1):

@@ -50,6 +50,20 @@ class Param:
     log: bool = False
     label: str | None = None
 
+    @property
+    def slider_step(self) -> float:
+        """The slider's step: ``step``, else 0.1 decade on a log slider, 1 for an integer, a
+        hundredth of the range otherwise.
+
+        >>> Param(1.0, low=0.0, high=2.0).slider_step, Param(1.0, low=0.1, high=10.0, log=True).slider_step
+        (0.02, 0.1)
+        """
+        if self.step:
+            return self.step
+        if self.log:
+            return 0.1
+        return 1 if isinstance(self.default, int) else (self.high - self.low) / 100
+
     def validate(self, name: str, value: Any) -> Any:
         if self.options is not None:
             return _checks.choice(name, value, self.options)
@@ -73,12 +87,10 @@ class Param:
             import math
 
             return w.FloatLogSlider(value=self.default, min=math.log10(self.low),
-                                    max=math.log10(self.high), step=self.step or 0.1, **slider)
+                                    max=math.log10(self.high), step=self.slider_step, **slider)
         if isinstance(self.default, int):
-            return w.IntSlider(value=self.default, min=self.low, max=self.high,
-                               step=self.step or 1, **slider)
-        return w.FloatSlider(value=self.default, min=self.low, max=self.high,
-                             step=self.step or (self.high - self.low) / 100, **slider)
+            return w.IntSlider(value=self.default, min=self.low, max=self.high, step=self.slider_step, **slider)
+        return w.FloatSlider(value=self.default, min=self.low, max=self.high, step=self.slider_step, **slider)
 
 
 @dataclass
