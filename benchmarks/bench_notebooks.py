@@ -20,6 +20,7 @@ printed lines); a kernel's start ≤ 2 s.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import statistics
@@ -151,8 +152,11 @@ def start_table() -> str:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args == ["--start"]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="lesson notebooks (default: every lesson)")
+    parser.add_argument("--start", action="store_true", help="time a kernel's start instead, part by part")
+    args = parser.parse_args()
+    if args.start:
         start_table()
     else:
-        main([Path(a).resolve() for a in args] or None)
+        main([p.resolve() for p in args.notebooks] or None)
