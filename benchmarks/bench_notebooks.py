@@ -13,6 +13,12 @@ imports ``torch._dynamo`` (every optimizer does in torch 2.13: ``add_param_group
 wrapped in ``torch._disable_dynamo``, ``step`` in ``_use_grad_for_differentiable``, and no setting skips
 the import), then the first step of ``fit`` with its own optimizer and probe.
 
+The machine's speed is timed beside every lesson: a fixed torch workload (:func:`machine_speed`, a bare
+training loop of the kind the lessons run) before and after each notebook. On a virtual machine whose speed
+drifts (this one's whole-course time moved 162 -> 180 s within 20 minutes, the same commit), the last column
+scales each lesson's time to the quickest speed seen in the run, so that two runs, or old and new code, can be
+compared; the raw times stay in the table.
+
 Budgets (CONTRIBUTING.md, issue 24): each lesson ≤ 30 s on one core and ≤ 600 MB; the whole
 course ≤ 150 s; no cell over 8 s, and a cell over 3 s shows that it is working (a progress bar or
 printed lines); a kernel's start ≤ 2 s.
@@ -123,21 +129,60 @@ print(json.dumps(parts))
             for key in runs[0]}
 
 
+def machine_speed(blocks: int = 5, steps: int = 20) -> float:
+    """Milliseconds of this thread's CPU time per step of a fixed workload (the quickest of ``blocks``): a bare
+    torch loop training a 10-layer tanh MLP of width 64 on 512 points with SGD, one thread, as the
+    lessons' runs do. It takes about 0.3 s; a larger figure means a slower machine at that moment."""
+    import torch  # here, not at the top: --start times torch's import in fresh processes
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        x, y = torch.randn(512, 2, generator=generator), torch.randint(0, 2, (512,), generator=generator)
+        layers = [torch.nn.Linear(2, 64), torch.nn.Tanh()]
+        for _ in range(9):
+            layers += [torch.nn.Linear(64, 64), torch.nn.Tanh()]
+        net = torch.nn.Sequential(*layers, torch.nn.Linear(64, 2))
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        times = []
+        for _ in range(blocks + 1):  # the first block warms up (allocations, the optimizer's first step)
+            start = time.thread_time()
+            for _ in range(steps):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+            times.append((time.thread_time() - start) / steps * 1e3)
+        return min(times[1:])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main(paths: list[Path] | None = None) -> str:
     lines = ["### Notebooks (fresh kernel, top to bottom; lessons call gradcourse.start(): 1 thread)", "",
              "| notebook | wall time | cells' CPU time | kernel peak RSS | slowest cells (cell index: seconds) | "
-             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life |", "|---|---|---|---|---|---|"]
-    total = 0.0
+             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life | machine speed (ms per reference step) |",
+             "|---|---|---|---|---|---|---|"]
+    total, speeds, walls = 0.0, [], []
+    before = machine_speed()
     for path in paths or NOTEBOOKS:
         m = measure(path)
+        after = machine_speed()
+        speeds.append((before + after) / 2)
+        walls.append(m["seconds"])
+        before = after
         total += m["seconds"]
         slowest = sorted(m["cells"], key=lambda c: -c[1])[:3]
         silent = [f"c{i}" for i, s, shown in m["cells"] if s > SHOW_PROGRESS_S and not shown]
         lines.append(f"| {path.name} | {m['seconds']:.1f} s | {m['cpu_seconds']:.1f} s | {m['peak_mb']} MB | "
                      + ", ".join(f"c{i}: {s:.1f} (CPU {m['cell_cpu'][i]:.1f})"
                                  + (" **over 8 s**" if s > CELL_BUDGET_S else "") for i, s, _ in slowest)
-                     + f" | {', '.join(silent) or 'none'} |")
-    lines.append(f"| **whole course** | **{total:.1f} s** | | | | |")
+                     + f" | {', '.join(silent) or 'none'} | {speeds[-1]:.2f} |")
+    quickest = min(speeds)
+    scaled = sum(w * quickest / s for w, s in zip(walls, speeds))
+    lines.append(f"| **whole course** | **{total:.1f} s** | | | | | {min(speeds):.2f}–{max(speeds):.2f} |")
+    lines += ["", f"Scaled to the run's quickest machine speed ({quickest:.2f} ms per reference step): "
+              f"the course {scaled:.1f} s (each lesson's wall time × {quickest:.2f} / its speed)."]
     text = "\n".join(lines)
     print(text)
     return text
