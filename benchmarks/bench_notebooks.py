@@ -132,7 +132,7 @@ print(json.dumps(parts))
 def machine_speed(blocks: int = 5, steps: int = 20) -> float:
     """Milliseconds of this thread's CPU time per step of a fixed workload (the quickest of ``blocks``): a bare
     torch loop training a 10-layer tanh MLP of width 64 on 512 points with SGD, one thread, as the
-    lessons' runs do. It takes about 0.3 s; a larger figure means a slower machine at that moment."""
+    lessons' runs do. It takes about 0.5 s; a larger figure means a slower machine at that moment."""
     import torch  # here, not at the top: --start times torch's import in fresh processes
 
     threads = torch.get_num_threads()
@@ -161,7 +161,7 @@ def machine_speed(blocks: int = 5, steps: int = 20) -> float:
 def main(paths: list[Path] | None = None) -> str:
     lines = ["### Notebooks (fresh kernel, top to bottom; lessons call gradcourse.start(): 1 thread)", "",
              "| notebook | wall time | cells' CPU time | kernel peak RSS | slowest cells (cell index: seconds) | "
-             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life | machine speed (ms per reference step) |",
+             f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life | reference step (ms: the machine's speed) |",
              "|---|---|---|---|---|---|---|"]
     total, speeds, walls = 0.0, [], []
     before = machine_speed()
