@@ -135,6 +135,7 @@ def machine_speed(blocks: int = 5, steps: int = 20) -> float:
     lessons' runs do. It takes about 0.5 s; a larger figure means a slower machine at that moment."""
     import torch  # here, not at the top: --start times torch's import in fresh processes
 
+    # plain torch, not gradcourse.models: the yardstick must not move when the package changes
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -163,7 +164,7 @@ def main(paths: list[Path] | None = None) -> str:
              "| notebook | wall time | cells' CPU time | kernel peak RSS | slowest cells (cell index: seconds) | "
              f"cells over {SHOW_PROGRESS_S:.0f} s with no sign of life | reference step (ms: the machine's speed) |",
              "|---|---|---|---|---|---|---|"]
-    total, speeds, walls = 0.0, [], []
+    speeds, walls = [], []
     before = machine_speed()
     for path in paths or NOTEBOOKS:
         m = measure(path)
@@ -171,7 +172,6 @@ def main(paths: list[Path] | None = None) -> str:
         speeds.append((before + after) / 2)
         walls.append(m["seconds"])
         before = after
-        total += m["seconds"]
         slowest = sorted(m["cells"], key=lambda c: -c[1])[:3]
         silent = [f"c{i}" for i, s, shown in m["cells"] if s > SHOW_PROGRESS_S and not shown]
         lines.append(f"| {path.name} | {m['seconds']:.1f} s | {m['cpu_seconds']:.1f} s | {m['peak_mb']} MB | "
@@ -180,7 +180,7 @@ def main(paths: list[Path] | None = None) -> str:
                      + f" | {', '.join(silent) or 'none'} | {speeds[-1]:.2f} |")
     quickest = min(speeds)
     scaled = sum(w * quickest / s for w, s in zip(walls, speeds))
-    lines.append(f"| **whole course** | **{total:.1f} s** | | | | | {min(speeds):.2f}–{max(speeds):.2f} |")
+    lines.append(f"| **whole course** | **{sum(walls):.1f} s** | | | | | {min(speeds):.2f}–{max(speeds):.2f} |")
     lines += ["", f"Scaled to the run's quickest machine speed ({quickest:.2f} ms per reference step): "
               f"the course {scaled:.1f} s (each lesson's wall time × {quickest:.2f} / its speed)."]
     text = "\n".join(lines)
